@@ -1,0 +1,50 @@
+"""Decoding parameters and results shared by every generation backend (no torch)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    max_tokens: int = 64
+    temperature: float = 0.0  # 0 = greedy
+    top_p: float = 1.0
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+
+
+@dataclass
+class Completion:
+    text: str
+    finish_reason: str  # "stop" (stop string, EOS, end of span) or "length"
+    prompt_tokens: int
+    completion_tokens: int
+
+
+@dataclass
+class InfillCompletion:
+    """One fill per gap of `segments` (s0 ▢ s1 ▢ s2 ... has len(segments)-1 gaps)."""
+
+    fills: list[str]
+    finish_reasons: list[str]
+    prompt_tokens: int
+    completion_tokens: int
+
+    @property
+    def text(self) -> str:
+        return self.fills[0]
+
+    @property
+    def finish_reason(self) -> str:
+        return "length" if "length" in self.finish_reasons else "stop"
+
+
+@dataclass
+class StreamChunk:
+    """One streamed piece; the last chunk has finish_reason set and the usage."""
+
+    text: str
+    finish_reason: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    extra: dict = field(default_factory=dict)
