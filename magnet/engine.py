@@ -1,0 +1,283 @@
+"""The in-process engine: one loaded model, an attention mode per call.
+
+    engine = Engine.from_spec(ModelSpec())
+    engine.embed(["A man plays a guitar."])             # bidirectional, last-token pooling
+    engine.token_states(texts, word_spans)              # bidirectional, token i from output i-1
+    engine.infill(["The cat ", " on the mat."], params) # hybrid: prefill context, decode the gap
+    engine.generate("Once upon a time", params)         # causal, KV cache
+
+Synchronous and thread-confined: the server calls it from one worker thread.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+
+from magnet.decoding import Span, decode_spans, make_generator
+from magnet.errors import InputTooLongError, InvalidInputError
+from magnet.forward import hidden_states, logits
+from magnet.layout import infill_layout, split_trailing_spaces
+from magnet.loading import LoadedModel, ModelSpec, load_model
+from magnet.manifest import DEFAULT_INSTRUCTION
+from magnet.masks import AttentionMode, positions_from_padding, roles_for_mode
+from magnet.pooling import last_token, shifted_token_states, word_means, word_membership
+from magnet.sampling import Completion, InfillCompletion, SamplingParams, StreamChunk
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    max_length: int = 2048  # tokens per input (capped by the model's context size)
+    embed_batch_tokens: int = 8192  # padded tokens per forward when embedding
+    gap_positions: int = 32  # text positions reserved per infill gap (see layout.py)
+
+
+@dataclass
+class EmbedResult:
+    embeddings: torch.Tensor  # (N, H) float32, CPU, input order
+    prompt_tokens: int
+
+
+def pad_batch(seqs: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad token lists -> ids (B, T), padding mask (B, T) (1 = real)."""
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, : len(s)] = torch.tensor(s, dtype=torch.long)
+        mask[i, : len(s)] = 1
+    return ids.to(device), mask.to(device)
+
+
+def batches_by_tokens(lengths: list[int], budget: int) -> list[list[int]]:
+    """Indices sorted by length, grouped so that (rows x longest) stays within budget."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    groups, current = [], []
+    for i in order:
+        if current and (len(current) + 1) * lengths[i] > budget:
+            groups.append(current)
+            current = []
+        current.append(i)
+    return groups + ([current] if current else [])
+
+
+class Engine:
+    def __init__(self, loaded: LoadedModel, config: EngineConfig = EngineConfig()):
+        self.loaded = loaded
+        self.model = loaded.model
+        self.tokenizer = loaded.tokenizer
+        self.config = config
+        self.name = loaded.name
+        context = getattr(self.model.config, "max_position_embeddings", config.max_length)
+        self.max_length = min(config.max_length, context)
+        self.instruction = loaded.manifest.instruction if loaded.manifest else DEFAULT_INSTRUCTION
+        tok = self.tokenizer
+        self.anchor_id = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
+        self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
+
+    @classmethod
+    def from_spec(cls, spec: ModelSpec = ModelSpec(), config: EngineConfig = EngineConfig()) -> "Engine":
+        return cls(load_model(spec), config)
+
+    @property
+    def device(self) -> torch.device:
+        return self.loaded.device
+
+    # ---- tokens -------------------------------------------------------------
+
+    def tokens(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokens(text))
+
+    def check_length(self, n_tokens: int, what: str, hint: str = "set truncate=true") -> None:
+        if n_tokens > self.max_length:
+            raise InputTooLongError(
+                f"{what} has {n_tokens} tokens; the limit is {self.max_length}. Shorten it or {hint}."
+            )
+
+    # ---- bidirectional: sentence embeddings ---------------------------------
+
+    def embed_ids(self, text: str, instruction: str, truncate: bool) -> list[int]:
+        """[anchor] instruction text [EOS]; truncation cuts the text, never the ends."""
+        head, body = [self.anchor_id] + self.tokens(instruction), self.tokens(text)
+        room = self.max_length - len(head) - 1
+        if len(body) > room:
+            if not truncate:
+                self.check_length(len(head) + len(body) + 1, "an input (with its instruction)")
+            body = body[: max(room, 0)]
+        return head + body + [self.tokenizer.eos_token_id]
+
+    @torch.inference_mode()
+    def embed(self, texts: list[str], instruction: str | None = None, normalize: bool = True,
+              truncate: bool = False) -> EmbedResult:
+        require_texts(texts)
+        instruction = self.instruction if instruction is None else instruction
+        seqs = [self.embed_ids(t, instruction, truncate) for t in texts]
+        out = torch.empty(len(seqs), self.model.config.hidden_size, dtype=torch.float32)
+        for group in batches_by_tokens([len(s) for s in seqs], self.config.embed_batch_tokens):
+            out[group] = self.encode_last_token([seqs[i] for i in group]).float().cpu()
+        if normalize:
+            out = torch.nn.functional.normalize(out, dim=-1)
+        return EmbedResult(out, sum(len(s) for s in seqs))
+
+    def encode_last_token(self, seqs: list[list[int]]) -> torch.Tensor:
+        ids, padding = pad_batch(seqs, self.pad_id, self.device)  # (B, T)
+        roles = roles_for_mode(AttentionMode.BIDIRECTIONAL, padding)
+        hidden = hidden_states(self.model, ids, roles, positions_from_padding(padding))  # (B, T, H)
+        return last_token(hidden, padding)  # (B, H)
+
+    # ---- bidirectional (or causal): word vectors ----------------------------
+
+    def token_states(self, texts: list[str], word_spans: list[list[tuple[int, int]]],
+                     truncate: bool = False) -> list[torch.Tensor]:
+        """Per text (n_words, H): a word is the mean of its tokens' vectors (paper §4.1)."""
+        return self.word_vectors(texts, word_spans, truncate, AttentionMode.BIDIRECTIONAL)
+
+    def causal_token_states(self, texts: list[str], word_spans: list[list[tuple[int, int]]],
+                            truncate: bool = False) -> list[torch.Tensor]:
+        """The same with causal attention: the base model's own token representations."""
+        return self.word_vectors(texts, word_spans, truncate, AttentionMode.CAUSAL)
+
+    @torch.inference_mode()
+    def word_vectors(self, texts, word_spans, truncate, mode) -> list[torch.Tensor]:
+        require_texts(texts)
+        encoded = [self.tokenizer(t, add_special_tokens=False, return_offsets_mapping=True) for t in texts]
+        seqs, offsets = [], []
+        for enc in encoded:
+            ids, offs = enc["input_ids"], enc["offset_mapping"]
+            if len(ids) + 1 > self.max_length:
+                if not truncate:
+                    self.check_length(len(ids) + 1, "an input")
+                ids, offs = ids[: self.max_length - 1], offs[: self.max_length - 1]
+            seqs.append([self.anchor_id] + ids)
+            offsets.append(offs)
+        result: list[torch.Tensor | None] = [None] * len(texts)
+        for group in batches_by_tokens([len(s) for s in seqs], self.config.embed_batch_tokens):
+            ids, padding = pad_batch([seqs[i] for i in group], self.pad_id, self.device)
+            roles = roles_for_mode(mode, padding)
+            hidden = hidden_states(self.model, ids, roles, positions_from_padding(padding)).float().cpu()
+            for row, i in enumerate(group):
+                tokens = shifted_token_states(hidden[row, : len(seqs[i])])  # (n, H)
+                result[i] = word_means(tokens, word_membership(offsets[i], word_spans[i]))
+        return result
+
+    # ---- hybrid: infill -----------------------------------------------------
+
+    def infill(self, segments: list[str], params: SamplingParams = SamplingParams()) -> InfillCompletion:
+        """Fill each gap between consecutive segments (prefix, suffix = 2 segments)."""
+        return self.infill_batch([segments], [params])[0]
+
+    @torch.inference_mode()
+    def infill_batch(self, requests: list[list[str]], params: list[SamplingParams]) -> list[InfillCompletion]:
+        layouts = [self.layout(segments, p) for segments, p in zip(requests, params)]
+        ids, padding = pad_batch([lay.ids for lay in layouts], self.pad_id, self.device)
+        positions = torch.zeros_like(ids)
+        for row, lay in enumerate(layouts):
+            positions[row, : len(lay.positions)] = torch.tensor(lay.positions)
+        roles = roles_for_mode(AttentionMode.BIDIRECTIONAL, padding)  # context only
+        cache = self.new_cache()
+        hidden = hidden_states(self.model, ids, roles, positions, cache)  # (B, Tc, H)
+        spans, first = [], []
+        for row, (lay, p) in enumerate(zip(layouts, params)):
+            generator = make_generator(p.seed, self.device)
+            for k, start in enumerate(lay.gap_starts):
+                spans.append(Span(row, k + 1, start, lay.end_tokens[k], p, generator))
+                first.append(hidden[row, lay.predictors[k]])
+        first_logits = list(logits(self.model, torch.stack(first)))
+        for _ in decode_spans(self.model, self.tokenizer, cache, roles, positions, first_logits, spans):
+            pass
+        return [self.collect_fills(row, lay, spans) for row, lay in enumerate(layouts)]
+
+    def layout(self, segments: list[str], params: SamplingParams):
+        if not isinstance(segments, list) or len(segments) < 2:
+            raise InvalidInputError("infill needs at least two segments (the text before and after a gap)")
+        require_max_tokens(params)
+        stripped = [split_trailing_spaces(s) if k < len(segments) - 1 else (s, 0) for k, s in enumerate(segments)]
+        segment_ids = [self.tokens(text) for text, _ in stripped]
+        if not any(segment_ids):
+            raise InvalidInputError("every segment is empty: give some text around the gap")
+        lay = infill_layout(self.anchor_id, segment_ids, [n for _, n in stripped], self.config.gap_positions)
+        self.check_length(len(lay.ids) + params.max_tokens * len(lay.gap_starts),
+                          "the context plus max_tokens per gap", "lower max_tokens")
+        return lay
+
+    def collect_fills(self, row: int, lay, spans: list[Span]) -> InfillCompletion:
+        mine = [s for s in spans if s.row == row]
+        # The space cut from before the gap belongs to the fill's first word.
+        fills = [drop_leading_spaces(s.text, n) for s, n in zip(mine, lay.trimmed_spaces)]
+        return InfillCompletion(fills, [s.finish_reason for s in mine], len(lay.ids),
+                                sum(len(s.ids) for s in mine))
+
+    # ---- causal: generation ---------------------------------------------------
+
+    def generate(self, prompt: str, params: SamplingParams = SamplingParams()) -> Completion:
+        last = None
+        text = []
+        for chunk in self.generate_stream(prompt, params):
+            text.append(chunk.text)
+            last = chunk
+        return Completion("".join(text), last.finish_reason, last.prompt_tokens, last.completion_tokens)
+
+    def generate_stream(self, prompt: str, params: SamplingParams = SamplingParams()) -> Iterator[StreamChunk]:
+        """Text pieces as they are decoded; the last chunk has finish_reason and usage."""
+        ids = self.prompt_ids(prompt, params)
+        with torch.inference_mode():
+            prompt_ids = torch.tensor([ids], device=self.device)
+            roles = roles_for_mode(AttentionMode.CAUSAL, torch.ones_like(prompt_ids))
+            positions = torch.arange(len(ids), device=self.device)[None]
+            cache = self.new_cache()
+            hidden = hidden_states(self.model, prompt_ids, roles, positions, cache)
+            span = Span(0, 1, len(ids), None, params, make_generator(params.seed, self.device))
+            first = [logits(self.model, hidden[0, -1])]
+            sent = 0
+            for _ in decode_spans(self.model, self.tokenizer, cache, roles, positions, first, [span]):
+                ready = releasable(span.text, params.stop) if span.open else len(span.text)
+                if ready > sent:
+                    yield StreamChunk(span.text[sent:ready])
+                    sent = ready
+        yield StreamChunk(span.text[sent:], span.finish_reason, len(ids), len(span.ids))
+
+    def prompt_ids(self, prompt: str, params: SamplingParams) -> list[int]:
+        if not isinstance(prompt, str) or not prompt:
+            raise InvalidInputError("prompt is empty: give some text to continue")
+        require_max_tokens(params)
+        ids = self.tokenizer(prompt)["input_ids"]  # the tokenizer's own special tokens, as vLLM does
+        self.check_length(len(ids) + params.max_tokens, "the prompt plus max_tokens", "lower max_tokens")
+        return ids
+
+    def new_cache(self):
+        from transformers import DynamicCache
+
+        return DynamicCache()
+
+
+def require_texts(texts) -> None:
+    if not isinstance(texts, list) or not texts:
+        raise InvalidInputError("input is empty: give at least one text")
+    for i, t in enumerate(texts):
+        if not isinstance(t, str) or not t.strip():
+            raise InvalidInputError(f"input[{i}] is empty: every text needs at least one non-space character")
+
+
+def require_max_tokens(params: SamplingParams) -> None:
+    if params.max_tokens < 1:
+        raise InvalidInputError(f"max_tokens must be at least 1, got {params.max_tokens}")
+
+
+def drop_leading_spaces(text: str, n: int) -> str:
+    kept = text.lstrip(" ")
+    return text[min(n, len(text) - len(kept)):]
+
+
+def releasable(text: str, stops: tuple[str, ...]) -> int:
+    """How much of a growing text can be sent: hold back a possible stop-string
+    prefix and an incomplete UTF-8 character (decoded as U+FFFD)."""
+    end = len(text.rstrip("\ufffd"))
+    hold = max((len(s) - 1 for s in stops if s), default=0)
+    return max(end - hold, 0)
+
+
+__all__ = ["Engine", "EngineConfig", "EmbedResult"]

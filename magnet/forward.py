@@ -1,0 +1,45 @@
+"""A model forward with the mask as an argument: the only way we call a model.
+
+Works for any Hugging Face causal LM whose decoder accepts a 4-D additive
+attention mask and position ids (Llama, Mistral, Qwen2, SmolLM, ...), plain or
+wrapped by peft. We run the decoder (no vocabulary projection) and project
+only the positions whose logits are needed: with a 49k-token vocabulary the
+full (B, T, V) logits tensor would dominate time and memory.
+"""
+from __future__ import annotations
+
+import torch
+
+from magnet.masks import attention_mask
+
+
+def hidden_states(
+    model,
+    input_ids: torch.Tensor,  # (B, T)
+    roles: torch.Tensor,  # (B, T)
+    positions: torch.Tensor,  # (B, T)
+    cache=None,
+    cached_roles: torch.Tensor | None = None,  # (B, K) roles already in the cache
+    cached_positions: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """(B, T, H) final-layer (normed) outputs; appends to `cache` when given."""
+    if cached_roles is None:
+        key_roles, key_positions = roles, positions
+    else:
+        key_roles = torch.cat([cached_roles, roles], dim=1)
+        key_positions = torch.cat([cached_positions, positions], dim=1)
+    dtype = model.get_input_embeddings().weight.dtype
+    mask = attention_mask(roles, positions, key_roles, key_positions, dtype=dtype)
+    out = model.get_decoder()(
+        input_ids=input_ids,
+        attention_mask=mask,
+        position_ids=positions,
+        past_key_values=cache,
+        use_cache=cache is not None,
+    )
+    return out.last_hidden_state
+
+
+def logits(model, hidden: torch.Tensor) -> torch.Tensor:
+    """(..., H) -> (..., V) float32 logits of the chosen positions only."""
+    return model.get_output_embeddings()(hidden).float()

@@ -1,0 +1,48 @@
+"""From hidden states (B, T, H) to sentence and word vectors.
+
+The token-shift rule (paper §3.2.1, §4.1): a decoder's output at position i
+predicts token i+1, so the representation of token i is the output at i-1.
+Sequences therefore start with an anchor token (BOS) whose output represents
+the first real token, and the last token's output (which predicts nothing in
+MNTP) is the sentence embedding.
+"""
+from __future__ import annotations
+
+import torch
+
+
+def last_token(hidden: torch.Tensor, padding_mask: torch.Tensor) -> torch.Tensor:
+    """(B, T, H) -> (B, H): the output at each row's last real token (any padding side)."""
+    positions = torch.arange(hidden.shape[1], device=hidden.device)
+    last = (positions * padding_mask.long()).argmax(dim=1)  # (B,)
+    return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+
+
+def shifted_token_states(hidden: torch.Tensor) -> torch.Tensor:
+    """(T, H) outputs of [anchor, t1..tn] -> (n, H) representations of t1..tn."""
+    return hidden[:-1]
+
+
+def word_means(token_vectors: torch.Tensor, membership: torch.Tensor) -> torch.Tensor:
+    """(n, H) token vectors, (W, n) 0/1 membership -> (W, H): each word = mean of its tokens."""
+    weights = membership.to(token_vectors.dtype)
+    counts = weights.sum(dim=1, keepdim=True).clamp(min=1)
+    return (weights @ token_vectors) / counts
+
+
+def word_membership(offsets: list[tuple[int, int]], word_spans: list[tuple[int, int]]) -> torch.Tensor:
+    """(W, n) bool: token j (char span offsets[j]) overlaps word w (char span word_spans[w]).
+
+    A token may belong to two words (BPE merging "U.S" and "." say); a word no
+    token overlaps (it cannot happen with offsets that cover the text, but
+    truncation can cut words) takes the last token that starts before it.
+    """
+    membership = torch.zeros(len(word_spans), len(offsets), dtype=torch.bool)
+    for w, (ws, we) in enumerate(word_spans):
+        for j, (ts, te) in enumerate(offsets):
+            if ts < we and te > ws and te > ts:
+                membership[w, j] = True
+        if not membership[w].any() and offsets:
+            before = [j for j, (ts, _) in enumerate(offsets) if ts <= ws]
+            membership[w, before[-1] if before else 0] = True
+    return membership
