@@ -1,0 +1,1 @@
+"""Evaluations of the loaded model: `magnet eval <benchmark>` (see cli.py)."""

@@ -1,0 +1,25 @@
+"""`magnet eval BENCHMARK ...`: one sub-command per benchmark.
+
+A benchmark is a module with add_arguments(parser) and run(args) -> int, like
+the top-level commands; add a line to BENCHMARKS to add one.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+
+BENCHMARKS = {
+    "tagging": ("magnet.evaluation.tagging", "POS accuracy, NER and chunk F1 on a CoNLL-2003 file"),
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="benchmark", required=True, metavar="BENCHMARK")
+    for name, (module_name, help_text) in BENCHMARKS.items():
+        bench = sub.add_parser(name, help=help_text, description=help_text)
+        importlib.import_module(module_name).add_arguments(bench)
+
+
+def run(args: argparse.Namespace) -> int:
+    module_name, _ = BENCHMARKS[args.benchmark]
+    return int(importlib.import_module(module_name).run(args) or 0)

@@ -1,0 +1,82 @@
+"""`magnet eval tagging`: score the loaded model's tagging heads on a CoNLL file.
+
+    magnet eval tagging --data conll2003/valid.txt                      # default model + heads
+    magnet eval tagging --data ... --adapter none --causal --heads DIR  # the paper's base row
+
+POS: token accuracy. NER and chunk: entity-level F1 (exact span and type,
+micro-averaged, as seqeval) and token accuracy.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from pathlib import Path
+
+from magnet.tagging.conll import ENTITY_TASKS
+from magnet.tagging.features import conll_features
+from magnet.tagging.heads import DEFAULT_HEADS_DIR
+from magnet.tagging.metrics import entity_scores, token_accuracy
+from magnet.tagging.options import add_feature_arguments, add_model_arguments, feature_mode, load_engine
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", required=True, type=Path, help="CoNLL-2003 file (word POS chunk NER)")
+    parser.add_argument("--heads", type=Path, default=DEFAULT_HEADS_DIR,
+                        help="tagging heads dir (default: the shipped heads)")
+    parser.add_argument("--max-sentences", type=int, default=0, help="first N sentences only (0 = all)")
+    parser.add_argument("--json", action="store_true", help="print the scores as one JSON object")
+    add_model_arguments(parser)
+    add_feature_arguments(parser)
+
+
+def score_tasks(tagger, sentences, features) -> dict[str, dict[str, float]]:
+    """task -> {"accuracy": ..., "f1": ... (entity tasks)} of the tagger's predictions."""
+    scores = {}
+    for task in tagger.tasks:
+        gold = [s.tags[task] for s in sentences]
+        pred = tagger.predict(features, task)
+        scores[task] = {"accuracy": token_accuracy(gold, pred)}
+        if task in ENTITY_TASKS:
+            entities = entity_scores(gold, pred)
+            scores[task].update(f1=entities.f1, precision=entities.precision, recall=entities.recall)
+    return scores
+
+
+def format_row(name: str, mode: str, n: int, scores: dict) -> str:
+    cells = [f"{name} [{mode}] on {n} sentences:"]
+    for task in ("pos", "chunk", "ner"):
+        if task in scores:
+            s = scores[task]
+            f1 = f" F1 {100 * s['f1']:.2f}" if "f1" in s else ""
+            cells.append(f"{task}{f1} acc {100 * s['accuracy']:.2f}")
+    return "  ".join(cells)
+
+
+def check_mode(args: argparse.Namespace, heads_mode: str) -> None:
+    if feature_mode(args) != heads_mode:
+        hint = "add --causal" if heads_mode == "causal" else "drop --causal"
+        raise SystemExit(f"the heads in {args.heads} read {heads_mode} word vectors: {hint}, or pass other --heads")
+
+
+def run(args: argparse.Namespace) -> int:
+    from magnet.tagging.tagger import Tagger
+
+    started = time.monotonic()
+    engine = load_engine(args)
+    tagger = Tagger.load(engine, args.heads)
+    mode = tagger.manifest.feature_mode
+    check_mode(args, mode)
+    sentences, features = conll_features(engine, mode, args.data, args.max_sentences or None,
+                                         args.feature_batch, not args.no_cache)
+    scores = score_tasks(tagger, sentences, features)
+    elapsed = time.monotonic() - started
+    if args.json:
+        print(json.dumps({"model": engine.name, "mode": mode, "data": str(args.data),
+                          "sentences": len(sentences), "seconds": round(elapsed, 1), "scores": scores}))
+    else:
+        print(format_row(engine.name, mode, len(sentences), scores) + f"  ({elapsed:.0f}s)")
+    return 0

@@ -1,0 +1,131 @@
+"""Frozen word vectors for whole data sets, computed once and cached.
+
+The heads are linear probes on frozen features, so the expensive part (the
+model forward over every sentence) runs once per (model, adapter, feature
+mode, data file, sentence count); training all heads for all steps, and later
+evaluation runs, read the cache file instead.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from magnet.embedded import cache_dir
+from magnet.manifest import BaseIdentity
+from magnet.tagging.heads import FEATURE_MODES, AdapterIdentity, adapter_identity
+from magnet.tagging.words import join_words
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ModelIdentity:
+    """What decides the word vectors a model produces."""
+
+    base: BaseIdentity
+    adapter: AdapterIdentity | None
+
+
+def engine_identity(engine) -> ModelIdentity:
+    loaded = engine.loaded
+    return ModelIdentity(loaded.base, adapter_identity(loaded.adapter_path))
+
+
+def states_function(engine, mode: str):
+    """The engine method giving word vectors in `mode` (bidirectional or causal)."""
+    if mode not in FEATURE_MODES:
+        raise ValueError(f"feature mode {mode!r}: use one of {', '.join(FEATURE_MODES)}")
+    return engine.token_states if mode == "bidirectional" else engine.causal_token_states
+
+
+def featurize(engine, mode: str, sentences: list[list[str]], batch_size: int = 16) -> list[torch.Tensor]:
+    """Word vectors of pre-split sentences: one (n_words, H) float32 tensor each, in input order."""
+    states = states_function(engine, mode)
+    order = sorted(range(len(sentences)), key=lambda i: len(sentences[i]))  # batch similar lengths
+    out: list[torch.Tensor | None] = [None] * len(sentences)
+    started = time.monotonic()
+    for first in range(0, len(order), batch_size):
+        batch = order[first:first + batch_size]
+        texts, spans = zip(*(join_words(sentences[i]) for i in batch))
+        for i, vectors in zip(batch, states(list(texts), list(spans))):
+            out[i] = vectors.float().cpu()
+        log_progress(first + len(batch), len(order), started)
+    return out
+
+
+def log_progress(done: int, total: int, started: float) -> None:
+    every = max(1, total // 20)
+    if done == total or done // every != (done - 1) // every:
+        elapsed = time.monotonic() - started
+        eta = elapsed / done * (total - done)
+        log.info("features: %d/%d sentences, %.0fs elapsed, ~%.0fs left", done, total, elapsed, eta)
+
+
+def cache_key(identity: ModelIdentity, mode: str, data: Path, n_sentences: int) -> str:
+    stat = data.stat()
+    fields = {
+        "model": asdict(identity),
+        "mode": mode,
+        "data": str(data.resolve()),
+        "data_size": stat.st_size,
+        "data_mtime_ns": stat.st_mtime_ns,
+        "sentences": n_sentences,  # the first n of the file
+    }
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def features_path(identity: ModelIdentity, mode: str, data: Path, n_sentences: int,
+                  root: Path | None = None) -> Path:
+    name = f"{identity.base.name}-{mode}-{cache_key(identity, mode, data, n_sentences)}.safetensors"
+    return (root or cache_dir() / "features") / name
+
+
+def save_features(path: Path, features: list[torch.Tensor]) -> None:
+    """One (total_words, H) float16 matrix + per-sentence lengths; written atomically."""
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    lengths = torch.tensor([len(f) for f in features], dtype=torch.int64)
+    save_file({"words": torch.cat(features).half().contiguous(), "lengths": lengths}, tmp)
+    tmp.replace(path)
+
+
+def load_features(path: Path) -> list[torch.Tensor]:
+    from safetensors.torch import load_file
+
+    tensors = load_file(path)
+    return list(tensors["words"].float().split(tensors["lengths"].tolist()))
+
+
+def cached_features(engine, mode: str, data: Path, sentences: list[list[str]], batch_size: int = 16,
+                    root: Path | None = None, use_cache: bool = True) -> list[torch.Tensor]:
+    """Word vectors of `sentences` (the first ones of file `data`), from the cache when present."""
+    path = features_path(engine_identity(engine), mode, Path(data), len(sentences), root)
+    if use_cache and path.is_file():
+        log.info("features: cache hit %s", path)
+        return load_features(path)
+    started = time.monotonic()
+    features = featurize(engine, mode, sentences, batch_size)
+    log.info("features: %d sentences of %s in %.1fs", len(sentences), data, time.monotonic() - started)
+    if not use_cache:
+        return features
+    save_features(path, features)
+    return [f.half().float() for f in features]  # as a later cache hit will read them
+
+
+def conll_features(engine, mode: str, data: Path, max_sentences: int | None, batch_size: int = 16,
+                   use_cache: bool = True, root: Path | None = None):
+    """-> (sentences of a CoNLL file, their word vectors), featurized at most once."""
+    from magnet.tagging.conll import read_conll
+
+    sentences = read_conll(data, max_sentences)
+    features = cached_features(engine, mode, Path(data), [s.words for s in sentences], batch_size, root, use_cache)
+    return sentences, features

@@ -1,0 +1,1 @@
+"""Training: MAGNET adaptation of a causal LM (LoRA) and tagging heads."""
