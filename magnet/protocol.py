@@ -1,0 +1,229 @@
+"""Request and response bodies of the HTTP API, shared by server and client.
+
+Pydantic only (no torch): the server validates requests with these models and
+FastAPI publishes them at /docs; the client builds requests and parses
+responses with the very same classes. Limits live here so both sides agree on
+what "out of range" means; every message names the field and what to send.
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+MAX_INPUTS = 256  # texts per /v1/embed or /v1/tag request
+MAX_NEW_TOKENS = 4096  # upper bound on max_tokens for infill and generate
+MAX_STOP = 8  # stop strings per request
+
+FinishReason = Literal["stop", "length"]
+
+
+class Request(BaseModel):
+    """Native requests reject unknown fields, so a typo is a 422, not a silent default."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Usage(BaseModel):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+
+    @model_validator(mode="after")
+    def fill_total(self) -> "Usage":
+        if not self.total_tokens:
+            self.total_tokens = self.prompt_tokens + self.completion_tokens
+        return self
+
+
+class ErrorDetail(BaseModel):
+    code: str  # a key of magnet.errors.ERRORS_BY_CODE
+    message: str
+
+
+class ErrorBody(BaseModel):
+    """Every non-2xx answer: `{"error": {"code", "message"}}`."""
+
+    error: ErrorDetail
+
+
+def check_texts(texts: list[str], field: str) -> list[str]:
+    if not texts:
+        raise ValueError(f"{field} is an empty list: send at least one text")
+    if len(texts) > MAX_INPUTS:
+        raise ValueError(f"{field} has {len(texts)} texts: send at most {MAX_INPUTS} per request")
+    for i, text in enumerate(texts):
+        if not text.strip():
+            raise ValueError(f"{field}[{i}] is empty: every text needs some non-blank content")
+    return texts
+
+
+def as_list(value: str | list[str]) -> list[str]:
+    return [value] if isinstance(value, str) else list(value)
+
+
+# --- /v1/embed -------------------------------------------------------------------------
+
+
+class EmbedRequest(Request):
+    input: str | list[str] = Field(description="one text or a list of texts")
+    instruction: str | None = Field(None, description="null = the adapter's instruction")
+    normalize: bool = True
+    truncate: bool = Field(False, description="cut inputs to the token limit instead of a 422")
+
+    @field_validator("input")
+    @classmethod
+    def check_input(cls, value: str | list[str]) -> str | list[str]:
+        check_texts(as_list(value), "input")
+        return value
+
+    @property
+    def texts(self) -> list[str]:
+        return as_list(self.input)
+
+
+class EmbedResponse(BaseModel):
+    model: str
+    embeddings: list[list[float]]  # (N, H), one row per input, in order
+    usage: Usage
+
+
+# --- /v1/tag ---------------------------------------------------------------------------
+
+
+class TagRequest(Request):
+    input: str | list[str] | None = Field(None, description="raw text(s); offsets are characters")
+    words: list[list[str]] | None = Field(None, description="pre-split words; offsets are word indices")
+    task: str = Field("ner", description="a loaded task, e.g. ner, pos or chunk")
+
+    @model_validator(mode="after")
+    def check_one_source(self) -> "TagRequest":
+        if (self.input is None) == (self.words is None):
+            raise ValueError("send exactly one of 'input' (text) or 'words' (pre-split)")
+        if self.input is not None:
+            check_texts(as_list(self.input), "input")
+        else:
+            check_texts([" ".join(w) for w in self.words], "words")
+            for i, sentence in enumerate(self.words):
+                if any(not w.strip() for w in sentence):
+                    raise ValueError(f"words[{i}] holds an empty word: drop it or join it to a neighbour")
+        return self
+
+    @property
+    def texts(self) -> list[str] | None:
+        return None if self.input is None else as_list(self.input)
+
+
+class Entity(BaseModel):
+    text: str
+    label: str
+    start: int  # character offset into the input (word index when words were given)
+    end: int  # exclusive
+
+
+class TagResult(BaseModel):
+    words: list[str]
+    tags: list[str]
+    entities: list[Entity] = []  # IOB2 spans, for ner and chunk
+
+
+class TagResponse(BaseModel):
+    model: str
+    task: str
+    results: list[TagResult]
+
+
+# --- /v1/infill and /v1/generate -------------------------------------------------------
+
+
+class SamplingFields(Request):
+    max_tokens: int = Field(64, ge=1, le=MAX_NEW_TOKENS, description="new tokens per gap (infill) or in all")
+    temperature: float = Field(0.0, ge=0.0, le=2.0, description="0 = greedy")
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    seed: int | None = Field(None, ge=0)
+    stop: list[str] = Field(default_factory=list, max_length=MAX_STOP)
+
+    @field_validator("stop", mode="before")
+    @classmethod
+    def stop_as_list(cls, value):
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("stop")
+    @classmethod
+    def check_stop(cls, value: list[str]) -> list[str]:
+        if any(not s for s in value):
+            raise ValueError("stop holds an empty string: remove it")
+        return value
+
+
+class InfillRequest(SamplingFields):
+    prefix: str | None = None
+    suffix: str | None = None
+    segments: list[str] | None = Field(None, description="s0, s1, ... : fills every gap between them")
+
+    @model_validator(mode="after")
+    def check_shape(self) -> "InfillRequest":
+        pair = self.prefix is not None or self.suffix is not None
+        if pair == (self.segments is not None):
+            raise ValueError("send either 'prefix'/'suffix' or 'segments', not both and not neither")
+        if self.segments is not None and len(self.segments) < 2:
+            raise ValueError("segments needs at least two strings (one gap between them)")
+        if not "".join(self.as_segments()).strip():
+            raise ValueError("the context is empty: give a prefix, a suffix or non-empty segments")
+        return self
+
+    def as_segments(self) -> list[str]:
+        if self.segments is not None:
+            return list(self.segments)
+        return [self.prefix or "", self.suffix or ""]
+
+
+class InfillResponse(BaseModel):
+    model: str
+    text: str  # the first (or only) fill
+    finish_reason: FinishReason  # "length" if any gap hit max_tokens
+    fills: list[str]  # one per gap
+    finish_reasons: list[FinishReason]
+    usage: Usage
+
+
+class GenerateRequest(SamplingFields):
+    prompt: str = Field(min_length=1)
+    stream: bool = False
+
+
+class GenerateResponse(BaseModel):
+    model: str
+    text: str
+    finish_reason: FinishReason
+    usage: Usage
+
+
+class GenerateChunk(BaseModel):
+    """One server-sent event of a streamed /v1/generate; the last has finish_reason and usage."""
+
+    model: str
+    text: str
+    finish_reason: FinishReason | None = None
+    usage: Usage | None = None
+
+
+# --- /health ---------------------------------------------------------------------------
+
+
+class Backends(BaseModel):
+    """Which backend serves each kind of request (null = not served)."""
+
+    embed: str | None = "torch"
+    tag: str | None = None
+    infill: str | None = "torch"
+    generate: str | None = None
+
+
+class HealthResponse(BaseModel):
+    status: Literal["ok"] = "ok"
+    ready: bool
+    model: str | None = None  # null while loading
+    adapter: str | None = None
+    tasks: list[str] = []  # loaded tagging heads
+    backends: Backends = Backends()

@@ -1,0 +1,1 @@
+"""The HTTP service: `magnet serve` (cli.py) runs `create_app` (app.py) under uvicorn."""

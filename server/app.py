@@ -1,0 +1,63 @@
+"""The FastAPI app: `create_app(settings, engine=None)`.
+
+    app = create_app(Settings())                    # loads the model in the background
+    app = create_app(settings, engine=tiny_engine)  # tests: an engine already loaded
+
+The lifespan starts the model worker and loads the model without blocking
+start-up (/health answers at once, /ready turns 200 once the model is warm);
+at shutdown (uvicorn's SIGTERM, after in-flight requests finish) it drains the
+queue and stops the worker.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+
+import magnet
+from magnet.server.errors import install_error_handlers
+from magnet.server.middleware import BodyLimit, RequestMetrics
+from magnet.server.openai_routes import openai_api
+from magnet.server.routes import api, probes
+from magnet.server.service import Service
+from magnet.server.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None, engine=None, tagger=None) -> FastAPI:
+    settings = settings or Settings()
+    service = Service(settings, engine=engine, tagger=tagger)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        loading = asyncio.create_task(start_quietly(service), name="magnet-load")
+        try:
+            yield
+        finally:
+            await service.close()
+            loading.cancel()
+
+    app = FastAPI(
+        title="Magnet",
+        version=magnet.__version__,
+        summary="One decoder-only LLM as encoder, tagger, infiller and generator.",
+        lifespan=lifespan,
+    )
+    app.state.service = service
+    app.include_router(api, tags=["magnet"])
+    app.include_router(openai_api)
+    app.include_router(probes, tags=["probes"])
+    install_error_handlers(app)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestMetrics)  # outermost: counts 413s too
+    return app
+
+
+async def start_quietly(service: Service) -> None:
+    """Load in the background; a failure is logged and reported by /ready (503)."""
+    with contextlib.suppress(Exception):
+        await service.start()

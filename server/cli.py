@@ -1,0 +1,55 @@
+"""`magnet serve`: flags mirror the MAGNET_* settings (a flag wins over its variable).
+
+    magnet serve                                   # embedded SmolLM2 + default adapter, 127.0.0.1:8000
+    magnet serve --model /ckpt/llama --adapter runs/magnet --host 0.0.0.0 --api-key $KEY
+"""
+from __future__ import annotations
+
+import argparse
+
+from magnet.server.settings import Settings
+
+FLAGS = {  # flag -> (settings field, type, help)
+    "--model": ("model", str, "local HF checkpoint dir (default: the embedded SmolLM2-135M-Instruct)"),
+    "--adapter": ("adapter", str, "adapter dir, 'default' (shipped) or 'none'"),
+    "--heads": ("heads", str, "tagging heads dir, 'default' or 'none'"),
+    "--device": ("device", str, "cpu, cuda, cuda:1 ... (default: cuda if available)"),
+    "--dtype": ("dtype", str, "float32, bfloat16 or float16 (default: bf16 on CUDA, fp32 on CPU)"),
+    "--max-length": ("max_length", int, "token limit per input (default 2048)"),
+    "--host": ("host", str, "bind address (default 127.0.0.1; 0.0.0.0 in containers)"),
+    "--port": ("port", int, "port (default 8000)"),
+    "--api-key": ("api_key", str, "require 'Authorization: Bearer KEY' on /v1/*"),
+    "--max-body-bytes": ("max_body_bytes", int, "request body limit (413 above)"),
+    "--max-batch-tokens": ("max_batch_tokens", int, "token budget of one embed/tag batch (default 8192)"),
+    "--max-wait-ms": ("max_wait_ms", float, "how long a batch waits for more requests (default 5)"),
+    "--max-queue": ("max_queue", int, "queued requests before 429 (default 256)"),
+    "--generate-backend": ("generate_backend", str, "vllm, torch or auto (default: vllm if it imports)"),
+    "--vllm-kv-cache-gb": ("vllm_kv_cache_gb", float, "vLLM KV-cache space in GiB (default 1.0)"),
+    "--vllm-max-model-len": ("vllm_max_model_len", int, "vLLM max sequence length (default 2048)"),
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    for flag, (field, kind, help_text) in FLAGS.items():
+        choices = ["auto", "vllm", "torch"] if field == "generate_backend" else None
+        parser.add_argument(flag, dest=field, type=kind, default=None, choices=choices,
+                            help=f"{help_text} [MAGNET_{field.upper()}]")
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    """Environment first, then the flags that were given."""
+    given = {field: getattr(args, field) for field, _, _ in FLAGS.values() if getattr(args, field) is not None}
+    return Settings(**given)
+
+
+def run(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from magnet.server.app import create_app
+
+    settings = settings_from(args)
+    app = create_app(settings)
+    # uvicorn handles SIGTERM: stop accepting, let in-flight requests finish, then the
+    # app's lifespan drains the model queue.
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info", timeout_graceful_shutdown=None)
+    return 0

@@ -1,0 +1,67 @@
+"""One error handler: every failure becomes `{"error": {"code", "message"}}` with its status.
+
+MagnetError subclasses carry their status and code (magnet/errors.py); request
+validation errors become 422 `invalid_input` with one line per bad field;
+Starlette's own HTTP errors (404, 405, 413 from the body limit) keep their
+status with a code the client maps back.
+"""
+from __future__ import annotations
+
+import math
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from magnet.errors import BackendError, InvalidInputError, MagnetError, OverloadedError, PayloadTooLargeError, UnauthorizedError
+
+HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: PayloadTooLargeError.code}
+
+
+def error_response(status: int, code: str, message: str, headers: dict | None = None) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
+
+
+def magnet_error_response(exc: MagnetError) -> JSONResponse:
+    headers = {}
+    if isinstance(exc, OverloadedError):
+        headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
+    if isinstance(exc, UnauthorizedError):
+        headers["WWW-Authenticate"] = "Bearer"
+    return error_response(exc.status, exc.code, exc.message, headers)
+
+
+def describe_validation(exc: RequestValidationError) -> str:
+    """'field: what is wrong' per error, without pydantic's 'Value error, ' noise."""
+    lines = []
+    for error in exc.errors():
+        where = ".".join(str(part) for part in error.get("loc", ()) if part != "body")
+        message = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
+        if error.get("type") == "json_invalid":
+            message = f"the body is not valid JSON ({error.get('ctx', {}).get('error', 'parse error')})"
+            where = ""
+        elif error.get("type") == "missing":
+            message = "this field is required"
+        lines.append(f"{where}: {message}" if where and not message.startswith(where) else message)
+    return "; ".join(lines) or "the request body is invalid"
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(MagnetError)
+    async def on_magnet_error(_request: Request, exc: MagnetError) -> JSONResponse:
+        return magnet_error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def on_validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        return error_response(422, InvalidInputError.code, describe_validation(exc))
+
+    @app.exception_handler(HTTPException)
+    async def on_http_error(_request: Request, exc: HTTPException) -> JSONResponse:
+        code = HTTP_CODES.get(exc.status_code, "http_error")
+        return error_response(exc.status_code, code, str(exc.detail), getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def on_bug(_request: Request, exc: Exception) -> JSONResponse:
+        # Reached only by a bug: bad input is refused with a 4xx before this.
+        return error_response(500, BackendError.code, f"internal error: {type(exc).__name__}: {exc}")

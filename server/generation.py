@@ -1,0 +1,99 @@
+"""Generation backends behind /v1/generate and /v1/completions.
+
+    backend = select_backend(settings, engine, worker)   # "vllm" | "torch" | "auto"
+    await backend.start()
+    completion = await backend.generate("Once upon a time", SamplingParams(max_tokens=32))
+    async for chunk in backend.stream(prompt, params): ...  # closing early cancels
+
+The torch backend runs the engine's own causal decoding on the model worker
+thread. The vLLM backend (server/vllm_backend.py) runs vLLM's async engine on
+the same base model with the adapter merged; it is imported only when chosen.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+from magnet.sampling import Completion, SamplingParams, StreamChunk
+from magnet.server.settings import Settings
+from magnet.server.worker import ModelWorker
+
+if TYPE_CHECKING:
+    from magnet.engine import Engine
+    from magnet.loading import ModelSpec
+
+log = logging.getLogger(__name__)
+
+
+@runtime_checkable
+class GenerateBackend(Protocol):
+    name: str  # "torch" | "vllm"
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def generate(self, prompt: str, params: SamplingParams) -> Completion: ...
+
+    def stream(self, prompt: str, params: SamplingParams) -> AsyncIterator[StreamChunk]:
+        """Chunks as decoded; the last has finish_reason and usage. Closing it early cancels."""
+        ...
+
+
+class TorchGenerateBackend:
+    """engine.generate / engine.generate_stream on the model worker thread."""
+
+    name = "torch"
+
+    def __init__(self, engine: "Engine", worker: ModelWorker | None = None):
+        self.engine = engine
+        self.worker = worker
+        self._own_worker = worker is None  # standalone use (benchmarks): a private worker thread
+
+    async def start(self) -> None:
+        if self._own_worker:
+            self.worker = ModelWorker(max_queue=256, max_batch_tokens=1, max_wait_s=0.0)
+            self.worker.start()
+
+    async def close(self) -> None:
+        if self._own_worker and self.worker is not None:
+            await self.worker.close()
+
+    async def generate(self, prompt: str, params: SamplingParams) -> Completion:
+        return await self.worker.call("generate", self.engine.generate, prompt, params)
+
+    def stream(self, prompt: str, params: SamplingParams) -> AsyncIterator[StreamChunk]:
+        return self.worker.stream("generate", lambda: self.engine.generate_stream(prompt, params))
+
+
+def vllm_importable() -> bool:
+    try:
+        import vllm  # noqa: F401
+    except Exception as exc:  # ImportError, or a broken install (torchvision ops, torchcodec)
+        log.info("vLLM is not usable here (%s: %s)", type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
+        return False
+    return True
+
+
+def spec_of(engine: "Engine") -> "ModelSpec":
+    """The ModelSpec of what the engine has loaded, for a second backend to load the same weights."""
+    from magnet.loading import ModelSpec
+
+    loaded = engine.loaded
+    adapter = str(loaded.adapter_path) if loaded.adapter_path is not None else None
+    dtype = str(loaded.dtype).removeprefix("torch.")
+    return ModelSpec(model=str(loaded.base_path), adapter=adapter, device=loaded.device.type, dtype=dtype)
+
+
+def select_backend(settings: Settings, engine: "Engine", worker: ModelWorker | None = None) -> GenerateBackend:
+    """The backend `settings.generate_backend` asks for; "auto" = vLLM when it imports, else torch."""
+    choice = settings.generate_backend
+    if choice == "auto":
+        choice = "vllm" if vllm_importable() else "torch"
+        log.info("generate backend: %s (auto)", choice)
+    if choice == "torch":
+        return TorchGenerateBackend(engine, worker)
+    from magnet.server.vllm_backend import VllmGenerateBackend
+
+    return VllmGenerateBackend(settings, spec_of(engine))

@@ -1,0 +1,140 @@
+"""Bodies of the OpenAI-compatible routes (/v1/embeddings, /v1/completions, /v1/models).
+
+Only what the official SDK sends and reads; unknown fields are ignored (the
+SDK adds new ones over time), unsupported options are refused with a 422.
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from magnet.protocol import MAX_INPUTS, MAX_NEW_TOKENS, MAX_STOP, Backends, Usage, as_list, check_texts
+
+
+class OpenAIRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    model: str | None = None  # one model per server: any name is accepted
+
+
+class EmbeddingsRequest(OpenAIRequest):
+    input: str | list[str]
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = None
+    user: str | None = None
+
+    @field_validator("input", mode="before")
+    @classmethod
+    def refuse_token_ids(cls, value):
+        if isinstance(value, list) and value and not all(isinstance(v, str) for v in value):
+            raise ValueError("send text (a string or a list of strings); token-id input is not supported")
+        return value
+
+    @field_validator("input")
+    @classmethod
+    def check_input(cls, value):
+        check_texts(as_list(value), "input")
+        return value
+
+    @field_validator("dimensions")
+    @classmethod
+    def refuse_dimensions(cls, value):
+        if value is not None:
+            raise ValueError("dimensions is not supported (the model's hidden size is fixed): omit it")
+        return value
+
+
+class EmbeddingData(BaseModel):
+    object: Literal["embedding"] = "embedding"
+    index: int
+    embedding: list[float] | str  # str = base64 of little-endian float32
+
+
+class EmbeddingsResponse(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[EmbeddingData]
+    model: str
+    usage: Usage
+
+
+class CompletionsRequest(OpenAIRequest):
+    prompt: str | list[str]
+    suffix: str | None = Field(None, description="text after the gap: the completion becomes an infill")
+    max_tokens: int = Field(16, ge=1, le=MAX_NEW_TOKENS)
+    temperature: float = Field(1.0, ge=0.0, le=2.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    seed: int | None = Field(None, ge=0)
+    stop: str | list[str] | None = None
+    stream: bool = False
+    n: int = Field(1, ge=1, le=1, description="one choice per prompt")
+    echo: bool = False
+    logprobs: int | None = None
+    user: str | None = None
+
+    @field_validator("prompt")
+    @classmethod
+    def check_prompt(cls, value):
+        check_texts(as_list(value), "prompt")
+        if len(as_list(value)) > MAX_INPUTS:
+            raise ValueError(f"send at most {MAX_INPUTS} prompts")
+        return value
+
+    @field_validator("stop")
+    @classmethod
+    def check_stop(cls, value):
+        stops = [] if value is None else as_list(value)
+        if len(stops) > MAX_STOP or any(not s for s in stops):
+            raise ValueError(f"stop takes at most {MAX_STOP} non-empty strings")
+        return value
+
+    @field_validator("echo")
+    @classmethod
+    def refuse_echo(cls, value):
+        if value:
+            raise ValueError("echo is not supported: leave it false")
+        return value
+
+    @field_validator("logprobs")
+    @classmethod
+    def refuse_logprobs(cls, value):
+        if value:
+            raise ValueError("logprobs is not supported: omit it")
+        return value
+
+    @property
+    def prompts(self) -> list[str]:
+        return as_list(self.prompt)
+
+    @property
+    def stops(self) -> tuple[str, ...]:
+        return tuple([] if self.stop is None else as_list(self.stop))
+
+
+class CompletionChoice(BaseModel):
+    text: str
+    index: int
+    logprobs: None = None
+    finish_reason: Literal["stop", "length"] | None
+
+
+class CompletionsResponse(BaseModel):
+    id: str
+    object: Literal["text_completion"] = "text_completion"
+    created: int
+    model: str
+    choices: list[CompletionChoice]
+    usage: Usage | None = None
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str = "magnet"
+    backends: Backends  # which backend serves embed, tag, infill and generate
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]

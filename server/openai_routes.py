@@ -1,0 +1,92 @@
+"""OpenAI-compatible routes: the official SDK works with base_url="http://HOST:PORT/v1".
+
+/v1/completions with `suffix` runs infill (the text between prompt and suffix).
+"""
+from __future__ import annotations
+
+import base64
+import struct
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+from fastapi import APIRouter, Depends, Request
+
+from magnet.protocol import Usage
+from magnet.sampling import SamplingParams, StreamChunk
+from magnet.server.auth import require_api_key
+from magnet.server.openai_models import (
+    CompletionChoice,
+    CompletionsRequest,
+    CompletionsResponse,
+    EmbeddingData,
+    EmbeddingsRequest,
+    EmbeddingsResponse,
+    ModelCard,
+    ModelList,
+)
+from magnet.server.routes import ERRORS, event_stream, service_of
+
+openai_api = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)], responses=ERRORS, tags=["openai"])
+STARTED = int(time.time())
+
+
+@openai_api.post("/embeddings", response_model=EmbeddingsResponse)
+async def embeddings(body: EmbeddingsRequest, request: Request) -> EmbeddingsResponse:
+    service = service_of(request)
+    texts = [body.input] if isinstance(body.input, str) else body.input
+    result = await service.embed(texts, instruction=None, normalize=True, truncate=False)
+    encode = as_base64 if body.encoding_format == "base64" else (lambda v: v)
+    data = [EmbeddingData(index=i, embedding=encode(v)) for i, v in enumerate(result.vectors)]
+    return EmbeddingsResponse(data=data, model=service.model_name, usage=Usage(prompt_tokens=result.prompt_tokens))
+
+
+def as_base64(vector: list[float]) -> str:
+    return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode("ascii")  # little-endian float32
+
+
+@openai_api.post("/completions", response_model=CompletionsResponse)
+async def completions(body: CompletionsRequest, request: Request):
+    service = service_of(request)
+    params = SamplingParams(max_tokens=body.max_tokens, temperature=body.temperature, top_p=body.top_p,
+                            seed=body.seed, stop=body.stops)
+    answer_id = f"cmpl-{uuid.uuid4().hex}"
+    if body.stream and body.suffix is None and len(body.prompts) == 1:
+        chunks = await service.generate_stream(body.prompts[0], params)  # bad input: a 4xx here
+        return event_stream(sse_completion(service.model_name, answer_id, chunks))
+    choices, usage = [], Usage()
+    for index, prompt in enumerate(body.prompts):
+        if body.suffix is not None:
+            result = await service.infill([prompt, body.suffix], params)
+        else:
+            result = await service.generate(prompt, params)
+        choices.append(CompletionChoice(text=result.text, index=index, finish_reason=result.finish_reason))
+        usage = Usage(prompt_tokens=usage.prompt_tokens + result.prompt_tokens,
+                      completion_tokens=usage.completion_tokens + result.completion_tokens)
+    answer = CompletionsResponse(id=answer_id, created=int(time.time()), model=service.model_name,
+                                 choices=choices, usage=usage)
+    if body.stream:  # infill or several prompts: computed whole, sent as one event
+        return event_stream(one_event(answer))
+    return answer
+
+
+async def sse_completion(model: str, answer_id: str, chunks: AsyncIterator[StreamChunk]) -> AsyncIterator[str]:
+    created = int(time.time())
+    async for chunk in chunks:
+        choice = CompletionChoice(text=chunk.text, index=0, finish_reason=chunk.finish_reason)
+        event = CompletionsResponse(id=answer_id, created=created, model=model, choices=[choice])
+        yield f"data: {event.model_dump_json()}\n\n"
+    yield "data: [DONE]\n\n"
+
+
+async def one_event(answer: CompletionsResponse) -> AsyncIterator[str]:
+    yield f"data: {answer.model_dump_json()}\n\n"
+    yield "data: [DONE]\n\n"
+
+
+@openai_api.get("/models", response_model=ModelList)
+async def models(request: Request) -> ModelList:
+    service = service_of(request)
+    health = service.health()
+    card = ModelCard(id=service.model_name, created=STARTED, backends=health.backends)
+    return ModelList(data=[card])

@@ -1,0 +1,125 @@
+"""The native API: /v1/embed, /v1/tag, /v1/infill, /v1/generate, and /health, /ready, /metrics."""
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import StreamingResponse
+
+from magnet.errors import MagnetError, NotReadyError
+from magnet.protocol import (
+    EmbedRequest,
+    EmbedResponse,
+    ErrorBody,
+    GenerateChunk,
+    GenerateRequest,
+    GenerateResponse,
+    HealthResponse,
+    InfillRequest,
+    InfillResponse,
+    TagRequest,
+    TagResponse,
+    Usage,
+)
+from magnet.sampling import SamplingParams, StreamChunk
+from magnet.server import metrics
+from magnet.server.auth import require_api_key
+from magnet.server.service import Service
+
+ERRORS = {status: {"model": ErrorBody} for status in (401, 413, 422, 429, 500, 503)}
+
+api = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)], responses=ERRORS)
+probes = APIRouter()
+
+
+def service_of(request: Request) -> Service:
+    return request.app.state.service
+
+
+def sampling_params(body) -> SamplingParams:
+    return SamplingParams(max_tokens=body.max_tokens, temperature=body.temperature, top_p=body.top_p,
+                          seed=body.seed, stop=tuple(body.stop))
+
+
+@api.post("/embed", response_model=EmbedResponse, summary="Sentence embeddings (bidirectional)")
+async def embed(body: EmbedRequest, request: Request) -> EmbedResponse:
+    service = service_of(request)
+    result = await service.embed(body.texts, body.instruction, body.normalize, body.truncate)
+    return EmbedResponse(model=service.model_name, embeddings=result.vectors,
+                         usage=Usage(prompt_tokens=result.prompt_tokens))
+
+
+@api.post("/tag", response_model=TagResponse, summary="NER, POS or chunk tags per word")
+async def tag(body: TagRequest, request: Request) -> TagResponse:
+    service = service_of(request)
+    results = await service.tag(body.texts, body.words, body.task)
+    return TagResponse(model=service.model_name, task=body.task, results=results)
+
+
+@api.post("/infill", response_model=InfillResponse, summary="Fill the gap(s) between text segments")
+async def infill(body: InfillRequest, request: Request) -> InfillResponse:
+    service = service_of(request)
+    result = await service.infill(body.as_segments(), sampling_params(body))
+    usage = Usage(prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens)
+    return InfillResponse(model=service.model_name, text=result.text, finish_reason=result.finish_reason,
+                          fills=result.fills, finish_reasons=result.finish_reasons, usage=usage)
+
+
+@api.post("/generate", response_model=GenerateResponse, summary="Continue a prompt (causal)",
+          responses={200: {"content": {"text/event-stream": {}}, "description": "JSON, or SSE when stream=true"}})
+async def generate(body: GenerateRequest, request: Request):
+    service = service_of(request)
+    params = sampling_params(body)
+    if body.stream:
+        chunks = await service.generate_stream(body.prompt, params)
+        return event_stream(sse_generate(service.model_name, chunks))
+    result = await service.generate(body.prompt, params)
+    usage = Usage(prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens)
+    return GenerateResponse(model=service.model_name, text=result.text, finish_reason=result.finish_reason,
+                            usage=usage)
+
+
+async def sse_generate(model: str, chunks: AsyncIterator[StreamChunk]) -> AsyncIterator[str]:
+    async for chunk in chunks:
+        usage = None
+        if chunk.finish_reason is not None:
+            usage = Usage(prompt_tokens=chunk.prompt_tokens, completion_tokens=chunk.completion_tokens)
+        event = GenerateChunk(model=model, text=chunk.text, finish_reason=chunk.finish_reason, usage=usage)
+        yield f"data: {event.model_dump_json()}\n\n"
+    yield "data: [DONE]\n\n"
+
+
+def event_stream(events: AsyncIterator[str]) -> StreamingResponse:
+    """Server-sent events; an error after the first byte is sent as an `error` event."""
+
+    async def guarded() -> AsyncIterator[str]:
+        try:
+            async for event in events:
+                yield event
+        except MagnetError as exc:
+            body = ErrorBody(error={"code": exc.code, "message": exc.message})
+            yield f"event: error\ndata: {body.model_dump_json()}\n\n"
+
+    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    return StreamingResponse(guarded(), media_type="text/event-stream", headers=headers)
+
+
+@probes.get("/health", response_model=HealthResponse, summary="Alive, and which backend serves what")
+async def health(request: Request) -> HealthResponse:
+    return service_of(request).health()
+
+
+@probes.get("/ready", response_model=HealthResponse, responses={503: {"model": ErrorBody}},
+            summary="200 once the model is loaded and warm, 503 before")
+async def ready(request: Request) -> HealthResponse:
+    service = service_of(request)
+    if not service.ready:
+        service.require_ready()
+        raise NotReadyError("not ready")
+    return service.health()
+
+
+@probes.get("/metrics", summary="Prometheus metrics (magnet_* and, with vLLM, vllm:*)")
+async def prometheus_metrics() -> Response:
+    body, content_type = metrics.render()
+    return Response(body, media_type=content_type)

@@ -1,0 +1,237 @@
+"""What the routes call: the loaded model, its worker, the tagger and the generate backend.
+
+Routes stay thin (parse, call one method here, shape the answer); the native
+and the OpenAI-compatible routes share these methods. Every model call goes
+through the worker (one thread); token counting runs in its own thread (the
+"tokenize" stage) and rejects too-long inputs before they take a queue slot.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from magnet.errors import MagnetError, NotReadyError, UnknownTaskError
+from magnet.protocol import Backends, HealthResponse
+from magnet.sampling import Completion, InfillCompletion, SamplingParams, StreamChunk
+from magnet.server import metrics
+from magnet.server.generation import GenerateBackend, select_backend
+from magnet.server.settings import Settings
+from magnet.server.worker import ModelWorker
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Embeddings:
+    vectors: list[list[float]]  # (N, H)
+    prompt_tokens: int
+
+
+class Service:
+    def __init__(self, settings: Settings, engine=None, tagger=None):
+        self.settings = settings
+        self.engine = engine  # None: loaded from settings at start
+        self.tagger = tagger  # None: loaded from settings.heads at start
+        self.backend: GenerateBackend | None = None
+        self.worker = ModelWorker(settings.max_queue, settings.max_batch_tokens,
+                                  settings.max_wait_ms / 1000, settings.retry_after_s)
+        self._tokenize = ThreadPoolExecutor(max_workers=1, thread_name_prefix="magnet-tokenize")
+        self.ready = False
+        self.load_error: str | None = None
+
+    # --- life cycle --------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Load (on the worker thread), pick the generate backend, warm up, then be ready."""
+        self.worker.start()
+        try:
+            if self.engine is None:
+                self.engine = await self.worker.call("load", load_engine, self.settings)
+            if self.tagger is None:
+                self.tagger = await self.worker.call("load", load_tagger, self.engine, self.settings.heads)
+            self.backend = select_backend(self.settings, self.engine, self.worker)
+            await self.backend.start()
+            await self.worker.call("warmup", self.engine.embed, ["warm up"])
+        except Exception as exc:
+            self.load_error = f"{type(exc).__name__}: {exc}"
+            log.exception("the model failed to load")
+            raise
+        metrics.MODEL_INFO.info(self.describe())
+        self.ready = True
+        log.info("ready: %s", self.describe())
+
+    async def close(self) -> None:
+        """Finish queued work (SIGTERM drains), then stop the backend and the threads."""
+        self.ready = False
+        await self.worker.close()
+        if self.backend is not None:
+            await self.backend.close()
+        self._tokenize.shutdown(wait=True)
+
+    def describe(self) -> dict[str, str]:
+        loaded = self.engine.loaded
+        return {
+            "model": self.engine.name,
+            "adapter": str(loaded.adapter_path.name) if loaded.adapter_path else "none",
+            "generate_backend": self.backend.name if self.backend else "none",
+            "tasks": ",".join(self.tasks),
+            "device": str(loaded.device),
+            "dtype": str(loaded.dtype).removeprefix("torch."),
+        }
+
+    @property
+    def tasks(self) -> list[str]:
+        return list(self.tagger.tasks) if self.tagger is not None else []
+
+    def health(self) -> HealthResponse:
+        if not self.ready:
+            return HealthResponse(ready=False)
+        info = self.describe()
+        backends = Backends(tag="torch" if self.tasks else None, generate=info["generate_backend"])
+        return HealthResponse(ready=True, model=info["model"], adapter=info["adapter"],
+                              tasks=self.tasks, backends=backends)
+
+    def require_ready(self) -> None:
+        if self.ready:
+            return
+        if self.load_error:
+            raise NotReadyError(f"the model failed to load ({self.load_error}); see the server log")
+        raise NotReadyError("the model is still loading: retry in a few seconds")
+
+    @property
+    def model_name(self) -> str:
+        self.require_ready()
+        return self.engine.name
+
+    # --- embed and tag: batched --------------------------------------------------------
+
+    async def embed(self, texts: list[str], instruction: str | None, normalize: bool, truncate: bool) -> Embeddings:
+        self.require_ready()
+        engine = self.engine
+        instruction = engine.instruction if instruction is None else instruction
+        counts = await self.tokenize("embed", lambda: [len(engine.embed_ids(t, instruction, truncate)) for t in texts])
+
+        def run(payloads: list[list[str]]) -> list[list[list[float]]]:
+            flat = [text for texts_ in payloads for text in texts_]
+            rows = engine.embed(flat, instruction, normalize, truncate).embeddings.tolist()  # (N, H)
+            return split_back(rows, [len(p) for p in payloads])
+
+        key = ("embed", instruction, normalize, truncate)
+        vectors = await self.worker.submit("embed", key, texts, run, sum(counts))
+        metrics.PROMPT_TOKENS.labels("embed").inc(sum(counts))
+        return Embeddings(vectors, sum(counts))
+
+    async def tag(self, texts: list[str] | None, words: list[list[str]] | None, task: str) -> list[dict]:
+        self.require_ready()
+        tagger = self.tagger
+        if tagger is None or not tagger.tasks:
+            raise UnknownTaskError(
+                f"task {task!r} is not available: no tagging heads are loaded. Start the server "
+                "with --heads DIR (heads trained by `magnet train-tagger` for this model)."
+            )
+        if task not in tagger.tasks:  # before any queueing or model work
+            raise UnknownTaskError(f"unknown task {task!r}: the loaded tagging tasks are {', '.join(tagger.tasks)}")
+        items = texts if texts is not None else words
+        joined = texts if texts is not None else [" ".join(w) for w in words]
+        engine = self.engine
+        counts = await self.tokenize("tag", lambda: [engine.count_tokens(t) + 1 for t in joined])
+        for count in counts:
+            engine.check_length(count, "an input", "split it into sentences")
+        source = "texts" if texts is not None else "words"
+
+        def run(payloads: list[list]) -> list[list[dict]]:
+            flat = [item for items_ in payloads for item in items_]
+            results = tagger.tag(texts=flat, task=task) if source == "texts" else tagger.tag(words=flat, task=task)
+            return split_back(results, [len(p) for p in payloads])
+
+        results = await self.worker.submit("tag", ("tag", task, source), items, run, sum(counts))
+        metrics.PROMPT_TOKENS.labels("tag").inc(sum(counts))
+        return results
+
+    async def tokenize(self, kind: str, count):
+        """Run `count()` on the tokenizer thread; time it as the "tokenize" stage."""
+        started = time.perf_counter()
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._tokenize, count)
+        finally:
+            metrics.STAGE_LATENCY.labels("tokenize", kind).observe(time.perf_counter() - started)
+
+    # --- infill and generate -----------------------------------------------------------
+
+    async def infill(self, segments: list[str], params: SamplingParams) -> InfillCompletion:
+        self.require_ready()
+        result = await self.worker.call("infill", self.engine.infill, segments, params)
+        count_usage("infill", result.prompt_tokens, result.completion_tokens)
+        return result
+
+    async def generate(self, prompt: str, params: SamplingParams) -> Completion:
+        self.require_ready()
+        result = await self.backend.generate(prompt, params)
+        count_usage("generate", result.prompt_tokens, result.completion_tokens)
+        return result
+
+    async def generate_stream(self, prompt: str, params: SamplingParams) -> AsyncIterator[StreamChunk]:
+        """The backend's chunks; the first is awaited before returning, so bad input raises here."""
+        self.require_ready()
+        chunks = aiter(self.backend.stream(prompt, params))
+        try:
+            first = await anext(chunks)
+        except MagnetError:
+            await chunks.aclose()
+            raise
+        return counted_stream(first, chunks)
+
+
+async def counted_stream(first: StreamChunk, chunks: AsyncIterator[StreamChunk]) -> AsyncIterator[StreamChunk]:
+    try:
+        chunk = first
+        while True:
+            if chunk.finish_reason is not None:
+                count_usage("generate", chunk.prompt_tokens, chunk.completion_tokens)
+            yield chunk
+            chunk = await anext(chunks)
+    except StopAsyncIteration:
+        return
+    finally:
+        await chunks.aclose()  # the client left early: cancel the generation
+
+
+def count_usage(kind: str, prompt_tokens: int, completion_tokens: int) -> None:
+    metrics.PROMPT_TOKENS.labels(kind).inc(prompt_tokens)
+    metrics.GENERATED_TOKENS.labels(kind).inc(completion_tokens)
+
+
+def split_back(flat: list, sizes: list[int]) -> list[list]:
+    """Undo the concatenation of several requests' items: one list per request."""
+    out, start = [], 0
+    for size in sizes:
+        out.append(flat[start:start + size])
+        start += size
+    return out
+
+
+def load_engine(settings: Settings):
+    from magnet.engine import Engine, EngineConfig
+    from magnet.loading import ModelSpec
+
+    spec = ModelSpec(model=settings.model, adapter=settings.adapter, device=settings.device, dtype=settings.dtype)
+    return Engine.from_spec(spec, EngineConfig(max_length=settings.max_length))
+
+
+def load_tagger(engine, heads: str | None):
+    """The tagger for `heads` ("default", a dir, or "none"); None when there is nothing to load."""
+    if heads in (None, "", "none"):
+        return None
+    from magnet.tagging import Tagger
+
+    if heads != "default":
+        return Tagger.load(engine, heads)  # an explicit dir must load: refuse to start otherwise
+    try:
+        return Tagger.load(engine)
+    except (FileNotFoundError, ValueError) as exc:  # no default heads, or heads of another model
+        log.warning("tagging is off: %s", exc)
+        return None

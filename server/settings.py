@@ -1,0 +1,36 @@
+"""The server's settings: environment variables `MAGNET_*`, mirrored by `magnet serve` flags."""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MAGNET_", frozen=True, extra="ignore")
+
+    # The model (see magnet.loading.ModelSpec).
+    model: str | None = Field(None, description="local checkpoint dir; unset = the embedded SmolLM2")
+    adapter: str | None = Field("default", description="adapter dir, 'default' or 'none'")
+    device: str | None = None
+    dtype: str | None = None
+    max_length: int = Field(2048, ge=8, description="token limit per input")
+    heads: str | None = Field("default", description="tagging heads dir, 'default' or 'none'")
+
+    # HTTP.
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    api_key: str | None = Field(None, description="when set, /v1/* needs 'Authorization: Bearer KEY'")
+    max_body_bytes: int = Field(2 * 1024 * 1024, ge=1024)
+
+    # The model worker's queue and dynamic batcher.
+    max_batch_tokens: int = Field(8192, ge=1, description="token budget of one embed/tag batch")
+    max_wait_ms: float = Field(5.0, ge=0, description="how long a batch waits for company")
+    max_queue: int = Field(256, ge=1, description="queued requests before 429")
+    retry_after_s: float = Field(1.0, gt=0, description="Retry-After sent with 429")
+
+    # Generation.
+    generate_backend: Literal["auto", "vllm", "torch"] = "auto"
+    vllm_kv_cache_gb: float = Field(1.0, gt=0, description="vLLM KV-cache space (GiB)")
+    vllm_max_model_len: int = Field(2048, ge=16, description="vLLM max sequence length")

@@ -1,0 +1,78 @@
+"""Run the app without a deployment: in-process (httpx ASGI) or on a loopback port.
+
+    async with running_app(app) as client:        # httpx.AsyncClient, lifespan run, model ready
+        r = await client.post("/v1/embed", json={"input": "hi"})
+
+    with serve_on_loopback(app) as base_url:      # real uvicorn in a thread, for sync clients
+        OpenAI(base_url=base_url + "/v1", api_key="x")
+
+Used by the project's tests and usable by anyone testing code against Magnet.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+
+import httpx
+from fastapi import FastAPI
+
+
+@contextlib.asynccontextmanager
+async def running_app(app: FastAPI, ready_timeout: float = 60.0, base_url: str = "http://magnet",
+                      **client_kwargs) -> AsyncIterator[httpx.AsyncClient]:
+    """The app's lifespan around an in-process client; waits for /ready first."""
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url=base_url, **client_kwargs) as client:
+            await wait_ready(app, ready_timeout)
+            yield client
+
+
+async def wait_ready(app: FastAPI, timeout: float) -> None:
+    service = app.state.service
+    deadline = time.monotonic() + timeout
+    while not service.ready:
+        if service.load_error:
+            raise RuntimeError(f"the app failed to start: {service.load_error}")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the app was not ready after {timeout:g} s")
+        await asyncio.sleep(0.01)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def serve_on_loopback(app: FastAPI, ready_timeout: float = 60.0) -> Iterator[str]:
+    """uvicorn on 127.0.0.1:<free port> in a thread; yields the base URL once /ready is 200."""
+    import uvicorn
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, name="magnet-uvicorn", daemon=True)
+    thread.start()
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        poll_ready(base_url, ready_timeout)
+        yield base_url
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+def poll_ready(base_url: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        with contextlib.suppress(httpx.TransportError):
+            if httpx.get(f"{base_url}/ready", timeout=5).status_code == 200:
+                return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{base_url} was not ready after {timeout:g} s")
+        time.sleep(0.05)

@@ -1,0 +1,200 @@
+"""Generation on vLLM's async engine, in-process, on the base model with the adapter merged.
+
+    backend = VllmGenerateBackend(settings, ModelSpec())
+    await backend.start()                    # merge once (cached), start the engine, warm up
+    await backend.generate("Once upon a time", SamplingParams(max_tokens=32))
+    async for chunk in backend.stream(prompt, params): ...   # closing early aborts in vLLM
+    await backend.close()
+
+`AsyncLLM` keeps tokenizing, detokenizing and its Prometheus metrics (`vllm:*`,
+in prometheus_client's default registry, so the server's /metrics shows them) in
+this process; the model runs in vLLM's engine-core and worker processes, which
+vLLM starts with `spawn` on CPU. Spawned children re-import `__main__`, so the
+process that starts the engine must be a module entry point or guarded by
+`if __name__ == "__main__"` (`magnet serve`, uvicorn and pytest are).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from magnet.errors import BackendError, InputTooLongError, InvalidInputError, MagnetError, NotReadyError
+from magnet.loading import ModelSpec, load_tokenizer
+from magnet.merged import merged_checkpoint
+from magnet.sampling import Completion, SamplingParams, StreamChunk
+
+log = logging.getLogger(__name__)
+
+GIB = 1 << 30
+
+# Set before vLLM is imported; a value already in the environment wins.
+VLLM_ENVIRONMENT = {
+    "VLLM_NO_USAGE_STATS": "1",  # no usage report to stats.vllm.ai
+    "VLLM_DO_NOT_TRACK": "1",
+    "HF_HUB_OFFLINE": "1",  # the checkpoint is a local directory: never reach the hub
+    "TRANSFORMERS_OFFLINE": "1",
+    "VLLM_CPU_NUM_OF_RESERVED_CPU": "0",  # the CPU worker may use every core
+}
+
+
+def prepare_environment() -> None:
+    for key, value in VLLM_ENVIRONMENT.items():
+        os.environ.setdefault(key, value)
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        log.warning("PROMETHEUS_MULTIPROC_DIR is set: vLLM's metrics go to that directory, "
+                    "not to this process's /metrics")
+
+
+def engine_args(path: Path, name: str, settings, spec: ModelSpec):
+    """AsyncEngineArgs for the merged checkpoint, with safe CPU defaults."""
+    from vllm.engine.arg_utils import AsyncEngineArgs
+    from vllm.platforms import current_platform
+
+    dtype = spec.dtype or getattr(settings, "dtype", None)
+    if dtype is None:  # auto picks bf16 on CPU, 3x slower without avx512_bf16
+        dtype = "float32" if current_platform.is_cpu() else "auto"
+    kv_cache_gb = getattr(settings, "vllm_kv_cache_gb", 1.0)
+    return AsyncEngineArgs(
+        model=str(path),
+        served_model_name=name,
+        dtype=dtype,
+        max_model_len=getattr(settings, "vllm_max_model_len", 2048),
+        # = VLLM_CPU_KVCACHE_SPACE, which only takes whole GiB; on GPU it replaces
+        # gpu_memory_utilization.
+        kv_cache_memory_bytes=int(kv_cache_gb * GIB),
+        enforce_eager=True,  # starts in ~25 s instead of ~135 s; compile cache is not reused
+        disable_log_stats=False,  # keeps the Prometheus stat logger (vllm:* metrics)
+        seed=0,
+    )
+
+
+def served_name(spec: ModelSpec) -> str:
+    """The public model id, as the torch path names it: base[+adapter folder]."""
+    from magnet.loading import resolve_adapter_path, resolve_base_path
+
+    base, adapter = resolve_base_path(spec.model), resolve_adapter_path(spec.adapter)
+    return base.name if adapter is None else f"{base.name}+{adapter.name}"
+
+
+def finish_reason(vllm_reason: str | None) -> str:
+    """vLLM's "stop" (EOS or stop string), "length", "abort" -> ours ("stop" | "length")."""
+    return "length" if vllm_reason == "length" else "stop"
+
+
+class VllmGenerateBackend:
+    name = "vllm"
+
+    def __init__(self, settings, spec: ModelSpec = ModelSpec()):
+        self.settings = settings
+        self.spec = spec
+        self.max_model_len: int = getattr(settings, "vllm_max_model_len", 2048)
+        self.engine = None  # vllm.v1.engine.async_llm.AsyncLLM once started
+        self.tokenizer = None
+        self.path: Path | None = None
+
+    # ---- life cycle ----------------------------------------------------------
+
+    async def start(self) -> None:
+        """Merge (once, cached), start vLLM's engine processes and run one token."""
+        prepare_environment()
+        # The merge and the engine start block for seconds: keep the event loop free.
+        self.path = await asyncio.to_thread(merged_checkpoint, self.spec)
+        self.tokenizer = await asyncio.to_thread(load_tokenizer, self.path)
+        self.engine = await asyncio.to_thread(self.build_engine, self.path)
+        await self.generate("Hello", SamplingParams(max_tokens=1))  # warm up; starts the output loop
+        log.info("vLLM engine ready on %s (max_model_len %d)", self.path, self.max_model_len)
+
+    def build_engine(self, path: Path):
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        return AsyncLLM.from_engine_args(engine_args(path, served_name(self.spec), self.settings, self.spec))
+
+    async def close(self) -> None:
+        engine, self.engine = self.engine, None
+        if engine is not None:
+            await asyncio.to_thread(engine.shutdown)  # stops the engine-core and worker processes
+
+    # ---- requests --------------------------------------------------------------
+
+    async def generate(self, prompt: str, params: SamplingParams) -> Completion:
+        pieces: list[str] = []
+        async for chunk in self.stream(prompt, params):
+            pieces.append(chunk.text)
+        return Completion("".join(pieces), chunk.finish_reason, chunk.prompt_tokens, chunk.completion_tokens)
+
+    async def stream(self, prompt: str, params: SamplingParams) -> AsyncIterator[StreamChunk]:
+        """Text deltas as vLLM decodes them; the last chunk has finish_reason and usage.
+
+        Closing this generator early (client gone) closes vLLM's, which aborts the request.
+        """
+        from vllm.inputs import TokensPrompt
+        from vllm.sampling_params import RequestOutputKind
+
+        ids = self.prompt_ids(prompt, params)
+        outputs = self.running_engine().generate(
+            TokensPrompt(prompt_token_ids=ids),
+            vllm_params(params, RequestOutputKind.DELTA),
+            request_id=uuid.uuid4().hex,
+        )
+        generated = 0
+        try:
+            async for output in outputs:
+                piece = output.outputs[0]
+                generated += len(piece.token_ids)  # DELTA: only this step's tokens
+                if piece.finish_reason is not None:  # the last output: vLLM's generator ends after it
+                    yield StreamChunk(piece.text, finish_reason(piece.finish_reason), len(ids), generated)
+                elif piece.text:
+                    yield StreamChunk(piece.text)
+        except MagnetError:
+            raise
+        except Exception as exc:
+            raise backend_error(exc) from exc
+        finally:
+            await outputs.aclose()  # no-op when finished; aborts the request in vLLM otherwise
+
+    def running_engine(self):
+        if self.engine is None:
+            raise NotReadyError("the vLLM engine is not running: wait for /ready")
+        return self.engine
+
+    def prompt_ids(self, prompt: str, params: SamplingParams) -> list[int]:
+        """Tokenize as the torch path does (the tokenizer's own special tokens) and check the limit."""
+        if not isinstance(prompt, str) or not prompt:
+            raise InvalidInputError("prompt is empty: give some text to continue")
+        if params.max_tokens < 1:
+            raise InvalidInputError("max_tokens must be at least 1")
+        ids = self.tokenizer(prompt)["input_ids"]
+        if len(ids) + params.max_tokens > self.max_model_len:
+            raise InputTooLongError(
+                f"the prompt plus max_tokens has {len(ids) + params.max_tokens} tokens; the limit is "
+                f"{self.max_model_len}. Shorten the prompt or lower max_tokens."
+            )
+        return ids
+
+
+def vllm_params(params: SamplingParams, kind):
+    """Our SamplingParams -> vLLM's (temperature 0 is greedy in both)."""
+    from vllm import SamplingParams as VllmSamplingParams
+
+    return VllmSamplingParams(
+        max_tokens=params.max_tokens,
+        temperature=params.temperature,
+        top_p=params.top_p,
+        seed=params.seed,
+        stop=list(params.stop) or None,
+        output_kind=kind,
+    )
+
+
+def backend_error(exc: Exception) -> MagnetError:
+    """vLLM's request validation errors are the caller's; anything else is ours."""
+    from vllm.exceptions import VLLMValidationError
+
+    if isinstance(exc, VLLMValidationError):
+        return InvalidInputError(str(exc))
+    log.exception("vLLM failed on a request")
+    return BackendError(f"the vLLM engine failed: {type(exc).__name__}")
