@@ -1,0 +1,189 @@
+"""The tagging pipeline on the tiny random Llama: features, train-tagger, Tagger, eval."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from magnet.cli import main
+from magnet.errors import InvalidInputError, UnknownTaskError
+from magnet.tagging.features import conll_features, featurize
+from magnet.tagging.heads import HeadsMismatchError
+from magnet.tagging.tagger import Tagger
+
+SAMPLE = """-DOCSTART- -X- -X- O
+
+EU NNP B-NP B-ORG
+rejects VBZ B-VP O
+German JJ B-NP B-MISC
+call NN I-NP O
+to TO B-VP O
+boycott VB I-VP O
+British JJ B-NP B-MISC
+lamb NN I-NP O
+. . O O
+
+Peter NNP B-NP B-PER
+Blackburn NNP I-NP I-PER
+lives VBZ B-VP O
+in IN B-PP O
+Brussels NNP B-NP B-LOC
+. . O O
+
+The DT B-NP O
+European NNP I-NP B-ORG
+Commission NNP I-NP I-ORG
+said VBD B-VP O
+on IN B-PP O
+Thursday NNP B-NP O
+it PRP B-NP O
+disagreed VBD B-VP O
+. . O O
+"""
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("MAGNET_CACHE_DIR", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+@pytest.fixture
+def sample(tmp_path):
+    path = tmp_path / "sample.txt"
+    path.write_text(SAMPLE)
+    return path
+
+
+def model_args(tiny_model_dir) -> list[str]:
+    return ["--model", str(tiny_model_dir), "--adapter", "none", "--device", "cpu"]
+
+
+def train(tiny_model_dir, sample, out, *extra) -> None:
+    argv = ["train-tagger", "--train", str(sample), "--valid", str(sample), "--out", str(out),
+            "--steps", "300", "--eval-every", "50", "--lr", "3e-2", "--dropout", "0", *model_args(tiny_model_dir), *extra]
+    assert main(argv) == 0
+
+
+@pytest.fixture
+def heads_dir(tiny_model_dir, sample, cache, tmp_path):
+    out = tmp_path / "heads"
+    train(tiny_model_dir, sample, out)
+    return out
+
+
+def count_calls(monkeypatch, engine, method: str) -> list[int]:
+    calls = []
+    original = getattr(engine, method)
+
+    def counted(texts, spans, truncate=False):
+        calls.append(len(texts))
+        return original(texts, spans, truncate)
+
+    monkeypatch.setattr(engine, method, counted)
+    return calls
+
+
+def test_features_are_computed_once(tiny_engine, sample, cache, monkeypatch):
+    calls = count_calls(monkeypatch, tiny_engine, "token_states")
+    sentences, first = conll_features(tiny_engine, "bidirectional", sample, None)
+    assert sum(calls) == 3 and len(sentences) == 3
+    assert [f.shape for f in first] == [(9, 32), (6, 32), (9, 32)]
+    again_sentences, again = conll_features(tiny_engine, "bidirectional", sample, None)
+    assert sum(calls) == 3, "second run recomputed the features instead of reading the cache"
+    assert all(torch.equal(a, b) for a, b in zip(first, again))
+    assert len(list((cache / "features").glob("*.safetensors"))) == 1
+    conll_features(tiny_engine, "bidirectional", sample, 2)  # another sentence count: another entry
+    assert sum(calls) == 5
+
+
+def test_cached_features_match_the_engine(tiny_engine, sample, cache):
+    sentences, cached = conll_features(tiny_engine, "causal", sample, None)
+    direct = featurize(tiny_engine, "causal", [s.words for s in sentences])
+    for a, b in zip(cached, direct):
+        assert torch.allclose(a, b, atol=1e-2, rtol=1e-2)  # the cache stores float16
+
+
+def test_heads_train_reload_and_tag_text(tiny_engine, heads_dir):
+    tagger = Tagger.load(tiny_engine, heads_dir)
+    assert sorted(tagger.tasks) == ["chunk", "ner", "pos"]
+    manifest = json.loads((heads_dir / "magnet.json").read_text())
+    assert manifest["feature_mode"] == "bidirectional" and manifest["adapter"] is None
+    assert manifest["training"]["train_sentences"] == 3
+    text = "Peter Blackburn lives in Brussels. The European Commission said on Thursday it disagreed."
+    [out] = tagger.tag([text], task="ner")
+    assert out["words"][:6] == ["Peter", "Blackburn", "lives", "in", "Brussels", "."]
+    assert len(out["tags"]) == len(out["words"])
+    assert set(out["tags"]) <= set(tagger.heads["ner"].labels)
+    for e in out["entities"]:
+        assert text[e["start"]:e["end"]] == e["text"]
+        assert e["label"] in {"PER", "LOC", "ORG", "MISC"}
+
+
+def test_tagger_fits_its_training_sentences(tiny_engine, heads_dir):
+    """Three sentences, 300 steps at lr 3e-2: a linear head memorises them."""
+    tagger = Tagger.load(tiny_engine, heads_dir)
+    words = [["Peter", "Blackburn", "lives", "in", "Brussels", "."]]
+    [ner] = tagger.tag(words=words, task="ner")
+    assert ner["tags"] == ["B-PER", "I-PER", "O", "O", "B-LOC", "O"]
+    assert ner["entities"] == [{"text": "Peter Blackburn", "label": "PER", "start": 0, "end": 2},
+                               {"text": "Brussels", "label": "LOC", "start": 4, "end": 5}]
+    [pos] = tagger.tag(words=words, task="pos")
+    assert pos["tags"] == ["NNP", "NNP", "VBZ", "IN", "NNP", "."] and "entities" not in pos
+
+
+def test_unknown_task_lists_the_loaded_tasks(tiny_engine, heads_dir):
+    tagger = Tagger.load(tiny_engine, heads_dir)
+    with pytest.raises(UnknownTaskError, match="'srl'.*pos, chunk, ner") as err:
+        tagger.tag(["Peter lives here."], task="srl")
+    assert err.value.status == 422
+
+
+@pytest.mark.parametrize("texts, words, message", [
+    (["   "], None, "input 0 has no words"),
+    (None, [["a", ""]], r"words\[0\]\[1\] is empty"),
+    (["a"], [["a"]], "either texts or words"),
+    ([], None, "nothing to tag"),
+])
+def test_bad_input_is_a_422(tiny_engine, heads_dir, texts, words, message):
+    tagger = Tagger.load(tiny_engine, heads_dir)
+    with pytest.raises(InvalidInputError, match=message):
+        tagger.tag(texts, words, task="ner")
+
+
+def test_mismatched_heads_are_refused(tiny_engine, heads_dir):
+    path = heads_dir / "magnet.json"
+    manifest = json.loads(path.read_text())
+    manifest["adapter"] = {"name": "magnet-7b", "sha256": "0" * 64}
+    path.write_text(json.dumps(manifest))
+    with pytest.raises(HeadsMismatchError, match="adapter magnet-7b .*but the model is .*no adapter"):
+        Tagger.load(tiny_engine, heads_dir)
+    manifest["adapter"] = None
+    manifest["base"]["hidden_size"] = 576
+    path.write_text(json.dumps(manifest))
+    with pytest.raises(HeadsMismatchError, match="hidden_size: 576 != 32"):
+        Tagger.load(tiny_engine, heads_dir)
+
+
+def test_causal_heads_read_causal_states(tiny_engine, tiny_model_dir, sample, cache, tmp_path, monkeypatch):
+    out = tmp_path / "causal"
+    train(tiny_model_dir, sample, out, "--causal", "--tasks", "ner")
+    tagger = Tagger.load(tiny_engine, out)
+    assert tagger.tasks == ["ner"] and tagger.manifest.feature_mode == "causal"
+    calls = count_calls(monkeypatch, tiny_engine, "causal_token_states")
+    tagger.tag(["Peter lives in Brussels."], task="ner")
+    assert calls == [1]
+
+
+def test_eval_tagging_prints_scores(tiny_model_dir, sample, heads_dir, capsys):
+    argv = ["eval", "tagging", "--data", str(sample), "--heads", str(heads_dir), "--json",
+            *model_args(tiny_model_dir)]
+    assert main(argv) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert report["sentences"] == 3 and report["mode"] == "bidirectional"
+    assert set(report["scores"]) == {"pos", "chunk", "ner"}
+    assert report["scores"]["pos"]["accuracy"] == 1.0  # evaluated on its own training data
+    assert 0.0 <= report["scores"]["ner"]["f1"] <= 1.0
+    with pytest.raises(SystemExit, match="add --causal|drop --causal"):
+        main([*argv, "--causal"])
