@@ -47,6 +47,20 @@ class ErrorBody(BaseModel):
     error: ErrorDetail
 
 
+def describe_errors(errors: list[dict]) -> str:
+    """Pydantic errors as 'field: what is wrong; ...' (server 422 bodies, client-side checks)."""
+    lines = []
+    for error in errors:
+        where = ".".join(str(part) for part in error.get("loc", ()) if part != "body")
+        message = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
+        if error.get("type") == "json_invalid":
+            where, message = "", f"the body is not valid JSON ({error.get('ctx', {}).get('error', 'parse error')})"
+        elif error.get("type") == "missing":
+            message = "this field is required"
+        lines.append(f"{where}: {message}" if where and not message.startswith(where) else message)
+    return "; ".join(lines) or "the request is invalid"
+
+
 def check_texts(texts: list[str], field: str) -> list[str]:
     if not texts:
         raise ValueError(f"{field} is an empty list: send at least one text")

@@ -14,7 +14,15 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from magnet.errors import BackendError, InvalidInputError, MagnetError, OverloadedError, PayloadTooLargeError, UnauthorizedError
+from magnet.errors import (
+    BackendError,
+    InvalidInputError,
+    MagnetError,
+    OverloadedError,
+    PayloadTooLargeError,
+    UnauthorizedError,
+)
+from magnet.protocol import describe_errors
 
 HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: PayloadTooLargeError.code}
 
@@ -32,21 +40,6 @@ def magnet_error_response(exc: MagnetError) -> JSONResponse:
     return error_response(exc.status, exc.code, exc.message, headers)
 
 
-def describe_validation(exc: RequestValidationError) -> str:
-    """'field: what is wrong' per error, without pydantic's 'Value error, ' noise."""
-    lines = []
-    for error in exc.errors():
-        where = ".".join(str(part) for part in error.get("loc", ()) if part != "body")
-        message = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
-        if error.get("type") == "json_invalid":
-            message = f"the body is not valid JSON ({error.get('ctx', {}).get('error', 'parse error')})"
-            where = ""
-        elif error.get("type") == "missing":
-            message = "this field is required"
-        lines.append(f"{where}: {message}" if where and not message.startswith(where) else message)
-    return "; ".join(lines) or "the request body is invalid"
-
-
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(MagnetError)
     async def on_magnet_error(_request: Request, exc: MagnetError) -> JSONResponse:
@@ -54,7 +47,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def on_validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        return error_response(422, InvalidInputError.code, describe_validation(exc))
+        return error_response(422, InvalidInputError.code, describe_errors(exc.errors()))
 
     @app.exception_handler(HTTPException)
     async def on_http_error(_request: Request, exc: HTTPException) -> JSONResponse:

@@ -1,0 +1,31 @@
+"""Typed HTTP client of the Magnet service (httpx + pydantic; no torch).
+
+    from magnet.client import MagnetClient, AsyncMagnetClient, Retry
+
+Errors are the classes of `magnet.errors`, raised with the server's message:
+InvalidInputError (and InputTooLongError, UnknownTaskError) 422,
+UnauthorizedError 401, PayloadTooLargeError 413, OverloadedError 429,
+BackendError 500, NotReadyError 503; any other status is a MagnetError whose
+`.status` is the HTTP status. Results are the pydantic models of
+`magnet.protocol`, the same the server answers with.
+"""
+from magnet.client.aio import AsyncMagnetClient
+from magnet.client.base import Retry
+from magnet.client.sync import MagnetClient
+from magnet.errors import (
+    BackendError,
+    InputTooLongError,
+    InvalidInputError,
+    MagnetError,
+    NotReadyError,
+    OverloadedError,
+    PayloadTooLargeError,
+    UnauthorizedError,
+    UnknownTaskError,
+)
+
+__all__ = [
+    "MagnetClient", "AsyncMagnetClient", "Retry",
+    "MagnetError", "InvalidInputError", "InputTooLongError", "UnknownTaskError", "UnauthorizedError",
+    "PayloadTooLargeError", "OverloadedError", "BackendError", "NotReadyError",
+]

@@ -1,0 +1,98 @@
+"""The asyncio client: the same methods as MagnetClient, awaited.
+
+    async with AsyncMagnetClient() as client:
+        fill = await client.infill("The cat ", " on the mat.")
+        async for chunk in client.generate_stream("Once upon a time"): ...
+"""
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import httpx
+
+from magnet.client.base import BaseClient, EventDecoder, Retry, error_from
+from magnet.protocol import (
+    EmbedResponse,
+    GenerateChunk,
+    GenerateResponse,
+    HealthResponse,
+    InfillResponse,
+    TagResponse,
+)
+
+
+class AsyncMagnetClient(BaseClient):
+    def __init__(self, base_url: str | None = None, api_key: str | None = None, timeout: float = 120.0,
+                 retry: Retry = Retry(), transport: httpx.AsyncBaseTransport | None = None):
+        super().__init__(base_url, api_key, timeout, retry)
+        self.http = httpx.AsyncClient(base_url=self.base_url, headers=self.headers(), timeout=timeout,
+                                      transport=transport)
+
+    async def __aenter__(self) -> "AsyncMagnetClient":
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+    # --- the API -----------------------------------------------------------------------
+
+    async def embed(self, input: str | list[str], *, instruction: str | None = None, normalize: bool = True,
+                    truncate: bool = False) -> EmbedResponse:
+        body = self.embed_body(input, instruction, normalize, truncate)
+        return self.parse(await self.send("POST", "/v1/embed", body), EmbedResponse)
+
+    async def tag(self, input: str | list[str] | None = None, *, words: list[list[str]] | None = None,
+                  task: str = "ner") -> TagResponse:
+        body = self.tag_body(input, words, task)
+        return self.parse(await self.send("POST", "/v1/tag", body), TagResponse)
+
+    async def infill(self, prefix: str | None = None, suffix: str | None = None, *,
+                     segments: list[str] | None = None, **sampling) -> str | list[str]:
+        """The fill between prefix and suffix (a str), or one fill per gap of `segments` (a list)."""
+        result = await self.infill_result(prefix, suffix, segments=segments, **sampling)
+        return result.fills if segments is not None else result.text
+
+    async def infill_result(self, prefix: str | None = None, suffix: str | None = None, *,
+                            segments: list[str] | None = None, **sampling) -> InfillResponse:
+        body = self.infill_body(prefix, suffix, segments, sampling)
+        return self.parse(await self.send("POST", "/v1/infill", body), InfillResponse)
+
+    async def generate(self, prompt: str, **sampling) -> GenerateResponse:
+        body = self.generate_body(prompt, sampling, stream=False)
+        return self.parse(await self.send("POST", "/v1/generate", body), GenerateResponse)
+
+    async def generate_stream(self, prompt: str, **sampling) -> AsyncIterator[GenerateChunk]:
+        """Chunks as decoded; closing the iterator early closes the connection (cancels)."""
+        body = self.generate_body(prompt, sampling, stream=True)
+        response = await self.send("POST", "/v1/generate", body, stream=True)
+        try:
+            if response.is_error:
+                await response.aread()
+                raise error_from(response)
+            decoder = EventDecoder()
+            async for line in response.aiter_lines():
+                if (chunk := decoder.feed(line)) is not None:
+                    yield chunk
+        finally:
+            await response.aclose()
+
+    async def health(self) -> HealthResponse:
+        return self.parse(await self.send("GET", "/health"), HealthResponse)
+
+    # --- I/O ---------------------------------------------------------------------------
+
+    async def send(self, method: str, path: str, body: dict | None = None, stream: bool = False) -> httpx.Response:
+        """One request, retried on 429/503 per `self.retry` (before any byte of a stream)."""
+        attempt = 0
+        while True:
+            request = self.http.build_request(method, path, json=body)
+            response = await self.http.send(request, stream=stream)
+            if not self.retry.should_retry(response, attempt):
+                return response
+            await response.aclose()
+            await asyncio.sleep(self.retry.wait(response, attempt))
+            attempt += 1

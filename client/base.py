@@ -1,0 +1,146 @@
+"""What the sync and async clients share: building requests, parsing answers, errors, retries.
+
+No I/O here (httpx's own split): `MagnetClient` and `AsyncMagnetClient` send
+what this builds and hand the responses back to it.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+
+import httpx
+from pydantic import BaseModel, ValidationError
+
+from magnet.errors import (
+    ERRORS_BY_CODE,
+    BackendError,
+    InvalidInputError,
+    MagnetError,
+    NotReadyError,
+    OverloadedError,
+    PayloadTooLargeError,
+    UnauthorizedError,
+)
+from magnet.protocol import (
+    EmbedRequest,
+    GenerateChunk,
+    GenerateRequest,
+    InfillRequest,
+    TagRequest,
+    describe_errors,
+)
+
+DEFAULT_URL = "http://localhost:8000"
+ERRORS_BY_STATUS = {401: UnauthorizedError, 413: PayloadTooLargeError, 422: InvalidInputError,
+                    429: OverloadedError, 500: BackendError, 503: NotReadyError}
+
+
+@dataclass(frozen=True)
+class Retry:
+    """Retries of overloaded (429) and not-ready (503) answers, with exponential backoff.
+
+    Wait before retry k (0-based): backoff * 2**k, at least the server's
+    Retry-After, at most max_wait. `Retry(attempts=0)` turns retries off.
+    """
+
+    attempts: int = 3
+    backoff: float = 0.5
+    max_wait: float = 8.0
+    statuses: frozenset[int] = frozenset({429, 503})
+
+    def should_retry(self, response: httpx.Response, attempt: int) -> bool:
+        return response.status_code in self.statuses and attempt < self.attempts
+
+    def wait(self, response: httpx.Response, attempt: int) -> float:
+        told = retry_after(response) or 0.0
+        return min(max(self.backoff * 2**attempt, told), self.max_wait)
+
+
+def retry_after(response: httpx.Response) -> float | None:
+    try:
+        return float(response.headers["retry-after"])
+    except (KeyError, ValueError):
+        return None
+
+
+class BaseClient:
+    def __init__(self, base_url: str | None = None, api_key: str | None = None, timeout: float = 120.0,
+                 retry: Retry = Retry()):
+        self.base_url = (base_url or os.environ.get("MAGNET_URL") or DEFAULT_URL).rstrip("/")
+        self.api_key = api_key if api_key is not None else os.environ.get("MAGNET_API_KEY")
+        self.timeout = timeout
+        self.retry = retry
+
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+
+    # --- building ----------------------------------------------------------------------
+
+    @staticmethod
+    def build(model: type[BaseModel], **fields) -> dict:
+        """Validate on this side (same models as the server), so bad arguments fail before sending."""
+        try:
+            return model(**fields).model_dump(mode="json", exclude_none=True)
+        except ValidationError as exc:
+            raise InvalidInputError(describe_errors(exc.errors())) from None
+
+    def embed_body(self, input, instruction, normalize, truncate) -> dict:
+        return self.build(EmbedRequest, input=input, instruction=instruction, normalize=normalize, truncate=truncate)
+
+    def tag_body(self, input, words, task) -> dict:
+        return self.build(TagRequest, input=input, words=words, task=task)
+
+    def infill_body(self, prefix, suffix, segments, sampling: dict) -> dict:
+        return self.build(InfillRequest, prefix=prefix, suffix=suffix, segments=segments, **sampling)
+
+    def generate_body(self, prompt, sampling: dict, stream: bool) -> dict:
+        return self.build(GenerateRequest, prompt=prompt, stream=stream, **sampling)
+
+    # --- parsing -----------------------------------------------------------------------
+
+    @staticmethod
+    def parse(response: httpx.Response, model: type[BaseModel]):
+        if response.is_error:
+            raise error_from(response)
+        return model.model_validate_json(response.content)
+
+
+def error_from(response: httpx.Response) -> MagnetError:
+    """The magnet.errors class the server raised, with its message (and Retry-After)."""
+    try:
+        detail = response.json()["error"]
+        code, message = detail["code"], detail["message"]
+    except (ValueError, KeyError, TypeError):
+        code, message = None, f"HTTP {response.status_code}: {response.text[:500]}"
+    cls = ERRORS_BY_CODE.get(code) or ERRORS_BY_STATUS.get(response.status_code, MagnetError)
+    if cls is OverloadedError:
+        error = OverloadedError(message, retry_after=retry_after(response) or 1.0)
+    else:
+        error = cls(message)
+    error.status = response.status_code  # e.g. 404 for a wrong base URL
+    if code and code not in ERRORS_BY_CODE:
+        error.code = code
+    return error
+
+
+class EventDecoder:
+    """Server-sent events of /v1/generate, fed line by line, as GenerateChunks."""
+
+    def __init__(self):
+        self.event = "message"
+
+    def feed(self, line: str) -> GenerateChunk | None:
+        if not line:
+            self.event = "message"
+            return None
+        field, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        if field == "event":
+            self.event = value
+        elif field == "data" and self.event == "error":
+            detail = json.loads(value)["error"]
+            raise ERRORS_BY_CODE.get(detail["code"], MagnetError)(detail["message"])
+        elif field == "data" and value != "[DONE]":
+            return GenerateChunk.model_validate_json(value)
+        return None
