@@ -1,0 +1,87 @@
+"""The official `openai` SDK against the app: embeddings, completions (suffix = infill), models."""
+from __future__ import annotations
+
+import base64
+import struct
+
+import httpx
+import pytest
+from openai import AsyncOpenAI, OpenAI, UnprocessableEntityError
+
+from magnet.server.app import create_app
+from magnet.server.settings import Settings
+from magnet.server.testing import running_app, serve_on_loopback
+
+TEXTS = ["A man is playing a guitar.", "Paris is the capital of France."]
+
+
+def tiny_app(engine):
+    return create_app(Settings(generate_backend="torch", heads="none"), engine=engine)
+
+
+def close(a, b, tol=1e-5) -> bool:
+    return len(a) == len(b) and max(abs(x - y) for x, y in zip(a, b)) < tol
+
+
+@pytest.fixture(scope="module")
+def sync_openai(tiny_engine):
+    """A real uvicorn on a loopback port (the sync SDK needs a sync transport)."""
+    with serve_on_loopback(tiny_app(tiny_engine)) as base_url:
+        with OpenAI(base_url=f"{base_url}/v1", api_key="unused", max_retries=0) as client:
+            yield client
+
+
+def test_embeddings_float_and_base64_match_the_engine(sync_openai, tiny_engine):
+    want = tiny_engine.embed(TEXTS).embeddings.tolist()
+    floats = sync_openai.embeddings.create(model="magnet", input=TEXTS, encoding_format="float")
+    assert [d.index for d in floats.data] == [0, 1] and floats.usage.prompt_tokens > 0
+    assert all(close(d.embedding, w) for d, w in zip(floats.data, want))
+    raw = sync_openai.embeddings.create(model="magnet", input=TEXTS, encoding_format="base64")
+    decoded = [list(struct.unpack(f"<{len(w)}f", base64.b64decode(d.embedding))) for d, w in zip(raw.data, want)]
+    assert all(close(d, w) for d, w in zip(decoded, want))
+    default = sync_openai.embeddings.create(model="magnet", input=TEXTS[0])  # base64 on the wire, decoded by the SDK
+    assert close(default.data[0].embedding, want[0])
+
+
+def test_completions_generate_and_suffix_infills(sync_openai, tiny_engine):
+    from magnet.sampling import SamplingParams
+
+    params = SamplingParams(max_tokens=6)
+    plain = sync_openai.completions.create(model="m", prompt="The quick brown", max_tokens=6, temperature=0)
+    assert plain.choices[0].text == tiny_engine.generate("The quick brown", params).text
+    filled = sync_openai.completions.create(model="m", prompt="The quick ", suffix=" the lazy dog.",
+                                            max_tokens=6, temperature=0)
+    assert filled.choices[0].text == tiny_engine.infill(["The quick ", " the lazy dog."], params).text
+    assert filled.usage.completion_tokens == tiny_engine.infill(["The quick ", " the lazy dog."], params).completion_tokens
+
+
+def test_streamed_completion_adds_up(sync_openai):
+    whole = sync_openai.completions.create(model="m", prompt="The quick brown", max_tokens=6, temperature=0)
+    pieces = list(sync_openai.completions.create(model="m", prompt="The quick brown", max_tokens=6,
+                                                 temperature=0, stream=True))
+    assert "".join(p.choices[0].text for p in pieces) == whole.choices[0].text
+    assert pieces[-1].choices[0].finish_reason == whole.choices[0].finish_reason
+
+
+def test_models_lists_the_served_model_and_backends(sync_openai, tiny_engine):
+    [card] = sync_openai.models.list().data
+    assert card.id == tiny_engine.name
+    assert card.model_extra["backends"]["generate"] == "torch"
+
+
+def test_sdk_sees_a_422_for_bad_parameters(sync_openai):
+    with pytest.raises(UnprocessableEntityError, match="n"):
+        sync_openai.completions.create(model="m", prompt="x", n=2)
+    with pytest.raises(UnprocessableEntityError, match="token-id"):
+        sync_openai.embeddings.create(model="m", input=[[1, 2, 3]])
+
+
+async def test_async_sdk_in_process(tiny_engine):
+    app = tiny_app(tiny_engine)
+    async with running_app(app):
+        http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app))
+        async with AsyncOpenAI(base_url="http://magnet/v1", api_key="unused", http_client=http) as client:
+            answer = await client.embeddings.create(model="m", input=TEXTS)
+            assert close(answer.data[1].embedding, tiny_engine.embed(TEXTS).embeddings[1].tolist())
+            several = await client.completions.create(model="m", prompt=["a b", "c d"], max_tokens=3, temperature=0)
+            assert [c.index for c in several.choices] == [0, 1]
