@@ -146,6 +146,7 @@ class VllmGenerateBackend:
                 piece = output.outputs[0]
                 generated += len(piece.token_ids)  # DELTA: only this step's tokens
                 if piece.finish_reason is not None:  # the last output: vLLM's generator ends after it
+                    generated -= ended_on_stop_token(piece)
                     yield StreamChunk(piece.text, finish_reason(piece.finish_reason), len(ids), generated)
                 elif piece.text:
                     yield StreamChunk(piece.text)
@@ -174,6 +175,11 @@ class VllmGenerateBackend:
                 f"{self.max_model_len}. Shorten the prompt or lower max_tokens."
             )
         return ids
+
+
+def ended_on_stop_token(piece) -> int:
+    """1 if the last token is EOS (or a stop token id): like the torch path, usage leaves it out."""
+    return int(piece.finish_reason == "stop" and not isinstance(piece.stop_reason, str))
 
 
 def vllm_params(params: SamplingParams, kind):

@@ -1,0 +1,162 @@
+"""The vLLM generate backend on the real embedded model (one engine for the module).
+
+Each engine start costs ~25-60 s on CPU, so every test here shares one; the
+engine lives on its own event loop thread because it is bound to the loop it
+started on (pytest-asyncio is not needed).
+"""
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+
+pytest.importorskip("vllm", exc_type=ImportError)
+
+from prometheus_client import REGISTRY  # noqa: E402
+
+from magnet.errors import InputTooLongError, InvalidInputError  # noqa: E402
+from magnet.loading import ModelSpec  # noqa: E402
+from magnet.sampling import SamplingParams  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+SPEC = ModelSpec(device="cpu", dtype="float32")
+PROMPTS = ["The capital of France is", "def fibonacci(n):"]
+
+
+class LoopThread:
+    """An event loop on a daemon thread; `run(coro)` waits for its result."""
+
+    def __init__(self):
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    def run(self, coro, timeout: float = 300):
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def stop(self):
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+class Settings:  # the fields the backend reads (the server's Settings has them too)
+    vllm_kv_cache_gb = 0.5
+    vllm_max_model_len = 512
+
+
+@pytest.fixture(scope="module")
+def running():
+    from magnet.server.vllm_backend import VllmGenerateBackend
+
+    loop = LoopThread()
+    backend = VllmGenerateBackend(Settings(), SPEC)
+    loop.run(backend.start())
+    yield loop, backend
+    loop.run(backend.close())
+    loop.stop()
+
+
+@pytest.fixture(scope="module")
+def torch_engine():
+    from magnet.engine import Engine
+
+    return Engine.from_spec(SPEC)
+
+
+async def collect(stream, keep: int | None = None) -> list:
+    """The stream's chunks; with `keep`, close it after that many."""
+    chunks = []
+    async for chunk in stream:
+        chunks.append(chunk)
+        if keep is not None and len(chunks) == keep:
+            await stream.aclose()
+            break
+    return chunks
+
+
+def vllm_gauge(name: str) -> float:
+    return sum(s.value for m in REGISTRY.collect() for s in m.samples if s.name == name)
+
+
+# The third prompt makes SmolLM2 answer EOS at once: usage must not count the EOS.
+@pytest.mark.parametrize("prompt, ends", [(PROMPTS[0], "length"), (PROMPTS[1], "length"),
+                                          ("Write a long story about a dragon.", "stop")])
+def test_greedy_equals_torch_path(running, torch_engine, prompt, ends):
+    loop, backend = running
+    params = SamplingParams(max_tokens=24, temperature=0.0)
+    got = loop.run(backend.generate(prompt, params))
+    want = torch_engine.generate(prompt, params)
+    assert got.text == want.text
+    assert (got.finish_reason, got.prompt_tokens, got.completion_tokens) == (
+        want.finish_reason, want.prompt_tokens, want.completion_tokens)
+    assert got.finish_reason == ends
+
+
+def test_stop_string_cuts_like_torch_path(running, torch_engine):
+    loop, backend = running
+    params = SamplingParams(max_tokens=40, temperature=0.0, stop=(".",))
+    got = loop.run(backend.generate(PROMPTS[0], params))
+    want = torch_engine.generate(PROMPTS[0], params)
+    assert got.finish_reason == "stop" and "." not in got.text
+    assert got.text == want.text
+
+
+def test_stream_concatenates_to_full_text(running):
+    loop, backend = running
+    params = SamplingParams(max_tokens=20, temperature=0.0)
+    chunks = loop.run(collect(backend.stream(PROMPTS[1], params)))
+    full = loop.run(backend.generate(PROMPTS[1], params))
+    assert len(chunks) > 2  # streamed, not one blob
+    assert "".join(c.text for c in chunks) == full.text
+    assert all(c.finish_reason is None for c in chunks[:-1])
+    last = chunks[-1]
+    assert (last.finish_reason, last.prompt_tokens, last.completion_tokens) == (
+        "length", full.prompt_tokens, 20)
+
+
+def test_closing_stream_aborts_request(running):
+    loop, backend = running
+    long = SamplingParams(max_tokens=400, temperature=0.0)
+    first = loop.run(collect(backend.stream(PROMPTS[1], long), keep=3))
+    assert len(first) == 3 and first[-1].finish_reason is None
+    assert backend.engine.get_num_unfinished_requests() == 0
+
+    async def next_request():
+        stream = backend.stream(PROMPTS[0], SamplingParams(max_tokens=8))
+        chunk = await anext(stream)
+        running_now = vllm_gauge("vllm:num_requests_running")  # engine-core scheduler state
+        rest = await collect(stream)
+        return [chunk] + rest, running_now
+
+    chunks, running_now = loop.run(next_request())
+    assert running_now == 1  # the aborted request no longer runs in the engine core
+    assert chunks[-1].finish_reason == "length" and chunks[-1].completion_tokens == 8
+
+
+def test_seed_makes_sampling_reproducible(running):
+    loop, backend = running
+
+    def sample(seed):
+        params = SamplingParams(max_tokens=16, temperature=1.0, top_p=0.95, seed=seed)
+        return loop.run(backend.generate("Once upon a time", params)).text
+
+    assert sample(7) == sample(7)
+    assert sample(7) != sample(8)
+
+
+def test_bad_input_is_the_callers(running):
+    loop, backend = running
+    with pytest.raises(InvalidInputError, match="prompt is empty"):
+        loop.run(backend.generate("", SamplingParams()))
+    with pytest.raises(InputTooLongError, match="limit is 512"):
+        loop.run(backend.generate("word " * 600, SamplingParams(max_tokens=8)))
+    assert loop.run(backend.generate("Hi", SamplingParams(max_tokens=2))).completion_tokens == 2
+
+
+def test_vllm_metrics_in_default_registry(running):
+    loop, backend = running
+    before = vllm_gauge("vllm:generation_tokens_total")
+    loop.run(backend.generate(PROMPTS[0], SamplingParams(max_tokens=5)))
+    assert vllm_gauge("vllm:generation_tokens_total") == before + 5
