@@ -55,6 +55,7 @@ class ModelWorker:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="magnet-model")
         self._task: asyncio.Task | None = None
         self._closing = False
+        self.loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def depth(self) -> int:
@@ -126,6 +127,7 @@ class ModelWorker:
     # --- the loop ----------------------------------------------------------------------
 
     def start(self) -> None:
+        self.loop = asyncio.get_running_loop()  # the loop that owns the queue (for other threads)
         self._task = asyncio.create_task(self._loop(), name="magnet-model-worker")
 
     async def close(self) -> None:
