@@ -45,7 +45,7 @@ def states_function(engine, mode: str):
     return engine.token_states if mode == "bidirectional" else engine.causal_token_states
 
 
-def featurize(engine, mode: str, sentences: list[list[str]], batch_size: int = 16) -> list[torch.Tensor]:
+def featurize(engine, mode: str, sentences: list[list[str]], batch_size: int = 32) -> list[torch.Tensor]:
     """Word vectors of pre-split sentences: one (n_words, H) float32 tensor each, in input order."""
     states = states_function(engine, mode)
     order = sorted(range(len(sentences)), key=lambda i: len(sentences[i]))  # batch similar lengths
@@ -56,13 +56,13 @@ def featurize(engine, mode: str, sentences: list[list[str]], batch_size: int = 1
         texts, spans = zip(*(join_words(sentences[i]) for i in batch))
         for i, vectors in zip(batch, states(list(texts), list(spans))):
             out[i] = vectors.float().cpu()
-        log_progress(first + len(batch), len(order), started)
+        log_progress(first, first + len(batch), len(order), started)
     return out
 
 
-def log_progress(done: int, total: int, started: float) -> None:
-    every = max(1, total // 20)
-    if done == total or done // every != (done - 1) // every:
+def log_progress(before: int, done: int, total: int, started: float) -> None:
+    every = max(1, total // 20)  # about 20 lines per run
+    if done == total or done // every != before // every:
         elapsed = time.monotonic() - started
         eta = elapsed / done * (total - done)
         log.info("features: %d/%d sentences, %.0fs elapsed, ~%.0fs left", done, total, elapsed, eta)
@@ -105,7 +105,7 @@ def load_features(path: Path) -> list[torch.Tensor]:
     return list(tensors["words"].float().split(tensors["lengths"].tolist()))
 
 
-def cached_features(engine, mode: str, data: Path, sentences: list[list[str]], batch_size: int = 16,
+def cached_features(engine, mode: str, data: Path, sentences: list[list[str]], batch_size: int = 32,
                     root: Path | None = None, use_cache: bool = True) -> list[torch.Tensor]:
     """Word vectors of `sentences` (the first ones of file `data`), from the cache when present."""
     path = features_path(engine_identity(engine), mode, Path(data), len(sentences), root)
@@ -121,7 +121,7 @@ def cached_features(engine, mode: str, data: Path, sentences: list[list[str]], b
     return [f.half().float() for f in features]  # as a later cache hit will read them
 
 
-def conll_features(engine, mode: str, data: Path, max_sentences: int | None, batch_size: int = 16,
+def conll_features(engine, mode: str, data: Path, max_sentences: int | None, batch_size: int = 32,
                    use_cache: bool = True, root: Path | None = None):
     """-> (sentences of a CoNLL file, their word vectors), featurized at most once."""
     from magnet.tagging.conll import read_conll
