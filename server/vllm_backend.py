@@ -117,6 +117,9 @@ class VllmGenerateBackend:
         engine, self.engine = self.engine, None
         if engine is not None:
             await asyncio.to_thread(engine.shutdown)  # stops the engine-core and worker processes
+            # AsyncLLM.__del__ calls shutdown again, at interpreter exit when vLLM's module
+            # globals are already gone (a TypeError on stderr): once is enough.
+            engine.shutdown = lambda timeout=None: None
 
     # ---- requests --------------------------------------------------------------
 
