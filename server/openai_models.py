@@ -88,18 +88,11 @@ class CompletionsRequest(OpenAIRequest):
             raise ValueError(f"stop takes at most {MAX_STOP} non-empty strings")
         return value
 
-    @field_validator("echo")
+    @field_validator("echo", "logprobs")
     @classmethod
-    def refuse_echo(cls, value):
+    def refuse_unsupported(cls, value, info):
         if value:
-            raise ValueError("echo is not supported: leave it false")
-        return value
-
-    @field_validator("logprobs")
-    @classmethod
-    def refuse_logprobs(cls, value):
-        if value:
-            raise ValueError("logprobs is not supported: omit it")
+            raise ValueError(f"{info.field_name} is not supported: omit it")
         return value
 
     @property

@@ -6,6 +6,8 @@
     with serve_on_loopback(app) as base_url:      # real uvicorn in a thread, for sync clients
         OpenAI(base_url=base_url + "/v1", api_key="x")
 
+    release, held = await occupy_worker(app.state.service.worker)   # requests now queue up
+
 Used by the project's tests and usable by anyone testing code against Magnet.
 """
 from __future__ import annotations
@@ -41,6 +43,23 @@ async def wait_ready(app: FastAPI, timeout: float) -> None:
         if time.monotonic() > deadline:
             raise TimeoutError(f"the app was not ready after {timeout:g} s")
         await asyncio.sleep(0.01)
+
+
+async def occupy_worker(worker) -> tuple[threading.Event, asyncio.Future]:
+    """Hold the model worker's thread until the returned event is set (to test queueing).
+
+    Returns once the worker is busy, so whatever is submitted next waits in the queue.
+    """
+    started, release = threading.Event(), threading.Event()
+
+    def wait_for_release() -> None:
+        started.set()
+        release.wait(60)
+
+    task = asyncio.ensure_future(worker.call("hold", wait_for_release))
+    if not await asyncio.to_thread(started.wait, 60):
+        raise TimeoutError("the model worker did not pick up the hold job")
+    return release, task
 
 
 def free_port(host: str = "127.0.0.1") -> int:

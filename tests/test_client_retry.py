@@ -119,7 +119,8 @@ def test_stream_is_retried_before_its_first_byte_and_parsed():
 
 
 def test_an_error_event_mid_stream_raises_its_class():
-    body = 'data: {"model": "m", "text": "a"}\n\nevent: error\ndata: {"error": {"code": "backend_error", "message": "gpu fell off"}}\n\n'
+    failure = {"error": {"code": "backend_error", "message": "gpu fell off"}}
+    body = f'data: {{"model": "m", "text": "a"}}\n\nevent: error\ndata: {json.dumps(failure)}\n\n'
     script = Script(httpx.Response(200, text=body, headers={"content-type": "text/event-stream"}))
     received = []
     with pytest.raises(MagnetError, match="gpu fell off"):

@@ -17,7 +17,7 @@ import uvicorn
 from magnet.server import cli
 from magnet.server.app import create_app
 from magnet.server.settings import Settings
-from magnet.server.testing import free_port, poll_ready
+from magnet.server.testing import free_port, occupy_worker, poll_ready
 
 
 def parse(*argv: str) -> argparse.Namespace:
@@ -50,14 +50,7 @@ def test_graceful_stop_finishes_a_queued_request(tiny_engine):
     url = f"http://127.0.0.1:{port}"
     poll_ready(url, 60)
     worker = app.state.service.worker
-    started, release = threading.Event(), threading.Event()
-
-    def hold():
-        started.set()
-        release.wait(10)
-
-    asyncio.run_coroutine_threadsafe(worker.call("hold", hold), worker.loop)
-    assert started.wait(10)
+    release, _ = asyncio.run_coroutine_threadsafe(occupy_worker(worker), worker.loop).result(60)
     answers = []
     request = threading.Thread(target=lambda: answers.append(
         httpx.post(f"{url}/v1/infill", json={"prefix": "a ", "suffix": " b", "max_tokens": 3}, timeout=30)))

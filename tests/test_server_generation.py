@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import sys
 
-import pytest
-
 from magnet.sampling import SamplingParams
 from magnet.server.generation import GenerateBackend, TorchGenerateBackend, select_backend, spec_of
 from magnet.server.settings import Settings

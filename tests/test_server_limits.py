@@ -2,13 +2,12 @@
 from __future__ import annotations
 
 import asyncio
-import threading
 
 import pytest
 
 from magnet.server.app import create_app
 from magnet.server.settings import Settings
-from magnet.server.testing import running_app
+from magnet.server.testing import occupy_worker, running_app
 
 
 def tiny_app(engine, **settings):
@@ -56,14 +55,7 @@ async def test_a_full_queue_answers_429_with_retry_after_at_once(tiny_engine):
     app = tiny_app(tiny_engine, max_queue=1, retry_after_s=2)
     worker = app.state.service.worker
     async with running_app(app) as http:
-        started, release = threading.Event(), threading.Event()
-
-        def hold():
-            started.set()
-            release.wait(10)
-
-        held = asyncio.ensure_future(worker.call("hold", hold))
-        assert await asyncio.to_thread(started.wait, 10)
+        release, held = await occupy_worker(worker)
         queued = asyncio.ensure_future(http.post("/v1/infill", json={"prefix": "a ", "suffix": " b", "max_tokens": 2}))
         while worker.depth < 1:
             await asyncio.sleep(0.001)

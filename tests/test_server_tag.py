@@ -9,7 +9,7 @@ from test_tagging_tagger import SAMPLE, train  # the tagging suite's tiny CoNLL 
 
 from magnet.server.app import create_app
 from magnet.server.settings import Settings
-from magnet.server.testing import running_app
+from magnet.server.testing import occupy_worker, running_app
 
 WORDS = ["Peter", "Blackburn", "lives", "in", "Brussels", "."]
 
@@ -109,14 +109,7 @@ async def test_tag_and_embed_requests_share_the_worker_and_batch(tiny_engine):
     app = create_app(Settings(generate_backend="torch", heads="none"), engine=tiny_engine, tagger=tagger)
     worker = app.state.service.worker
     async with running_app(app) as http:
-        started, release = threading.Event(), threading.Event()
-
-        def hold():
-            started.set()
-            release.wait(10)
-
-        held = asyncio.ensure_future(worker.call("hold", hold))
-        assert await asyncio.to_thread(started.wait, 10)
+        release, held = await occupy_worker(worker)
         texts = ["Peter lives", "in Brussels", "The Commission"]
         tags = [asyncio.ensure_future(http.post("/v1/tag", json={"input": t, "task": "case"})) for t in texts]
         embed = asyncio.ensure_future(http.post("/v1/embed", json={"input": "a fox"}))

@@ -12,6 +12,7 @@ import threading
 import pytest
 
 from magnet.errors import BackendError, InvalidInputError, NotReadyError, OverloadedError
+from magnet.server.testing import occupy_worker
 from magnet.server.worker import ModelWorker
 
 
@@ -19,19 +20,6 @@ def make_worker(max_queue=16, budget=1000, wait=0.0) -> ModelWorker:
     worker = ModelWorker(max_queue=max_queue, max_batch_tokens=budget, max_wait_s=wait)
     worker.start()
     return worker
-
-
-async def hold(worker: ModelWorker):
-    """Occupy the worker thread until the returned event is set."""
-    started, release = threading.Event(), threading.Event()
-
-    def wait_for_release():
-        started.set()
-        release.wait(10)
-
-    task = asyncio.ensure_future(worker.call("hold", wait_for_release))
-    assert await asyncio.to_thread(started.wait, 10)
-    return release, task
 
 
 async def until_depth(worker: ModelWorker, depth: int) -> None:
@@ -58,7 +46,7 @@ class Recorder:
 
 async def test_queued_jobs_with_one_key_run_as_one_call_on_one_thread():
     worker, run = make_worker(), Recorder()
-    release, held = await hold(worker)
+    release, held = await occupy_worker(worker)
     jobs = [asyncio.ensure_future(worker.submit("embed", ("k",), p, run, tokens=1)) for p in "abc"]
     await until_depth(worker, 3)
     release.set()
@@ -71,7 +59,7 @@ async def test_queued_jobs_with_one_key_run_as_one_call_on_one_thread():
 
 async def test_token_budget_splits_batches():
     worker, run = make_worker(budget=8), Recorder()
-    release, _ = await hold(worker)
+    release, _ = await occupy_worker(worker)
     jobs = [asyncio.ensure_future(worker.submit("embed", ("k",), p, run, tokens=4)) for p in "abc"]
     await until_depth(worker, 3)
     release.set()
@@ -82,7 +70,7 @@ async def test_token_budget_splits_batches():
 
 async def test_different_keys_run_as_separate_calls():
     worker, run = make_worker(), Recorder()
-    release, _ = await hold(worker)
+    release, _ = await occupy_worker(worker)
     keys = [("embed", 1), ("tag", "ner"), ("embed", 1)]
     jobs = [asyncio.ensure_future(worker.submit("x", key, p, run, 1)) for key, p in zip(keys, "abc")]
     await until_depth(worker, 3)
@@ -94,7 +82,7 @@ async def test_different_keys_run_as_separate_calls():
 
 async def test_a_bad_job_fails_alone_and_its_neighbours_succeed():
     worker, run = make_worker(), Recorder()
-    release, _ = await hold(worker)
+    release, _ = await occupy_worker(worker)
     jobs = [asyncio.ensure_future(worker.submit("embed", ("k",), p, run, 1)) for p in ("a", "bad", "c")]
     await until_depth(worker, 3)
     release.set()
@@ -115,7 +103,7 @@ async def test_an_unexpected_exception_becomes_a_backend_error():
 async def test_a_full_queue_refuses_at_once_with_retry_after():
     worker = ModelWorker(max_queue=2, max_batch_tokens=10, max_wait_s=0.0, retry_after_s=3.0)
     worker.start()
-    release, _ = await hold(worker)
+    release, _ = await occupy_worker(worker)
     queued = [asyncio.ensure_future(worker.call("infill", lambda i=i: i)) for i in range(2)]
     await until_depth(worker, 2)
     with pytest.raises(OverloadedError) as refused:
@@ -128,7 +116,7 @@ async def test_a_full_queue_refuses_at_once_with_retry_after():
 
 async def test_close_drains_the_queue_and_refuses_new_work():
     worker, run = make_worker(), Recorder()
-    release, held = await hold(worker)
+    release, held = await occupy_worker(worker)
     jobs = [asyncio.ensure_future(worker.submit("embed", ("k",), p, run, 1)) for p in "ab"]
     await until_depth(worker, 2)
     closing = asyncio.ensure_future(worker.close())
@@ -144,7 +132,7 @@ async def test_close_drains_the_queue_and_refuses_new_work():
 
 async def test_a_request_cancelled_while_queued_never_runs():
     worker, run = make_worker(), Recorder()
-    release, _ = await hold(worker)
+    release, _ = await occupy_worker(worker)
     gone = asyncio.ensure_future(worker.submit("embed", ("k",), "gone", run, 1))
     kept = asyncio.ensure_future(worker.submit("tag", ("t",), "kept", run, 1))
     await until_depth(worker, 2)
