@@ -80,6 +80,14 @@ def served_name(spec: ModelSpec) -> str:
     return base.name if adapter is None else f"{base.name}+{adapter.name}"
 
 
+def shutdown_engine(engine) -> None:
+    """Stop vLLM's engine-core and worker processes (blocks up to ~5 s)."""
+    engine.shutdown()
+    # AsyncLLM.__del__ calls shutdown again, at interpreter exit when vLLM's module
+    # globals are already gone (a TypeError on stderr): once is enough.
+    engine.shutdown = lambda timeout=None: None
+
+
 def finish_reason(vllm_reason: str | None) -> str:
     """vLLM's "stop" (EOS or stop string), "length", "abort" -> ours ("stop" | "length")."""
     return "length" if vllm_reason == "length" else "stop"
@@ -116,10 +124,7 @@ class VllmGenerateBackend:
     async def close(self) -> None:
         engine, self.engine = self.engine, None
         if engine is not None:
-            await asyncio.to_thread(engine.shutdown)  # stops the engine-core and worker processes
-            # AsyncLLM.__del__ calls shutdown again, at interpreter exit when vLLM's module
-            # globals are already gone (a TypeError on stderr): once is enough.
-            engine.shutdown = lambda timeout=None: None
+            await asyncio.to_thread(shutdown_engine, engine)
 
     # ---- requests --------------------------------------------------------------
 
