@@ -17,12 +17,12 @@ import torch
 
 from magnet.decoding import Span, decode_spans, make_generator
 from magnet.errors import InputTooLongError, InvalidInputError
-from magnet.forward import hidden_states, logits
-from magnet.layout import infill_layout, split_trailing_spaces
+from magnet.forward import encode_last_token, hidden_states, logits, pad_batch
+from magnet.layout import embedding_ids, infill_layout, split_trailing_spaces
 from magnet.loading import LoadedModel, ModelSpec, load_model
 from magnet.manifest import DEFAULT_INSTRUCTION
 from magnet.masks import AttentionMode, positions_from_padding, roles_for_mode
-from magnet.pooling import last_token, shifted_token_states, word_means, word_membership
+from magnet.pooling import shifted_token_states, word_means, word_membership
 from magnet.sampling import Completion, InfillCompletion, SamplingParams, StreamChunk
 
 
@@ -37,17 +37,6 @@ class EngineConfig:
 class EmbedResult:
     embeddings: torch.Tensor  # (N, H) float32, CPU, input order
     prompt_tokens: int
-
-
-def pad_batch(seqs: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-pad token lists -> ids (B, T), padding mask (B, T) (1 = real)."""
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        ids[i, : len(s)] = torch.tensor(s, dtype=torch.long)
-        mask[i, : len(s)] = 1
-    return ids.to(device), mask.to(device)
 
 
 def batches_by_tokens(lengths: list[int], budget: int) -> list[list[int]]:
@@ -102,13 +91,10 @@ class Engine:
 
     def embed_ids(self, text: str, instruction: str, truncate: bool) -> list[int]:
         """[anchor] instruction text [EOS]; truncation cuts the text, never the ends."""
-        head, body = [self.anchor_id] + self.tokens(instruction), self.tokens(text)
-        room = self.max_length - len(head) - 1
-        if len(body) > room:
-            if not truncate:
-                self.check_length(len(head) + len(body) + 1, "an input (with its instruction)")
-            body = body[: max(room, 0)]
-        return head + body + [self.tokenizer.eos_token_id]
+        head, body = self.tokens(instruction), self.tokens(text)
+        if len(head) + len(body) + 2 > self.max_length and not truncate:
+            self.check_length(len(head) + len(body) + 2, "an input (with its instruction)")
+        return embedding_ids(self.anchor_id, self.tokenizer.eos_token_id, head, body, self.max_length)
 
     @torch.inference_mode()
     def embed(self, texts: list[str], instruction: str | None = None, normalize: bool = True,
@@ -118,16 +104,10 @@ class Engine:
         seqs = [self.embed_ids(t, instruction, truncate) for t in texts]
         out = torch.empty(len(seqs), self.model.config.hidden_size, dtype=torch.float32)
         for group in batches_by_tokens([len(s) for s in seqs], self.config.embed_batch_tokens):
-            out[group] = self.encode_last_token([seqs[i] for i in group]).float().cpu()
+            out[group] = encode_last_token(self.model, [seqs[i] for i in group], self.pad_id, self.device).float().cpu()
         if normalize:
             out = torch.nn.functional.normalize(out, dim=-1)
         return EmbedResult(out, sum(len(s) for s in seqs))
-
-    def encode_last_token(self, seqs: list[list[int]]) -> torch.Tensor:
-        ids, padding = pad_batch(seqs, self.pad_id, self.device)  # (B, T)
-        roles = roles_for_mode(AttentionMode.BIDIRECTIONAL, padding)
-        hidden = hidden_states(self.model, ids, roles, positions_from_padding(padding))  # (B, T, H)
-        return last_token(hidden, padding)  # (B, H)
 
     # ---- bidirectional (or causal): word vectors ----------------------------
 

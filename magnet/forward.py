@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import torch
 
-from magnet.masks import attention_mask
+from magnet.masks import AttentionMode, attention_mask, positions_from_padding, roles_for_mode
+from magnet.pooling import last_token
 
 
 def hidden_states(
@@ -43,3 +44,22 @@ def hidden_states(
 def logits(model, hidden: torch.Tensor) -> torch.Tensor:
     """(..., H) -> (..., V) float32 logits of the chosen positions only."""
     return model.get_output_embeddings()(hidden).float()
+
+
+def pad_batch(seqs: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad token lists -> ids (B, T), padding mask (B, T) (1 = real)."""
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, : len(s)] = torch.tensor(s, dtype=torch.long)
+        mask[i, : len(s)] = 1
+    return ids.to(device), mask.to(device)
+
+
+def encode_last_token(model, seqs: list[list[int]], pad_id: int, device) -> torch.Tensor:
+    """(B, H) bidirectional last-token outputs: the sentence embedding (paper §3.2.2)."""
+    ids, padding = pad_batch(seqs, pad_id, device)  # (B, T)
+    roles = roles_for_mode(AttentionMode.BIDIRECTIONAL, padding)
+    hidden = hidden_states(model, ids, roles, positions_from_padding(padding))  # (B, T, H)
+    return last_token(hidden, padding)

@@ -52,3 +52,13 @@ def infill_layout(anchor_id: int, segment_ids: list[list[int]], trimmed: list[in
         positions.extend(range(cursor, cursor + len(tokens)))
         cursor += len(tokens)
     return InfillLayout(ids, positions, gap_starts, predictors, end_tokens, trimmed[:-1])
+
+
+def embedding_ids(anchor_id: int, eos_id: int, instruction_ids: list[int], text_ids: list[int],
+                  max_length: int) -> list[int]:
+    """[anchor] instruction text [EOS], the text cut to fit max_length.
+
+    The EOS output is the sentence embedding (last-token pooling, paper §3.2.2).
+    """
+    room = max(max_length - len(instruction_ids) - 2, 0)
+    return [anchor_id] + instruction_ids + text_ids[:room] + [eos_id]

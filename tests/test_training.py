@@ -1,0 +1,162 @@
+"""Training on the tiny random Llama: views, losses, and a killed-and-resumed run."""
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+import torch
+
+from magnet.masks import CONTEXT
+from magnet.training.config import TrainConfig
+from magnet.training.corpus import Corpus
+from magnet.training.loop import add_lora, train, train_step, view_spec
+from magnet.training.objectives import collate_views, info_nce, mntp_msg_losses
+from magnet.training.views import MNTP, MSG, ViewSpec, make_view
+
+TEXT = [
+    "The quick brown fox jumps over the lazy dog and runs far away into the green forest today.",
+    "A man is playing a guitar on the stage while the crowd sings along with him all night long.",
+    "Paris is the capital of France and Berlin is the capital of Germany, two large European cities.",
+    "She walked to the store, bought some milk, and came back home before the rain started to fall.",
+] * 3
+
+
+def spec(**changes) -> ViewSpec:
+    base = dict(anchor_id=1, eos_id=2, mask_id=3, vocab_size=300, mask_rate=0.2, max_spans=2,
+                span_range=(2, 6), causal_rate=0.0, gap_jitter=0.5, special_ids=frozenset({0, 1, 2, 3}))
+    return ViewSpec(**{**base, **changes})
+
+
+def tokens(n: int, seed: int = 0) -> list[int]:
+    rng = random.Random(seed)
+    return [rng.randrange(10, 300) for _ in range(n)]
+
+
+def test_mntp_masking_rates_follow_the_paper():
+    selected = masked = randomized = kept = 0
+    for seed in range(300):
+        original = [1] + tokens(60, seed) + [2]
+        view = make_view(original[1:-1], spec(max_spans=1, span_range=(1, 1)), random.Random(seed))
+        for j, role in enumerate(view.roles):
+            if role != CONTEXT or j == 0 or j == len(original) - 1:
+                continue
+            if view.input_ids[j] != original[j]:
+                masked += view.input_ids[j] == 3
+                randomized += view.input_ids[j] != 3
+        context = sum(1 for r in view.roles[1:-1] if r == CONTEXT)
+        chosen = round(0.2 * context)
+        selected += chosen
+    kept = selected - masked - randomized
+    assert masked / selected == pytest.approx(0.8, abs=0.03)
+    # a random replacement can hit the original token, so "kept" absorbs a little of it
+    assert randomized / selected == pytest.approx(0.1, abs=0.03)
+    assert kept / selected == pytest.approx(0.1, abs=0.03)
+
+
+def test_mntp_labels_sit_one_after_a_context_predictor():
+    original = [1] + tokens(40) + [2]
+    view = make_view(original[1:-1], spec(), random.Random(3))
+    mntp = [(p, y) for p, y, o in zip(view.predictors, view.labels, view.objectives) if o == MNTP]
+    assert mntp, "some context tokens must be selected"
+    for predictor, label in mntp:
+        assert view.roles[predictor] == CONTEXT and view.roles[predictor + 1] == CONTEXT
+        assert label == original[predictor + 1]
+
+
+def test_msg_labels_cover_exactly_the_span_tokens_and_the_token_after():
+    original = [1] + tokens(40) + [2]
+    view = make_view(original[1:-1], spec(), random.Random(5))
+    msg_targets = sorted(p + 1 for p, o in zip(view.predictors, view.objectives) if o == MSG)
+    span_slots = [j for j, r in enumerate(view.roles) if r >= 1]
+    ends = [j + 1 for j in span_slots if j + 1 < len(view.roles) and view.roles[j + 1] != view.roles[j]]
+    assert msg_targets == sorted(span_slots + ends)
+    for p, y, o in zip(view.predictors, view.labels, view.objectives):
+        if o == MSG:
+            assert y == original[p + 1]
+    # span tokens are never corrupted: they are what MSG teacher-forces
+    assert all(view.input_ids[j] == original[j] for j in span_slots)
+
+
+def test_causal_examples_are_plain_next_token_prediction():
+    original = [1] + tokens(20) + [2]
+    view = make_view(original[1:-1], spec(causal_rate=1.0), random.Random(0))
+    assert set(view.roles) == {1} and view.positions == list(range(len(original)))
+    assert view.labels == original[1:] and set(view.objectives) == {MSG}
+
+
+def test_sscl_positives_sit_on_the_diagonal():
+    anchors = torch.randn(4, 8)
+    right = info_nce(anchors, anchors + 0.01 * torch.randn(4, 8), 0.1)
+    shuffled = info_nce(anchors, anchors.roll(1, dims=0), 0.1)
+    assert right < 0.1 < shuffled
+
+
+@pytest.fixture()
+def data_file(tmp_path):
+    path = tmp_path / "text.txt"
+    path.write_text(" = Heading = \n" + "\n".join(TEXT) + "\n")
+    return path
+
+
+def tiny_config(tiny_model_dir, data_file, tmp_path, **changes) -> TrainConfig:
+    base = dict(data=(str(data_file),), model=str(tiny_model_dir), output=str(tmp_path / "run"),
+                max_length=32, batch_size=4, sscl_batch_size=4, sscl_max_length=96, min_sscl_words=5,
+                max_steps=6, lr=1e-2, switch_at=0.5, checkpoint_every=2, quality_check=False,
+                span_min=16, span_max=64, device="cpu")
+    return TrainConfig(**{**base, **changes})
+
+
+def test_each_loss_is_finite_and_falls_on_a_repeated_batch(tiny_loaded, tiny_model_dir, data_file, tmp_path):
+    from magnet.loading import load_model, ModelSpec
+
+    config = tiny_config(tiny_model_dir, data_file, tmp_path, switch_at=0.0)
+    loaded = load_model(ModelSpec(model=str(tiny_model_dir), adapter=None, device="cpu"))
+    model = add_lora(loaded.model, config.with_(lora_dropout=0.0))
+    corpus = Corpus.build(config, loaded.tokenizer, view_spec(config, loaded.tokenizer, model.config.vocab_size))
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=1e-2)
+    history = []
+    for _ in range(8):
+        losses = train_step(model, corpus, config, step=0, pad_id=0, device="cpu")  # same batch each time
+        optimizer.step()
+        optimizer.zero_grad()
+        history.append(losses)
+    for name in ("mntp", "sscl", "msg"):
+        values = [h[name] for h in history]
+        assert all(torch.isfinite(torch.tensor(values))), name
+        assert values[-1] < values[0], f"{name} did not fall: {values}"
+
+
+def test_killed_and_resumed_run_matches_an_uninterrupted_one(tiny_model_dir, data_file, tmp_path):
+    straight = tiny_config(tiny_model_dir, data_file, tmp_path, output=str(tmp_path / "straight"))
+    assert train(straight, progress=False) is not None
+    interrupted = straight.with_(output=str(tmp_path / "resumed"))
+    assert train(interrupted, progress=False, stop_after=3) is None  # ends at step 3, like a kill
+    assert not (tmp_path / "resumed" / "adapter").exists()
+    train(interrupted, resume=True, progress=False)
+    a = [json.loads(line) for line in (tmp_path / "straight" / "log.jsonl").read_text().splitlines()]
+    b = [json.loads(line) for line in (tmp_path / "resumed" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in b] == list(range(1, 7))
+    for x, y in zip(a, b):
+        for name in ("mntp", "sscl", "msg"):
+            assert x[name] == pytest.approx(y[name], rel=1e-4, abs=1e-6), (x, y)
+    from safetensors.torch import load_file
+
+    left = load_file(tmp_path / "straight" / "adapter" / "adapter_model.safetensors")
+    right = load_file(tmp_path / "resumed" / "adapter" / "adapter_model.safetensors")
+    assert left.keys() == right.keys()
+    for key in left:
+        torch.testing.assert_close(left[key], right[key], rtol=1e-4, atol=1e-6)
+
+
+def test_the_trained_adapter_loads_through_the_one_loader(tiny_model_dir, data_file, tmp_path):
+    from magnet.loading import ModelSpec, load_model
+    from magnet.manifest import AdapterManifest
+
+    adapter = train(tiny_config(tiny_model_dir, data_file, tmp_path, max_steps=2), progress=False)
+    manifest = AdapterManifest.load(adapter)
+    assert manifest.steps == 2 and manifest.mask_token == "_" and manifest.base.hidden_size == 32
+    assert (tmp_path / "run" / "losses.png").stat().st_size > 0
+    loaded = load_model(ModelSpec(model=str(tiny_model_dir), adapter=str(adapter), device="cpu"))
+    assert loaded.adapter_path == adapter and loaded.manifest == manifest

@@ -1,0 +1,78 @@
+"""Checkpoints and the final adapter, each written to a temp dir and renamed
+into place, so a run killed at any moment leaves either the old or the new
+files, never half of one.
+
+    OUTPUT/checkpoints/step-000050/{adapter/, optimizer.pt}
+    OUTPUT/adapter/{adapter_config.json, adapter_model.safetensors, magnet.json}
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import torch
+
+from magnet.manifest import AdapterManifest
+
+KEEP_CHECKPOINTS = 2
+
+
+def latest_checkpoint(output: Path) -> Path | None:
+    found = sorted((output / "checkpoints").glob("step-*"))
+    return found[-1] if found else None
+
+
+def replace_dir(tmp: Path, target: Path) -> None:
+    old = target.with_name(target.name + ".old")
+    if target.exists():
+        os.replace(target, old)
+    os.replace(tmp, target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def save_checkpoint(output: Path, step: int, model, optimizer) -> Path:
+    target = output / "checkpoints" / f"step-{step:06d}"
+    tmp = target.with_name(target.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp / "adapter")
+    torch.save({"optimizer": optimizer.state_dict(), "step": step}, tmp / "optimizer.pt")
+    replace_dir(tmp, target)
+    for stale in sorted((output / "checkpoints").glob("step-??????"))[:-KEEP_CHECKPOINTS]:
+        shutil.rmtree(stale, ignore_errors=True)
+    return target
+
+
+def write_adapter(output: Path, model, loaded, config, steps: int) -> Path:
+    """The standard peft adapter dir plus magnet.json, named after the base only
+    (no local paths)."""
+    target = output / "adapter"
+    tmp = output / "adapter.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.peft_config["default"].base_model_name_or_path = loaded.base.name
+    model.save_pretrained(tmp)
+    manifest_for(config, loaded, steps).save(tmp)
+    replace_dir(tmp, target)
+    return target
+
+
+def manifest_for(config, loaded, steps: int) -> AdapterManifest:
+    return AdapterManifest(
+        base=loaded.base,
+        mask_token=config.mask_token,
+        instruction=config.instruction,
+        pooling="last_token",
+        objectives={
+            "mntp": {"mask_rate": config.mask_rate},
+            "sscl": {"temperature": config.temperature, "augmenter": config.augmenter,
+                     "pairs": [Path(p).name for p in config.pairs]},
+            "msg": {"max_spans": config.max_spans, "span_range": list(config.span_range()),
+                    "causal_rate": config.causal_rate, "gap_jitter": config.gap_jitter},
+            "weights": {"before": list(config.weights_before), "after": list(config.weights_after),
+                        "switch_at": config.switch_at},
+        },
+        steps=steps,
+        data=[Path(p).name for p in config.data],
+        extra={"lora": {"r": config.lora_r, "alpha": config.lora_alpha, "targets": list(config.lora_targets)},
+               "max_length": config.max_length, "batch_size": config.batch_size, "lr": config.lr},
+    )

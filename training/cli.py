@@ -1,0 +1,70 @@
+"""`magnet train`: flags override a JSON config file, which overrides the defaults.
+
+    magnet train --data wiki.valid.raw --output runs/magnet --max-steps 300 \
+                 --max-length 64 --batch-size 16 [--config cfg.json] [--resume]
+
+Multi-GPU data parallel: the same command under `accelerate launch` (see docs/training.md).
+"""
+from __future__ import annotations
+
+import argparse
+from dataclasses import fields
+
+from magnet.training.config import TrainConfig
+
+FLAGS = {  # flag -> (config field, type, help)
+    "--output": ("output", str, "output directory (adapter/, checkpoints/, log.jsonl, losses.png)"),
+    "--model": ("model", str, "base checkpoint dir (default: the embedded SmolLM2-135M)"),
+    "--max-steps": ("max_steps", int, "optimizer steps (paper 4200)"),
+    "--max-length": ("max_length", int, "tokens per MNTP/MSG example (paper 512)"),
+    "--batch-size": ("batch_size", int, "examples per micro-batch (paper 32)"),
+    "--sscl-batch-size": ("sscl_batch_size", int, "SSCL pairs per micro-batch (default: --batch-size)"),
+    "--sscl-max-length": ("sscl_max_length", int, "tokens per SSCL view (paper 128)"),
+    "--grad-accum": ("grad_accum", int, "micro-batches per optimizer step"),
+    "--lr": ("lr", float, "learning rate (paper 3e-5)"),
+    "--warmup-steps": ("warmup_steps", int, "linear warm-up steps"),
+    "--switch-at": ("switch_at", float, "fraction of steps before the SSCL weight switches on (paper 0.81)"),
+    "--mask-token": ("mask_token", str, "MNTP mask token when the tokenizer has none (paper '_')"),
+    "--augmenter": ("augmenter", str, "SSCL positives for unpaired lines: word_dropout | dropout"),
+    "--lora-r": ("lora_r", int, "LoRA rank (16)"),
+    "--lora-alpha": ("lora_alpha", int, "LoRA alpha (32)"),
+    "--checkpoint-every": ("checkpoint_every", int, "steps between checkpoints"),
+    "--eval-every": ("eval_every", int, "steps between quality checks (0: only at the end)"),
+    "--eval-pairs": ("eval_pairs", int, "STS-B dev pairs in the quality check (0: all)"),
+    "--eval-stories": ("eval_stories", int, "held-out ROC stories in the quality check"),
+    "--stsb-dev": ("stsb_dev", str, "STS-B dev file for the quality check"),
+    "--seed": ("seed", int, "random seed"),
+    "--device": ("device", str, "cpu, cuda, ... (default: cuda if available)"),
+    "--dtype": ("dtype", str, "float32, bfloat16 (default: bf16 on CUDA, fp32 on CPU)"),
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="JSON file with TrainConfig fields")
+    parser.add_argument("--data", nargs="+", help="training text files (one paragraph per line; ROC CSV, MRPC)")
+    parser.add_argument("--pairs", nargs="+", help="SSCL positive pairs (MRPC file or a<TAB>b lines)")
+    for flag, (_, kind, help_text) in FLAGS.items():
+        parser.add_argument(flag, type=kind, help=help_text)
+    parser.add_argument("--gradient-checkpointing", action="store_true", default=None)
+    parser.add_argument("--no-quality-check", dest="quality_check", action="store_false", default=None)
+    parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --output")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar (logs still go to log.jsonl)")
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    overrides = {field: getattr(args, flag[2:].replace("-", "_")) for flag, (field, _, _) in FLAGS.items()}
+    overrides.update(data=args.data and tuple(args.data), pairs=args.pairs and tuple(args.pairs),
+                     gradient_checkpointing=args.gradient_checkpointing, quality_check=args.quality_check)
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    known = {f.name for f in fields(TrainConfig)}
+    assert set(overrides) <= known
+    return TrainConfig.from_file(args.config, **overrides) if args.config else TrainConfig.from_dict(overrides)
+
+
+def run(args: argparse.Namespace) -> int:
+    from magnet.training.loop import train
+
+    config = config_from_args(args)
+    adapter = train(config, resume=args.resume, progress=not args.no_progress)
+    print(f"adapter written to {adapter}")
+    return 0

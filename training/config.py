@@ -1,0 +1,104 @@
+"""Training configuration: one frozen dataclass, paper defaults (Appendix A).
+
+Loaded from a JSON file (`--config`) and overridden by CLI flags.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+
+from magnet.manifest import DEFAULT_INSTRUCTION
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    # data
+    data: tuple[str, ...] = ()  # plain text, one paragraph per line (ROC / MRPC files are read too)
+    pairs: tuple[str, ...] = ()  # SSCL positive pairs (MRPC file or "a<TAB>b" lines)
+    output: str = "runs/magnet"
+    model: str | None = None  # None = the embedded default
+    holdout_stories: int = 200  # last ROC stories kept out of training for the infill check
+
+    # sequence views
+    max_length: int = 512  # tokens per MNTP/MSG example (paper 512)
+    mask_token: str = "_"  # used when the tokenizer has no mask token
+    mask_rate: float = 0.20  # of context tokens; then 80% mask / 10% random / 10% kept
+    max_spans: int = 2
+    span_min: int = 4  # paper: 4..128 at length 512; scaled by max_length / 512
+    span_max: int = 128
+    causal_rate: float = 0.1  # examples that are one span end to end (plain next-token prediction)
+    gap_jitter: float = 0.5  # suffix distance drawn from m * U(1 - j, 1 + j) for a span of m tokens
+
+    # SSCL
+    instruction: str = DEFAULT_INSTRUCTION
+    temperature: float = 0.1
+    sscl_max_length: int = 128
+    sscl_batch_size: int = 0  # 0 = same as batch_size
+    augmenter: str = "word_dropout"  # positives for lines without a pair: word_dropout | dropout
+    min_sscl_words: int = 20  # paper: lines longer than 20 words
+
+    # loss weights (MNTP, SSCL, MSG) before and after the switch point (paper: 81%)
+    weights_before: tuple[float, float, float] = (1.0, 0.0, 1.0)
+    weights_after: tuple[float, float, float] = (1.0, 9.0, 1.0)
+    switch_at: float = 0.81
+
+    # optimisation
+    max_steps: int = 4200
+    batch_size: int = 32
+    grad_accum: int = 1
+    lr: float = 3e-5
+    warmup_steps: int = 0
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    lora_targets: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+    gradient_checkpointing: bool = False
+    seed: int = 0
+    device: str | None = None
+    dtype: str | None = None  # None: bf16 where the hardware has it, fp32 on CPU
+
+    # bookkeeping
+    checkpoint_every: int = 50
+    eval_every: int = 0  # 0 = only at the end
+    eval_pairs: int = 0  # STS-B dev pairs for the quality check (0 = all)
+    eval_stories: int = 200
+    stsb_dev: str = ""
+    quality_check: bool = True
+    extra: dict = field(default_factory=dict)
+
+    def weights_at(self, step: int) -> tuple[float, float, float]:
+        return self.weights_before if step < self.switch_at * self.max_steps else self.weights_after
+
+    def span_range(self) -> tuple[int, int]:
+        """Span lengths scaled to the sequence length (paper: 4..128 at 512)."""
+        scale = self.max_length / 512
+        low = max(1, round(self.span_min * scale))
+        return low, max(low, round(self.span_max * scale))
+
+    @property
+    def sscl_batch(self) -> int:
+        return self.sscl_batch_size or self.batch_size
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+    @classmethod
+    def from_file(cls, path: str | Path, **overrides) -> "TrainConfig":
+        return cls.from_dict({**json.loads(Path(path).read_text()), **overrides})
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(raw) - known
+        if unknown:
+            raise ValueError(f"unknown training setting(s): {', '.join(sorted(unknown))}")
+        tuples = {f.name for f in fields(cls) if str(f.type).startswith("tuple")}
+        return cls(**{k: tuple(v) if k in tuples and isinstance(v, list) else v for k, v in raw.items()})
+
+    def with_(self, **changes) -> "TrainConfig":
+        return replace(self, **changes)

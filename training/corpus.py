@@ -1,0 +1,74 @@
+"""Training examples drawn per step from a seeded RNG.
+
+Each step draws its batch from `random.Random(seed, step)`, so a run resumed
+at step s sees exactly the batches an uninterrupted run would have seen.
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from magnet.datasets import read_pairs, read_paragraphs
+from magnet.layout import embedding_ids
+from magnet.training.augment import get_augmenter
+from magnet.training.config import TrainConfig
+from magnet.training.views import View, ViewSpec, make_view
+
+
+def step_rng(seed: int, step: int, stream: int = 0) -> random.Random:
+    return random.Random(f"{seed}:{step}:{stream}")
+
+
+@dataclass
+class Corpus:
+    chunks: list[list[int]]  # token chunks for MNTP/MSG views (<= max_length - 2 tokens)
+    sscl_pairs: list[tuple[str, str | None]]  # (x, x+) ; None = make x+ with the augmenter
+    spec: ViewSpec
+    config: TrainConfig
+    instruction_ids: list[int]
+    tokenizer: object
+
+    @classmethod
+    def build(cls, config: TrainConfig, tokenizer, spec: ViewSpec) -> "Corpus":
+        if not config.data:
+            raise ValueError("no training text: pass --data FILE (plain text, one paragraph per line)")
+        paragraphs = [p for path in config.data for p in read_paragraphs(path, config.holdout_stories)]
+        chunks = chunk_tokens(paragraphs, tokenizer, config.max_length - 2)
+        pairs: list[tuple[str, str | None]] = [pair for path in config.pairs for pair in read_pairs(path)]
+        pairs += [(p, None) for p in paragraphs if len(p.split()) > config.min_sscl_words]
+        instruction_ids = tokenizer(config.instruction, add_special_tokens=False)["input_ids"]
+        if len(instruction_ids) + 10 > config.sscl_max_length:
+            raise ValueError(f"sscl_max_length {config.sscl_max_length} leaves no room for text after the "
+                             f"{len(instruction_ids)}-token instruction: raise it")
+        return cls(chunks, pairs, spec, config, instruction_ids, tokenizer)
+
+    def views(self, step: int, micro: int) -> list[View]:
+        rng = step_rng(self.config.seed, step, 2 * micro)
+        return [make_view(rng.choice(self.chunks), self.spec, rng) for _ in range(self.config.batch_size)]
+
+    def sscl_batch(self, step: int, micro: int) -> tuple[list[list[int]], list[list[int]]]:
+        """Token lists for x and x+ (instruction, text, EOS), distinct texts per batch."""
+        rng = step_rng(self.config.seed, step, 2 * micro + 1)
+        augment = get_augmenter(self.config.augmenter)
+        picked = rng.sample(self.sscl_pairs, min(self.config.sscl_batch, len(self.sscl_pairs)))
+        xs, positives = [], []
+        for text, positive in picked:
+            xs.append(self.embed_ids(text))
+            positives.append(self.embed_ids(positive if positive is not None else augment(text, rng)))
+        return xs, positives
+
+    def embed_ids(self, text: str) -> list[int]:
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return embedding_ids(self.spec.anchor_id, self.spec.eos_id, self.instruction_ids, ids,
+                             self.config.sscl_max_length)
+
+
+def chunk_tokens(paragraphs: list[str], tokenizer, size: int) -> list[list[int]]:
+    """Cut each paragraph's tokens into pieces of at most `size` (short tails dropped)."""
+    chunks = []
+    for ids in tokenizer(paragraphs, add_special_tokens=False)["input_ids"]:
+        for start in range(0, len(ids), size):
+            piece = ids[start : start + size]
+            if len(piece) >= min(size, 16):
+                chunks.append(piece)
+    return chunks

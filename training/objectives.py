@@ -1,0 +1,67 @@
+"""The three losses. Each takes the model and a collated batch; the mask comes
+from the roles through the same `hidden_states` call the server uses."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from magnet.forward import hidden_states, logits
+from magnet.masks import PAD
+from magnet.training.views import MNTP, MSG, View
+
+
+@dataclass
+class ViewBatch:
+    input_ids: torch.Tensor  # (B, T)
+    roles: torch.Tensor  # (B, T), PAD on padding
+    positions: torch.Tensor  # (B, T)
+    rows: torch.Tensor  # (N,) row of each labelled predictor
+    cols: torch.Tensor  # (N,) slot of each labelled predictor
+    labels: torch.Tensor  # (N,)
+    objectives: torch.Tensor  # (N,) MNTP or MSG
+
+
+def collate_views(views: list[View], pad_id: int, device) -> ViewBatch:
+    width = max(len(v.input_ids) for v in views)
+    ids = torch.full((len(views), width), pad_id, dtype=torch.long)
+    roles = torch.full((len(views), width), PAD, dtype=torch.long)
+    positions = torch.zeros((len(views), width), dtype=torch.long)
+    rows, cols, labels, objectives = [], [], [], []
+    for b, v in enumerate(views):
+        n = len(v.input_ids)
+        ids[b, :n] = torch.tensor(v.input_ids)
+        roles[b, :n] = torch.tensor(v.roles)
+        positions[b, :n] = torch.tensor(v.positions)
+        rows += [b] * len(v.labels)
+        cols += v.predictors
+        labels += v.labels
+        objectives += v.objectives
+    as_long = lambda xs: torch.tensor(xs, dtype=torch.long, device=device)  # noqa: E731
+    return ViewBatch(ids.to(device), roles.to(device), positions.to(device),
+                     as_long(rows), as_long(cols), as_long(labels), as_long(objectives))
+
+
+def label_nll(model, batch: ViewBatch) -> torch.Tensor:
+    """(N,) cross-entropy of each label, predicted from its predictor's output."""
+    hidden = hidden_states(model, batch.input_ids, batch.roles, batch.positions)  # (B, T, H)
+    picked = logits(model, hidden[batch.rows, batch.cols])  # (N, V), only labelled slots
+    return F.cross_entropy(picked, batch.labels, reduction="none")
+
+
+def mntp_msg_losses(model, batch: ViewBatch) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean MNTP and MSG losses from one hybrid-mask forward of x^m."""
+    nll = label_nll(model, batch)
+    return mean_where(nll, batch.objectives == MNTP), mean_where(nll, batch.objectives == MSG)
+
+
+def mean_where(values: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    return values[keep].mean() if keep.any() else values.sum() * 0.0
+
+
+def info_nce(anchors: torch.Tensor, positives: torch.Tensor, temperature: float) -> torch.Tensor:
+    """InfoNCE with in-batch negatives: row i's positive is column i (the diagonal)."""
+    sim = F.normalize(anchors.float(), dim=-1) @ F.normalize(positives.float(), dim=-1).T  # (B, B)
+    target = torch.arange(sim.shape[0], device=sim.device)
+    return F.cross_entropy(sim / temperature, target)

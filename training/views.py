@@ -1,0 +1,125 @@
+"""The masked-and-spanned view x^m of one training example (paper §3.3).
+
+    seq       = [anchor] t1 ... tn [EOS]          physical order = text order
+    spans     = up to `max_spans` runs of span tokens (roles 1, 2), the rest context (role 0)
+    MNTP      = 20% of context tokens selected: 80% -> mask token, 10% -> random, 10% kept;
+                the output at l-1 predicts the original token at l (context predictors only)
+    MSG       = each span token is predicted by the output before it; the span's last
+                token predicts the token after the span (how decoding learns to stop)
+    causal    = with probability `causal_rate` the whole sequence is one span: plain
+                next-token prediction, which keeps the model a generator
+
+Positions follow the text, except that the distance from a span's start to the
+text after it is jittered (m * U(1-j, 1+j)): at inference the fill length is
+unknown, so that distance must read as a hint, not a promise.
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+from magnet.masks import CONTEXT
+
+MNTP, MSG = 0, 1
+
+
+@dataclass
+class View:
+    input_ids: list[int]  # after MNTP corruption
+    roles: list[int]
+    positions: list[int]
+    predictors: list[int] = field(default_factory=list)  # slot whose output predicts a label
+    labels: list[int] = field(default_factory=list)  # the original token it must predict
+    objectives: list[int] = field(default_factory=list)  # MNTP or MSG per label
+
+
+@dataclass(frozen=True)
+class ViewSpec:
+    anchor_id: int
+    eos_id: int
+    mask_id: int
+    vocab_size: int
+    mask_rate: float
+    max_spans: int
+    span_range: tuple[int, int]
+    causal_rate: float
+    gap_jitter: float
+    special_ids: frozenset = frozenset()
+
+
+def make_view(tokens: list[int], spec: ViewSpec, rng: random.Random) -> View:
+    seq = [spec.anchor_id] + tokens + [spec.eos_id]
+    if rng.random() < spec.causal_rate:
+        return causal_view(seq)
+    roles = [CONTEXT] * len(seq)
+    spans = choose_spans(len(seq), spec, rng)
+    for k, (start, end) in enumerate(spans, start=1):
+        roles[start : end + 1] = [k] * (end + 1 - start)
+    view = View(list(seq), roles, jittered_positions(len(seq), spans, spec.gap_jitter, rng))
+    add_mntp(view, seq, spec, rng)
+    add_msg(view, seq, spans)
+    return view
+
+
+def causal_view(seq: list[int]) -> View:
+    n = len(seq)
+    return View(list(seq), [1] * n, list(range(n)), list(range(n - 1)), seq[1:], [MSG] * (n - 1))
+
+
+def choose_spans(n: int, spec: ViewSpec, rng: random.Random) -> list[tuple[int, int]]:
+    """Up to max_spans non-adjacent [start, end] runs inside slots 1..n-2 (not anchor, not EOS)."""
+    low, high = spec.span_range
+    spans: list[tuple[int, int]] = []
+    for _ in range(rng.randint(1, spec.max_spans)):
+        length = rng.randint(low, high)
+        for _attempt in range(8):
+            free = n - 2 - length  # last allowed start so that end <= n - 2
+            if free < 1:
+                length = max(1, (n - 2) // 2)
+                continue
+            start = rng.randint(1, free)
+            end = start + length - 1
+            # keep one context token between spans so each span's end is a context token
+            if all(end + 1 < s or start > e + 1 for s, e in spans):
+                spans.append((start, end))
+                break
+    return sorted(spans)
+
+
+def jittered_positions(n: int, spans: list[tuple[int, int]], jitter: float, rng: random.Random) -> list[int]:
+    positions, cursor, ends = [], 0, {end: start for start, end in spans}
+    span_start_pos = 0
+    for i in range(n):
+        if any(start == i for start, _ in spans):
+            span_start_pos = cursor
+        positions.append(cursor)
+        cursor += 1
+        if i in ends:
+            length = i - ends[i] + 1
+            distance = max(1, round(length * rng.uniform(1 - jitter, 1 + jitter)))
+            cursor = span_start_pos + distance
+    return positions
+
+
+def add_mntp(view: View, seq: list[int], spec: ViewSpec, rng: random.Random) -> None:
+    candidates = [j for j in range(1, len(seq) - 1)
+                  if view.roles[j] == CONTEXT and seq[j] not in spec.special_ids]
+    chosen = sorted(rng.sample(candidates, round(spec.mask_rate * len(candidates))))
+    for j in chosen:
+        draw = rng.random()
+        if draw < 0.8:
+            view.input_ids[j] = spec.mask_id
+        elif draw < 0.9:
+            view.input_ids[j] = rng.randrange(spec.vocab_size)
+        if view.roles[j - 1] == CONTEXT:  # after a span, MSG's end label covers it
+            view.predictors.append(j - 1)
+            view.labels.append(seq[j])
+            view.objectives.append(MNTP)
+
+
+def add_msg(view: View, seq: list[int], spans: list[tuple[int, int]]) -> None:
+    for start, end in spans:
+        for j in range(start, end + 2):  # span tokens, then the token after the span
+            view.predictors.append(j - 1)
+            view.labels.append(seq[j])
+            view.objectives.append(MSG)
