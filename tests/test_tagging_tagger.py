@@ -187,3 +187,9 @@ def test_eval_tagging_prints_scores(tiny_model_dir, sample, heads_dir, capsys):
     assert 0.0 <= report["scores"]["ner"]["f1"] <= 1.0
     with pytest.raises(SystemExit, match="add --causal|drop --causal"):
         main([*argv, "--causal"])
+
+
+def test_eval_without_heads_says_what_to_do(tiny_model_dir, sample, tmp_path):
+    argv = ["eval", "tagging", "--data", str(sample), "--heads", str(tmp_path / "none"), *model_args(tiny_model_dir)]
+    with pytest.raises(SystemExit, match="(?s)no tagging heads.*magnet train-tagger"):
+        main(argv)

@@ -61,6 +61,9 @@ def train_config(args: argparse.Namespace) -> HeadTrainConfig:
 
 def run(args: argparse.Namespace) -> int:
     tasks, config, mode = parse_tasks(args.tasks), train_config(args), feature_mode(args)
+    for path in (args.train, args.valid):
+        if not path.is_file():
+            raise SystemExit(f"{path}: no such file (expected CoNLL-2003: word POS chunk NER per line)")
     engine = load_engine(args)
     started = time.monotonic()
     train, train_x = conll_features(engine, mode, args.train, args.max_sentences or None, args.feature_batch,

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from magnet.tagging.conll import ENTITY_TASKS
 from magnet.tagging.features import conll_features
-from magnet.tagging.heads import DEFAULT_HEADS_DIR
+from magnet.tagging.heads import DEFAULT_HEADS_DIR, HeadsMismatchError
 from magnet.tagging.metrics import entity_scores, token_accuracy
 from magnet.tagging.options import add_feature_arguments, add_model_arguments, feature_mode, load_engine
 
@@ -66,8 +66,13 @@ def run(args: argparse.Namespace) -> int:
     from magnet.tagging.tagger import Tagger
 
     started = time.monotonic()
+    if not args.data.is_file():
+        raise SystemExit(f"--data {args.data}: no such file")
     engine = load_engine(args)
-    tagger = Tagger.load(engine, args.heads)
+    try:
+        tagger = Tagger.load(engine, args.heads)
+    except (FileNotFoundError, HeadsMismatchError) as exc:  # say what to change, no traceback
+        raise SystemExit(f"{exc}\ntrain heads for this model with `magnet train-tagger`, or pass --heads DIR")
     mode = tagger.manifest.feature_mode
     check_mode(args, mode)
     sentences, features = conll_features(engine, mode, args.data, args.max_sentences or None,
