@@ -193,3 +193,11 @@ def test_eval_without_heads_says_what_to_do(tiny_model_dir, sample, tmp_path):
     argv = ["eval", "tagging", "--data", str(sample), "--heads", str(tmp_path / "none"), *model_args(tiny_model_dir)]
     with pytest.raises(SystemExit, match="(?s)no tagging heads.*magnet train-tagger"):
         main(argv)
+
+
+def test_engine_code_changes_invalidate_cached_features(tiny_engine, sample, cache, monkeypatch):
+    calls = count_calls(monkeypatch, tiny_engine, "token_states")
+    conll_features(tiny_engine, "bidirectional", sample, None)
+    monkeypatch.setattr("magnet.tagging.features.code_fingerprint", lambda: "edited")
+    conll_features(tiny_engine, "bidirectional", sample, None)
+    assert sum(calls) == 6

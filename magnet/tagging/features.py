@@ -2,12 +2,13 @@
 
 The heads are linear probes on frozen features, so the expensive part (the
 model forward over every sentence) runs once per (model, adapter, feature
-mode, data file, sentence count); training all heads for all steps, and later
-evaluation runs, read the cache file instead.
+mode, data file, sentence count, version of the engine code); training all
+heads for all steps, and later evaluation runs, read the cache file instead.
 """
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import logging
 import os
@@ -68,10 +69,22 @@ def log_progress(before: int, done: int, total: int, started: float) -> None:
         log.info("features: %d/%d sentences, %.0fs elapsed, ~%.0fs left", done, total, elapsed, eta)
 
 
+def code_fingerprint() -> str:
+    """Hash of the code that turns text into word vectors: editing it invalidates cached features."""
+    import magnet.engine
+    import magnet.forward
+    import magnet.masks
+    import magnet.pooling
+
+    modules = (magnet.engine, magnet.forward, magnet.masks, magnet.pooling)
+    return hashlib.sha256("".join(inspect.getsource(m) for m in modules).encode()).hexdigest()[:16]
+
+
 def cache_key(identity: ModelIdentity, mode: str, data: Path, n_sentences: int) -> str:
     stat = data.stat()
     fields = {
         "model": asdict(identity),
+        "code": code_fingerprint(),
         "mode": mode,
         "data": str(data.resolve()),
         "data_size": stat.st_size,
