@@ -8,13 +8,17 @@
     python bench/bench_generate.py --tokens 128 --concurrency 1 4 16 --skip torch
 
 Each level runs max(concurrency, --min-requests) streamed requests through `concurrency`
-client tasks; tokens/s = generated tokens (from usage) / wall time. The engines run one
-after another (never two vLLM engines at once), each warmed up with one request first.
+client tasks; tokens/s = generated tokens (from usage) / wall time. All three are started
+(and warmed up) first; then, per level, the columns take turns for --rounds rounds so that
+load from other processes hits them alike, and the best round is kept (torch runs once:
+it decodes one stream at a time, so 16 streams take minutes). Only one column runs at a
+time; the idle vLLM engines wait without using the CPU.
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -62,16 +66,16 @@ async def run_level(stream: Stream, concurrency: int, n_requests: int) -> Level:
     return Level(sum(tokens) / wall, 1000 * sum(firsts) / len(firsts))
 
 
-async def measure(stream: Stream, levels: list[int], min_requests: int) -> dict[int, Level]:
-    async for _ in stream("Hello"):  # warm-up
+async def warm_up(stream: Stream) -> None:
+    async for _ in stream("Hello"):
         pass
-    return {c: await run_level(stream, c, max(c, min_requests)) for c in levels}
 
 
-# ---- the three columns ----------------------------------------------------------------
+# ---- the three columns: each an async context giving a Stream -------------------------
 
 
-async def bench_direct(args, levels) -> dict[int, Level]:
+@contextlib.asynccontextmanager
+async def direct_column(args) -> AsyncIterator[Stream]:
     """vLLM's own async engine, no service in between."""
     from vllm.inputs import TokensPrompt
     from vllm.sampling_params import RequestOutputKind, SamplingParams
@@ -96,12 +100,13 @@ async def bench_direct(args, levels) -> dict[int, Level]:
             yield count
 
     try:
-        return await measure(stream, levels, args.min_requests)
+        yield stream
     finally:
         shutdown_engine(engine)
 
 
-async def bench_torch(args, levels) -> dict[int, Level]:
+@contextlib.asynccontextmanager
+async def torch_column(args) -> AsyncIterator[Stream]:
     from magnet.engine import Engine
     from magnet.loading import ModelSpec
     from magnet.sampling import SamplingParams
@@ -116,25 +121,26 @@ async def bench_torch(args, levels) -> dict[int, Level]:
             yield chunk.completion_tokens
 
     try:
-        return await measure(stream, levels, args.min_requests)
+        yield stream
     finally:
         await backend.close()
 
 
-async def bench_service(args, levels) -> dict[int, Level]:
+@contextlib.asynccontextmanager
+async def service_column(args) -> AsyncIterator[Stream]:
     """`magnet serve` in a child process (its own GIL, as deployed), streamed over HTTP."""
     from magnet.client import AsyncMagnetClient
 
     server = start_server(args)
     client = AsyncMagnetClient(f"http://127.0.0.1:{args.port}", timeout=600)
+
+    async def stream(prompt: str) -> AsyncIterator[int]:
+        async for chunk in client.generate_stream(prompt, max_tokens=args.tokens, temperature=0.0):
+            yield chunk.usage.completion_tokens if chunk.usage else 0
+
     try:
         await wait_ready(client, server)
-
-        async def stream(prompt: str) -> AsyncIterator[int]:
-            async for chunk in client.generate_stream(prompt, max_tokens=args.tokens, temperature=0.0):
-                yield chunk.usage.completion_tokens if chunk.usage else 0
-
-        return await measure(stream, levels, args.min_requests)
+        yield stream
     finally:
         await client.aclose()
         server.send_signal(signal.SIGTERM)
@@ -170,14 +176,14 @@ def ratio(a: dict, b: dict, c: int) -> str:
     return f"{a[c].tokens_per_s / b[c].tokens_per_s:.2f}x" if a and b else "-"
 
 
-def print_table(results: dict[str, dict[int, Level]], levels: list[int], tokens: int) -> None:
+def print_table(results: dict[str, dict[int, Level]], args) -> None:
     service, direct, torch = (results.get(k, {}) for k in ("service", "direct", "torch"))
     load = "/".join(f"{x:.1f}" for x in os.getloadavg())
-    print(f"\ngenerate throughput, {tokens} tokens per request, greedy (tokens/s; mean first-chunk ms); "
-          f"{os.cpu_count()} CPUs, load average {load}")
+    print(f"\ngenerate throughput, {args.tokens} tokens per request, greedy; tokens/s (mean first-chunk ms), "
+          f"best of {args.rounds} alternating rounds (torch: 1); {os.cpu_count()} CPUs, load average {load}")
     print("| streams | service | vLLM direct | torch | service/direct | direct/torch | service/torch |")
     print("|---:|---:|---:|---:|---:|---:|---:|")
-    for c in levels:
+    for c in args.concurrency:
         cells = [f"{r[c].tokens_per_s:.1f} ({r[c].first_chunk_ms:.0f} ms)" if r else "-"
                  for r in (service, direct, torch)]
         print(f"| {c} | " + " | ".join(cells)
@@ -189,6 +195,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--tokens", type=int, default=64, help="max_tokens per request")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16])
     parser.add_argument("--min-requests", type=int, default=4, help="requests per level at least")
+    parser.add_argument("--rounds", type=int, default=2, help="alternating rounds per level (best kept)")
     parser.add_argument("--skip", nargs="*", default=[], choices=["service", "direct", "torch"])
     parser.add_argument("--port", type=int, default=8397)
     parser.add_argument("--vllm-kv-cache-gb", type=float, default=1.0)
@@ -199,13 +206,32 @@ def parse_args() -> argparse.Namespace:
 
 async def main() -> None:
     args = parse_args()
-    columns = {"direct": bench_direct, "torch": bench_torch, "service": bench_service}
-    results = {}
-    for name, bench in columns.items():
-        if name not in args.skip:
-            print(f"measuring {name} ...", file=sys.stderr, flush=True)
-            results[name] = await bench(args, args.concurrency)
-    print_table(results, args.concurrency, args.tokens)
+    openers = {"service": service_column, "direct": direct_column, "torch": torch_column}
+    async with contextlib.AsyncExitStack() as stack:
+        streams = {}
+        for name, opener in openers.items():
+            if name not in args.skip:
+                print(f"starting {name} ...", file=sys.stderr, flush=True)
+                streams[name] = await stack.enter_async_context(opener(args))
+                await warm_up(streams[name])
+        results = await measure(streams, args)
+    print_table(results, args)
+
+
+async def measure(streams: dict[str, Stream], args) -> dict[str, dict[int, Level]]:
+    """Columns alternate within each level (drift from other load hits them alike);
+    the best of --rounds is kept. torch runs one round: it decodes one stream at a time."""
+    runs: dict[str, dict[int, list[Level]]] = {name: {} for name in streams}
+    for c in args.concurrency:
+        for round_ in range(args.rounds):
+            for name, stream in streams.items():
+                if name == "torch" and round_ > 0:
+                    continue
+                print(f"{name}: {c} streams, round {round_ + 1}", file=sys.stderr, flush=True)
+                level = await run_level(stream, c, max(c, args.min_requests))
+                runs[name].setdefault(c, []).append(level)
+    return {name: {c: max(levels, key=lambda lv: lv.tokens_per_s) for c, levels in by_c.items()}
+            for name, by_c in runs.items()}
 
 
 if __name__ == "__main__":  # vLLM spawns its engine processes: keep this guard
