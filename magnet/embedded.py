@@ -72,3 +72,7 @@ def convert_gguf(gguf_file: Path, target: Path) -> None:
         shutil.rmtree(tmp)
         return
     tmp.rename(target)
+
+
+if __name__ == "__main__":  # python -m magnet.embedded: prepare the cache, print its path
+    print(embedded_checkpoint())

@@ -1,0 +1,122 @@
+"""Core engine speed on the embedded model, measured side by side in one run.
+
+    python bench/bench_core.py [--adapter none] [--batch 16] [--context 256] [--tokens 32]
+
+Prints one table:
+    embed           tokens/s of Engine.embed vs a plain transformers forward (same model, batch, tokens)
+    decode          per-token time of hybrid infill (KV cache) vs causal generation (KV cache)
+                    vs a naive infill that re-encodes context + span at every step
+Ratios are taken within this run, so the machine's speed cancels out.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from magnet.engine import Engine
+from magnet.forward import hidden_states, logits
+from magnet.loading import ModelSpec
+from magnet.masks import CONTEXT
+from magnet.sampling import SamplingParams
+
+WORDS = ("the river bank was full of people who came to watch the boats race past the old mill "
+         "while children ran along the shore and the sun set slowly over the hills").split()
+
+
+def text_of(n_words: int, offset: int = 0) -> str:
+    return " ".join(WORDS[(offset + i) % len(WORDS)] for i in range(n_words))
+
+
+def timed(fn, repeat: int) -> float:
+    """Median wall time of `repeat` calls, after one warm-up call."""
+    fn()
+    times = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def bench_embed(engine: Engine, batch: int, repeat: int) -> tuple[float, float]:
+    texts = [text_of(24, i) for i in range(batch)]
+    seqs = [engine.embed_ids(t, engine.instruction, truncate=False) for t in texts]
+    n_tokens = sum(len(s) for s in seqs)
+    width = max(len(s) for s in seqs)
+    ids = torch.tensor([s + [engine.pad_id] * (width - len(s)) for s in seqs])
+    padding = (torch.arange(width)[None] < torch.tensor([len(s) for s in seqs])[:, None]).long()
+
+    def plain():
+        with torch.inference_mode():
+            engine.model.get_decoder()(input_ids=ids, attention_mask=padding)
+
+    ours = timed(lambda: engine.embed(texts), repeat)
+    theirs = timed(plain, repeat)
+    return n_tokens / ours, n_tokens / theirs
+
+
+def bench_decode(engine: Engine, context: int, tokens: int, repeat: int) -> dict[str, float]:
+    half = context // 2
+    prefix, suffix = text_of(half), text_of(half, offset=7)
+    params = SamplingParams(max_tokens=tokens)  # per-token time uses the tokens actually decoded
+
+    def infill():
+        return engine.infill([prefix, suffix], params)
+
+    def generate():
+        return engine.generate(prefix + " " + suffix, params)
+
+    def naive():
+        lay = engine.layout([prefix, suffix], params)
+        span: list[int] = []
+        with torch.inference_mode():
+            for _ in range(tokens):
+                ids = torch.tensor([lay.ids + span])
+                roles = torch.tensor([[CONTEXT] * len(lay.ids) + [1] * len(span)])
+                start = lay.gap_starts[0]
+                positions = torch.tensor([lay.positions + list(range(start, start + len(span)))])
+                hidden = hidden_states(engine.model, ids, roles, positions)
+                slot = lay.predictors[0] if not span else ids.shape[1] - 1
+                span.append(int(logits(engine.model, hidden[0, slot]).argmax()))
+
+    results = {}
+    for name, fn in (("infill", infill), ("generate", generate)):
+        total = timed(fn, repeat)
+        n = fn().completion_tokens
+        prefill = timed(lambda: engine.infill([prefix, suffix], SamplingParams(max_tokens=1)), repeat) \
+            if name == "infill" else timed(lambda: engine.generate(prefix + " " + suffix, SamplingParams(max_tokens=1)), repeat)
+        results[name] = (total - prefill) / max(n - 1, 1)
+    results["naive"] = timed(naive, 1) / tokens
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--adapter", default="default")
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--context", type=int, default=256, help="context tokens for the decode rows")
+    parser.add_argument("--tokens", type=int, default=32, help="tokens decoded per run")
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    engine = Engine.from_spec(ModelSpec(adapter=args.adapter))
+    print(f"model {engine.name}, {torch.get_num_threads()} threads, {engine.device}")
+
+    ours, plain = bench_embed(engine, args.batch, args.repeat)
+    decode = bench_decode(engine, args.context, args.tokens, args.repeat)
+    rows = [
+        ("embed tokens/s (batch %d)" % args.batch, f"{ours:,.0f}", f"plain forward {plain:,.0f}", f"{ours / plain:.2f}x"),
+        ("infill ms/token (KV cache)", f"{decode['infill'] * 1e3:.1f}", "", "1.00x"),
+        ("generate ms/token (KV cache)", f"{decode['generate'] * 1e3:.1f}", "", f"{decode['generate'] / decode['infill']:.2f}x"),
+        ("naive infill ms/token (re-encode)", f"{decode['naive'] * 1e3:.1f}", "", f"{decode['naive'] / decode['infill']:.2f}x"),
+    ]
+    print(f"context ~{args.context} tokens, {args.tokens} decoded tokens per run")
+    print(f"{'measure':36} {'value':>10}   {'reference':22} {'ratio':>7}")
+    for name, value, reference, ratio in rows:
+        print(f"{name:36} {value:>10}   {reference:22} {ratio:>7}")
+
+
+if __name__ == "__main__":
+    main()

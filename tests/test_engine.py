@@ -1,0 +1,177 @@
+"""The engine on the tiny random Llama: invariants, not outputs."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from magnet.errors import InputTooLongError, InvalidInputError
+from magnet.forward import hidden_states, logits
+from magnet.layout import infill_layout
+from magnet.masks import CONTEXT
+from magnet.sampling import SamplingParams
+
+SENTENCES = ["The quick brown fox.", "A man is playing a guitar on the stage.", "Paris is the capital."]
+
+
+def test_embeddings_batched_equal_single(tiny_engine):
+    together = tiny_engine.embed(SENTENCES).embeddings
+    for i, text in enumerate(SENTENCES):
+        torch.testing.assert_close(tiny_engine.embed([text]).embeddings[0], together[i], rtol=1e-4, atol=1e-5)
+    assert torch.allclose(together.norm(dim=-1), torch.ones(3))
+
+
+def test_embedding_is_the_bidirectional_last_token_output(tiny_engine):
+    ids = tiny_engine.embed_ids(SENTENCES[0], tiny_engine.instruction, truncate=False)
+    row = torch.tensor([ids])
+    hidden = hidden_states(tiny_engine.model, row, torch.zeros_like(row), torch.arange(len(ids))[None])
+    expected = torch.nn.functional.normalize(hidden[0, -1], dim=-1)
+    torch.testing.assert_close(tiny_engine.embed([SENTENCES[0]]).embeddings[0], expected, rtol=1e-4, atol=1e-5)
+    assert ids[-1] == tiny_engine.tokenizer.eos_token_id and ids[0] == tiny_engine.anchor_id
+
+
+def test_instruction_changes_the_embedding(tiny_engine):
+    a = tiny_engine.embed(SENTENCES[:1]).embeddings
+    b = tiny_engine.embed(SENTENCES[:1], instruction="").embeddings
+    assert (a - b).abs().max() > 1e-5
+
+
+def test_too_long_input_names_the_limit_unless_truncated(tiny_loaded):
+    from magnet.engine import Engine, EngineConfig
+
+    engine = Engine(tiny_loaded, EngineConfig(max_length=40))
+    long_text = "the fox " * 60
+    with pytest.raises(InputTooLongError, match="limit is 40"):
+        engine.embed([long_text])
+    assert engine.embed([long_text], truncate=True).prompt_tokens == 40
+
+
+@pytest.mark.parametrize("bad", [[], [""], ["  "], "a string"])
+def test_empty_input_is_refused_with_a_message(tiny_engine, bad):
+    with pytest.raises(InvalidInputError, match="empty"):
+        tiny_engine.embed(bad if isinstance(bad, list) else bad)
+
+
+def test_word_vectors_follow_the_token_shift(tiny_engine):
+    text = "Paris is the capital."
+    spans = [(0, 5), (6, 8), (9, 12), (13, 20), (20, 21)]
+    words = tiny_engine.token_states([text], [spans])[0]
+    assert words.shape == (5, tiny_engine.model.config.hidden_size)
+    enc = tiny_engine.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    ids = torch.tensor([[tiny_engine.anchor_id] + enc["input_ids"]])
+    hidden = hidden_states(tiny_engine.model, ids, torch.zeros_like(ids), torch.arange(ids.shape[1])[None])[0]
+    # word 0 = "Paris": the mean over its tokens j of the output at j-1 (anchor is slot 0)
+    tokens = [j for j, (a, b) in enumerate(enc["offset_mapping"]) if a < 5]
+    torch.testing.assert_close(words[0], hidden[tokens].mean(0), rtol=1e-4, atol=1e-5)
+
+
+def test_word_vectors_batched_equal_single_and_causal_differs(tiny_engine):
+    texts = ["Paris is big.", "A man is playing a guitar."]
+    spans = [[(0, 5), (6, 8), (9, 12), (12, 13)], [(0, 1), (2, 5), (6, 8), (9, 16), (17, 18), (19, 25), (25, 26)]]
+    both = tiny_engine.token_states(texts, spans)
+    for i in range(2):
+        torch.testing.assert_close(tiny_engine.token_states([texts[i]], [spans[i]])[0], both[i], rtol=1e-4, atol=1e-5)
+    causal = tiny_engine.causal_token_states(texts, spans)
+    assert (causal[0][0] - both[0][0]).abs().max() > 1e-6
+
+
+def test_infill_layout_keeps_text_positions_and_reserves_the_gap():
+    lay = infill_layout(anchor_id=1, segment_ids=[[10, 11], [12], [13, 14]], trimmed=[1, 0, 0], gap_positions=5)
+    assert lay.ids == [1, 10, 11, 12, 13, 14]
+    assert lay.positions == [0, 1, 2, 8, 14, 15]
+    assert lay.gap_starts == [3, 9] and lay.predictors == [2, 3] and lay.end_tokens == [12, 13]
+
+
+def naive_greedy_infill(engine, segments, max_tokens):
+    """Re-encode context + span from scratch at every step (no cache): the reference."""
+    lay = engine.layout(segments, SamplingParams(max_tokens=max_tokens))
+    span = []
+    for _ in range(max_tokens):
+        ids = torch.tensor([lay.ids + span])
+        roles = torch.tensor([[CONTEXT] * len(lay.ids) + [1] * len(span)])
+        positions = torch.tensor([lay.positions + list(range(lay.gap_starts[0], lay.gap_starts[0] + len(span)))])
+        hidden = hidden_states(engine.model, ids, roles, positions)
+        slot = lay.predictors[0] if not span else ids.shape[1] - 1
+        token = int(logits(engine.model, hidden[0, slot]).argmax())
+        if token in (engine.tokenizer.eos_token_id, lay.end_tokens[0]):
+            break
+        span.append(token)
+    return span
+
+
+def test_cached_infill_equals_re_encoding_everything(tiny_engine):
+    segments = ["The quick brown", " over the lazy dog."]
+    got = tiny_engine.infill(segments, SamplingParams(max_tokens=8))
+    expected = naive_greedy_infill(tiny_engine, segments, 8)
+    assert got.completion_tokens == len(expected)
+    assert got.text == tiny_engine.tokenizer.decode(expected, skip_special_tokens=True)
+    assert got.finish_reason in ("stop", "length")
+
+
+def test_infill_batched_equals_single_and_spans_are_independent(tiny_engine):
+    params = SamplingParams(max_tokens=6)
+    requests = [["The quick brown", " over the dog."], ["A man", " a guitar", " the stage."]]
+    together = tiny_engine.infill_batch(requests, [params, params])
+    for request, result in zip(requests, together):
+        assert tiny_engine.infill(request, params).fills == result.fills
+    assert len(together[1].fills) == 2
+
+
+def test_infill_stops_by_itself_before_reproducing_the_suffix(tiny_engine):
+    # whatever the random model predicts first becomes the "suffix": decoding must stop there
+    lay = tiny_engine.layout(["Paris is", " x"], SamplingParams())
+    ids = torch.tensor([lay.ids])
+    hidden = hidden_states(tiny_engine.model, ids, torch.zeros_like(ids), torch.tensor([lay.positions]))
+    first = int(logits(tiny_engine.model, hidden[0, lay.predictors[0]]).argmax())
+    suffix = tiny_engine.tokenizer.decode([first])
+    result = tiny_engine.infill(["Paris is", suffix], SamplingParams(max_tokens=10))
+    if tiny_engine.tokens(suffix)[:1] == [first]:
+        assert result.finish_reason == "stop" and result.completion_tokens < 10
+
+
+def test_infill_reports_length_and_honours_stop_strings(tiny_engine):
+    result = tiny_engine.infill(["The", ""], SamplingParams(max_tokens=3))
+    assert result.finish_reasons[0] in ("length", "stop") and result.completion_tokens <= 3
+    full = tiny_engine.generate("Paris is", SamplingParams(max_tokens=12))
+    if len(full.text) > 3:
+        stop = full.text[2:4]
+        cut = tiny_engine.generate("Paris is", SamplingParams(max_tokens=12, stop=(stop,)))
+        assert cut.text == full.text[: full.text.find(stop)] and cut.finish_reason == "stop"
+
+
+def test_generate_greedy_equals_transformers_generate(tiny_engine):
+    prompt = "Paris is the"
+    ours = tiny_engine.generate(prompt, SamplingParams(max_tokens=10))
+    ids = tiny_engine.tokenizer(prompt, return_tensors="pt").input_ids
+    out = tiny_engine.model.generate(ids, max_new_tokens=10, do_sample=False, pad_token_id=0,
+                                     eos_token_id=tiny_engine.tokenizer.eos_token_id)
+    theirs = out[0, ids.shape[1]:].tolist()
+    theirs = [t for t in theirs if t != tiny_engine.tokenizer.eos_token_id]
+    assert ours.text == tiny_engine.tokenizer.decode(theirs, skip_special_tokens=True)
+    assert ours.prompt_tokens == ids.shape[1]
+
+
+def test_streaming_pieces_add_up_to_the_completion(tiny_engine):
+    params = SamplingParams(max_tokens=12, temperature=0.9, top_p=0.9, seed=7)
+    chunks = list(tiny_engine.generate_stream("A man is", params))
+    whole = tiny_engine.generate("A man is", params)
+    assert "".join(c.text for c in chunks) == whole.text
+    assert chunks[-1].finish_reason == whole.finish_reason
+    assert chunks[-1].completion_tokens == whole.completion_tokens
+
+
+def test_seeded_sampling_is_reproducible_and_seeds_differ(tiny_engine):
+    a = tiny_engine.generate("The", SamplingParams(max_tokens=16, temperature=1.0, seed=1))
+    b = tiny_engine.generate("The", SamplingParams(max_tokens=16, temperature=1.0, seed=1))
+    c = tiny_engine.generate("The", SamplingParams(max_tokens=16, temperature=1.0, seed=2))
+    assert a.text == b.text and a.text != c.text
+
+
+def test_bad_generation_parameters_are_refused(tiny_engine):
+    with pytest.raises(InvalidInputError, match="max_tokens"):
+        tiny_engine.generate("Hi", SamplingParams(max_tokens=0))
+    with pytest.raises(InvalidInputError, match="prompt is empty"):
+        tiny_engine.generate("", SamplingParams())
+    with pytest.raises(InvalidInputError, match="two segments"):
+        tiny_engine.infill(["only one"], SamplingParams())
+    with pytest.raises(InputTooLongError, match="lower max_tokens"):
+        tiny_engine.generate("Hi", SamplingParams(max_tokens=10**6))
