@@ -15,6 +15,7 @@ from magnet.training.config import TrainConfig
 FLAGS = {  # flag -> (config field, type, help)
     "--output": ("output", str, "output directory (adapter/, checkpoints/, log.jsonl, losses.png)"),
     "--model": ("model", str, "base checkpoint dir (default: the embedded SmolLM2-135M)"),
+    "--init-adapter": ("init_adapter", str, "start from this adapter dir (a second training phase)"),
     "--max-steps": ("max_steps", int, "optimizer steps (paper 4200)"),
     "--max-length": ("max_length", int, "tokens per MNTP/MSG example (paper 512)"),
     "--batch-size": ("batch_size", int, "examples per micro-batch (paper 32)"),

@@ -18,6 +18,7 @@ class TrainConfig:
     pairs: tuple[str, ...] = ()  # SSCL positive pairs (MRPC file or "a<TAB>b" lines)
     output: str = "runs/magnet"
     model: str | None = None  # None = the embedded default
+    init_adapter: str | None = None  # start from this adapter (a second phase) instead of a fresh LoRA
     holdout_stories: int = 200  # last ROC stories kept out of training for the infill check
 
     # sequence views

@@ -15,8 +15,9 @@ from magnet.training.config import TrainConfig
 from magnet.training.views import View, ViewSpec, make_view
 
 
-def step_rng(seed: int, step: int, stream: int = 0) -> random.Random:
-    return random.Random(f"{seed}:{step}:{stream}")
+def step_rng(seed: int, step: int, stream: int = 0, rank: int = 0) -> random.Random:
+    """The RNG of one (step, stream); data-parallel ranks draw different batches."""
+    return random.Random(f"{seed}:{step}:{stream}" + (f":{rank}" if rank else ""))
 
 
 @dataclass
@@ -42,13 +43,13 @@ class Corpus:
                              f"{len(instruction_ids)}-token instruction: raise it")
         return cls(chunks, pairs, spec, config, instruction_ids, tokenizer)
 
-    def views(self, step: int, micro: int) -> list[View]:
-        rng = step_rng(self.config.seed, step, 2 * micro)
+    def views(self, step: int, micro: int, rank: int = 0) -> list[View]:
+        rng = step_rng(self.config.seed, step, 2 * micro, rank)
         return [make_view(rng.choice(self.chunks), self.spec, rng) for _ in range(self.config.batch_size)]
 
-    def sscl_batch(self, step: int, micro: int) -> tuple[list[list[int]], list[list[int]]]:
+    def sscl_batch(self, step: int, micro: int, rank: int = 0) -> tuple[list[list[int]], list[list[int]]]:
         """Token lists for x and x+ (instruction, text, EOS), distinct texts per batch."""
-        rng = step_rng(self.config.seed, step, 2 * micro + 1)
+        rng = step_rng(self.config.seed, step, 2 * micro + 1, rank)
         augment = get_augmenter(self.config.augmenter)
         picked = rng.sample(self.sscl_pairs, min(self.config.sscl_batch, len(self.sscl_pairs)))
         xs, positives = [], []

@@ -54,8 +54,9 @@ def add_lora(model, config: TrainConfig):
 
 def prepare_model(config: TrainConfig, resume_from: Path | None):
     loaded = load_model(ModelSpec(model=config.model, adapter=None, device=config.device, dtype=config.dtype))
-    if resume_from is not None:
-        model = attach_adapter(loaded.model, resume_from / "adapter", loaded.base, merge=False)
+    if resume_from is not None or config.init_adapter:
+        start = resume_from / "adapter" if resume_from is not None else Path(config.init_adapter)
+        model = attach_adapter(loaded.model, start, loaded.base, merge=False)
     else:
         torch.manual_seed(config.seed)  # LoRA's A matrices are drawn at random
         model = add_lora(loaded.model, config)
@@ -72,17 +73,17 @@ def learning_rate(config: TrainConfig, step: int) -> float:
     return config.lr
 
 
-def train_step(model, corpus: Corpus, config: TrainConfig, step: int, pad_id: int, device) -> dict:
+def train_step(model, corpus: Corpus, config: TrainConfig, step: int, pad_id: int, device, rank: int = 0) -> dict:
     w_mntp, w_sscl, w_msg = config.weights_at(step)
     totals = {"mntp": 0.0, "sscl": 0.0, "msg": 0.0, "loss": 0.0}
     for micro in range(config.grad_accum):
-        torch.manual_seed(hash((config.seed, step, micro)) % 2**31)  # dropout, reproducible on resume
-        batch = collate_views(corpus.views(step, micro), pad_id, device)
+        torch.manual_seed(hash((config.seed, step, micro, rank)) % 2**31)  # dropout, reproducible on resume
+        batch = collate_views(corpus.views(step, micro, rank), pad_id, device)
         mntp, msg = mntp_msg_losses(model, batch)
         loss = w_mntp * mntp + w_msg * msg
         sscl = torch.zeros(())
         if w_sscl > 0:
-            xs, positives = corpus.sscl_batch(step, micro)
+            xs, positives = corpus.sscl_batch(step, micro, rank)
             sscl = info_nce(encode_last_token(model, xs, pad_id, device),
                             encode_last_token(model, positives, pad_id, device), config.temperature)
             loss = loss + w_sscl * sscl
@@ -100,6 +101,10 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True,
     checkpoint = latest_checkpoint(output) if resume else None
     if resume and checkpoint is None:
         log.warning("--resume: no checkpoint in %s, starting from step 0", output)
+    accelerator = make_accelerator(config)
+    main = accelerator.is_main_process
+    if config.device is None:
+        config = config.with_(device=str(accelerator.device))
     loaded, model = prepare_model(config, checkpoint)
     tokenizer, device = loaded.tokenizer, loaded.device
     corpus = Corpus.build(config, tokenizer, view_spec(config, tokenizer, model.config.vocab_size))
@@ -117,32 +122,37 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True,
     log_path = output / "log.jsonl"
     truncate_log(log_path, start)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    bar = progress_bar(start, config.max_steps, progress)
+    bar = progress_bar(start, config.max_steps, progress and main)
     for step in range(start, config.max_steps):
         started = time.perf_counter()
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(config, step)
-        losses = train_step(model, corpus, config, step, pad_id, device)
+        losses = train_step(model, corpus, config, step, pad_id, device, accelerator.process_index)
+        average_gradients(params, accelerator)
         torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         record = {"step": step + 1, **{k: round(v, 5) for k, v in losses.items()},
                   "lr": learning_rate(config, step), "seconds": round(time.perf_counter() - started, 3)}
-        with open(log_path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        if main:
+            with open(log_path, "a") as f:
+                f.write(json.dumps(record) + "\n")
         bar.set_postfix({k: f"{losses[k]:.3f}" for k in ("mntp", "sscl", "msg")})
         bar.update(1)
         if not all(math.isfinite(v) for v in losses.values()):
             raise FloatingPointError(f"non-finite loss at step {step + 1}: {losses}")
-        if (step + 1) % config.checkpoint_every == 0 and step + 1 < config.max_steps:
+        if main and (step + 1) % config.checkpoint_every == 0 and step + 1 < config.max_steps:
             save_checkpoint(output, step + 1, model, optimizer)
-        if config.eval_every and (step + 1) % config.eval_every == 0:
+        if main and config.eval_every and (step + 1) % config.eval_every == 0:
             run_quality_check(config, loaded, model, step + 1)
         if stop_after is not None and step + 1 - start >= stop_after and step + 1 < config.max_steps:
-            save_checkpoint(output, step + 1, model, optimizer)
+            if main:
+                save_checkpoint(output, step + 1, model, optimizer)
             bar.close()
             return None
     bar.close()
+    if not main:
+        return None
     adapter = write_adapter(output, model, loaded, config, steps=config.max_steps)
     if config.quality_check:
         run_quality_check(config, loaded, model, config.max_steps, adapter)
@@ -163,6 +173,23 @@ def run_quality_check(config: TrainConfig, loaded, model, step: int, adapter: Pa
         manifest = AdapterManifest.load(adapter)
         extra = {**manifest.extra, "quality": report}
         type(manifest)(**{**manifest.__dict__, "extra": extra}).save(adapter)
+
+
+def make_accelerator(config: TrainConfig):
+    """One process here; N under `accelerate launch` (data parallel, see average_gradients)."""
+    from accelerate import Accelerator
+
+    return Accelerator(cpu=config.device == "cpu")
+
+
+def average_gradients(params, accelerator) -> None:
+    """Data parallel without a DDP wrapper (our forward goes through the decoder, not
+    model.forward): each process trains on its own batches, then LoRA gradients are averaged."""
+    if accelerator.num_processes == 1:
+        return
+    for p in params:
+        if p.grad is not None:
+            p.grad = accelerator.reduce(p.grad, reduction="mean")
 
 
 def truncate_log(path: Path, step: int) -> None:
