@@ -118,7 +118,7 @@ class Engine:
 
     def causal_token_states(self, texts: list[str], word_spans: list[list[tuple[int, int]]],
                             truncate: bool = False) -> list[torch.Tensor]:
-        """The same with causal attention: the base model's own token representations."""
+        """Causal attention, token i = output i: the base model's own token representations."""
         return self.word_vectors(texts, word_spans, truncate, AttentionMode.CAUSAL)
 
     @torch.inference_mode()
@@ -140,7 +140,10 @@ class Engine:
             roles = roles_for_mode(mode, padding)
             hidden = hidden_states(self.model, ids, roles, positions_from_padding(padding)).float().cpu()
             for row, i in enumerate(group):
-                tokens = shifted_token_states(hidden[row, : len(seqs[i])])  # (n, H)
+                outputs = hidden[row, : len(seqs[i])]  # (n + 1, H): anchor, then the text's tokens
+                # Bidirectional (MNTP-trained): token i is read at i-1. Causal: the output at i is
+                # the only one that has seen token i, so it is token i's vector.
+                tokens = shifted_token_states(outputs) if mode is AttentionMode.BIDIRECTIONAL else outputs[1:]
                 result[i] = word_means(tokens, word_membership(offsets[i], word_spans[i]))
         return result
 

@@ -72,6 +72,12 @@ def test_word_vectors_batched_equal_single_and_causal_differs(tiny_engine):
         torch.testing.assert_close(tiny_engine.token_states([texts[i]], [spans[i]])[0], both[i], rtol=1e-4, atol=1e-5)
     causal = tiny_engine.causal_token_states(texts, spans)
     assert (causal[0][0] - both[0][0]).abs().max() > 1e-6
+    # causal: a word's vector is read at its own tokens (nothing later can reach it)
+    enc = tiny_engine.tokenizer(texts[0], add_special_tokens=False, return_offsets_mapping=True)
+    ids = torch.tensor([[tiny_engine.anchor_id] + enc["input_ids"]])
+    own = tiny_engine.model.get_decoder()(input_ids=ids).last_hidden_state[0, 1:]  # (n, H)
+    first = [j for j, (a, b) in enumerate(enc["offset_mapping"]) if a < 5]
+    torch.testing.assert_close(causal[0][0], own[first].mean(0), rtol=1e-4, atol=1e-5)
 
 
 def test_infill_layout_keeps_text_positions_and_reserves_the_gap():
