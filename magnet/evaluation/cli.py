@@ -10,6 +10,8 @@ import importlib
 
 BENCHMARKS = {
     "tagging": ("magnet.evaluation.tagging", "POS accuracy, NER and chunk F1 on a CoNLL-2003 file"),
+    "sts": ("magnet.evaluation.sts", "STS-B Spearman of embedding cosine against the gold scores"),
+    "infill": ("magnet.evaluation.infill", "ROC Stories middle-sentence perplexity (hybrid, or --causal)"),
 }
 
 

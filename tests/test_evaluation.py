@@ -1,0 +1,51 @@
+"""STS-B Spearman and ROC infill perplexity, and their `magnet eval` commands."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from magnet.evaluation.infill import infill_perplexity, span_nll, story_tokens
+from magnet.evaluation.sts import spearman
+
+STORY = ["Tom was hungry.", "He went to the store.", "He bought a sandwich.", "He ate it.", "He was full."]
+
+
+def test_spearman_matches_scipy_with_ties():
+    scipy_stats = pytest.importorskip("scipy.stats")
+    x = torch.tensor([1.0, 2.0, 2.0, 3.0, 5.0, 4.0, 4.0])
+    y = torch.tensor([0.5, 1.0, 3.0, 2.0, 6.0, 5.0, 5.5])
+    assert spearman(x, y) == pytest.approx(scipy_stats.spearmanr(x, y).statistic, abs=1e-9)
+    assert spearman(x, x) == pytest.approx(1.0) and spearman(x, -x) == pytest.approx(-1.0)
+
+
+def test_infill_scores_the_same_tokens_in_both_modes_and_context_after_matters(tiny_engine):
+    before, missing, after = story_tokens(tiny_engine.tokenizer, STORY)
+    model, anchor = tiny_engine.model, tiny_engine.anchor_id
+    hybrid, n_hybrid = span_nll(model, anchor, before, missing, after, hybrid=True)
+    causal, n_causal = span_nll(model, anchor, before, missing, after, hybrid=False)
+    assert n_hybrid == n_causal == len(missing) > 0
+    other_after = story_tokens(tiny_engine.tokenizer, STORY[:3] + ["Dogs bark.", "Cats sleep."])[2]
+    assert span_nll(model, anchor, before, missing, other_after, hybrid=True)[0] != pytest.approx(hybrid)
+    assert span_nll(model, anchor, before, missing, other_after, hybrid=False)[0] == pytest.approx(causal)
+    ppl = infill_perplexity(model, tiny_engine.tokenizer, anchor, [STORY], hybrid=True)
+    assert ppl == pytest.approx(math.exp(hybrid / n_hybrid), rel=1e-5)
+
+
+def test_eval_commands_run_on_a_local_model(tiny_model_dir, tmp_path, capsys):
+    from magnet.cli import main
+
+    sts = tmp_path / "sts.csv"
+    rows = [("A man plays.", "A man is playing.", 4.5), ("A dog runs.", "Stocks fell.", 0.2),
+            ("Kids swim.", "Children are swimming.", 4.0)]
+    sts.write_text("".join(f"main\tx\t2012\t{i}\t{s}\t{a}\t{b}\n" for i, (a, b, s) in enumerate(rows)))
+    assert main(["eval", "sts", "--data", str(sts), "--model", str(tiny_model_dir), "--adapter", "none"]) == 0
+    assert "STS-B Spearman" in capsys.readouterr().out
+    roc = tmp_path / "roc.csv"
+    header = "InputStoryid,InputSentence1,InputSentence2,InputSentence3,InputSentence4," \
+             "RandomFifthSentenceQuiz1,RandomFifthSentenceQuiz2,AnswerRightEnding\n"
+    roc.write_text(header + "id1," + ",".join(STORY[:4]) + f",{STORY[4]},Nope.,1\n")
+    assert main(["eval", "infill", "--data", str(roc), "--stories", "1", "--model", str(tiny_model_dir),
+                 "--adapter", "none", "--causal"]) == 0
+    assert "ROC infill PPL (causal)" in capsys.readouterr().out
