@@ -31,6 +31,10 @@ class Span:
     end_token: int | None  # the first token after the gap: predicting it ends the span
     params: SamplingParams
     generator: torch.Generator | None = None
+    # Infill gaps: a fill has at least one token, and ends once the model gives the text
+    # after the gap at least `end_threshold` probability (0: only when that token is chosen).
+    min_tokens: int = 0
+    end_threshold: float = 0.0
     ids: list[int] = field(default_factory=list)
     finish_reason: str | None = None
     text: str = ""  # decoded ids, cut at a stop string
@@ -60,6 +64,20 @@ def sample(logits_row: torch.Tensor, params: SamplingParams, generator: torch.Ge
         sorted_probs[drop] = 0.0
         probs = torch.zeros_like(probs).scatter_(0, order, sorted_probs)
     return int(torch.multinomial(probs, 1, generator=generator))
+
+
+def end_rules(span: Span, logits_row: torch.Tensor, eos_id: int | None) -> torch.Tensor | None:
+    """Apply the span's end rules before sampling: None if the span ends here, else the
+    (possibly edited) logits. Too early, the end tokens are masked out."""
+    ends = [t for t in (span.end_token, eos_id) if t is not None]
+    if len(span.ids) < span.min_tokens:
+        logits_row = logits_row.clone()
+        logits_row[ends] = float("-inf")
+        return logits_row
+    if span.end_threshold > 0 and span.end_token is not None:
+        if torch.softmax(logits_row, dim=-1)[span.end_token] >= span.end_threshold:
+            return None
+    return logits_row
 
 
 def accept(span: Span, token: int, eos_id: int | None, tokenizer) -> bool:
@@ -106,7 +124,11 @@ def decode_spans(
         for i, span in enumerate(spans):
             if not span.open:
                 continue
-            token = sample(step_logits[i], span.params, span.generator)
+            ruled = end_rules(span, step_logits[i], eos_id)
+            if ruled is None:
+                span.finish_reason = "stop"
+                continue
+            token = sample(ruled, span.params, span.generator)
             if accept(span, token, eos_id, tokenizer):
                 events.append((i, token))
                 if span.open:

@@ -31,6 +31,8 @@ class EngineConfig:
     max_length: int = 2048  # tokens per input (capped by the model's context size)
     embed_batch_tokens: int = 8192  # padded tokens per forward when embedding
     gap_positions: int = 32  # text positions reserved per infill gap (see layout.py)
+    end_threshold: float = 0.01  # a fill ends once the text after its gap gets this probability
+    min_fill_tokens: int = 1  # a fill is never empty
 
 
 @dataclass
@@ -167,7 +169,9 @@ class Engine:
         for row, (lay, p) in enumerate(zip(layouts, params)):
             generator = make_generator(p.seed, self.device)
             for k, start in enumerate(lay.gap_starts):
-                spans.append(Span(row, k + 1, start, lay.end_tokens[k], p, generator))
+                end = lay.end_tokens[k] if lay.end_tokens[k] is not None else self.tokenizer.eos_token_id
+                spans.append(Span(row, k + 1, start, end, p, generator,
+                                  self.config.min_fill_tokens, self.config.end_threshold))
                 first.append(hidden[row, lay.predictors[k]])
         first_logits = list(logits(self.model, torch.stack(first)))
         for _ in decode_spans(self.model, self.tokenizer, cache, roles, positions, first_logits, spans):

@@ -88,8 +88,11 @@ def test_infill_layout_keeps_text_positions_and_reserves_the_gap():
 
 
 def naive_greedy_infill(engine, segments, max_tokens):
-    """Re-encode context + span from scratch at every step (no cache): the reference."""
+    """Re-encode context + span from scratch at every step (no cache): the reference,
+    with the same end rules (never empty; end once the text after the gap is likely)."""
     lay = engine.layout(segments, SamplingParams(max_tokens=max_tokens))
+    ends = [lay.end_tokens[0] if lay.end_tokens[0] is not None else engine.tokenizer.eos_token_id,
+            engine.tokenizer.eos_token_id]
     span = []
     for _ in range(max_tokens):
         ids = torch.tensor([lay.ids + span])
@@ -97,8 +100,13 @@ def naive_greedy_infill(engine, segments, max_tokens):
         positions = torch.tensor([lay.positions + list(range(lay.gap_starts[0], lay.gap_starts[0] + len(span)))])
         hidden = hidden_states(engine.model, ids, roles, positions)
         slot = lay.predictors[0] if not span else ids.shape[1] - 1
-        token = int(logits(engine.model, hidden[0, slot]).argmax())
-        if token in (engine.tokenizer.eos_token_id, lay.end_tokens[0]):
+        row = logits(engine.model, hidden[0, slot])
+        if not span:
+            row[ends] = float("-inf")
+        elif torch.softmax(row, -1)[ends[0]] >= engine.config.end_threshold:
+            break
+        token = int(row.argmax())
+        if token in ends:
             break
         span.append(token)
     return span
@@ -122,16 +130,28 @@ def test_infill_batched_equals_single_and_spans_are_independent(tiny_engine):
     assert len(together[1].fills) == 2
 
 
-def test_infill_stops_by_itself_before_reproducing_the_suffix(tiny_engine):
-    # whatever the random model predicts first becomes the "suffix": decoding must stop there
-    lay = tiny_engine.layout(["Paris is", " x"], SamplingParams())
-    ids = torch.tensor([lay.ids])
-    hidden = hidden_states(tiny_engine.model, ids, torch.zeros_like(ids), torch.tensor([lay.positions]))
-    first = int(logits(tiny_engine.model, hidden[0, lay.predictors[0]]).argmax())
-    suffix = tiny_engine.tokenizer.decode([first])
-    result = tiny_engine.infill(["Paris is", suffix], SamplingParams(max_tokens=10))
-    if tiny_engine.tokens(suffix)[:1] == [first]:
-        assert result.finish_reason == "stop" and result.completion_tokens < 10
+def test_end_rules_never_end_empty_and_end_when_the_suffix_is_likely():
+    from magnet.decoding import Span, end_rules
+
+    row = torch.tensor([0.0, 5.0, 0.0, 1.0])  # token 1 (the text after the gap) is likely
+    span = Span(0, 1, 0, end_token=1, params=SamplingParams(), min_tokens=1, end_threshold=0.05)
+    masked = end_rules(span, row, eos_id=3)
+    assert masked[1] == float("-inf") and masked[3] == float("-inf") and masked[0] == 0.0
+    span.ids.append(2)
+    assert end_rules(span, row, eos_id=3) is None  # p(token 1) ~ 0.96 >= 0.05: the fill ends
+    assert end_rules(span, torch.tensor([9.0, 0.0, 0.0, 0.0]), eos_id=3) is not None
+    generation = Span(0, 1, 0, end_token=None, params=SamplingParams())
+    assert torch.equal(end_rules(generation, row, eos_id=3), row)  # causal generation: untouched
+
+
+def test_infill_stops_by_itself_once_the_suffix_is_likely(tiny_loaded):
+    from magnet.engine import Engine, EngineConfig
+
+    eager = Engine(tiny_loaded, EngineConfig(end_threshold=1e-12))  # any chance of the suffix ends it
+    result = eager.infill(["Paris is", " the capital."], SamplingParams(max_tokens=10))
+    assert result.finish_reason == "stop" and result.completion_tokens == 1  # never empty, then ends
+    patient = Engine(tiny_loaded, EngineConfig(end_threshold=1.0))  # only when chosen
+    assert patient.infill(["Paris is", " the capital."], SamplingParams(max_tokens=10)).completion_tokens >= 1
 
 
 def test_infill_reports_length_and_honours_stop_strings(tiny_engine):
