@@ -20,6 +20,24 @@ COMMANDS = {
 }
 
 
+# flag -> (config field, type, help): sub-commands declare their flags as such a table
+FlagTable = dict[str, tuple[str, type, str]]
+
+
+def add_flag_table(parser: argparse.ArgumentParser, flags: FlagTable, choices: dict | None = None,
+                   env_prefix: str | None = None) -> None:
+    """One option per row, stored under the field's name, None when not given."""
+    for flag, (field, kind, help_text) in flags.items():
+        env = f" [{env_prefix}{field.upper()}]" if env_prefix else ""
+        parser.add_argument(flag, dest=field, type=kind, default=None,
+                            choices=(choices or {}).get(field), help=help_text + env)
+
+
+def given_flags(args: argparse.Namespace, flags: FlagTable) -> dict:
+    """{field: value} for the flags of the table that were given."""
+    return {field: getattr(args, field) for field, _, _ in flags.values() if getattr(args, field) is not None}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="magnet", description=__doc__.splitlines()[0])
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")

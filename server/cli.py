@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 
+from magnet.cli import add_flag_table, given_flags
 from magnet.server.settings import Settings
 
 FLAGS = {  # flag -> (settings field, type, help)
@@ -30,16 +31,12 @@ FLAGS = {  # flag -> (settings field, type, help)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    for flag, (field, kind, help_text) in FLAGS.items():
-        choices = ["auto", "vllm", "torch"] if field == "generate_backend" else None
-        parser.add_argument(flag, dest=field, type=kind, default=None, choices=choices,
-                            help=f"{help_text} [MAGNET_{field.upper()}]")
+    add_flag_table(parser, FLAGS, choices={"generate_backend": ["auto", "vllm", "torch"]}, env_prefix="MAGNET_")
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
     """Environment first, then the flags that were given."""
-    given = {field: getattr(args, field) for field, _, _ in FLAGS.values() if getattr(args, field) is not None}
-    return Settings(**given)
+    return Settings(**given_flags(args, FLAGS))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import fields
 
+from magnet.cli import add_flag_table, given_flags
 from magnet.training.config import TrainConfig
 
 FLAGS = {  # flag -> (config field, type, help)
@@ -44,8 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="JSON file with TrainConfig fields")
     parser.add_argument("--data", nargs="+", help="training text files (one paragraph per line; ROC CSV, MRPC)")
     parser.add_argument("--pairs", nargs="+", help="SSCL positive pairs (MRPC file or a<TAB>b lines)")
-    for flag, (_, kind, help_text) in FLAGS.items():
-        parser.add_argument(flag, type=kind, help=help_text)
+    add_flag_table(parser, FLAGS)
     parser.add_argument("--gradient-checkpointing", action="store_true", default=None)
     parser.add_argument("--no-quality-check", dest="quality_check", action="store_false", default=None)
     parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --output")
@@ -53,7 +53,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    overrides = {field: getattr(args, flag[2:].replace("-", "_")) for flag, (field, _, _) in FLAGS.items()}
+    overrides = given_flags(args, FLAGS)
     overrides.update(data=args.data and tuple(args.data), pairs=args.pairs and tuple(args.pairs),
                      gradient_checkpointing=args.gradient_checkpointing, quality_check=args.quality_check)
     overrides = {k: v for k, v in overrides.items() if v is not None}
