@@ -8,7 +8,6 @@ Multi-GPU data parallel: the same command under `accelerate launch` (see docs/tr
 from __future__ import annotations
 
 import argparse
-from dataclasses import fields
 
 from magnet.cli import add_flag_table, given_flags
 from magnet.training.config import TrainConfig
@@ -57,8 +56,6 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     overrides.update(data=args.data and tuple(args.data), pairs=args.pairs and tuple(args.pairs),
                      gradient_checkpointing=args.gradient_checkpointing, quality_check=args.quality_check)
     overrides = {k: v for k, v in overrides.items() if v is not None}
-    known = {f.name for f in fields(TrainConfig)}
-    assert set(overrides) <= known
     return TrainConfig.from_file(args.config, **overrides) if args.config else TrainConfig.from_dict(overrides)
 
 

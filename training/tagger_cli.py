@@ -17,7 +17,8 @@ from pathlib import Path
 from magnet.tagging.conll import TASKS
 from magnet.tagging.features import conll_features, engine_identity
 from magnet.tagging.heads import HeadsManifest, save_heads
-from magnet.tagging.options import add_feature_arguments, add_model_arguments, feature_mode, load_engine
+from magnet.model_options import add_model_arguments, load_engine
+from magnet.tagging.options import add_feature_arguments, feature_mode
 from magnet.training.tagger_train import HeadTrainConfig, train_head
 
 log = logging.getLogger(__name__)

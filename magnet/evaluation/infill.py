@@ -65,7 +65,7 @@ def heldout_stories(path: str, n: int) -> list[list[str]]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from magnet.tagging.options import add_model_arguments
+    from magnet.model_options import add_model_arguments
 
     add_model_arguments(parser)
     parser.add_argument("--data", required=True, help="ROC Stories cloze CSV")
@@ -74,7 +74,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from magnet.tagging.options import load_engine
+    from magnet.model_options import load_engine
 
     engine = load_engine(args)
     started = time.perf_counter()

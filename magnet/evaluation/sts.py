@@ -43,7 +43,7 @@ def stsb_spearman(engine, rows: list[tuple[str, str, float]], instruction: str |
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from magnet.tagging.options import add_model_arguments
+    from magnet.model_options import add_model_arguments
 
     add_model_arguments(parser)
     parser.add_argument("--data", required=True, help="STS-B file (sts-dev.csv)")
@@ -51,7 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from magnet.tagging.options import load_engine
+    from magnet.model_options import load_engine
 
     engine = load_engine(args)
     rows = read_stsb(args.data)[: args.limit or None]

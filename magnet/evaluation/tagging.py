@@ -18,7 +18,8 @@ from magnet.tagging.conll import ENTITY_TASKS
 from magnet.tagging.features import conll_features
 from magnet.tagging.heads import DEFAULT_HEADS_DIR, HeadsMismatchError
 from magnet.tagging.metrics import entity_scores, token_accuracy
-from magnet.tagging.options import add_feature_arguments, add_model_arguments, feature_mode, load_engine
+from magnet.model_options import add_model_arguments, load_engine
+from magnet.tagging.options import add_feature_arguments, feature_mode
 
 log = logging.getLogger(__name__)
 

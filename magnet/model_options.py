@@ -1,0 +1,25 @@
+"""Command-line options that pick the model: every command that loads one uses these."""
+from __future__ import annotations
+
+import argparse
+
+from magnet.loading import ModelSpec
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("model")
+    group.add_argument("--model", default=None, help="local HF checkpoint dir (default: the embedded SmolLM2-135M)")
+    group.add_argument("--adapter", default="default",
+                       help="adapter dir, 'default' (the shipped one) or 'none' (base model only)")
+    group.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
+    group.add_argument("--dtype", default=None, help="float32, bfloat16, float16 (default: fp32 on CPU)")
+
+
+def model_spec(args: argparse.Namespace) -> ModelSpec:
+    return ModelSpec(model=args.model, adapter=args.adapter, device=args.device, dtype=args.dtype)
+
+
+def load_engine(args: argparse.Namespace):
+    from magnet.engine import Engine
+
+    return Engine.from_spec(model_spec(args))
