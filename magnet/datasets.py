@@ -1,14 +1,60 @@
 """Readers for the text the project trains and evaluates on.
 
 Formats read (by content, not by name):
-    plain text    one paragraph per line (WikiText style; ` = Heading = ` lines skipped)
+    plain text    one paragraph per line (WikiText style; ` = Heading = ` lines skipped,
+                  WikiText's tokenized spacing ` @-@ `, ` , `, ` .` undone: see detokenize_wikitext)
     ROC Stories   CSV with an `InputStoryid` header: a story = sentences 1-4 + the right ending
     MRPC          TSV with a `Quality` header: both strings are text, Quality=1 rows are pairs
 """
 from __future__ import annotations
 
 import csv
+import re
 from pathlib import Path
+
+# WikiText's tokenization, undone so a model trained on it does not learn to write " ." or " @-@ ".
+WIKITEXT_MARKERS = (" @-@ ", " @,@ ", " @.@ ")
+WIKITEXT_FIXES = [
+    (re.compile(r" @([-,.])@ "), r"\1"),  # 1 @,@ 000 -> 1,000 ; well @-@ known -> well-known
+    (re.compile(r" ([.,;:!?%)\]}])"), r"\1"),  # word . -> word.
+    (re.compile(r"([(\[{$]) "), r"\1"),  # ( word -> (word
+    (re.compile(r" (n't|'s|'re|'ve|'m|'ll|'d)\b"), r"\1"),  # did n't -> didn't ; John 's -> John's
+    (re.compile(r'" ([^"]*?) "'), r'"\1"'),  # " quoted " -> "quoted"
+    (re.compile(r" {2,}"), " "),
+]
+
+
+def detokenize_wikitext(text: str) -> str:
+    """`The film , released in 1 @,@ 000 cinemas ( mostly ) , was well @-@ received .`
+    -> `The film, released in 1,000 cinemas (mostly), was well-received.`"""
+    for pattern, replacement in WIKITEXT_FIXES:
+        text = pattern.sub(replacement, text)
+    return text.strip()
+
+
+def looks_like_wikitext(lines: list[str]) -> bool:
+    return any(marker in line for line in lines[:2000] for marker in WIKITEXT_MARKERS)
+
+
+def normalized(text: str) -> str:
+    """The form two sentences are compared in when checking for evaluation overlap."""
+    return " ".join(re.sub(r"[^\w ]", " ", text.lower()).split())
+
+
+def evaluation_sentences(path: str | Path) -> set[str]:
+    """Every sentence of an evaluation file (STS-B, ROC CSV, MRPC, CoNLL or plain text), normalized."""
+    path = Path(path)
+    if path.suffix == ".txt" and first_line(path).startswith("-DOCSTART-"):
+        from magnet.tagging.conll import read_conll
+
+        texts = [" ".join(s.words) for s in read_conll(path)]
+    elif first_line(path).count("\t") >= 6:
+        texts = [t for a, b, _ in read_stsb(path) for t in (a, b)]
+    elif is_roc_file(path):
+        texts = [t for story in read_roc_stories(path) for t in story]
+    else:
+        texts = read_paragraphs(path)
+    return {normalized(t) for t in texts} - {""}
 
 
 def read_paragraphs(path: str | Path, holdout_stories: int = 0) -> list[str]:
@@ -19,7 +65,8 @@ def read_paragraphs(path: str | Path, holdout_stories: int = 0) -> list[str]:
         return [" ".join(s) for s in stories[: max(len(stories) - holdout_stories, 0)]]
     if head.startswith("Quality"):
         return [text for a, b, _ in read_mrpc(path) for text in (a, b)]
-    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if is_paragraph(line)]
+    lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if is_paragraph(line)]
+    return [detokenize_wikitext(line) for line in lines] if looks_like_wikitext(lines) else lines
 
 
 def is_paragraph(line: str) -> bool:

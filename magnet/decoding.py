@@ -18,6 +18,7 @@ import torch
 
 from magnet.forward import hidden_states, logits
 from magnet.masks import PAD
+from magnet.sampler import sample
 from magnet.sampling import SamplingParams
 
 
@@ -35,6 +36,7 @@ class Span:
     # after the gap at least `end_threshold` probability (0: only when that token is chosen).
     min_tokens: int = 0
     end_threshold: float = 0.0
+    prompt_ids: list[int] = field(default_factory=list)  # what repetition_penalty counts besides the output
     ids: list[int] = field(default_factory=list)
     finish_reason: str | None = None
     text: str = ""  # decoded ids, cut at a stop string
@@ -50,20 +52,6 @@ def make_generator(seed: int | None, device: torch.device) -> torch.Generator | 
     generator = torch.Generator(device=device)
     generator.manual_seed(seed)
     return generator
-
-
-def sample(logits_row: torch.Tensor, params: SamplingParams, generator: torch.Generator | None) -> int:
-    """(V,) float32 logits -> one token id: greedy at temperature 0, else top-p sampling."""
-    if params.temperature <= 0:
-        return int(logits_row.argmax())
-    probs = torch.softmax(logits_row / params.temperature, dim=-1)
-    if params.top_p < 1.0:
-        sorted_probs, order = probs.sort(descending=True)
-        # keep the smallest prefix whose mass reaches top_p (always >= 1 token)
-        drop = sorted_probs.cumsum(0) - sorted_probs >= params.top_p
-        sorted_probs[drop] = 0.0
-        probs = torch.zeros_like(probs).scatter_(0, order, sorted_probs)
-    return int(torch.multinomial(probs, 1, generator=generator))
 
 
 def end_rules(span: Span, logits_row: torch.Tensor, eos_id: int | None) -> torch.Tensor | None:
@@ -128,7 +116,7 @@ def decode_spans(
             if ruled is None:
                 span.finish_reason = "stop"
                 continue
-            token = sample(ruled, span.params, span.generator)
+            token = sample(ruled, span.params, span.generator, span.prompt_ids, span.ids)
             if accept(span, token, eos_id, tokenizer):
                 events.append((i, token))
                 if span.open:

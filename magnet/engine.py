@@ -30,7 +30,7 @@ from magnet.sampling import Completion, InfillCompletion, SamplingParams, Stream
 class EngineConfig:
     max_length: int = 2048  # tokens per input (capped by the model's context size)
     embed_batch_tokens: int = 8192  # padded tokens per forward when embedding
-    gap_positions: int = 32  # text positions reserved per infill gap (see layout.py)
+    gap_positions: int | None = None  # text positions reserved per gap; None: what the adapter was trained on
     end_threshold: float = 0.01  # a fill ends once the text after its gap gets this probability
     min_fill_tokens: int = 1  # a fill is never empty
 
@@ -66,6 +66,7 @@ class Engine:
         tok = self.tokenizer
         self.anchor_id = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
         self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
+        self.gap_range = trained_gap_range(loaded.manifest)
 
     @classmethod
     def from_spec(cls, spec: ModelSpec = ModelSpec(), config: EngineConfig = EngineConfig()) -> "Engine":
@@ -169,9 +170,8 @@ class Engine:
         for row, (lay, p) in enumerate(zip(layouts, params)):
             generator = make_generator(p.seed, self.device)
             for k, start in enumerate(lay.gap_starts):
-                end = lay.end_tokens[k] if lay.end_tokens[k] is not None else self.tokenizer.eos_token_id
-                spans.append(Span(row, k + 1, start, end, p, generator,
-                                  self.config.min_fill_tokens, self.config.end_threshold))
+                spans.append(Span(row, k + 1, start, lay.end_tokens[k], p, generator,
+                                  self.config.min_fill_tokens, self.config.end_threshold, lay.ids[1:-1]))
                 first.append(hidden[row, lay.predictors[k]])
         first_logits = list(logits(self.model, torch.stack(first)))
         for _ in decode_spans(self.model, self.tokenizer, cache, roles, positions, first_logits, spans):
@@ -186,10 +186,18 @@ class Engine:
         segment_ids = [self.tokens(text) for text, _ in stripped]
         if not any(segment_ids):
             raise InvalidInputError("every segment is empty: give some text around the gap")
-        lay = infill_layout(self.anchor_id, segment_ids, [n for _, n in stripped], self.config.gap_positions)
+        lay = infill_layout(self.anchor_id, self.tokenizer.eos_token_id, segment_ids, [n for _, n in stripped], self.gap_positions(params))
         self.check_length(len(lay.ids) + params.max_tokens * len(lay.gap_starts),
                           "the context plus max_tokens per gap", "lower max_tokens")
         return lay
+
+    def gap_positions(self, params: SamplingParams) -> int:
+        """Positions reserved for a gap: max_tokens, kept within the span-to-suffix distances the
+        adapter was trained on (beyond them the model never saw a suffix that far away)."""
+        if self.config.gap_positions is not None:
+            return self.config.gap_positions
+        low, high = self.gap_range
+        return max(low, min(params.max_tokens, high))
 
     def collect_fills(self, row: int, lay, spans: list[Span]) -> InfillCompletion:
         mine = [s for s in spans if s.row == row]
@@ -217,7 +225,7 @@ class Engine:
             positions = torch.arange(len(ids), device=self.device)[None]
             cache = self.new_cache()
             hidden = hidden_states(self.model, prompt_ids, roles, positions, cache)
-            span = Span(0, 1, len(ids), None, params, make_generator(params.seed, self.device))
+            span = Span(0, 1, len(ids), None, params, make_generator(params.seed, self.device), prompt_ids=ids)
             first = [logits(self.model, hidden[0, -1])]
             sent = 0
             for _ in decode_spans(self.model, self.tokenizer, cache, roles, positions, first, [span]):
@@ -239,6 +247,14 @@ class Engine:
         from transformers import DynamicCache
 
         return DynamicCache()
+
+
+LEGACY_GAP_RANGE = (1, 32)  # adapters whose manifest predates `gap_distance`, and no adapter
+
+
+def trained_gap_range(manifest) -> tuple[int, int]:
+    distance = manifest.objectives.get("msg", {}).get("gap_distance") if manifest else None
+    return tuple(distance) if distance else LEGACY_GAP_RANGE
 
 
 def require_texts(texts) -> None:

@@ -7,14 +7,15 @@ infill something to be predicted from when the prefix is empty.
 Infill layout for segments s0 ▢ s1 ▢ s2 (span tokens are decoded later, so the
 tensor holds only context; positions keep the text order):
 
-    slot:      0    1 .. a   a+1 .. b     b+1 .. c
-    token:     BOS  s0       s1           s2
-    position:  0    1 .. a   a+1+g ..     ...+g
+    slot:      0    1 .. a   a+1 .. b     b+1 .. c     c+1
+    token:     BOS  s0       s1           s2           EOS
+    position:  0    1 .. a   a+1+g ..     ...+g        ...
                          ^ gap 1 starts at a+1, span tokens a+1, a+2, ...
 
-Each gap reserves `g` positions (the expected fill length) because the true
-length is unknown until the fill is written; training jitters this distance so
-the model does not take it as a length promise.
+Each gap reserves `g` positions because the true length is unknown until the
+fill is written; the engine keeps `g` within the distances the adapter was
+trained on (its manifest's `gap_distance`). The text ends with EOS, as every
+training example does, so a gap at the end has a token to stop at.
 """
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ class InfillLayout:
     positions: list[int]  # text position of each context token
     gap_starts: list[int]  # text position of each gap's first span token
     predictors: list[int]  # slot whose output predicts each gap's first token
-    end_tokens: list[int | None]  # first token after each gap (None: the text ends there)
+    end_tokens: list[int]  # first token after each gap (EOS where the text ends there)
     trimmed_spaces: list[int]  # spaces cut from the end of the segment before each gap
 
 
@@ -37,20 +38,23 @@ def split_trailing_spaces(segment: str) -> tuple[str, int]:
     return stripped, len(segment) - len(stripped)
 
 
-def infill_layout(anchor_id: int, segment_ids: list[list[int]], trimmed: list[int], gap_positions: int) -> InfillLayout:
+def infill_layout(anchor_id: int, eos_id: int, segment_ids: list[list[int]], trimmed: list[int],
+                  gap_positions: int) -> InfillLayout:
     ids, positions = [anchor_id], [0]
     gap_starts, predictors, end_tokens = [], [], []
     cursor = 1  # next free text position
     for k, tokens in enumerate(segment_ids):
         if k > 0:  # a gap precedes this segment
             gap_starts.append(cursor)
-            end_tokens.append(tokens[0] if tokens else None)
+            end_tokens.append(tokens[0] if tokens else eos_id)
             cursor += gap_positions
         if k < len(segment_ids) - 1:
             predictors.append(len(ids) + len(tokens) - 1)
         ids.extend(tokens)
         positions.extend(range(cursor, cursor + len(tokens)))
         cursor += len(tokens)
+    ids.append(eos_id)
+    positions.append(cursor)
     return InfillLayout(ids, positions, gap_starts, predictors, end_tokens, trimmed[:-1])
 
 

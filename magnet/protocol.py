@@ -150,11 +150,34 @@ class TagResponse(BaseModel):
 # --- /v1/infill and /v1/generate -------------------------------------------------------
 
 
-class SamplingFields(Request):
+class SamplingControls(BaseModel):
+    """The sampling fields every generating route takes, with vLLM's names and meanings
+    (magnet/sampler.py). A field left out (null) takes the route's default: see
+    `params(defaults)`; /v1/infill's defaults discourage loops (INFILL_DEFAULTS)."""
+
+    top_k: int | None = Field(None, ge=-1, description="keep the k most likely tokens; 0 or -1 = all")
+    min_p: float | None = Field(None, ge=0.0, le=1.0, allow_inf_nan=False,
+                                description="drop tokens below min_p x the top token's probability")
+    repetition_penalty: float | None = Field(None, gt=0.0, le=2.0, allow_inf_nan=False,
+                                             description="> 1 discourages tokens already in the prompt or output")
+    frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0, allow_inf_nan=False,
+                                            description="subtracted per earlier occurrence in the output")
+    presence_penalty: float | None = Field(None, ge=-2.0, le=2.0, allow_inf_nan=False,
+                                           description="subtracted once if the token is already in the output")
+
+    def controls(self) -> dict:
+        """The controls that were given, as SamplingParams fields (top_k -1 means all: 0)."""
+        given = {k: getattr(self, k) for k in SamplingControls.model_fields if getattr(self, k) is not None}
+        if given.get("top_k") == -1:
+            given["top_k"] = 0
+        return given
+
+
+class SamplingFields(Request, SamplingControls):
     max_tokens: int = Field(64, ge=1, le=MAX_NEW_TOKENS, description="new tokens per gap (infill) or in all")
-    temperature: float = Field(0.0, ge=0.0, le=2.0, description="0 = greedy")
-    top_p: float = Field(1.0, gt=0.0, le=1.0)
-    seed: int | None = Field(None, ge=0)
+    temperature: float = Field(0.0, ge=0.0, le=2.0, allow_inf_nan=False, description="0 = greedy")
+    top_p: float = Field(1.0, gt=0.0, le=1.0, allow_inf_nan=False)
+    seed: int | None = Field(None, ge=0, lt=2**63)
     stop: list[str] = Field(default_factory=list, max_length=MAX_STOP)
 
     @field_validator("stop", mode="before")

@@ -6,11 +6,23 @@ from dataclasses import dataclass, field
 
 @dataclass(frozen=True)
 class SamplingParams:
+    """vLLM's names and meanings; magnet/sampler.py applies them on the torch path."""
+
     max_tokens: int = 64
     temperature: float = 0.0  # 0 = greedy
     top_p: float = 1.0
+    top_k: int = 0  # 0 = all tokens
+    min_p: float = 0.0  # drop tokens below min_p x the most likely token's probability
+    repetition_penalty: float = 1.0  # > 1 discourages tokens of the prompt and the output
+    frequency_penalty: float = 0.0  # subtracted per earlier occurrence in the output
+    presence_penalty: float = 0.0  # subtracted once for a token already in the output
     seed: int | None = None
     stop: tuple[str, ...] = ()
+
+
+# /v1/infill's defaults: greedy fills must not loop ("hold hold hold", a sentence twice).
+# A mild penalty on the fill's own repeats; the context stays free to be echoed (names).
+INFILL_DEFAULTS = SamplingParams(frequency_penalty=0.5)
 
 
 @dataclass

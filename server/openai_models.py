@@ -9,7 +9,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from magnet.protocol import MAX_INPUTS, MAX_NEW_TOKENS, MAX_STOP, Backends, Usage, as_list, check_texts
+from magnet.protocol import (MAX_INPUTS, MAX_NEW_TOKENS, MAX_STOP, Backends, SamplingControls, Usage, as_list,
+                             check_texts)
 
 
 class OpenAIRequest(BaseModel):
@@ -58,13 +59,14 @@ class EmbeddingsResponse(BaseModel):
     usage: Usage
 
 
-class CompletionsRequest(OpenAIRequest):
+class CompletionsRequest(OpenAIRequest, SamplingControls):
     prompt: str | list[str]
     suffix: str | None = Field(None, description="text after the gap: the completion becomes an infill")
     max_tokens: int = Field(16, ge=1, le=MAX_NEW_TOKENS)
-    temperature: float = Field(1.0, ge=0.0, le=2.0)
-    top_p: float = Field(1.0, gt=0.0, le=1.0)
-    seed: int | None = Field(None, ge=0)
+    temperature: float = Field(1.0, ge=0.0, le=2.0, allow_inf_nan=False)
+    top_p: float = Field(1.0, gt=0.0, le=1.0, allow_inf_nan=False)
+    seed: int | None = Field(None, ge=0, lt=2**63)
+    logit_bias: dict[str, float] | None = None
     stop: str | list[str] | None = None
     stream: bool = False
     n: int = Field(1, ge=1, le=1, description="one choice per prompt")
@@ -78,6 +80,13 @@ class CompletionsRequest(OpenAIRequest):
         check_texts(as_list(value), "prompt")
         if len(as_list(value)) > MAX_INPUTS:
             raise ValueError(f"send at most {MAX_INPUTS} prompts")
+        return value
+
+    @field_validator("logit_bias")
+    @classmethod
+    def refuse_logit_bias(cls, value):
+        if value:
+            raise ValueError("logit_bias is not supported: omit it")
         return value
 
     @field_validator("stop")

@@ -9,11 +9,12 @@ import struct
 import time
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
 from fastapi import APIRouter, Depends, Request
 
 from magnet.protocol import Usage
-from magnet.sampling import SamplingParams, StreamChunk
+from magnet.sampling import INFILL_DEFAULTS, SamplingParams, StreamChunk
 from magnet.server.auth import require_api_key
 from magnet.server.openai_models import (
     CompletionChoice,
@@ -48,8 +49,9 @@ def as_base64(vector: list[float]) -> str:
 @openai_api.post("/completions", response_model=CompletionsResponse)
 async def completions(body: CompletionsRequest, request: Request):
     service = service_of(request)
-    params = SamplingParams(max_tokens=body.max_tokens, temperature=body.temperature, top_p=body.top_p,
-                            seed=body.seed, stop=body.stops)
+    defaults = INFILL_DEFAULTS if body.suffix is not None else SamplingParams()
+    params = replace(defaults, max_tokens=body.max_tokens, temperature=body.temperature, top_p=body.top_p,
+                     seed=body.seed, stop=body.stops, **body.controls())
     answer_id = f"cmpl-{uuid.uuid4().hex}"
     if body.stream and body.suffix is None and len(body.prompts) == 1:
         chunks = await service.generate_stream(body.prompts[0], params)  # bad input: a 4xx here

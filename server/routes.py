@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import StreamingResponse
@@ -21,7 +22,7 @@ from magnet.protocol import (
     TagResponse,
     Usage,
 )
-from magnet.sampling import SamplingParams, StreamChunk
+from magnet.sampling import INFILL_DEFAULTS, SamplingParams, StreamChunk
 from magnet.server import metrics
 from magnet.server.auth import require_api_key
 from magnet.server.service import Service
@@ -36,9 +37,10 @@ def service_of(request: Request) -> Service:
     return request.app.state.service
 
 
-def sampling_params(body) -> SamplingParams:
-    return SamplingParams(max_tokens=body.max_tokens, temperature=body.temperature, top_p=body.top_p,
-                          seed=body.seed, stop=tuple(body.stop))
+def sampling_params(body, defaults: SamplingParams = SamplingParams()) -> SamplingParams:
+    """The request's fields over the route's defaults (one definition for every route)."""
+    return replace(defaults, max_tokens=body.max_tokens, temperature=body.temperature, top_p=body.top_p,
+                   seed=body.seed, stop=tuple(body.stop), **body.controls())
 
 
 @api.post("/embed", response_model=EmbedResponse, summary="Sentence embeddings (bidirectional)")
@@ -59,7 +61,7 @@ async def tag(body: TagRequest, request: Request) -> TagResponse:
 @api.post("/infill", response_model=InfillResponse, summary="Fill the gap(s) between text segments")
 async def infill(body: InfillRequest, request: Request) -> InfillResponse:
     service = service_of(request)
-    result = await service.infill(body.as_segments(), sampling_params(body))
+    result = await service.infill(body.as_segments(), sampling_params(body, INFILL_DEFAULTS))
     usage = Usage(prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens)
     return InfillResponse(model=service.model_name, text=result.text, finish_reason=result.finish_reason,
                           fills=result.fills, finish_reasons=result.finish_reasons, usage=usage)

@@ -81,18 +81,23 @@ def test_word_vectors_batched_equal_single_and_causal_differs(tiny_engine):
 
 
 def test_infill_layout_keeps_text_positions_and_reserves_the_gap():
-    lay = infill_layout(anchor_id=1, segment_ids=[[10, 11], [12], [13, 14]], trimmed=[1, 0, 0], gap_positions=5)
-    assert lay.ids == [1, 10, 11, 12, 13, 14]
-    assert lay.positions == [0, 1, 2, 8, 14, 15]
+    lay = infill_layout(anchor_id=1, eos_id=2, segment_ids=[[10, 11], [12], [13, 14]], trimmed=[1, 0, 0],
+                        gap_positions=5)
+    assert lay.ids == [1, 10, 11, 12, 13, 14, 2]  # the text ends with EOS, as in training
+    assert lay.positions == [0, 1, 2, 8, 14, 15, 16]
     assert lay.gap_starts == [3, 9] and lay.predictors == [2, 3] and lay.end_tokens == [12, 13]
+
+
+def test_a_gap_at_the_end_stops_at_eos():
+    lay = infill_layout(anchor_id=1, eos_id=2, segment_ids=[[10, 11], []], trimmed=[0, 0], gap_positions=4)
+    assert lay.ids == [1, 10, 11, 2] and lay.positions == [0, 1, 2, 7] and lay.end_tokens == [2]
 
 
 def naive_greedy_infill(engine, segments, max_tokens):
     """Re-encode context + span from scratch at every step (no cache): the reference,
     with the same end rules (never empty; end once the text after the gap is likely)."""
     lay = engine.layout(segments, SamplingParams(max_tokens=max_tokens))
-    ends = [lay.end_tokens[0] if lay.end_tokens[0] is not None else engine.tokenizer.eos_token_id,
-            engine.tokenizer.eos_token_id]
+    ends = [lay.end_tokens[0], engine.tokenizer.eos_token_id]
     span = []
     for _ in range(max_tokens):
         ids = torch.tensor([lay.ids + span])

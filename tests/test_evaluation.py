@@ -22,13 +22,13 @@ def test_spearman_matches_scipy_with_ties():
 
 def test_infill_scores_the_same_tokens_in_both_modes_and_context_after_matters(tiny_engine):
     before, missing, after = story_tokens(tiny_engine.tokenizer, STORY)
-    model, anchor = tiny_engine.model, tiny_engine.anchor_id
-    hybrid, n_hybrid = span_nll(model, anchor, before, missing, after, hybrid=True)
-    causal, n_causal = span_nll(model, anchor, before, missing, after, hybrid=False)
+    model, anchor, eos = tiny_engine.model, tiny_engine.anchor_id, tiny_engine.tokenizer.eos_token_id
+    hybrid, n_hybrid = span_nll(model, anchor, eos, before, missing, after, hybrid=True)
+    causal, n_causal = span_nll(model, anchor, eos, before, missing, after, hybrid=False)
     assert n_hybrid == n_causal == len(missing) > 0
     other_after = story_tokens(tiny_engine.tokenizer, STORY[:3] + ["Dogs bark.", "Cats sleep."])[2]
-    assert span_nll(model, anchor, before, missing, other_after, hybrid=True)[0] != pytest.approx(hybrid)
-    assert span_nll(model, anchor, before, missing, other_after, hybrid=False)[0] == pytest.approx(causal)
+    assert span_nll(model, anchor, eos, before, missing, other_after, hybrid=True)[0] != pytest.approx(hybrid)
+    assert span_nll(model, anchor, eos, before, missing, other_after, hybrid=False)[0] == pytest.approx(causal)
     ppl = infill_perplexity(model, tiny_engine.tokenizer, anchor, [STORY], hybrid=True)
     assert ppl == pytest.approx(math.exp(hybrid / n_hybrid), rel=1e-5)
 

@@ -85,6 +85,75 @@ def test_causal_examples_are_plain_next_token_prediction():
     assert view.labels == original[1:] and set(view.objectives) == {MSG}
 
 
+def test_some_spans_end_the_text_so_eos_ends_a_fill():
+    ends_at_eos = 0
+    for seed in range(200):
+        original = [1] + tokens(30, seed) + [2]
+        view = make_view(original[1:-1], spec(trailing_rate=0.2), random.Random(seed))
+        msg = [(p, y) for p, y, o in zip(view.predictors, view.labels, view.objectives) if o == MSG]
+        ends_at_eos += any(p == len(original) - 2 and y == 2 for p, y in msg)
+        assert view.roles[-1] == CONTEXT  # EOS itself is context, never a span token
+    assert 0.15 * 200 <= ends_at_eos <= 0.3 * 200
+
+
+def test_text_after_a_span_never_shares_the_span_positions():
+    for seed in range(100):
+        view = make_view(tokens(40, seed), spec(gap_jitter=0.5), random.Random(seed))
+        for j in range(1, len(view.roles)):
+            if view.roles[j - 1] >= 1 and view.roles[j] == CONTEXT:  # first token after a span
+                span = [k for k, r in enumerate(view.roles[:j]) if r == view.roles[j - 1]]
+                assert view.positions[j] >= view.positions[span[0]] + len(span)
+                assert view.positions[j] <= view.positions[span[0]] + round(1.5 * len(span))
+    exact = make_view(tokens(40), spec(gap_jitter=0.0), random.Random(1))
+    assert exact.positions == list(range(len(exact.positions)))
+
+
+def test_the_manifest_records_the_gap_distances_training_showed(tiny_model_dir, data_file, tmp_path):
+    config = tiny_config(tiny_model_dir, data_file, tmp_path, gap_jitter=0.5)
+    low, high = config.span_range()
+    assert config.gap_distance() == (low, round(high * 1.5))
+    assert TrainConfig(max_length=96, gap_jitter=0.0).gap_distance() == (1, 24)
+
+
+def test_sscl_positive_is_cut_before_it_is_augmented(tiny_model_dir, data_file, tmp_path, tiny_loaded):
+    long_line = " ".join(f"w{i}" for i in range(400))
+    data = tmp_path / "long.txt"
+    data.write_text(long_line + "\n")
+    config = tiny_config(tiny_model_dir, data, tmp_path, sscl_max_length=70, sscl_batch_size=1,
+                         augmenter="word_dropout")
+    corpus = Corpus.build(config, tiny_loaded.tokenizer, view_spec(config, tiny_loaded.tokenizer, 300))
+    decode = lambda ids: set(tiny_loaded.tokenizer.decode(ids[1 + len(corpus.instruction_ids):-1]).split())  # noqa: E731
+    for step in range(20):
+        (x,), (positive,) = corpus.sscl_batch(step, 0)
+        x_words, positive_words = decode(x), decode(positive)
+        assert len(x_words & positive_words) / len(x_words | positive_words) > 0.6
+
+
+def test_evaluation_sentences_are_never_trained_on(tiny_model_dir, tmp_path, tiny_loaded):
+    dev = tmp_path / "sts-dev.csv"
+    dev.write_text("main-news\tx\t2012\t0001\t4.0\tA man plays a guitar.\tSomeone plays guitar.\n")
+    pairs = tmp_path / "pairs.txt"
+    pairs.write_text("a man plays a guitar\tA guitarist is playing.\nThe sky is blue.\tThe sky looks blue.\n")
+    data = tmp_path / "text.txt"
+    data.write_text("Someone plays guitar.\n" + "\n".join(TEXT) + "\n")
+    config = tiny_config(tiny_model_dir, data, tmp_path, pairs=(str(pairs),), stsb_dev=str(dev))
+    corpus = Corpus.build(config, tiny_loaded.tokenizer, view_spec(config, tiny_loaded.tokenizer, 300))
+    assert ("The sky is blue.", "The sky looks blue.") in corpus.sscl_pairs
+    assert all(a != "a man plays a guitar" for a, _ in corpus.sscl_pairs)  # matches the dev pair's sentence
+    texts = [tiny_loaded.tokenizer.decode(c) for c in corpus.chunks]
+    assert not any(t.strip() == "Someone plays guitar." for t in texts)
+
+
+def test_wikitext_spacing_is_undone_before_training():
+    from magnet.datasets import detokenize_wikitext
+
+    raw = ('The film , released in 1 @,@ 000 cinemas ( mostly in the US ) , was well @-@ received . '
+           'It cost $ 3 @.@ 5 million ; critics did n\'t mind the director \'s " bold " choice .')
+    assert detokenize_wikitext(raw) == ('The film, released in 1,000 cinemas (mostly in the US), was '
+                                        'well-received. It cost $3.5 million; critics didn\'t mind the '
+                                        'director\'s "bold" choice.')
+
+
 def test_sscl_positives_sit_on_the_diagonal():
     anchors = torch.randn(4, 8)
     right = info_nce(anchors, anchors + 0.01 * torch.randn(4, 8), 0.1)

@@ -90,7 +90,15 @@ def test_greedy_equals_torch_path(running, torch_engine, prompt):
     assert got.text == want.text
     assert (got.finish_reason, got.prompt_tokens, got.completion_tokens) == (
         want.finish_reason, want.prompt_tokens, want.completion_tokens)
-    assert got.finish_reason in ("stop", "length")
+
+
+def test_penalties_mean_the_same_on_both_paths(running, torch_engine):
+    loop, backend = running
+    params = SamplingParams(max_tokens=32, temperature=0.0, repetition_penalty=1.3, frequency_penalty=0.4,
+                            presence_penalty=0.2)
+    got = loop.run(backend.generate(PROMPTS[0], params))
+    assert got.text == torch_engine.generate(PROMPTS[0], params).text
+    assert got.text != loop.run(backend.generate(PROMPTS[0], SamplingParams(max_tokens=32))).text
 
 
 def test_stop_string_cuts_like_torch_path(running, torch_engine):

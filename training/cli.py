@@ -24,9 +24,13 @@ FLAGS = {  # flag -> (config field, type, help)
     "--grad-accum": ("grad_accum", int, "micro-batches per optimizer step"),
     "--lr": ("lr", float, "learning rate (paper 3e-5)"),
     "--warmup-steps": ("warmup_steps", int, "linear warm-up steps"),
+    "--lr-decay": ("lr_decay", str, "after warm-up: constant | cosine (to 10%% of --lr)"),
     "--switch-at": ("switch_at", float, "fraction of steps before the SSCL weight switches on (paper 0.81)"),
     "--mask-token": ("mask_token", str, "MNTP mask token when the tokenizer has none (paper '_')"),
     "--augmenter": ("augmenter", str, "SSCL positives for unpaired lines: word_dropout | dropout"),
+    "--gap-jitter": ("gap_jitter", float, "stretch span-to-suffix distances to m*U(1, 1+j) (0: exact)"),
+    "--trailing-rate": ("trailing_rate", float, "share of examples whose last span ends the text"),
+    "--causal-rate": ("causal_rate", float, "share of examples that are plain next-token prediction"),
     "--lora-r": ("lora_r", int, "LoRA rank (16)"),
     "--lora-alpha": ("lora_alpha", int, "LoRA alpha (32)"),
     "--checkpoint-every": ("checkpoint_every", int, "steps between checkpoints"),
@@ -44,6 +48,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="JSON file with TrainConfig fields")
     parser.add_argument("--data", nargs="+", help="training text files (one paragraph per line; ROC CSV, MRPC)")
     parser.add_argument("--pairs", nargs="+", help="SSCL positive pairs (MRPC file or a<TAB>b lines)")
+    parser.add_argument("--exclude", nargs="+", help="evaluation files (STS-B, ROC, CoNLL) whose sentences "
+                        "are dropped from the training text and pairs (--stsb-dev is always excluded)")
     add_flag_table(parser, FLAGS)
     parser.add_argument("--gradient-checkpointing", action="store_true", default=None)
     parser.add_argument("--no-quality-check", dest="quality_check", action="store_false", default=None)
@@ -54,6 +60,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     overrides = given_flags(args, FLAGS)
     overrides.update(data=args.data and tuple(args.data), pairs=args.pairs and tuple(args.pairs),
+                     exclude=args.exclude and tuple(args.exclude),
                      gradient_checkpointing=args.gradient_checkpointing, quality_check=args.quality_check)
     overrides = {k: v for k, v in overrides.items() if v is not None}
     return TrainConfig.from_file(args.config, **overrides) if args.config else TrainConfig.from_dict(overrides)

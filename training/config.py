@@ -20,6 +20,7 @@ class TrainConfig:
     model: str | None = None  # None = the embedded default
     init_adapter: str | None = None  # start from this adapter (a second phase) instead of a fresh LoRA
     holdout_stories: int = 200  # last ROC stories kept out of training for the infill check
+    exclude: tuple[str, ...] = ()  # evaluation files whose sentences must never be trained on (+ stsb_dev)
 
     # sequence views
     max_length: int = 512  # tokens per MNTP/MSG example (paper 512)
@@ -29,7 +30,8 @@ class TrainConfig:
     span_min: int = 4  # paper: 4..128 at length 512; scaled by max_length / 512
     span_max: int = 128
     causal_rate: float = 0.1  # examples that are one span end to end (plain next-token prediction)
-    gap_jitter: float = 0.5  # suffix distance drawn from m * U(1 - j, 1 + j) for a span of m tokens
+    gap_jitter: float = 0.0  # suffix distance drawn from m * U(1, 1 + j) for a span of m tokens
+    trailing_rate: float = 0.1  # examples whose last span ends the text (EOS after it)
 
     # SSCL
     instruction: str = DEFAULT_INSTRUCTION
@@ -50,6 +52,7 @@ class TrainConfig:
     grad_accum: int = 1
     lr: float = 3e-5
     warmup_steps: int = 0
+    lr_decay: str = "constant"  # after warm-up: constant | cosine (to 10% of lr at max_steps)
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8
     weight_decay: float = 0.0
@@ -80,6 +83,11 @@ class TrainConfig:
         scale = self.max_length / 512
         low = max(1, round(self.span_min * scale))
         return low, max(low, round(self.span_max * scale))
+
+    def gap_distance(self) -> tuple[int, int]:
+        from magnet.training.views import gap_distance_range
+
+        return gap_distance_range(self.span_range(), self.gap_jitter)
 
     @property
     def sscl_batch(self) -> int:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from magnet.datasets import read_pairs, read_paragraphs
+from magnet.datasets import evaluation_sentences, normalized, read_pairs, read_paragraphs
 from magnet.layout import embedding_ids
 from magnet.training.augment import get_augmenter
 from magnet.training.config import TrainConfig
@@ -33,9 +33,12 @@ class Corpus:
     def build(cls, config: TrainConfig, tokenizer, spec: ViewSpec) -> "Corpus":
         if not config.data:
             raise ValueError("no training text: pass --data FILE (plain text, one paragraph per line)")
+        held_out = excluded_sentences(config)
         paragraphs = [p for path in config.data for p in read_paragraphs(path, config.holdout_stories)]
+        paragraphs = [p for p in paragraphs if normalized(p) not in held_out]
         chunks = chunk_tokens(paragraphs, tokenizer, config.max_length - 2)
-        pairs: list[tuple[str, str | None]] = [pair for path in config.pairs for pair in read_pairs(path)]
+        pairs: list[tuple[str, str | None]] = [pair for path in config.pairs for pair in read_pairs(path)
+                                               if not held_out & {normalized(pair[0]), normalized(pair[1])}]
         pairs += [(p, None) for p in paragraphs if len(p.split()) > config.min_sscl_words]
         instruction_ids = tokenizer(config.instruction, add_special_tokens=False)["input_ids"]
         if len(instruction_ids) + 10 > config.sscl_max_length:
@@ -54,14 +57,27 @@ class Corpus:
         picked = rng.sample(self.sscl_pairs, min(self.config.sscl_batch, len(self.sscl_pairs)))
         xs, positives = [], []
         for text, positive in picked:
+            text = self.cut(text)  # cut first: x+ must be a view of the same window as x
             xs.append(self.embed_ids(text))
-            positives.append(self.embed_ids(positive if positive is not None else augment(text, rng)))
+            positives.append(self.embed_ids(self.cut(positive) if positive is not None else augment(text, rng)))
         return xs, positives
+
+    def cut(self, text: str) -> str:
+        """The text as far as an SSCL view holds it ([anchor] instruction text [EOS])."""
+        room = self.config.sscl_max_length - len(self.instruction_ids) - 2
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return text if len(ids) <= room else self.tokenizer.decode(ids[:room])
 
     def embed_ids(self, text: str) -> list[int]:
         ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
         return embedding_ids(self.spec.anchor_id, self.spec.eos_id, self.instruction_ids, ids,
                              self.config.sscl_max_length)
+
+
+def excluded_sentences(config: TrainConfig) -> set[str]:
+    """Normalized sentences of every evaluation file: never trained on (no leakage into the table)."""
+    paths = [*config.exclude, *([config.stsb_dev] if config.stsb_dev else [])]
+    return set().union(*(evaluation_sentences(p) for p in paths)) if paths else set()
 
 
 def chunk_tokens(paragraphs: list[str], tokenizer, size: int) -> list[list[int]]:

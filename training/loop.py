@@ -39,7 +39,7 @@ def view_spec(config: TrainConfig, tokenizer, vocab_size: int) -> ViewSpec:
     return ViewSpec(
         anchor_id=anchor, eos_id=tokenizer.eos_token_id, mask_id=mask_id, vocab_size=vocab_size,
         mask_rate=config.mask_rate, max_spans=config.max_spans, span_range=config.span_range(),
-        causal_rate=config.causal_rate, gap_jitter=config.gap_jitter,
+        causal_rate=config.causal_rate, gap_jitter=config.gap_jitter, trailing_rate=config.trailing_rate,
         special_ids=frozenset(tokenizer.all_special_ids),
     )
 
@@ -67,10 +67,19 @@ def prepare_model(config: TrainConfig, resume_from: Path | None):
     return loaded, model
 
 
+LR_DECAYS = ("constant", "cosine")
+FINAL_LR_RATIO = 0.1  # cosine decay ends at this fraction of lr
+
+
 def learning_rate(config: TrainConfig, step: int) -> float:
     if config.warmup_steps and step < config.warmup_steps:
         return config.lr * (step + 1) / config.warmup_steps
-    return config.lr
+    if config.lr_decay == "constant":
+        return config.lr
+    if config.lr_decay != "cosine":
+        raise ValueError(f"unknown lr_decay {config.lr_decay!r}: choose one of {', '.join(LR_DECAYS)}")
+    done = (step - config.warmup_steps) / max(config.max_steps - config.warmup_steps, 1)
+    return config.lr * (FINAL_LR_RATIO + (1 - FINAL_LR_RATIO) * 0.5 * (1 + math.cos(math.pi * done)))
 
 
 def train_step(model, corpus: Corpus, config: TrainConfig, step: int, pad_id: int, device, rank: int = 0) -> dict:

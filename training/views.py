@@ -10,8 +10,13 @@
                 next-token prediction, which keeps the model a generator
 
 Positions follow the text, except that the distance from a span's start to the
-text after it is jittered (m * U(1-j, 1+j)): at inference the fill length is
-unknown, so that distance must read as a hint, not a promise.
+text after it may be stretched (m * U(1, 1+j) for a span of m tokens): never
+shorter than the span, so the text after a span never shares its positions.
+j = 0 (the default) keeps exact positions. The range of distances seen is
+recorded in the adapter's manifest (`gap_distance`) and serving keeps within it.
+
+With probability `trailing_rate` the last span runs to the end of the text, so
+the token after it is EOS: how a fill at the end of a text learns to stop.
 """
 from __future__ import annotations
 
@@ -44,6 +49,7 @@ class ViewSpec:
     span_range: tuple[int, int]
     causal_rate: float
     gap_jitter: float
+    trailing_rate: float = 0.0
     special_ids: frozenset = frozenset()
 
 
@@ -70,10 +76,13 @@ def choose_spans(n: int, spec: ViewSpec, rng: random.Random) -> list[tuple[int, 
     """Up to max_spans non-adjacent [start, end] runs inside slots 1..n-2 (not anchor, not EOS)."""
     low, high = spec.span_range
     spans: list[tuple[int, int]] = []
-    for _ in range(rng.randint(1, spec.max_spans)):
+    if rng.random() < spec.trailing_rate:  # a span that ends the text: EOS follows it
+        length = min(rng.randint(low, high), max(1, (n - 2) // 2))
+        spans.append((n - 1 - length, n - 2))
+    for _ in range(rng.randint(1, spec.max_spans) - len(spans)):
         length = rng.randint(low, high)
         for _attempt in range(8):
-            free = n - 2 - length  # last allowed start so that end <= n - 2
+            free = n - 1 - length  # last allowed start so that end <= n - 2 (EOS stays context)
             if free < 1:
                 length = max(1, (n - 2) // 2)
                 continue
@@ -86,6 +95,12 @@ def choose_spans(n: int, spec: ViewSpec, rng: random.Random) -> list[tuple[int, 
     return sorted(spans)
 
 
+def gap_distance_range(span_range: tuple[int, int], jitter: float) -> tuple[int, int]:
+    """The span-start-to-suffix distances training shows (what serving may reserve)."""
+    low, high = span_range
+    return low, max(high, round(high * (1 + jitter)))
+
+
 def jittered_positions(n: int, spans: list[tuple[int, int]], jitter: float, rng: random.Random) -> list[int]:
     positions, cursor, ends = [], 0, {end: start for start, end in spans}
     span_start_pos = 0
@@ -96,7 +111,7 @@ def jittered_positions(n: int, spans: list[tuple[int, int]], jitter: float, rng:
         cursor += 1
         if i in ends:
             length = i - ends[i] + 1
-            distance = max(1, round(length * rng.uniform(1 - jitter, 1 + jitter)))
+            distance = max(length, round(length * rng.uniform(1, 1 + jitter)))
             cursor = span_start_pos + distance
     return positions
 

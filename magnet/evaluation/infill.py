@@ -36,9 +36,10 @@ def story_tokens(tokenizer, story: list[str]) -> tuple[list[int], list[int], lis
 
 
 @torch.inference_mode()
-def span_nll(model, anchor_id: int, before, missing, after, hybrid: bool) -> tuple[float, int]:
-    """Summed NLL of the missing tokens and their count, for one story."""
-    ids = [anchor_id] + before + missing + (after if hybrid else [])
+def span_nll(model, anchor_id: int, eos_id: int, before, missing, after, hybrid: bool) -> tuple[float, int]:
+    """Summed NLL of the missing tokens and their count, for one story. In hybrid mode the
+    story ends with EOS, as training examples and the service's infill layout do."""
+    ids = [anchor_id] + before + missing + (after + [eos_id] if hybrid else [])
     start = 1 + len(before)
     roles = [CONTEXT] * len(ids) if hybrid else [1] * len(ids)
     if hybrid:
@@ -54,7 +55,7 @@ def span_nll(model, anchor_id: int, before, missing, after, hybrid: bool) -> tup
 def infill_perplexity(model, tokenizer, anchor_id: int, stories: list[list[str]], hybrid: bool) -> float:
     total, count = 0.0, 0
     for story in stories:
-        nll, n = span_nll(model, anchor_id, *story_tokens(tokenizer, story), hybrid=hybrid)
+        nll, n = span_nll(model, anchor_id, tokenizer.eos_token_id, *story_tokens(tokenizer, story), hybrid=hybrid)
         total, count = total + nll, count + n
     return math.exp(total / max(count, 1))
 
