@@ -10,7 +10,7 @@ Synchronous and thread-confined: the server calls it from one worker thread.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Iterator
 
 import torch
@@ -101,13 +101,15 @@ class Engine:
 
     @torch.inference_mode()
     def embed(self, texts: list[str], instruction: str | None = None, normalize: bool = True,
-              truncate: bool = False) -> EmbedResult:
+              truncate: bool = False, mode: AttentionMode = AttentionMode.BIDIRECTIONAL) -> EmbedResult:
+        """Last-token embeddings; mode=CAUSAL reads a base model left to right (its own way)."""
         require_texts(texts)
         instruction = self.instruction if instruction is None else instruction
         seqs = [self.embed_ids(t, instruction, truncate) for t in texts]
         out = torch.empty(len(seqs), self.model.config.hidden_size, dtype=torch.float32)
         for group in batches_by_tokens([len(s) for s in seqs], self.config.embed_batch_tokens):
-            out[group] = encode_last_token(self.model, [seqs[i] for i in group], self.pad_id, self.device).float().cpu()
+            out[group] = encode_last_token(self.model, [seqs[i] for i in group], self.pad_id, self.device,
+                                           mode).float().cpu()
         if normalize:
             out = torch.nn.functional.normalize(out, dim=-1)
         return EmbedResult(out, sum(len(s) for s in seqs))
@@ -158,7 +160,24 @@ class Engine:
 
     @torch.inference_mode()
     def infill_batch(self, requests: list[list[str]], params: list[SamplingParams]) -> list[InfillCompletion]:
-        layouts = [self.layout(segments, p) for segments, p in zip(requests, params)]
+        """Every candidate of every request decoded in one batch; best_of > 1 keeps, per request,
+        the candidate under which the whole text is likeliest read left to right (causal mode):
+        the same weights checking the hybrid guess."""
+        plans = [(i, gap, candidate_params(p, k))  # one row per candidate
+                 for i, p in enumerate(params) for k, gap in enumerate(self.candidate_gaps(p))]
+        layouts = [self.layout(requests[i], p, gap) for i, gap, p in plans]
+        fills = self.decode_fills(layouts, [p for _, _, p in plans])
+        chosen = []
+        for i, segments in enumerate(requests):
+            rows = [r for r, plan in enumerate(plans) if plan[0] == i]
+            if len(rows) > 1:
+                scores = self.causal_logprobs([joined(segments, fills[r].fills) for r in rows])
+                rows = [rows[max(range(len(rows)), key=scores.__getitem__)]]
+            chosen.append(fills[rows[0]])
+        return chosen
+
+    def decode_fills(self, layouts: list, params: list[SamplingParams]) -> list[InfillCompletion]:
+        """Prefill every layout's context once (bidirectional), then decode all gaps together."""
         ids, padding = pad_batch([lay.ids for lay in layouts], self.pad_id, self.device)
         positions = torch.zeros_like(ids)
         for row, lay in enumerate(layouts):
@@ -178,7 +197,32 @@ class Engine:
             pass
         return [self.collect_fills(row, lay, spans) for row, lay in enumerate(layouts)]
 
-    def layout(self, segments: list[str], params: SamplingParams):
+    def causal_logprobs(self, texts: list[str]) -> list[float]:
+        """Summed log-probability of each text read left to right after the anchor."""
+        seqs = [[self.anchor_id] + self.tokens(t) for t in texts]
+        ids, padding = pad_batch(seqs, self.pad_id, self.device)
+        hidden = hidden_states(self.model, ids, roles_for_mode(AttentionMode.CAUSAL, padding),
+                               positions_from_padding(padding))  # (B, T, H)
+        scores = []
+        for row, seq in enumerate(seqs):
+            logprobs = torch.log_softmax(logits(self.model, hidden[row, : len(seq) - 1]), dim=-1)  # (T-1, V)
+            scores.append(float(logprobs.gather(1, torch.tensor(seq[1:], device=self.device)[:, None]).sum()))
+        return scores
+
+    def candidate_gaps(self, params: SamplingParams) -> list[int]:
+        """Gap lengths to try: one for best_of 1, else best_of lengths spread geometrically over
+        the trained range (the adapter reads the gap's length as the fill's length)."""
+        if params.best_of < 1:
+            raise InvalidInputError(f"best_of must be at least 1, got {params.best_of}")
+        widest = self.gap_positions(params)
+        if params.best_of == 1 or self.config.gap_positions is not None:
+            return [widest] * params.best_of
+        low = min(self.gap_range[0], widest)
+        ratio = (widest / low) ** (1 / (params.best_of - 1))
+        gaps = [round(low * ratio**k) for k in range(params.best_of)]
+        return sorted(set(gaps)) if params.temperature <= 0 else gaps  # greedy: one row per length
+
+    def layout(self, segments: list[str], params: SamplingParams, gap: int | None = None):
         if not isinstance(segments, list) or len(segments) < 2:
             raise InvalidInputError("infill needs at least two segments (the text before and after a gap)")
         require_max_tokens(params)
@@ -186,7 +230,8 @@ class Engine:
         segment_ids = [self.tokens(text) for text, _ in stripped]
         if not any(segment_ids):
             raise InvalidInputError("every segment is empty: give some text around the gap")
-        lay = infill_layout(self.anchor_id, self.tokenizer.eos_token_id, segment_ids, [n for _, n in stripped], self.gap_positions(params))
+        gap = self.gap_positions(params) if gap is None else gap
+        lay = infill_layout(self.anchor_id, self.tokenizer.eos_token_id, segment_ids, [n for _, n in stripped], gap)
         self.check_length(len(lay.ids) + params.max_tokens * len(lay.gap_starts),
                           "the context plus max_tokens per gap", "lower max_tokens")
         return lay
@@ -268,6 +313,16 @@ def require_texts(texts) -> None:
 def require_max_tokens(params: SamplingParams) -> None:
     if params.max_tokens < 1:
         raise InvalidInputError(f"max_tokens must be at least 1, got {params.max_tokens}")
+
+
+def candidate_params(params: SamplingParams, k: int) -> SamplingParams:
+    """Candidate k of a seeded request draws its own stream (seed + k), reproducibly."""
+    return params if params.seed is None or k == 0 else replace(params, seed=(params.seed + k) % 2**63)
+
+
+def joined(segments: list[str], fills: list[str]) -> str:
+    """s0 f0 s1 f1 ... s_n: the text a fill completes."""
+    return "".join(piece for pair in zip(segments, fills + [""]) for piece in pair)
 
 
 def drop_leading_spaces(text: str, n: int) -> str:

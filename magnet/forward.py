@@ -57,9 +57,11 @@ def pad_batch(seqs: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor,
     return ids.to(device), mask.to(device)
 
 
-def encode_last_token(model, seqs: list[list[int]], pad_id: int, device) -> torch.Tensor:
-    """(B, H) bidirectional last-token outputs: the sentence embedding (paper §3.2.2)."""
+def encode_last_token(model, seqs: list[list[int]], pad_id: int, device,
+                      mode: AttentionMode = AttentionMode.BIDIRECTIONAL) -> torch.Tensor:
+    """(B, H) last-token outputs: the sentence embedding (paper §3.2.2). Bidirectional for an
+    adapted model; causal reads a base model the way it was trained (the paper's base row)."""
     ids, padding = pad_batch(seqs, pad_id, device)  # (B, T)
-    roles = roles_for_mode(AttentionMode.BIDIRECTIONAL, padding)
+    roles = roles_for_mode(mode, padding)
     hidden = hidden_states(model, ids, roles, positions_from_padding(padding))  # (B, T, H)
     return last_token(hidden, padding)

@@ -23,3 +23,15 @@ def load_engine(args: argparse.Namespace):
     from magnet.engine import Engine
 
     return Engine.from_spec(model_spec(args))
+
+
+def load_base_engine(args: argparse.Namespace, adapted=None):
+    """The same base model without its adapter (the 'before' column of a comparison); `adapted`
+    itself when it has no adapter, so a base-only comparison loads one model."""
+    from dataclasses import replace
+
+    from magnet.engine import Engine
+
+    if adapted is not None and adapted.loaded.adapter_path is None:
+        return adapted
+    return Engine.from_spec(replace(model_spec(args), adapter=None))

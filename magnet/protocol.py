@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 MAX_INPUTS = 256  # texts per /v1/embed or /v1/tag request
 MAX_NEW_TOKENS = 4096  # upper bound on max_tokens for infill and generate
 MAX_STOP = 8  # stop strings per request
+MAX_BEST_OF = 16  # infill candidates per request
 
 FinishReason = Literal["stop", "length"]
 
@@ -167,7 +168,8 @@ class SamplingControls(BaseModel):
 
     def controls(self) -> dict:
         """The controls that were given, as SamplingParams fields (top_k -1 means all: 0)."""
-        given = {k: getattr(self, k) for k in SamplingControls.model_fields if getattr(self, k) is not None}
+        names = [*SamplingControls.model_fields, "best_of"]
+        given = {k: getattr(self, k) for k in names if getattr(self, k, None) is not None}
         if given.get("top_k") == -1:
             given["top_k"] = 0
         return given
@@ -197,6 +199,9 @@ class InfillRequest(SamplingFields):
     prefix: str | None = None
     suffix: str | None = None
     segments: list[str] | None = Field(None, description="s0, s1, ... : fills every gap between them")
+    best_of: int | None = Field(None, ge=1, le=MAX_BEST_OF,
+                                description="fill n ways (n gap lengths), return the fill under which the "
+                                            "whole text is likeliest read left to right")
 
     @model_validator(mode="after")
     def check_shape(self) -> "InfillRequest":

@@ -18,6 +18,7 @@ class SamplingParams:
     presence_penalty: float = 0.0  # subtracted once for a token already in the output
     seed: int | None = None
     stop: tuple[str, ...] = ()
+    best_of: int = 1  # infill: fill n ways (each a different gap length), keep the likeliest whole text
 
 
 # /v1/infill's defaults: greedy fills must not loop ("hold hold hold", a sentence twice).

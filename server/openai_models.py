@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from magnet.protocol import (MAX_INPUTS, MAX_NEW_TOKENS, MAX_STOP, Backends, SamplingControls, Usage, as_list,
+from magnet.protocol import (MAX_BEST_OF, MAX_INPUTS, MAX_NEW_TOKENS, MAX_STOP, Backends, SamplingControls, Usage, as_list,
                              check_texts)
 
 
@@ -67,6 +67,7 @@ class CompletionsRequest(OpenAIRequest, SamplingControls):
     top_p: float = Field(1.0, gt=0.0, le=1.0, allow_inf_nan=False)
     seed: int | None = Field(None, ge=0, lt=2**63)
     logit_bias: dict[str, float] | None = None
+    best_of: int | None = Field(None, ge=1, le=MAX_BEST_OF, description="with suffix: infill candidates")
     stop: str | list[str] | None = None
     stream: bool = False
     n: int = Field(1, ge=1, le=1, description="one choice per prompt")
@@ -81,6 +82,12 @@ class CompletionsRequest(OpenAIRequest, SamplingControls):
         if len(as_list(value)) > MAX_INPUTS:
             raise ValueError(f"send at most {MAX_INPUTS} prompts")
         return value
+
+    @model_validator(mode="after")
+    def best_of_needs_suffix(self):
+        if (self.best_of or 1) > 1 and self.suffix is None:
+            raise ValueError("best_of applies to infill (a request with suffix): omit it or send a suffix")
+        return self
 
     @field_validator("logit_bias")
     @classmethod

@@ -206,3 +206,27 @@ def test_bad_generation_parameters_are_refused(tiny_engine):
         tiny_engine.infill(["only one"], SamplingParams())
     with pytest.raises(InputTooLongError, match="lower max_tokens"):
         tiny_engine.generate("Hi", SamplingParams(max_tokens=10**6))
+
+
+def test_best_of_keeps_the_candidate_whose_whole_text_is_likeliest(tiny_engine):
+    from magnet.engine import candidate_params, joined
+
+    segments = ["The cat sat on the", " mat and slept all day."]
+    params = SamplingParams(max_tokens=6, best_of=3, temperature=1.0, seed=0)
+    gaps = tiny_engine.candidate_gaps(params)
+    assert gaps == [1, 2, 6]  # spread over (1, max_tokens) when no manifest says otherwise
+    alone = [tiny_engine.decode_fills([tiny_engine.layout(segments, params, g)], [candidate_params(params, k)])[0]
+             for k, g in enumerate(gaps)]
+    scores = tiny_engine.causal_logprobs([joined(segments, c.fills) for c in alone])
+    best = alone[max(range(len(alone)), key=scores.__getitem__)]
+    assert tiny_engine.infill(segments, params).fills == best.fills
+    assert len({tuple(c.fills) for c in alone}) > 1, "the gap length must change the fill"
+
+
+def test_causal_logprobs_are_the_models_own_left_to_right_scores(tiny_engine):
+    text = "Paris is lovely."
+    ids = [tiny_engine.anchor_id] + tiny_engine.tokens(text)
+    out = tiny_engine.model(input_ids=torch.tensor([ids])).logits[0, :-1].float().log_softmax(-1)
+    want = float(out.gather(1, torch.tensor(ids[1:])[:, None]).sum())
+    got = tiny_engine.causal_logprobs([text, "A longer second text to pad the batch with."])[0]
+    assert got == pytest.approx(want, abs=1e-3)

@@ -10,6 +10,7 @@ import time
 import torch
 
 from magnet.datasets import read_stsb
+from magnet.masks import AttentionMode
 
 
 def spearman(x: torch.Tensor, y: torch.Tensor) -> float:
@@ -34,10 +35,12 @@ def pearson(x: torch.Tensor, y: torch.Tensor) -> float:
     return float((x @ y) / (x.norm() * y.norm()))
 
 
-def stsb_spearman(engine, rows: list[tuple[str, str, float]], instruction: str | None = None) -> float:
-    """x100 Spearman of cos(embed(s1), embed(s2)) against the scores."""
-    left = engine.embed([a for a, _, _ in rows], instruction=instruction, truncate=True).embeddings
-    right = engine.embed([b for _, b, _ in rows], instruction=instruction, truncate=True).embeddings
+def stsb_spearman(engine, rows: list[tuple[str, str, float]], instruction: str | None = None,
+                  mode: AttentionMode = AttentionMode.BIDIRECTIONAL) -> float:
+    """x100 Spearman of cos(embed(s1), embed(s2)) against the scores; `mode` is the attention
+    the embeddings are read with (causal: a base model's own way)."""
+    left = engine.embed([a for a, _, _ in rows], instruction=instruction, truncate=True, mode=mode).embeddings
+    right = engine.embed([b for _, b, _ in rows], instruction=instruction, truncate=True, mode=mode).embeddings
     cosine = (left * right).sum(dim=-1)  # embeddings are normalized
     return 100 * spearman(cosine, torch.tensor([s for _, _, s in rows]))
 

@@ -1,0 +1,105 @@
+"""A cloze check: can the model fill a gap that only the words after it decide?
+
+Each item (cloze_items.json) is a short text with one `___` gap whose answer the text
+before it leaves open ("Today is ___, so tomorrow will be Saturday.") and a set of accepted
+answers. A fill hits when its first word, lowercased and stripped of punctuation, is one of
+them. Three readers of the same items:
+
+    infill       the model's greedy hybrid fill, seeing both sides of the gap
+    left guess   the greedy causal continuation of the text before the gap alone: what a
+                 left-to-right model can know (the base model's is the bar to beat)
+
+    magnet eval cloze [--adapter DIR]    # the adapted model's infill and left guess, and the base's
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import string
+from dataclasses import dataclass
+from pathlib import Path
+
+from magnet.evaluation.generations import continuations, infills
+from magnet.evaluation.sizes import FULL
+
+ITEMS_FILE = Path(__file__).with_name("cloze_items.json")
+GAP = "___"
+
+
+@dataclass(frozen=True)
+class ClozeItem:
+    text: str  # with one GAP
+    answers: tuple[str, ...]  # accepted first words, normalized
+    kind: str = ""
+
+    @property
+    def prefix(self) -> str:
+        return self.text.split(GAP)[0]
+
+    @property
+    def suffix(self) -> str:
+        return self.text.split(GAP)[1]
+
+
+def load_items(path: Path = ITEMS_FILE) -> list[ClozeItem]:
+    items = []
+    for raw in json.loads(Path(path).read_text(encoding="utf-8")):
+        if raw["text"].count(GAP) != 1 or raw["text"].startswith(GAP):
+            raise ValueError(f"{path}: {raw['text']!r} needs one {GAP} gap with text before it")
+        items.append(ClozeItem(raw["text"], tuple(first_word(a) for a in raw["answers"]), raw.get("kind", "")))
+    return items
+
+
+def first_word(text: str) -> str:
+    """'  Friday, so' -> 'friday'; '"B."' -> 'b'; '' -> ''."""
+    words = text.split()
+    return words[0].strip(string.punctuation + "“”‘’").lower() if words else ""
+
+
+def is_hit(fill: str, item: ClozeItem) -> bool:
+    return first_word(fill) in item.answers
+
+
+def hit_rate(fills: list[str], items: list[ClozeItem]) -> float:
+    return sum(is_hit(f, item) for f, item in zip(fills, items)) / max(len(items), 1)
+
+
+def infill_hit_rate(engine, items: list[ClozeItem], max_tokens: int, use_cache: bool = True) -> float:
+    return hit_rate(infills(engine, [(i.prefix, i.suffix) for i in items], max_tokens, use_cache), items)
+
+
+def left_guess_hit_rate(engine, items: list[ClozeItem], max_tokens: int, use_cache: bool = True) -> float:
+    """The continuation of the prefix (its trailing space dropped: the model writes ' Friday')."""
+    return hit_rate(continuations(engine, [i.prefix.rstrip() for i in items], max_tokens, use_cache), items)
+
+
+def cloze_scores(base, adapted, items: list[ClozeItem], max_tokens: int, use_cache: bool = True) -> dict:
+    return {
+        "items": len(items),
+        "adapted_infill": infill_hit_rate(adapted, items, max_tokens, use_cache),
+        "adapted_left_guess": left_guess_hit_rate(adapted, items, max_tokens, use_cache),
+        "base_left_guess": left_guess_hit_rate(base, items, max_tokens, use_cache),
+    }
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from magnet.model_options import add_model_arguments
+
+    add_model_arguments(parser)
+    parser.add_argument("--items", type=Path, default=ITEMS_FILE, help="cloze items JSON (default: the shipped set)")
+    parser.add_argument("--max-tokens", type=int, default=FULL.fill_tokens, help="tokens per fill or guess")
+    parser.add_argument("--no-cache", action="store_true", help="regenerate instead of reading cached outputs")
+
+
+def run(args: argparse.Namespace) -> int:
+    from magnet.model_options import load_base_engine, load_engine
+
+    if not args.items.is_file():
+        raise SystemExit(f"--items {args.items}: no such file")
+    items = load_items(args.items)
+    adapted = load_engine(args)
+    base = load_base_engine(args, adapted)
+    scores = cloze_scores(base, adapted, items, args.max_tokens, not args.no_cache)
+    print(f"cloze hit rate on {len(items)} items: {adapted.name} infill {scores['adapted_infill']:.1%}, "
+          f"its left guess {scores['adapted_left_guess']:.1%}; {base.name} left guess {scores['base_left_guess']:.1%}")
+    return 0

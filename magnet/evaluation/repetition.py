@@ -1,0 +1,89 @@
+"""Repetition in open-ended greedy generation (paper §4.4, Eq. 6).
+
+    Rep-Sen = 1 - |unique sentences| / |sentences|
+    Rep-4   = 1 - |unique 4-grams| / |4-grams|      (4-grams of whitespace-split words)
+
+Each is computed per generation (the continuation only, not its prefix) and averaged over
+the generations; a generation with no 4-gram (or no sentence) counts as 0, nothing repeated.
+Sentences are split after . ! or ? followed by whitespace. Prefixes, as in the paper: the
+first 5 words of WikiText paragraphs and the first sentence of held-out ROC stories.
+
+    magnet eval repetition [--wikitext FILE] [--roc FILE] [--prefixes 32] [--max-tokens 80]
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import time
+
+from magnet.datasets import read_paragraphs
+from magnet.evaluation.generations import continuations
+from magnet.evaluation.infill import heldout_stories
+from magnet.evaluation.sizes import FULL, HELDOUT_STORIES, spread
+
+PREFIX_WORDS = 5  # WikiText prefixes (paper)
+NGRAM = 4
+SENTENCE_BREAK = re.compile(r"(?<=[.!?])\s+")
+
+
+def split_sentences(text: str) -> list[str]:
+    return [s for s in (part.strip() for part in SENTENCE_BREAK.split(text.strip())) if s]
+
+
+def rep_sen(text: str) -> float:
+    sentences = split_sentences(text)
+    return 1.0 - len(set(sentences)) / len(sentences) if sentences else 0.0
+
+
+def rep_n(text: str, n: int = NGRAM) -> float:
+    words = text.split()
+    grams = [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
+    return 1.0 - len(set(grams)) / len(grams) if grams else 0.0
+
+
+def repetition_scores(texts: list[str]) -> dict[str, float]:
+    """Mean per-generation Rep-Sen and Rep-4."""
+    n = max(len(texts), 1)
+    return {"rep_sen": sum(map(rep_sen, texts)) / n, "rep_4": sum(rep_n(t) for t in texts) / n}
+
+
+def wikitext_prefixes(path, n: int) -> list[str]:
+    """The first PREFIX_WORDS words of n spread paragraphs of more than twice that many words
+    (so the paragraph goes on after the prefix: no captions or one-line lists)."""
+    paragraphs = [p.split() for p in read_paragraphs(path)]
+    return [" ".join(words[:PREFIX_WORDS]) for words in spread([w for w in paragraphs if len(w) > 2 * PREFIX_WORDS], n)]
+
+
+def roc_prefixes(path, n: int) -> list[str]:
+    """The first sentence of n spread stories among those training holds out."""
+    return [story[0] for story in spread(heldout_stories(path, HELDOUT_STORIES), n)]
+
+
+def generation_repetition(engine, prefixes: list[str], max_tokens: int, use_cache: bool = True) -> dict[str, float]:
+    return repetition_scores(continuations(engine, prefixes, max_tokens, use_cache))
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from magnet.evaluation.data_files import add_data_arguments
+    from magnet.model_options import add_model_arguments
+
+    add_model_arguments(parser)
+    add_data_arguments(parser, "--wikitext", "--roc")
+    parser.add_argument("--prefixes", type=int, default=FULL.wikitext_prefixes, help="prefixes per data set")
+    parser.add_argument("--max-tokens", type=int, default=FULL.continuation_tokens, help="tokens per generation")
+    parser.add_argument("--no-cache", action="store_true", help="regenerate instead of reading cached generations")
+
+
+def run(args: argparse.Namespace) -> int:
+    from magnet.evaluation.data_files import data_files
+    from magnet.model_options import load_engine
+
+    paths = data_files(args, "--wikitext", "--roc")
+    engine = load_engine(args)
+    for name, prefixes in (("WikiText", wikitext_prefixes(paths["--wikitext"], args.prefixes)),
+                           ("ROC", roc_prefixes(paths["--roc"], args.prefixes))):
+        started = time.perf_counter()
+        scores = generation_repetition(engine, prefixes, args.max_tokens, not args.no_cache)
+        print(f"{engine.name}\t{name} prefixes: Rep-Sen {scores['rep_sen']:.4f} Rep-4 {scores['rep_4']:.4f}\t"
+              f"({len(prefixes)} generations of <= {args.max_tokens} tokens, {time.perf_counter() - started:.0f} s)")
+    return 0
