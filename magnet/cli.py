@@ -16,7 +16,7 @@ COMMANDS = {
     "serve": ("magnet.server.cli", "start the HTTP service"),
     "train": ("magnet.training.cli", "adapt a causal LM with MAGNET's three objectives (LoRA)"),
     "train-tagger": ("magnet.training.tagger_cli", "train NER/POS/chunk heads on frozen word vectors"),
-    "eval": ("magnet.evaluation.cli", "evaluate the loaded model (sts, infill, tagging)"),
+    "eval": ("magnet.evaluation.cli", "evaluate the loaded model (sts, infill, tagging, wikitext, repetition, cloze, paper)"),
 }
 
 

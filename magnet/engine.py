@@ -23,7 +23,7 @@ from magnet.loading import LoadedModel, ModelSpec, load_model
 from magnet.manifest import DEFAULT_INSTRUCTION
 from magnet.masks import AttentionMode, positions_from_padding, roles_for_mode
 from magnet.pooling import shifted_token_states, word_means, word_membership
-from magnet.sampling import Completion, InfillCompletion, SamplingParams, StreamChunk
+from magnet.sampling import INFILL_DEFAULTS, Completion, InfillCompletion, SamplingParams, StreamChunk
 
 
 @dataclass(frozen=True)
@@ -154,7 +154,7 @@ class Engine:
 
     # ---- hybrid: infill -----------------------------------------------------
 
-    def infill(self, segments: list[str], params: SamplingParams = SamplingParams()) -> InfillCompletion:
+    def infill(self, segments: list[str], params: SamplingParams = INFILL_DEFAULTS) -> InfillCompletion:
         """Fill each gap between consecutive segments (prefix, suffix = 2 segments)."""
         return self.infill_batch([segments], [params])[0]
 

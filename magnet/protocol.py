@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
 
 MAX_INPUTS = 256  # texts per /v1/embed or /v1/tag request
 MAX_NEW_TOKENS = 4096  # upper bound on max_tokens for infill and generate
@@ -19,7 +19,34 @@ MAX_BEST_OF = 16  # infill candidates per request
 FinishReason = Literal["stop", "length"]
 
 
-class Request(BaseModel):
+def lone_surrogate_at(value, where: str) -> str | None:
+    """The path of the first string holding a lone UTF-16 surrogate (JSON's "\\ud800"), or None:
+    no tokenizer can encode one, so it is the caller's error, not the server's."""
+    if isinstance(value, str):
+        return where if any("\ud800" <= ch <= "\udfff" for ch in value) else None
+    if isinstance(value, (list, tuple)):
+        items = enumerate(value)
+    elif isinstance(value, dict):
+        items = value.items()
+    else:
+        return None
+    return next((found for k, v in items if (found := lone_surrogate_at(v, f"{where}[{k}]"))), None)
+
+
+class TextChecked(BaseModel):
+    """Every request body: no string field may hold a lone surrogate."""
+
+    @model_validator(mode="after")
+    def refuse_lone_surrogates(self):
+        for name in type(self).model_fields:
+            where = lone_surrogate_at(getattr(self, name), name)
+            if where:
+                raise ValueError(f"{where} holds a lone surrogate (an unpaired \\ud800-\\udfff escape): "
+                                 "send valid Unicode text")
+        return self
+
+
+class Request(TextChecked):
     """Native requests reject unknown fields, so a typo is a 422, not a silent default."""
 
     model_config = ConfigDict(extra="forbid")
@@ -83,8 +110,8 @@ def as_list(value: str | list[str]) -> list[str]:
 class EmbedRequest(Request):
     input: str | list[str] = Field(description="one text or a list of texts")
     instruction: str | None = Field(None, description="null = the adapter's instruction")
-    normalize: bool = True
-    truncate: bool = Field(False, description="cut inputs to the token limit instead of a 422")
+    normalize: StrictBool = True
+    truncate: StrictBool = Field(False, description="cut inputs to the token limit instead of a 422")
 
     @field_validator("input")
     @classmethod
@@ -231,7 +258,7 @@ class InfillResponse(BaseModel):
 
 class GenerateRequest(SamplingFields):
     prompt: str = Field(min_length=1)
-    stream: bool = False
+    stream: StrictBool = False
 
 
 class GenerateResponse(BaseModel):

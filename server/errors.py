@@ -24,6 +24,7 @@ from magnet.errors import (
 )
 from magnet.protocol import describe_errors
 
+UNREADABLE_BODY = "There was an error parsing the body"
 HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: PayloadTooLargeError.code}
 
 
@@ -51,6 +52,9 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(HTTPException)
     async def on_http_error(_request: Request, exc: HTTPException) -> JSONResponse:
+        if exc.status_code == 400 and exc.detail == UNREADABLE_BODY:  # FastAPI's word for bad UTF-8
+            return error_response(422, InvalidInputError.code,
+                                  "the request body could not be read: send JSON encoded as UTF-8")
         code = HTTP_CODES.get(exc.status_code, "http_error")
         return error_response(exc.status_code, code, str(exc.detail), getattr(exc, "headers", None))
 

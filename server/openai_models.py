@@ -7,13 +7,13 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
 
-from magnet.protocol import (MAX_BEST_OF, MAX_INPUTS, MAX_NEW_TOKENS, MAX_STOP, Backends, SamplingControls, Usage, as_list,
-                             check_texts)
+from magnet.protocol import (MAX_BEST_OF, MAX_INPUTS, MAX_NEW_TOKENS, MAX_STOP, Backends, SamplingControls, TextChecked, Usage,
+                             as_list, check_texts)
 
 
-class OpenAIRequest(BaseModel):
+class OpenAIRequest(TextChecked):
     model_config = ConfigDict(extra="ignore")
 
     model: str | None = None  # one model per server: any name is accepted
@@ -69,9 +69,9 @@ class CompletionsRequest(OpenAIRequest, SamplingControls):
     logit_bias: dict[str, float] | None = None
     best_of: int | None = Field(None, ge=1, le=MAX_BEST_OF, description="with suffix: infill candidates")
     stop: str | list[str] | None = None
-    stream: bool = False
+    stream: StrictBool = False
     n: int = Field(1, ge=1, le=1, description="one choice per prompt")
-    echo: bool = False
+    echo: StrictBool = False
     logprobs: int | None = None
     user: str | None = None
 

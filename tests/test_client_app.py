@@ -1,6 +1,8 @@
 """The typed clients against the real app: async in-process (ASGI), sync on a loopback port."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import httpx
 import pytest
 
@@ -13,7 +15,7 @@ from magnet.client import (
     UnknownTaskError,
 )
 from magnet.protocol import EmbedResponse, InfillResponse
-from magnet.sampling import SamplingParams
+from magnet.sampling import INFILL_DEFAULTS, SamplingParams
 from magnet.server.app import create_app
 from magnet.server.settings import Settings
 from magnet.server.testing import running_app, serve_on_loopback
@@ -37,7 +39,7 @@ async def client(tiny_engine):
 async def test_async_client_covers_every_method(client, tiny_engine):
     embedded = await client.embed(["a fox", "a dog"])
     assert isinstance(embedded, EmbedResponse) and len(embedded.embeddings) == 2
-    params = SamplingParams(max_tokens=5)
+    params = replace(INFILL_DEFAULTS, max_tokens=5)
     fill = await client.infill("The quick ", " the lazy dog.", max_tokens=5)
     assert fill == tiny_engine.infill(["The quick ", " the lazy dog."], params).text
     fills = await client.infill(segments=["A ", " b ", " c."], max_tokens=3)
@@ -76,7 +78,7 @@ async def test_a_wrong_key_is_unauthorized(tiny_engine):
 def test_sync_client_on_loopback(tiny_engine):
     with serve_on_loopback(tiny_app(tiny_engine)) as url, MagnetClient(url, retry=Retry(attempts=0)) as magnet:
         assert magnet.infill("The quick ", " the lazy dog.", max_tokens=4) == tiny_engine.infill(
-            ["The quick ", " the lazy dog."], SamplingParams(max_tokens=4)).text
+            ["The quick ", " the lazy dog."], replace(INFILL_DEFAULTS, max_tokens=4)).text
         assert len(magnet.embed("a fox").embeddings[0]) == tiny_engine.model.config.hidden_size
         stream = magnet.generate_stream("The quick brown", max_tokens=50)
         first = next(stream)

@@ -44,14 +44,16 @@ def test_embeddings_float_and_base64_match_the_engine(sync_openai, tiny_engine):
 
 
 def test_completions_generate_and_suffix_infills(sync_openai, tiny_engine):
-    from magnet.sampling import SamplingParams
+    from dataclasses import replace
+
+    from magnet.sampling import INFILL_DEFAULTS, SamplingParams
 
     params = SamplingParams(max_tokens=6)
     plain = sync_openai.completions.create(model="m", prompt="The quick brown", max_tokens=6, temperature=0)
     assert plain.choices[0].text == tiny_engine.generate("The quick brown", params).text
     filled = sync_openai.completions.create(model="m", prompt="The quick ", suffix=" the lazy dog.",
                                             max_tokens=6, temperature=0)
-    want = tiny_engine.infill(["The quick ", " the lazy dog."], params)
+    want = tiny_engine.infill(["The quick ", " the lazy dog."], replace(INFILL_DEFAULTS, max_tokens=6))
     assert filled.choices[0].text == want.text and filled.usage.completion_tokens == want.completion_tokens
 
 

@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import asyncio
 import math
+from dataclasses import replace
 
 import pytest
 
-from magnet.sampling import SamplingParams
+from magnet.sampling import INFILL_DEFAULTS, SamplingParams
 from magnet.server.app import create_app
 from magnet.server.settings import Settings
 from magnet.server.testing import running_app
@@ -91,7 +92,8 @@ async def test_a_body_that_is_not_json_is_422(client):
 async def test_infill_prefix_suffix_matches_the_engine(client, tiny_engine):
     request = {"prefix": "The quick brown ", "suffix": " over the lazy dog.", "max_tokens": 6}
     body = (await client.post("/v1/infill", json=request)).json()
-    want = tiny_engine.infill(["The quick brown ", " over the lazy dog."], SamplingParams(max_tokens=6))
+    # the route's defaults are INFILL_DEFAULTS (a penalty against loops)
+    want = tiny_engine.infill(["The quick brown ", " over the lazy dog."], replace(INFILL_DEFAULTS, max_tokens=6))
     assert body["text"] == want.text and body["fills"] == [want.text]
     assert body["finish_reason"] == want.finish_reason
     assert body["usage"] == {"prompt_tokens": want.prompt_tokens, "completion_tokens": want.completion_tokens,

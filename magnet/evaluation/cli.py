@@ -12,6 +12,10 @@ BENCHMARKS = {
     "tagging": ("magnet.evaluation.tagging", "POS accuracy, NER and chunk F1 on a CoNLL-2003 file"),
     "sts": ("magnet.evaluation.sts", "STS-B Spearman of embedding cosine against the gold scores"),
     "infill": ("magnet.evaluation.infill", "ROC Stories middle-sentence perplexity (hybrid, or --causal)"),
+    "wikitext": ("magnet.evaluation.wikitext", "WikiText-2 valid perplexity, left to right"),
+    "repetition": ("magnet.evaluation.repetition", "Rep-Sen and Rep-4 of greedy generations (paper Eq. 6)"),
+    "cloze": ("magnet.evaluation.cloze", "hit rate of infills that only the text after the gap decides"),
+    "paper": ("magnet.evaluation.paper", "the MAGNET paper's table: base vs adapted on every benchmark above"),
 }
 
 
