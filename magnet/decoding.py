@@ -12,10 +12,11 @@ the context:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 
+from magnet.errors import Stopped
 from magnet.forward import hidden_states, logits
 from magnet.masks import PAD
 from magnet.sampler import sample
@@ -97,8 +98,10 @@ def decode_spans(
     cached_positions: torch.Tensor,  # (B, Tc)
     first_logits: list[torch.Tensor],  # per span: (V,) logits that predict its first token
     spans: list[Span],
+    should_stop: Callable[[], bool] | None = None,
 ) -> Iterator[list[tuple[int, int]]]:
-    """Decode every span to its end; yield [(span index, kept token)] after each step."""
+    """Decode every span to its end; yield [(span index, kept token)] after each step.
+    Raises Stopped when `should_stop()` turns true (the caller has gone)."""
     batch = cached_roles.shape[0]
     width = max(sum(1 for s in spans if s.row == b) for b in range(batch))  # G
     slot = slots_by_row(spans, batch)
@@ -107,6 +110,8 @@ def decode_spans(
     device = cached_roles.device
     step_logits = dict(enumerate(first_logits))
     while True:
+        if should_stop is not None and should_stop():
+            raise Stopped("the caller left")
         fed: dict[int, int] = {}
         events = []
         for i, span in enumerate(spans):

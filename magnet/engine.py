@@ -11,7 +11,7 @@ Synchronous and thread-confined: the server calls it from one worker thread.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 
@@ -154,19 +154,21 @@ class Engine:
 
     # ---- hybrid: infill -----------------------------------------------------
 
-    def infill(self, segments: list[str], params: SamplingParams = INFILL_DEFAULTS) -> InfillCompletion:
+    def infill(self, segments: list[str], params: SamplingParams = INFILL_DEFAULTS,
+               should_stop: Callable[[], bool] | None = None) -> InfillCompletion:
         """Fill each gap between consecutive segments (prefix, suffix = 2 segments)."""
-        return self.infill_batch([segments], [params])[0]
+        return self.infill_batch([segments], [params], should_stop)[0]
 
     @torch.inference_mode()
-    def infill_batch(self, requests: list[list[str]], params: list[SamplingParams]) -> list[InfillCompletion]:
+    def infill_batch(self, requests: list[list[str]], params: list[SamplingParams],
+                     should_stop: Callable[[], bool] | None = None) -> list[InfillCompletion]:
         """Every candidate of every request decoded in one batch; best_of > 1 keeps, per request,
         the candidate under which the whole text is likeliest read left to right (causal mode):
         the same weights checking the hybrid guess."""
         plans = [(i, gap, candidate_params(p, k))  # one row per candidate
                  for i, p in enumerate(params) for k, gap in enumerate(self.candidate_gaps(p))]
         layouts = [self.layout(requests[i], p, gap) for i, gap, p in plans]
-        fills = self.decode_fills(layouts, [p for _, _, p in plans])
+        fills = self.decode_fills(layouts, [p for _, _, p in plans], should_stop)
         chosen = []
         for i, segments in enumerate(requests):
             rows = [r for r, plan in enumerate(plans) if plan[0] == i]
@@ -176,7 +178,8 @@ class Engine:
             chosen.append(fills[rows[0]])
         return chosen
 
-    def decode_fills(self, layouts: list, params: list[SamplingParams]) -> list[InfillCompletion]:
+    def decode_fills(self, layouts: list, params: list[SamplingParams],
+                     should_stop: Callable[[], bool] | None = None) -> list[InfillCompletion]:
         """Prefill every layout's context once (bidirectional), then decode all gaps together."""
         ids, padding = pad_batch([lay.ids for lay in layouts], self.pad_id, self.device)
         positions = torch.zeros_like(ids)
@@ -193,7 +196,7 @@ class Engine:
                                   self.config.min_fill_tokens, self.config.end_threshold, lay.ids[1:-1]))
                 first.append(hidden[row, lay.predictors[k]])
         first_logits = list(logits(self.model, torch.stack(first)))
-        for _ in decode_spans(self.model, self.tokenizer, cache, roles, positions, first_logits, spans):
+        for _ in decode_spans(self.model, self.tokenizer, cache, roles, positions, first_logits, spans, should_stop):
             pass
         return [self.collect_fills(row, lay, spans) for row, lay in enumerate(layouts)]
 

@@ -31,6 +31,13 @@ class UnknownTaskError(InvalidInputError):
     code = "unknown_task"
 
 
+class UnknownModelError(MagnetError):
+    """The request's `model` is not one this server serves (the message lists those it does)."""
+
+    status = 404
+    code = "model_not_found"
+
+
 class UnauthorizedError(MagnetError):
     status = 401
     code = "unauthorized"
@@ -64,8 +71,12 @@ class NotReadyError(MagnetError):
     code = "not_ready"
 
 
+class Stopped(Exception):
+    """Work stopped because its caller left (not an error anyone is told about)."""
+
+
 ERRORS_BY_CODE: dict[str, type[MagnetError]] = {
     cls.code: cls
-    for cls in (MagnetError, InvalidInputError, InputTooLongError, UnknownTaskError,
+    for cls in (MagnetError, InvalidInputError, InputTooLongError, UnknownTaskError, UnknownModelError,
                 UnauthorizedError, PayloadTooLargeError, OverloadedError, BackendError, NotReadyError)
 }

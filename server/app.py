@@ -18,12 +18,16 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 
 import magnet
+from magnet.server.chat_routes import chat_api
 from magnet.server.errors import install_error_handlers
-from magnet.server.middleware import BodyLimit, RequestMetrics
+from magnet.server.auth import ApiKeyAuth, read_api_key
+from magnet.server.middleware import BodyLimit, RequestId, RequestMetrics
 from magnet.server.openai_routes import openai_api
 from magnet.server.routes import api, probes
+from magnet.server.score_routes import score_api
 from magnet.server.service import Service
 from magnet.server.settings import Settings
+from magnet.server.token_routes import token_api
 
 log = logging.getLogger(__name__)
 
@@ -49,11 +53,18 @@ def create_app(settings: Settings | None = None, engine=None, tagger=None) -> Fa
     )
     app.state.service = service
     app.include_router(api, tags=["magnet"])
+    app.include_router(score_api)
     app.include_router(openai_api)
+    app.include_router(chat_api)
+    app.include_router(token_api)
     app.include_router(probes, tags=["probes"])
+    app.router.redirect_slashes = False  # POST /v1/embed/ is a 404, not a 307 that skips the checks
     install_error_handlers(app)
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
-    app.add_middleware(RequestMetrics)  # outermost: counts 413s too
+    # Outermost last: request id -> metrics -> API key (before any body is read) -> body limits.
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, timeout_s=settings.body_timeout_s)
+    app.add_middleware(ApiKeyAuth, api_key=read_api_key(settings.api_key, settings.api_key_file))
+    app.add_middleware(RequestMetrics)  # counts 401s and 413s too
+    app.add_middleware(RequestId)
     return app
 
 

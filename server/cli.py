@@ -19,7 +19,12 @@ FLAGS = {  # flag -> (settings field, type, help)
     "--max-length": ("max_length", int, "token limit per input (default 2048)"),
     "--host": ("host", str, "bind address (default 127.0.0.1; 0.0.0.0 in containers)"),
     "--port": ("port", int, "port (default 8000)"),
-    "--api-key": ("api_key", str, "require 'Authorization: Bearer KEY' on /v1/*"),
+    "--api-key": ("api_key", str, "require 'Authorization: Bearer KEY' (visible in ps: prefer --api-key-file)"),
+    "--api-key-file": ("api_key_file", str, "read the API key from this file"),
+    "--body-timeout-s": ("body_timeout_s", float, "seconds to receive a request body (408 after; default 30)"),
+    "--graceful-shutdown-s": ("graceful_shutdown_s", float, "on SIGTERM, seconds for in-flight requests (30)"),
+    "--max-request-tokens": ("max_request_tokens", int, "input tokens per request (413 above; default 65536)"),
+    "--max-queued-tokens": ("max_queued_tokens", int, "input tokens waiting before 429 (default 262144)"),
     "--max-body-bytes": ("max_body_bytes", int, "request body limit (413 above)"),
     "--max-batch-tokens": ("max_batch_tokens", int, "token budget of one embed/tag batch (default 8192)"),
     "--max-wait-ms": ("max_wait_ms", float, "how long a batch waits for more requests (default 5)"),
@@ -48,5 +53,6 @@ def run(args: argparse.Namespace) -> int:
     app = create_app(settings)
     # uvicorn handles SIGTERM: stop accepting, let in-flight requests finish, then the
     # app's lifespan drains the model queue.
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info", timeout_graceful_shutdown=None)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info",
+                timeout_graceful_shutdown=settings.graceful_shutdown_s)
     return 0

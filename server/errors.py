@@ -11,7 +11,7 @@ import math
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 
 from magnet.errors import (
@@ -23,9 +23,10 @@ from magnet.errors import (
     UnauthorizedError,
 )
 from magnet.protocol import describe_errors
+from magnet.server.disconnect import CLIENT_CLOSED, ClientGone
 
 UNREADABLE_BODY = "There was an error parsing the body"
-HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: PayloadTooLargeError.code}
+HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 408: "request_timeout", 413: PayloadTooLargeError.code}
 
 
 def error_response(status: int, code: str, message: str, headers: dict | None = None) -> JSONResponse:
@@ -57,6 +58,10 @@ def install_error_handlers(app: FastAPI) -> None:
                                   "the request body could not be read: send JSON encoded as UTF-8")
         code = HTTP_CODES.get(exc.status_code, "http_error")
         return error_response(exc.status_code, code, str(exc.detail), getattr(exc, "headers", None))
+
+    @app.exception_handler(ClientGone)
+    async def on_client_gone(_request: Request, _exc: ClientGone) -> Response:
+        return Response(status_code=CLIENT_CLOSED)  # nobody reads it: for the log and the metrics
 
     @app.exception_handler(Exception)
     async def on_bug(_request: Request, exc: Exception) -> JSONResponse:

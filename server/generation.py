@@ -61,7 +61,12 @@ class TorchGenerateBackend:
             await self.worker.close()
 
     async def generate(self, prompt: str, params: SamplingParams) -> Completion:
-        return await self.worker.call("generate", self.engine.generate, prompt, params)
+        """The stream, gathered: a caller that leaves stops the decode at its next token."""
+        pieces, last = [], None
+        async for chunk in self.stream(prompt, params):
+            pieces.append(chunk.text)
+            last = chunk
+        return Completion("".join(pieces), last.finish_reason, last.prompt_tokens, last.completion_tokens)
 
     def stream(self, prompt: str, params: SamplingParams) -> AsyncIterator[StreamChunk]:
         return self.worker.stream("generate", lambda: self.engine.generate_stream(prompt, params))

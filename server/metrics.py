@@ -29,6 +29,8 @@ PROMPT_TOKENS = Counter("magnet_prompt_tokens", "Input tokens processed", ["kind
 GENERATED_TOKENS = Counter("magnet_generated_tokens", "Tokens generated (infill and generate)", ["kind"])
 QUEUE_DEPTH = Gauge("magnet_queue_depth", "Requests waiting for the model worker")
 IN_FLIGHT = Gauge("magnet_in_flight_requests", "HTTP requests being served")
+CANCELLED = Counter("magnet_cancelled", "Requests whose client left before the answer; their work stopped",
+                    ["kind"])
 REJECTED = Counter("magnet_rejected", "Requests refused because the queue was full", ["kind"])
 MODEL_INFO = Info("magnet_model", "The served model, adapter and backends")
 

@@ -1,7 +1,12 @@
-"""ASGI middleware: the request-body size limit and the per-route request metrics."""
+"""ASGI middleware: request ids, the request-body size and time limits, per-route metrics."""
 from __future__ import annotations
 
+import asyncio
+import contextvars
+import logging
+import re
 import time
+import uuid
 
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -10,12 +15,51 @@ from magnet.server import metrics
 from magnet.server.errors import error_response
 
 
-class BodyLimit:
-    """413 for bodies over `max_bytes`: at once from Content-Length, else while reading."""
+REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("magnet_request_id", default="-")
+REQUEST_ID_PATTERN = re.compile(r"^[\w.:@/+=-]{1,128}$")  # what we echo back: no header injection
+log = logging.getLogger("magnet.access")
 
-    def __init__(self, app: ASGIApp, max_bytes: int):
+
+class RequestId:
+    """X-Request-Id: the caller's (if sane) or a new one, echoed on the response, in the
+    access log line and in `scope["state"]["request_id"]` for the routes' `id` fields."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        given = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
+        request_id = given if REQUEST_ID_PATTERN.match(given) else uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        token = REQUEST_ID.set(request_id)
+        status, started = 500, time.perf_counter()
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            log.info("%s %s %s %d %.1fms", request_id, scope["method"], scope["path"], status,
+                     1000 * (time.perf_counter() - started))
+            REQUEST_ID.reset(token)
+
+
+class BodyLimit:
+    """413 for bodies over `max_bytes`: at once from Content-Length, else while reading;
+    408 for a body that is not fully sent within `timeout_s` (a stalled client must not
+    hold a connection, or shutdown, forever)."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int, timeout_s: float = 30.0):
         self.app = app
         self.max_bytes = max_bytes
+        self.timeout_s = timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -23,11 +67,19 @@ class BodyLimit:
         length = dict(scope["headers"]).get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.max_bytes:
             return await error_response(413, "payload_too_large", self.message(int(length)))(scope, receive, send)
-        received = 0
+        received, complete = 0, False
+        deadline = time.monotonic() + self.timeout_s
 
         async def counted_receive() -> Message:
-            nonlocal received
-            message = await receive()
+            nonlocal received, complete
+            if complete:  # the body is in: later receives wait for a disconnect, untimed
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), max(deadline - time.monotonic(), 0.001))
+            except asyncio.TimeoutError:
+                raise HTTPException(408, f"the request body did not arrive within {self.timeout_s:g} s: "
+                                         "send it whole (or raise MAGNET_BODY_TIMEOUT_S)") from None
+            complete = message["type"] != "http.request" or not message.get("more_body", False)
             received += len(message.get("body", b""))
             if received > self.max_bytes:  # a chunked body with no Content-Length
                 raise HTTPException(413, self.message(received))
@@ -69,6 +121,11 @@ class RequestMetrics:
 
 
 def route_label(scope: Scope) -> str:
-    """The matched route's template (bounded label values), or "unmatched"."""
+    """The matched route's template (bounded label values), or "unmatched". A request refused
+    before routing (413, 401) is matched against the app's routes here."""
     route = scope.get("route")
+    if route is None and scope.get("app") is not None:
+        from starlette.routing import Match
+
+        route = next((r for r in scope["app"].routes if r.matches(scope)[0] is Match.FULL), None)
     return getattr(route, "path", None) or "unmatched"

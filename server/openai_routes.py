@@ -1,6 +1,8 @@
 """OpenAI-compatible routes: the official SDK works with base_url="http://HOST:PORT/v1".
 
-/v1/completions with `suffix` runs infill (the text between prompt and suffix).
+/v1/completions with `suffix` runs infill (the text between prompt and suffix);
+/v1/chat/completions is in server/chat_routes.py. A request's `model` must be
+one of server/model_ids.py's ids, or left out.
 """
 from __future__ import annotations
 
@@ -9,13 +11,13 @@ import struct
 import time
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import replace
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 
-from magnet.protocol import Usage
+from magnet.protocol import ErrorBody, Usage
 from magnet.sampling import INFILL_DEFAULTS, SamplingParams, StreamChunk
-from magnet.server.auth import require_api_key
+from magnet.server.disconnect import unless_client_leaves
+from magnet.server.model_ids import require_known_model, served_ids
 from magnet.server.openai_models import (
     CompletionChoice,
     CompletionsRequest,
@@ -28,15 +30,17 @@ from magnet.server.openai_models import (
 )
 from magnet.server.routes import ERRORS, event_stream, service_of
 
-openai_api = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)], responses=ERRORS, tags=["openai"])
+openai_api = APIRouter(prefix="/v1", responses=ERRORS, tags=["openai"])
 STARTED = int(time.time())
 
 
 @openai_api.post("/embeddings", response_model=EmbeddingsResponse)
 async def embeddings(body: EmbeddingsRequest, request: Request) -> EmbeddingsResponse:
     service = service_of(request)
+    require_known_model(service, body.model)
     texts = [body.input] if isinstance(body.input, str) else body.input
-    result = await service.embed(texts, instruction=None, normalize=True, truncate=False)
+    result = await unless_client_leaves(
+        request, service.embed(texts, instruction=None, normalize=True, truncate=False), "embed")
     encode = as_base64 if body.encoding_format == "base64" else (lambda v: v)
     data = [EmbeddingData(index=i, embedding=encode(v)) for i, v in enumerate(result.vectors)]
     return EmbeddingsResponse(data=data, model=service.model_name, usage=Usage(prompt_tokens=result.prompt_tokens))
@@ -49,9 +53,9 @@ def as_base64(vector: list[float]) -> str:
 @openai_api.post("/completions", response_model=CompletionsResponse)
 async def completions(body: CompletionsRequest, request: Request):
     service = service_of(request)
+    require_known_model(service, body.model)
     defaults = INFILL_DEFAULTS if body.suffix is not None else SamplingParams()
-    params = replace(defaults, max_tokens=body.max_tokens, temperature=body.temperature, top_p=body.top_p,
-                     seed=body.seed, stop=body.stops, **body.controls())
+    params = body.sampling(defaults, body.max_tokens)
     answer_id = f"cmpl-{uuid.uuid4().hex}"
     if body.stream and body.suffix is None and len(body.prompts) == 1:
         chunks = await service.generate_stream(body.prompts[0], params)  # bad input: a 4xx here
@@ -59,9 +63,9 @@ async def completions(body: CompletionsRequest, request: Request):
     choices, usage = [], Usage()
     for index, prompt in enumerate(body.prompts):
         if body.suffix is not None:
-            result = await service.infill([prompt, body.suffix], params)
+            result = await unless_client_leaves(request, service.infill([prompt, body.suffix], params), "infill")
         else:
-            result = await service.generate(prompt, params)
+            result = await unless_client_leaves(request, service.generate(prompt, params), "generate")
         choices.append(CompletionChoice(text=result.text, index=index, finish_reason=result.finish_reason))
         usage = Usage(prompt_tokens=usage.prompt_tokens + result.prompt_tokens,
                       completion_tokens=usage.completion_tokens + result.completion_tokens)
@@ -88,7 +92,18 @@ async def one_event(answer: CompletionsResponse) -> AsyncIterator[str]:
 
 @openai_api.get("/models", response_model=ModelList)
 async def models(request: Request) -> ModelList:
+    return ModelList(data=[model_card(service_of(request))])
+
+
+@openai_api.get("/models/{model_id:path}", response_model=ModelCard, responses={404: {"model": ErrorBody}})
+async def model(model_id: str, request: Request) -> ModelCard:
+    """The served model under any of its ids; another id is a 404 naming the served ones."""
     service = service_of(request)
-    health = service.health()
-    card = ModelCard(id=service.model_name, created=STARTED, backends=health.backends)
-    return ModelList(data=[card])
+    if model_id not in served_ids(service):
+        require_known_model(service, model_id)  # raises the 404
+    return model_card(service)
+
+
+def model_card(service) -> ModelCard:
+    aliases = [i for i in served_ids(service) if i != service.model_name]
+    return ModelCard(id=service.model_name, created=STARTED, aliases=aliases, backends=service.health().backends)

@@ -4,7 +4,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import replace
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
 
 from magnet.errors import MagnetError, NotReadyError
@@ -24,12 +24,12 @@ from magnet.protocol import (
 )
 from magnet.sampling import INFILL_DEFAULTS, SamplingParams, StreamChunk
 from magnet.server import metrics
-from magnet.server.auth import require_api_key
+from magnet.server.disconnect import unless_client_leaves
 from magnet.server.service import Service
 
 ERRORS = {status: {"model": ErrorBody} for status in (401, 413, 422, 429, 500, 503)}
 
-api = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)], responses=ERRORS)
+api = APIRouter(prefix="/v1", responses=ERRORS)
 probes = APIRouter()
 
 
@@ -46,7 +46,8 @@ def sampling_params(body, defaults: SamplingParams = SamplingParams()) -> Sampli
 @api.post("/embed", response_model=EmbedResponse, summary="Sentence embeddings (bidirectional)")
 async def embed(body: EmbedRequest, request: Request) -> EmbedResponse:
     service = service_of(request)
-    result = await service.embed(body.texts, body.instruction, body.normalize, body.truncate)
+    result = await unless_client_leaves(
+        request, service.embed(body.texts, body.instruction, body.normalize, body.truncate), "embed")
     return EmbedResponse(model=service.model_name, embeddings=result.vectors,
                          usage=Usage(prompt_tokens=result.prompt_tokens))
 
@@ -54,14 +55,15 @@ async def embed(body: EmbedRequest, request: Request) -> EmbedResponse:
 @api.post("/tag", response_model=TagResponse, summary="NER, POS or chunk tags per word")
 async def tag(body: TagRequest, request: Request) -> TagResponse:
     service = service_of(request)
-    results = await service.tag(body.texts, body.words, body.task)
+    results = await unless_client_leaves(request, service.tag(body.texts, body.words, body.task), "tag")
     return TagResponse(model=service.model_name, task=body.task, results=results)
 
 
 @api.post("/infill", response_model=InfillResponse, summary="Fill the gap(s) between text segments")
 async def infill(body: InfillRequest, request: Request) -> InfillResponse:
     service = service_of(request)
-    result = await service.infill(body.as_segments(), sampling_params(body, INFILL_DEFAULTS))
+    result = await unless_client_leaves(
+        request, service.infill(body.as_segments(), sampling_params(body, INFILL_DEFAULTS)), "infill")
     usage = Usage(prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens)
     return InfillResponse(model=service.model_name, text=result.text, finish_reason=result.finish_reason,
                           fills=result.fills, finish_reasons=result.finish_reasons, usage=usage)
@@ -75,7 +77,7 @@ async def generate(body: GenerateRequest, request: Request):
     if body.stream:
         chunks = await service.generate_stream(body.prompt, params)
         return event_stream(sse_generate(service.model_name, chunks))
-    result = await service.generate(body.prompt, params)
+    result = await unless_client_leaves(request, service.generate(body.prompt, params), "generate")
     usage = Usage(prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens)
     return GenerateResponse(model=service.model_name, text=result.text, finish_reason=result.finish_reason,
                             usage=usage)

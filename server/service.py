@@ -38,7 +38,8 @@ class Service:
         self.tagger = tagger  # None: loaded from settings.heads at start
         self.backend: GenerateBackend | None = None
         self.worker = ModelWorker(settings.max_queue, settings.max_batch_tokens,
-                                  settings.max_wait_ms / 1000, settings.retry_after_s)
+                                  settings.max_wait_ms / 1000, settings.retry_after_s,
+                                  settings.max_request_tokens, settings.max_queued_tokens)
         self._tokenize = ThreadPoolExecutor(max_workers=1, thread_name_prefix="magnet-tokenize")
         self.ready = False
         self.load_error: str | None = None
@@ -164,7 +165,11 @@ class Service:
 
     async def infill(self, segments: list[str], params: SamplingParams) -> InfillCompletion:
         self.require_ready()
-        result = await self.worker.call("infill", self.engine.infill, segments, params)
+        engine = self.engine
+        # input tokens = the context, plus what the fills may add (the work this request asks for)
+        tokens = await self.tokenize("infill", lambda: sum(engine.count_tokens(s) for s in segments)
+                                     + params.max_tokens * (len(segments) - 1) * params.best_of)
+        result = await self.worker.call_stoppable("infill", engine.infill, segments, params, tokens=tokens)
         count_usage("infill", result.prompt_tokens, result.completion_tokens)
         return result
 

@@ -21,13 +21,19 @@ class Settings(BaseSettings):
     # HTTP.
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
-    api_key: str | None = Field(None, description="when set, /v1/* needs 'Authorization: Bearer KEY'")
+    api_key: str | None = Field(None, description="when set, every route but probes/metrics/docs needs "
+                                                 "'Authorization: Bearer KEY'")
+    api_key_file: str | None = Field(None, description="read the API key from this file (not visible in ps)")
     max_body_bytes: int = Field(2 * 1024 * 1024, ge=1024)
+    body_timeout_s: float = Field(30.0, gt=0, description="a request body not fully sent by then: 408")
+    graceful_shutdown_s: float = Field(30.0, gt=0, description="on SIGTERM, in-flight requests get this long")
 
     # The model worker's queue and dynamic batcher.
     max_batch_tokens: int = Field(8192, ge=1, description="token budget of one embed/tag batch")
     max_wait_ms: float = Field(5.0, ge=0, description="how long a batch waits for company")
     max_queue: int = Field(256, ge=1, description="queued requests before 429")
+    max_request_tokens: int = Field(65536, ge=1, description="input tokens one request may bring (413 above)")
+    max_queued_tokens: int = Field(262144, ge=1, description="input tokens waiting for the model before 429")
     retry_after_s: float = Field(1.0, gt=0, description="Retry-After sent with 429")
 
     # Generation.

@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from magnet.errors import BackendError, MagnetError, NotReadyError, OverloadedError
+from magnet.errors import BackendError, MagnetError, NotReadyError, OverloadedError, PayloadTooLargeError
 from magnet.server import metrics
 
 log = logging.getLogger(__name__)
@@ -45,8 +45,12 @@ class Job:
 
 
 class ModelWorker:
-    def __init__(self, max_queue: int, max_batch_tokens: int, max_wait_s: float, retry_after_s: float = 1.0):
+    def __init__(self, max_queue: int, max_batch_tokens: int, max_wait_s: float, retry_after_s: float = 1.0,
+                 max_request_tokens: int | None = None, max_queued_tokens: int | None = None):
         self.max_queue = max_queue
+        self.max_request_tokens = max_request_tokens  # one request's input tokens (413 above)
+        self.max_queued_tokens = max_queued_tokens  # input tokens waiting, all requests (429 above)
+        self.queued_tokens = 0
         self.max_batch_tokens = max_batch_tokens
         self.max_wait_s = max_wait_s
         self.retry_after_s = retry_after_s
@@ -67,21 +71,54 @@ class ModelWorker:
         """Queue one job and wait for its own result (or raise its own error)."""
         if self._closing:
             raise NotReadyError("the server is shutting down: retry on another replica")
-        if len(self._queue) >= self.max_queue:
-            metrics.REJECTED.labels(kind).inc()
-            raise OverloadedError(
-                f"the model queue is full ({self.max_queue} waiting): retry after "
-                f"{self.retry_after_s:g} s", retry_after=self.retry_after_s,
-            )
+        self.admit(kind, tokens)
         job = Job(kind, key, payload, run, tokens, asyncio.get_running_loop().create_future())
         self._queue.append(job)
+        self.queued_tokens += tokens
         metrics.QUEUE_DEPTH.set(len(self._queue))
         self._arrived.set()
-        return await job.future
+        try:
+            return await job.future
+        except asyncio.CancelledError:  # the caller left: a queued job gives its slot back at once
+            if job in self._queue:
+                self._pop(self._queue.index(job))
+            raise
+
+    def admit(self, kind: str, tokens: int) -> None:
+        """Bound the work, not only the number of requests: 413 for a request no batch could
+        take, 429 (with Retry-After) while the queue is full of requests or of tokens."""
+        if self.max_request_tokens is not None and tokens > self.max_request_tokens:
+            metrics.REJECTED.labels(kind).inc()
+            raise PayloadTooLargeError(
+                f"this request brings {tokens} input tokens, over the limit of {self.max_request_tokens} per "
+                "request: split it into smaller requests (or raise MAGNET_MAX_REQUEST_TOKENS)")
+        full = len(self._queue) >= self.max_queue
+        if not full and self.max_queued_tokens is not None and self._queue:
+            full = self.queued_tokens + tokens > self.max_queued_tokens
+        if full:
+            metrics.REJECTED.labels(kind).inc()
+            raise OverloadedError(
+                f"the model queue is full ({len(self._queue)} requests, {self.queued_tokens} tokens waiting): "
+                f"retry after {self.retry_after_s:g} s", retry_after=self.retry_after_s,
+            )
 
     async def call(self, kind: str, fn: Callable[..., Any], *args: Any, tokens: int = 0) -> Any:
         """Run `fn(*args)` alone on the worker thread, through the queue."""
         return await self.submit(kind, None, None, lambda _payloads: [fn(*args)], tokens)
+
+    async def call_stoppable(self, kind: str, fn: Callable[..., Any], *args: Any, tokens: int = 0) -> Any:
+        """Like call, with `should_stop=` passed to fn: true once the caller has gone (its await
+        cancelled), so long work (a decode loop) stops at its next step."""
+        stop = threading.Event()
+
+        def run(_payloads: list[Any]) -> list[Any]:
+            return [fn(*args, should_stop=stop.is_set)]
+
+        try:
+            return await self.submit(kind, None, None, run, tokens)
+        except asyncio.CancelledError:  # queued: never runs; running: stops at its next step
+            stop.set()
+            raise
 
     async def stream(self, kind: str, make_iter: Callable[[], Iterator[Any]], tokens: int = 0) -> AsyncIterator[Any]:
         """Iterate `make_iter()` on the worker thread, yielding items here.
@@ -194,6 +231,7 @@ class ModelWorker:
     def _pop(self, index: int) -> Job:
         job = self._queue[index]
         del self._queue[index]
+        self.queued_tokens -= job.tokens
         metrics.QUEUE_DEPTH.set(len(self._queue))
         return job
 
