@@ -27,7 +27,7 @@ from magnet.server import metrics
 from magnet.server.disconnect import unless_client_leaves
 from magnet.server.service import Service
 
-ERRORS = {status: {"model": ErrorBody} for status in (401, 413, 422, 429, 500, 503)}
+ERRORS = {status: {"model": ErrorBody} for status in (401, 404, 408, 413, 422, 429, 500, 503)}
 
 api = APIRouter(prefix="/v1", responses=ERRORS)
 probes = APIRouter()
@@ -123,7 +123,9 @@ async def ready(request: Request) -> HealthResponse:
     return service.health()
 
 
-@probes.get("/metrics", summary="Prometheus metrics (magnet_* and, with vLLM, vllm:*)")
+@probes.get("/metrics", summary="Prometheus metrics (magnet_* and, with vLLM, vllm:*)", response_class=Response,
+            responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}},
+                             "description": "Prometheus text exposition format"}})
 async def prometheus_metrics() -> Response:
     body, content_type = metrics.render()
     return Response(body, media_type=content_type)
