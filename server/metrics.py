@@ -31,6 +31,7 @@ QUEUE_DEPTH = Gauge("magnet_queue_depth", "Requests waiting for the model worker
 IN_FLIGHT = Gauge("magnet_in_flight_requests", "HTTP requests being served")
 CANCELLED = Counter("magnet_cancelled", "Requests whose client left before the answer; their work stopped",
                     ["kind"])
+BACKEND_RESTARTS = Counter("magnet_backend_restarts", "Restarts of a dead generation engine (tries)")
 REJECTED = Counter("magnet_rejected", "Requests refused because the queue was full", ["kind"])
 MODEL_INFO = Info("magnet_model", "The served model, adapter and backends")
 

@@ -1,22 +1,25 @@
-"""Bodies of the OpenAI-compatible routes (/v1/embeddings, /v1/completions, /v1/models).
+"""Bodies of the OpenAI-compatible routes (/v1/embeddings, /v1/completions, /v1/models);
+/v1/chat/completions adds its own in server/chat_models.py.
 
 Only what the official SDK sends and reads; unknown fields are ignored (the
 SDK adds new ones over time), unsupported options are refused with a 422.
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
 
 from magnet.protocol import (MAX_BEST_OF, MAX_INPUTS, MAX_NEW_TOKENS, MAX_STOP, Backends, SamplingControls, TextChecked, Usage,
                              as_list, check_texts)
+from magnet.sampling import SamplingParams
 
 
 class OpenAIRequest(TextChecked):
     model_config = ConfigDict(extra="ignore")
 
-    model: str | None = None  # one model per server: any name is accepted
+    model: str | None = None  # None, or an id of server/model_ids.py (else a 404)
 
 
 class EmbeddingsRequest(OpenAIRequest):
@@ -59,35 +62,18 @@ class EmbeddingsResponse(BaseModel):
     usage: Usage
 
 
-class CompletionsRequest(OpenAIRequest, SamplingControls):
-    prompt: str | list[str]
-    suffix: str | None = Field(None, description="text after the gap: the completion becomes an infill")
-    max_tokens: int = Field(16, ge=1, le=MAX_NEW_TOKENS)
+class GenerationOptions(OpenAIRequest, SamplingControls):
+    """What /v1/completions and /v1/chat/completions share: OpenAI's sampling fields (OpenAI's
+    defaults: temperature 1) plus vLLM's (SamplingControls)."""
+
     temperature: float = Field(1.0, ge=0.0, le=2.0, allow_inf_nan=False)
     top_p: float = Field(1.0, gt=0.0, le=1.0, allow_inf_nan=False)
     seed: int | None = Field(None, ge=0, lt=2**63)
     logit_bias: dict[str, float] | None = None
-    best_of: int | None = Field(None, ge=1, le=MAX_BEST_OF, description="with suffix: infill candidates")
     stop: str | list[str] | None = None
     stream: StrictBool = False
     n: int = Field(1, ge=1, le=1, description="one choice per prompt")
-    echo: StrictBool = False
-    logprobs: int | None = None
     user: str | None = None
-
-    @field_validator("prompt")
-    @classmethod
-    def check_prompt(cls, value):
-        check_texts(as_list(value), "prompt")
-        if len(as_list(value)) > MAX_INPUTS:
-            raise ValueError(f"send at most {MAX_INPUTS} prompts")
-        return value
-
-    @model_validator(mode="after")
-    def best_of_needs_suffix(self):
-        if (self.best_of or 1) > 1 and self.suffix is None:
-            raise ValueError("best_of applies to infill (a request with suffix): omit it or send a suffix")
-        return self
 
     @field_validator("logit_bias")
     @classmethod
@@ -104,6 +90,38 @@ class CompletionsRequest(OpenAIRequest, SamplingControls):
             raise ValueError(f"stop takes at most {MAX_STOP} non-empty strings")
         return value
 
+    @property
+    def stops(self) -> tuple[str, ...]:
+        return tuple([] if self.stop is None else as_list(self.stop))
+
+    def sampling(self, defaults: SamplingParams, max_tokens: int) -> SamplingParams:
+        """The request's fields over the route's defaults."""
+        return replace(defaults, max_tokens=max_tokens, temperature=self.temperature, top_p=self.top_p,
+                       seed=self.seed, stop=self.stops, **self.controls())
+
+
+class CompletionsRequest(GenerationOptions):
+    prompt: str | list[str]
+    suffix: str | None = Field(None, description="text after the gap: the completion becomes an infill")
+    max_tokens: int = Field(16, ge=1, le=MAX_NEW_TOKENS)
+    best_of: int | None = Field(None, ge=1, le=MAX_BEST_OF, description="with suffix: infill candidates")
+    echo: StrictBool = False
+    logprobs: int | None = None
+
+    @field_validator("prompt")
+    @classmethod
+    def check_prompt(cls, value):
+        check_texts(as_list(value), "prompt")
+        if len(as_list(value)) > MAX_INPUTS:
+            raise ValueError(f"send at most {MAX_INPUTS} prompts")
+        return value
+
+    @model_validator(mode="after")
+    def best_of_needs_suffix(self):
+        if (self.best_of or 1) > 1 and self.suffix is None:
+            raise ValueError("best_of applies to infill (a request with suffix): omit it or send a suffix")
+        return self
+
     @field_validator("echo", "logprobs")
     @classmethod
     def refuse_unsupported(cls, value, info):
@@ -114,10 +132,6 @@ class CompletionsRequest(OpenAIRequest, SamplingControls):
     @property
     def prompts(self) -> list[str]:
         return as_list(self.prompt)
-
-    @property
-    def stops(self) -> tuple[str, ...]:
-        return tuple([] if self.stop is None else as_list(self.stop))
 
 
 class CompletionChoice(BaseModel):
@@ -137,10 +151,11 @@ class CompletionsResponse(BaseModel):
 
 
 class ModelCard(BaseModel):
-    id: str
+    id: str  # the loaded model's name
     object: Literal["model"] = "model"
     created: int
     owned_by: str = "magnet"
+    aliases: list[str]  # other ids accepted as `model` for the same model
     backends: Backends  # which backend serves embed, tag, infill and generate
 
 

@@ -99,8 +99,7 @@ async def models(request: Request) -> ModelList:
 async def model(model_id: str, request: Request) -> ModelCard:
     """The served model under any of its ids; another id is a 404 naming the served ones."""
     service = service_of(request)
-    if model_id not in served_ids(service):
-        require_known_model(service, model_id)  # raises the 404
+    require_known_model(service, model_id)
     return model_card(service)
 
 

@@ -117,9 +117,7 @@ async def health(request: Request) -> HealthResponse:
             summary="200 once the model is loaded and warm, 503 before")
 async def ready(request: Request) -> HealthResponse:
     service = service_of(request)
-    if not service.ready:
-        service.require_ready()
-        raise NotReadyError("not ready")
+    service.require_ready()  # 503 with the reason: loading, failed, shutting down, engine restarting
     return service.health()
 
 

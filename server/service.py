@@ -24,6 +24,9 @@ from magnet.server.worker import ModelWorker
 
 log = logging.getLogger(__name__)
 
+WATCH_INTERVAL_S = 1.0  # how often the generation engine is checked
+MAX_RESTART_BACKOFF_S = 60.0
+
 
 @dataclass
 class Embeddings:
@@ -43,6 +46,8 @@ class Service:
         self._tokenize = ThreadPoolExecutor(max_workers=1, thread_name_prefix="magnet-tokenize")
         self.ready = False
         self.load_error: str | None = None
+        self.backend_problem: str | None = None  # set by the watchdog while generation is down
+        self._watchdog: asyncio.Task | None = None
 
     # --- life cycle --------------------------------------------------------------------
 
@@ -63,11 +68,37 @@ class Service:
             raise
         metrics.MODEL_INFO.info(self.describe())
         self.ready = True
+        if hasattr(self.backend, "problem"):
+            self._watchdog = asyncio.create_task(self.watch_backend(), name="magnet-backend-watchdog")
         log.info("ready: %s", self.describe())
+
+    async def watch_backend(self, interval_s: float = WATCH_INTERVAL_S) -> None:
+        """Notice a dead generation engine: not ready (503 with the reason) until a restart,
+        retried with exponential backoff, brings it back."""
+        backoff = interval_s
+        while True:
+            await asyncio.sleep(interval_s if self.backend_problem is None else backoff)
+            problem = self.backend.problem() if self.backend_problem is None else self.backend_problem
+            if problem is None:
+                continue
+            if self.backend_problem is None:
+                log.error("%s: restarting it", problem)
+                self.backend_problem = problem
+            metrics.BACKEND_RESTARTS.inc()
+            try:
+                await self.backend.restart()
+            except Exception:
+                log.exception("restarting the generation engine failed; next try in %.0f s", backoff)
+                backoff = min(2 * backoff, MAX_RESTART_BACKOFF_S)
+                continue
+            log.info("the generation engine is back")
+            self.backend_problem, backoff = None, interval_s
 
     async def close(self) -> None:
         """Finish queued work (SIGTERM drains), then stop the backend and the threads."""
         self.ready = False
+        if self._watchdog is not None:
+            self._watchdog.cancel()
         await self.worker.close()
         if self.backend is not None:
             await self.backend.close()
@@ -97,8 +128,10 @@ class Service:
                               tasks=self.tasks, backends=backends)
 
     def require_ready(self) -> None:
-        if self.ready:
+        if self.ready and self.backend_problem is None:
             return
+        if self.backend_problem:
+            raise NotReadyError(f"{self.backend_problem}; it is being restarted: retry in a few seconds")
         if self.load_error:
             raise NotReadyError(f"the model failed to load ({self.load_error}); see the server log")
         raise NotReadyError("the model is still loading: retry in a few seconds")

@@ -126,6 +126,20 @@ class VllmGenerateBackend:
         if engine is not None:
             await asyncio.to_thread(shutdown_engine, engine)
 
+    def problem(self) -> str | None:
+        """Why this backend cannot serve now (its engine process died), or None."""
+        if self.engine is not None and self.engine.errored:
+            return "the vLLM engine process died"
+        return None
+
+    async def restart(self) -> None:
+        """Stop what is left of the engine and start a new one (the merged checkpoint is cached)."""
+        try:
+            await self.close()
+        except Exception:  # a dead engine may fail its own shutdown: the new one matters
+            log.exception("stopping the dead vLLM engine failed")
+        await self.start()
+
     # ---- requests --------------------------------------------------------------
 
     async def generate(self, prompt: str, params: SamplingParams) -> Completion:
@@ -210,10 +224,14 @@ def vllm_params(params: SamplingParams, kind):
 
 
 def backend_error(exc: Exception) -> MagnetError:
-    """vLLM's request validation errors are the caller's; anything else is ours."""
+    """vLLM's request validation errors are the caller's; a dead engine is a 503 (the
+    service restarts it); anything else is ours."""
     from vllm.exceptions import VLLMValidationError
+    from vllm.v1.engine.exceptions import EngineDeadError
 
     if isinstance(exc, VLLMValidationError):
         return InvalidInputError(str(exc))
+    if isinstance(exc, EngineDeadError):
+        return NotReadyError("the generation engine died and is being restarted: retry in a few seconds")
     log.exception("vLLM failed on a request")
     return BackendError(f"the vLLM engine failed: {type(exc).__name__}")

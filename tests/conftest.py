@@ -83,3 +83,18 @@ def tiny_engine(tiny_loaded):
     from magnet.engine import Engine
 
     return Engine(tiny_loaded)
+
+
+# ChatML, the format of SmolLM2-Instruct's own template (without its default system turn).
+TINY_CHAT_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+@pytest.fixture(scope="module")
+def tiny_chat_engine(tiny_engine):
+    """tiny_engine whose tokenizer has a chat template, for the tests of one module."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(tiny_engine.tokenizer, "chat_template", TINY_CHAT_TEMPLATE)
+        yield tiny_engine

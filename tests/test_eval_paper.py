@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import replace
 
 import pytest
 import torch
@@ -77,7 +76,8 @@ def test_cloze_hits_compare_the_first_word_without_case_or_punctuation():
 def passing_results() -> dict:
     probe = lambda s: {t: {"score": s} for t in ("pos", "chunk", "ner")}  # noqa: E731
     rep = {"base": {"rep_4": 0.10, "rep_sen": 0.0}, "adapted": {"rep_4": 0.11, "rep_sen": 0.0}}
-    return {"roc": {"adapted_hybrid": 15.0, "base_causal": 20.0}, "conll": {"base_causal": probe(0.8), "adapted": probe(0.9)},
+    return {"roc": {"adapted_hybrid": 15.0, "base_causal": 20.0},
+            "conll": {"base_causal": probe(0.8), "adapted": probe(0.9)},
             "stsb": {"adapted": 81.0}, "wikitext": {"base": 20.0, "adapted": 22.0},
             "repetition": {"wikitext": rep, "roc": rep}, "cloze": {"adapted_infill": 0.5, "base_left_guess": 0.2}}
 
@@ -153,7 +153,8 @@ def test_paper_runs_end_to_end_and_writes_every_row(tiny_loaded, tiny_model_dir,
         assert f"| {line['metric']} |" in printed
     assert report["model"]["adapter"]["sha256"] and report["model"]["adapted"].endswith("+adapter")
     assert report["results"]["conll"]["adapted"]["sentences"] == {"train": 2, "selection": 1, "valid": 3}
-    assert report["results"]["wikitext"]["tokens"] == 3 * 24 and report["results"]["cloze"]["items"] == len(load_items())
+    assert report["results"]["wikitext"]["tokens"] == 3 * 24
+    assert report["results"]["cloze"]["items"] == len(load_items())
     assert len(report["criteria"]) == 9 and printed.count("PASS  ") + printed.count("FAIL  ") == 9
     # the adapter changes the model: base and adapted differ (the same numbers would mean one model twice)
     assert report["results"]["wikitext"]["base"] != pytest.approx(report["results"]["wikitext"]["adapted"])

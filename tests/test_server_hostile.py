@@ -74,7 +74,7 @@ async def test_out_of_range_numbers_are_422_naming_the_field(client, path, body,
                       "presence_penalty": -2, "frequency_penalty": 2, "temperature": 1.0, "seed": 2**63 - 1,
                       "max_tokens": 3}),
     ("/v1/infill", {"prefix": "a", "suffix": "b", "best_of": 4, "max_tokens": 3}),
-    ("/v1/completions", {"prompt": "a", "suffix": "b", "best_of": 2, "max_tokens": 3, "model": "m"}),
+    ("/v1/completions", {"prompt": "a", "suffix": "b", "best_of": 2, "max_tokens": 3, "model": "magnet"}),
 ])
 async def test_odd_but_valid_input_is_served(client, path, body):
     response = await post_raw(client, path, body)

@@ -49,17 +49,17 @@ def test_completions_generate_and_suffix_infills(sync_openai, tiny_engine):
     from magnet.sampling import INFILL_DEFAULTS, SamplingParams
 
     params = SamplingParams(max_tokens=6)
-    plain = sync_openai.completions.create(model="m", prompt="The quick brown", max_tokens=6, temperature=0)
+    plain = sync_openai.completions.create(model="magnet", prompt="The quick brown", max_tokens=6, temperature=0)
     assert plain.choices[0].text == tiny_engine.generate("The quick brown", params).text
-    filled = sync_openai.completions.create(model="m", prompt="The quick ", suffix=" the lazy dog.",
+    filled = sync_openai.completions.create(model="magnet", prompt="The quick ", suffix=" the lazy dog.",
                                             max_tokens=6, temperature=0)
     want = tiny_engine.infill(["The quick ", " the lazy dog."], replace(INFILL_DEFAULTS, max_tokens=6))
     assert filled.choices[0].text == want.text and filled.usage.completion_tokens == want.completion_tokens
 
 
 def test_streamed_completion_adds_up(sync_openai):
-    whole = sync_openai.completions.create(model="m", prompt="The quick brown", max_tokens=6, temperature=0)
-    pieces = list(sync_openai.completions.create(model="m", prompt="The quick brown", max_tokens=6,
+    whole = sync_openai.completions.create(model="magnet", prompt="The quick brown", max_tokens=6, temperature=0)
+    pieces = list(sync_openai.completions.create(model="magnet", prompt="The quick brown", max_tokens=6,
                                                  temperature=0, stream=True))
     assert "".join(p.choices[0].text for p in pieces) == whole.choices[0].text
     assert pieces[-1].choices[0].finish_reason == whole.choices[0].finish_reason
@@ -73,9 +73,9 @@ def test_models_lists_the_served_model_and_backends(sync_openai, tiny_engine):
 
 def test_sdk_sees_a_422_for_bad_parameters(sync_openai):
     with pytest.raises(UnprocessableEntityError, match="n"):
-        sync_openai.completions.create(model="m", prompt="x", n=2)
+        sync_openai.completions.create(model="magnet", prompt="x", n=2)
     with pytest.raises(UnprocessableEntityError, match="token-id"):
-        sync_openai.embeddings.create(model="m", input=[[1, 2, 3]])
+        sync_openai.embeddings.create(model="magnet", input=[[1, 2, 3]])
 
 
 async def test_async_sdk_in_process(tiny_engine):
@@ -83,7 +83,7 @@ async def test_async_sdk_in_process(tiny_engine):
     async with running_app(app):
         http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app))
         async with AsyncOpenAI(base_url="http://magnet/v1", api_key="unused", http_client=http) as client:
-            answer = await client.embeddings.create(model="m", input=TEXTS)
+            answer = await client.embeddings.create(model="magnet", input=TEXTS)
             assert close(answer.data[1].embedding, tiny_engine.embed(TEXTS).embeddings[1].tolist())
-            several = await client.completions.create(model="m", prompt=["a b", "c d"], max_tokens=3, temperature=0)
+            several = await client.completions.create(model="magnet", prompt=["a b", "c d"], max_tokens=3, temperature=0)
             assert [c.index for c in several.choices] == [0, 1]

@@ -135,3 +135,55 @@ def test_a_running_decode_stops_when_told(tiny_engine):
     with pytest.raises(Stopped):
         tiny_engine.infill(["a ", " b"], SamplingParams(max_tokens=100), should_stop=stop_after_three)
     assert len(steps) == 4
+
+
+class FlakyBackend:
+    """A generate backend whose engine can be 'killed'; restarts fail `failures` times first."""
+
+    name = "flaky"
+
+    def __init__(self, failures: int = 1):
+        self.dead, self.failures, self.restarts = False, failures, 0
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    def problem(self) -> str | None:
+        return "the engine process died" if self.dead else None
+
+    async def restart(self) -> None:
+        self.restarts += 1
+        if self.restarts <= self.failures:
+            raise RuntimeError("not yet")
+        self.dead = False
+
+    async def generate(self, prompt, params):
+        from magnet.sampling import Completion
+
+        return Completion("ok", "stop", 1, 1)
+
+
+async def test_a_dead_generation_engine_turns_ready_503_then_comes_back(tiny_engine, monkeypatch):
+    from magnet.server import service as service_module
+
+    backend = FlakyBackend(failures=1)
+    monkeypatch.setattr(service_module, "select_backend", lambda settings, engine, worker: backend)
+    app = tiny_app(tiny_engine)
+    async with running_app(app) as http:
+        service = app.state.service
+        service._watchdog.cancel()
+        service._watchdog = asyncio.create_task(service.watch_backend(interval_s=0.05))
+        assert (await http.get("/ready")).status_code == 200
+        backend.dead = True
+        deadline = time.monotonic() + 5
+        while (await http.get("/ready")).status_code == 200 and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        down = await http.get("/ready")
+        assert down.status_code == 503 and "died" in down.json()["error"]["message"]
+        refused = await http.post("/v1/generate", json={"prompt": "a", "max_tokens": 2})
+        assert refused.status_code == 503 and refused.json()["error"]["code"] == "not_ready"
+        while (await http.get("/ready")).status_code != 200 and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        assert (await http.get("/ready")).status_code == 200 and backend.restarts == 2  # one failed try, backoff
+        assert (await http.post("/v1/generate", json={"prompt": "a", "max_tokens": 2})).status_code == 200

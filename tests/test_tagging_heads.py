@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 
 import pytest
 import torch
@@ -58,6 +60,17 @@ def test_heads_save_and_reload(tmp_path):
         assert torch.equal(loaded[task].linear.weight, heads[task].linear.weight)
         assert loaded[task].predict(x) == heads[task].eval().predict(x)
     assert json.loads((tmp_path / "labels.json").read_text())["pos"] == ["DT", "NN"]
+
+
+def test_saved_heads_are_world_readable_under_a_strict_umask(tmp_path):
+    heads = {"ner": TagHead(16, ["B-PER", "O"])}
+    previous = os.umask(0o077)  # a private umask: plain writes would be 0600 files in a 0700 dir
+    try:
+        save_heads(tmp_path / "heads", heads, HeadsManifest(BASE, None, tasks=["ner"]))
+    finally:
+        os.umask(previous)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in [tmp_path / "heads", *(tmp_path / "heads").iterdir()]}
+    assert modes == {"heads": 0o755, "heads.safetensors": 0o644, "labels.json": 0o644, "magnet.json": 0o644}
 
 
 def test_manifest_mismatch_names_what_differs():

@@ -169,3 +169,33 @@ def test_vllm_metrics_in_default_registry(running):
     got = loop.run(backend.generate(PROMPTS[1], SamplingParams(max_tokens=5)))
     assert got.finish_reason == "length"  # no EOS among them: vLLM counts an EOS, usage does not
     assert vllm_gauge("vllm:generation_tokens_total") == before + 5
+
+
+def test_a_killed_engine_is_noticed_answers_503_and_restarts(running):
+    """Last in the module: it kills vLLM's engine processes, then brings a new engine up."""
+    import os
+    import signal
+    import time
+
+    import psutil
+
+    from magnet.errors import NotReadyError
+
+    loop, backend = running
+    engine_processes = [p for p in psutil.Process().children(recursive=True)
+                        if "resource_tracker" not in " ".join(p.cmdline())]
+    assert engine_processes, "vLLM's engine core runs in a child process"
+    killed = time.monotonic()
+    for process in engine_processes:
+        os.kill(process.pid, signal.SIGKILL)
+    while backend.problem() is None and time.monotonic() - killed < 30:
+        time.sleep(0.05)
+    noticed = time.monotonic() - killed
+    assert backend.problem() == "the vLLM engine process died"
+    with pytest.raises(NotReadyError):
+        loop.run(backend.generate(PROMPTS[0], SamplingParams(max_tokens=4)))
+    loop.run(backend.restart())
+    back = time.monotonic() - killed
+    assert backend.problem() is None
+    assert loop.run(backend.generate(PROMPTS[0], SamplingParams(max_tokens=4))).completion_tokens == 4
+    print(f"engine death noticed after {noticed:.2f} s, serving again after {back:.1f} s")

@@ -1,0 +1,132 @@
+"""Bodies of /v1/chat/completions (OpenAI's shapes, text only).
+
+    request:  {"model", "messages": [{"role", "content"}], "max_tokens" | "max_completion_tokens",
+               "temperature", "top_p", "seed", "stop", "stream", "stream_options": {"include_usage"},
+               + SamplingControls (top_k, min_p, repetition_penalty, frequency/presence_penalty)}
+    answer:   {"id": "chatcmpl-...", "object": "chat.completion", "created", "model",
+               "choices": [{"index": 0, "message": {"role": "assistant", "content"}, "finish_reason"}],
+               "usage"}
+    stream:   "chat.completion.chunk" events whose choices carry a `delta` ({"role"} first, then
+              {"content"} pieces, the last with finish_reason), then `data: [DONE]`.
+
+Tools, images, logprobs and several choices are refused with a 422 naming the field.
+"""
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
+
+from magnet.protocol import MAX_NEW_TOKENS, FinishReason, TextChecked, Usage
+from magnet.server.openai_models import GenerationOptions
+
+# The template's own roles; "developer" (OpenAI's newer name for system) is rendered as "system".
+CHAT_ROLES = ("system", "developer", "user", "assistant")
+
+
+class ChatMessage(TextChecked):
+    model_config = ConfigDict(extra="ignore")  # `name` and the like: not part of the prompt
+
+    role: Literal[CHAT_ROLES]
+    content: str  # a list of text parts arrives joined into one string
+
+    @field_validator("content", mode="before")
+    @classmethod
+    def join_text_parts(cls, value):
+        """[{"type": "text", "text": ...}, ...] -> their texts joined; other part types are refused."""
+        if not isinstance(value, list):
+            return value
+        for part in value:
+            if not (isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str)):
+                kind = part.get("type") if isinstance(part, dict) else type(part).__name__
+                raise ValueError(f"only text parts ({{'type': 'text', 'text': ...}}) are supported, not {kind!r}")
+        return "".join(part["text"] for part in value)
+
+    def for_template(self) -> dict[str, str]:
+        return {"role": "system" if self.role == "developer" else self.role, "content": self.content}
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    include_usage: StrictBool = False  # one last chunk with no choices and the usage
+
+
+class ChatRequest(GenerationOptions):
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_tokens: int | None = Field(None, ge=1, le=MAX_NEW_TOKENS,
+                                   description="null: whatever room the context leaves (vLLM's default)")
+    max_completion_tokens: int | None = Field(None, ge=1, le=MAX_NEW_TOKENS, description="OpenAI's newer name")
+    stream_options: StreamOptions | None = None
+    best_of: int | None = None
+    logprobs: StrictBool | None = None
+    top_logprobs: int | None = None
+    tools: list[Any] | None = None
+    response_format: dict | None = None
+
+    @field_validator("best_of")
+    @classmethod
+    def refuse_best_of(cls, value):
+        if (value or 1) > 1:
+            raise ValueError("best_of applies to infill (/v1/completions with a suffix): omit it")
+        return value
+
+    @field_validator("logprobs", "top_logprobs", "tools")
+    @classmethod
+    def refuse_unsupported(cls, value, info):
+        if value:
+            raise ValueError(f"{info.field_name} is not supported: omit it")
+        return value
+
+    @field_validator("response_format")
+    @classmethod
+    def text_only(cls, value):
+        if value and value.get("type") != "text":
+            raise ValueError("response_format: only {'type': 'text'} is supported (no JSON mode): omit it")
+        return value
+
+    @property
+    def requested_max_tokens(self) -> int | None:
+        """max_completion_tokens, else max_tokens, else None (the route fills the context)."""
+        return self.max_completion_tokens or self.max_tokens
+
+    @property
+    def include_usage(self) -> bool:
+        return self.stream_options is not None and self.stream_options.include_usage
+
+
+class AssistantMessage(BaseModel):
+    role: Literal["assistant"] = "assistant"
+    content: str
+
+
+class ChatChoice(BaseModel):
+    index: int
+    message: AssistantMessage
+    logprobs: None = None
+    finish_reason: FinishReason
+
+
+class ChatCompletion(BaseModel):
+    id: str
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int
+    model: str
+    choices: list[ChatChoice]
+    usage: Usage
+
+
+class ChunkChoice(BaseModel):
+    index: int = 0
+    delta: dict[str, str]  # {"role": "assistant"} first, then {"content": piece}; {} may end it
+    logprobs: None = None
+    finish_reason: FinishReason | None = None
+
+
+class ChatCompletionChunk(BaseModel):
+    id: str
+    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
+    created: int
+    model: str
+    choices: list[ChunkChoice]  # empty in the usage chunk (stream_options.include_usage)
+    usage: Usage | None = None
