@@ -29,7 +29,7 @@ COMPARE = {"<=": operator.le, ">=": operator.ge, ">": operator.gt}
 
 
 def probe(task: str, who: str) -> Getter:
-    return lambda r: r["conll"][who][task]["score"]
+    return lambda r: 100 * r["conll"][who][task]["score"]  # x100, as in the table
 
 
 def repetition(prefixes: str, who: str) -> Getter:
@@ -50,7 +50,7 @@ TARGETS = (
     Target(f"Rep-4 (ROC prefixes) <= {REP4_RATIO} x base",
            repetition("roc", "adapted"), lambda r: REP4_RATIO * repetition("roc", "base")(r), "<="),
     Target("cloze infill hit rate above the base's left-context guess",
-           lambda r: r["cloze"]["adapted_infill"], lambda r: r["cloze"]["base_left_guess"], ">"),
+           lambda r: 100 * r["cloze"]["adapted_infill"], lambda r: 100 * r["cloze"]["base_left_guess"], ">"),
 )
 
 

@@ -32,8 +32,10 @@ def decoding_fingerprint() -> str:
     """Hash of the code that turns a prompt into tokens: editing it invalidates cached outputs."""
     import magnet.decoding
     import magnet.layout
+    import magnet.sampler
 
-    source = code_fingerprint() + "".join(inspect.getsource(m) for m in (magnet.decoding, magnet.layout))
+    modules = (magnet.decoding, magnet.layout, magnet.sampler)
+    source = code_fingerprint() + "".join(inspect.getsource(m) for m in modules)
     return hashlib.sha256(source.encode()).hexdigest()[:16]
 
 

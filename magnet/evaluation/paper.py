@@ -51,7 +51,8 @@ def seen_in_training(adapted, files: dict[str, Path]) -> list[str]:
     trained_on = {Path(name).name for name in (manifest.data if manifest else [])}
     notes = []
     if files["--wikitext"].name in trained_on:
-        notes.append(f"The adapter was trained on {files['--wikitext'].name}: its WikiText rows score text it has seen.")
+        notes.append(f"The adapter was trained on {files['--wikitext'].name}: "
+                     "its WikiText rows score text it has seen.")
     if files["--roc"].name in trained_on:
         notes.append(f"The adapter was trained on {files['--roc'].name} without its last stories; "
                      "the ROC rows use only those held-out stories.")

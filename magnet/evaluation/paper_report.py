@@ -79,7 +79,9 @@ def footer(report: dict) -> list[str]:
     r, sizes = report["results"], report["sizes"]
     conll = r["conll"]["adapted"]["sentences"]
     seconds = ", ".join(f"{name} {row['seconds']:.0f}" for name, row in r.items())
+    adapter = report["model"]["adapter"]
     lines = [
+        f"Adapter: {adapter['name']} (sha256 {adapter['sha256'][:16]}...)." if adapter else "No adapter.",
         f"Subsamples{' (--quick)' if report['quick'] else ''}: STS-B dev {r['stsb']['pairs']} pairs (spread over the "
         f"file); CoNLL probes fit on {conll['train']} train sentences, checkpoint chosen on the next "
         f"{conll['selection']} train sentences, scored on the first {conll['valid']} valid sentences "
@@ -99,7 +101,10 @@ def markdown(report: dict) -> str:
            "| metric | base | adapted | change | paper (Llama-2-7B) |", "| --- | ---: | ---: | ---: | --- |"]
     out += [f"| {ln.metric} | {cell(ln.base, ln.digits)} | {cell(ln.adapted, ln.digits)} | {ln.note()} | {ln.paper} |"
             for ln in lines]
-    out += [""] + footer(report) + ["", "Targets:", ""] + [f"    {c}" for c in format_criteria(report["criteria"])]
+    out += [""]
+    for paragraph in footer(report):
+        out += [paragraph, ""]
+    out += ["Targets:", ""] + [f"    {c}" for c in format_criteria(report["criteria"])]
     return "\n".join(out) + "\n"
 
 
@@ -130,7 +135,9 @@ def plot_table(lines: list[Line], png: Path) -> bool:
     rows = -(-len(pairs) // columns)
     fig, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 2.4 * rows), squeeze=False)
     for ax, ln in zip(axes.flat, pairs):
-        ax.bar(["base", "adapted"], [ln.base, ln.adapted], color=["#999999", "#3b75af"])
+        bars = ax.bar(["base", "adapted"], [ln.base, ln.adapted], color=["#999999", "#3b75af"])
+        ax.bar_label(bars, fmt=f"%.{ln.digits}f", fontsize=7)
+        ax.margins(y=0.15)  # room for the labels
         ax.set_title(ln.metric, fontsize=7, wrap=True)
         ax.tick_params(labelsize=7)
     for ax in list(axes.flat)[len(pairs):]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import math
 import time
+from dataclasses import dataclass
 
 from magnet.datasets import read_paragraphs
 from magnet.evaluation.infill import span_nll
@@ -36,11 +37,20 @@ def causal_perplexity(engine, windows: list[list[int]]) -> tuple[float, int]:
     return math.exp(total / max(count, 1)), count
 
 
-def wikitext_perplexity(engine, path, n_windows: int, window: int) -> tuple[float, int]:
-    """Perplexity on n_windows spread windows of the file; windows fit the model's context."""
+@dataclass(frozen=True)
+class WikitextScore:
+    ppl: float
+    tokens: int  # scored tokens: windows x window
+    windows: int
+    window: int  # tokens per window, after fitting the model's context
+
+
+def wikitext_perplexity(engine, path, n_windows: int, window: int) -> WikitextScore:
+    """Perplexity on n_windows spread windows of the file (0 = all)."""
     window = min(window, engine.max_length - 1)  # + the anchor token
     windows = spread(token_windows(engine.tokenizer, read_paragraphs(path), window), n_windows)
-    return causal_perplexity(engine, windows)
+    ppl, tokens = causal_perplexity(engine, windows)
+    return WikitextScore(ppl, tokens, len(windows), window)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -60,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     path = find_data_file(args.data, "--data")
     engine = load_engine(args)
     started = time.perf_counter()
-    ppl, tokens = wikitext_perplexity(engine, path, args.windows, args.window)
-    print(f"{engine.name}\tWikiText-2 PPL (causal) {ppl:.2f}\t({tokens} tokens in windows of "
-          f"{min(args.window, engine.max_length - 1)}, {time.perf_counter() - started:.0f} s)")
+    score = wikitext_perplexity(engine, path, args.windows, args.window)
+    print(f"{engine.name}\tWikiText-2 PPL (causal) {score.ppl:.2f}\t({score.tokens} tokens in {score.windows} "
+          f"windows of {score.window}, {time.perf_counter() - started:.0f} s)")
     return 0
