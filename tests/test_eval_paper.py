@@ -147,7 +147,7 @@ def test_paper_runs_end_to_end_and_writes_every_row(tiny_loaded, tiny_model_dir,
     assert set(report["results"]) == {"stsb", "conll", "roc", "wikitext", "repetition", "cloze"}
     assert all(row["seconds"] >= 0 for row in report["results"].values())
     expected = [line.metric for line in paper_report.table_lines(report["results"])]
-    assert [line["metric"] for line in report["table"]] == expected and len(expected) == 14
+    assert [line["metric"] for line in report["table"]] == expected and len(expected) == 15
     for line in report["table"]:
         assert line["base"] is not None and math.isfinite(line["base"])
         assert f"| {line['metric']} |" in printed

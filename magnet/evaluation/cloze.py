@@ -64,8 +64,10 @@ def hit_rate(fills: list[str], items: list[ClozeItem]) -> float:
     return sum(is_hit(f, item) for f, item in zip(fills, items)) / max(len(items), 1)
 
 
-def infill_hit_rate(engine, items: list[ClozeItem], max_tokens: int, use_cache: bool = True) -> float:
-    return hit_rate(infills(engine, [(i.prefix, i.suffix) for i in items], max_tokens, use_cache), items)
+def infill_hit_rate(engine, items: list[ClozeItem], max_tokens: int, use_cache: bool = True,
+                    best_of: int = 1) -> float:
+    gaps = [(i.prefix, i.suffix) for i in items]
+    return hit_rate(infills(engine, gaps, max_tokens, use_cache, best_of), items)
 
 
 def left_guess_hit_rate(engine, items: list[ClozeItem], max_tokens: int, use_cache: bool = True) -> float:
@@ -77,6 +79,7 @@ def cloze_scores(base, adapted, items: list[ClozeItem], max_tokens: int, use_cac
     return {
         "items": len(items),
         "adapted_infill": infill_hit_rate(adapted, items, max_tokens, use_cache),
+        "adapted_infill_best_of_4": infill_hit_rate(adapted, items, max_tokens, use_cache, best_of=4),
         "adapted_left_guess": left_guess_hit_rate(adapted, items, max_tokens, use_cache),
         "base_left_guess": left_guess_hit_rate(base, items, max_tokens, use_cache),
     }

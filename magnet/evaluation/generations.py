@@ -13,12 +13,12 @@ import json
 import logging
 import os
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Callable
 
 from magnet.embedded import cache_dir
-from magnet.sampling import SamplingParams
+from magnet.sampling import INFILL_DEFAULTS, SamplingParams
 from magnet.tagging.features import code_fingerprint, engine_identity
 
 log = logging.getLogger(__name__)
@@ -71,8 +71,10 @@ def continuations(engine, prompts: list[str], max_tokens: int, use_cache: bool =
                           lambda prompt: engine.generate(prompt, params).text, use_cache)
 
 
-def infills(engine, gaps: list[tuple[str, str]], max_tokens: int, use_cache: bool = True) -> list[str]:
-    """Greedy hybrid fill of the gap between each (prefix, suffix)."""
-    params = greedy(max_tokens)
-    return cached_outputs(engine, "infill", max_tokens, [list(g) for g in gaps],
+def infills(engine, gaps: list[tuple[str, str]], max_tokens: int, use_cache: bool = True,
+            best_of: int = 1) -> list[str]:
+    """The fill of the gap between each (prefix, suffix) as /v1/infill makes it by default
+    (greedy, INFILL_DEFAULTS), with `best_of` candidates."""
+    params = replace(INFILL_DEFAULTS, max_tokens=max_tokens, best_of=best_of)
+    return cached_outputs(engine, f"infill-best-of-{best_of}", max_tokens, [list(g) for g in gaps],
                           lambda gap: engine.infill(list(gap), params).text, use_cache)

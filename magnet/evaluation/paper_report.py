@@ -65,6 +65,8 @@ def table_lines(r: dict) -> list[Line]:
     lines += [
         Line("Cloze hit rate % (base left-context guess / adapted infill)", 100 * cloze["base_left_guess"],
              100 * cloze["adapted_infill"], "difference"),
+        Line("Cloze hit rate % (base left-context guess / adapted infill, best_of 4)",
+             100 * cloze["base_left_guess"], 100 * cloze["adapted_infill_best_of_4"], "difference"),
         Line("Cloze hit rate %, left-context guess of each", 100 * cloze["base_left_guess"],
              100 * cloze["adapted_left_guess"], "difference"),
     ]
@@ -89,7 +91,7 @@ def footer(report: dict) -> list[str]:
         f"WikiText-2: {r['wikitext']['tokens']} tokens in {r['wikitext']['windows']} windows of "
         f"{r['wikitext']['window']}; repetition: greedy, <= {r['repetition']['max_tokens']} tokens from "
         f"{r['repetition']['prefixes']['wikitext']} WikiText and {r['repetition']['prefixes']['roc']} ROC prefixes, "
-        f"per generation then averaged; cloze: {r['cloze']['items']} items, greedy, <= {sizes['fill_tokens']} tokens.",
+        f"per generation then averaged; cloze: {r['cloze']['items']} items, greedy with /v1/infill's defaults, <= {sizes['fill_tokens']} tokens.",
         f"Seconds per row: {seconds}; total {report['seconds']:.0f} s (model loading included).",
     ]
     return lines + report["notes"]
