@@ -1,6 +1,7 @@
 """Typed HTTP client of the Magnet service (httpx + pydantic; no torch).
 
     from magnet.client import MagnetClient, AsyncMagnetClient, Retry
+    from magnet.client import MagnetEncoder    # MTEB's encoder protocol over MagnetClient
 
 Errors are the classes of `magnet.errors`, raised with the server's message:
 InvalidInputError (and InputTooLongError, UnknownTaskError) 422,
@@ -11,6 +12,7 @@ BackendError 500, NotReadyError 503; any other status is a MagnetError whose
 """
 from magnet.client.aio import AsyncMagnetClient
 from magnet.client.base import Retry
+from magnet.client.mteb import MagnetEncoder
 from magnet.client.sync import MagnetClient
 from magnet.errors import (
     BackendError,
@@ -25,7 +27,7 @@ from magnet.errors import (
 )
 
 __all__ = [
-    "MagnetClient", "AsyncMagnetClient", "Retry",
+    "MagnetClient", "AsyncMagnetClient", "Retry", "MagnetEncoder",
     "MagnetError", "InvalidInputError", "InputTooLongError", "UnknownTaskError", "UnauthorizedError",
     "PayloadTooLargeError", "OverloadedError", "BackendError", "NotReadyError",
 ]

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 import httpx
 
 from magnet.client.base import BaseClient, EventDecoder, Retry, error_from
+from magnet.client.encode import ASYNC_CONCURRENCY, Progress, require_numpy, shaped
 from magnet.protocol import (
     EmbedResponse,
     GenerateChunk,
@@ -44,6 +45,35 @@ class AsyncMagnetClient(BaseClient):
                     truncate: bool = False) -> EmbedResponse:
         body = self.embed_body(input, instruction, normalize, truncate)
         return self.parse(await self.send("POST", "/v1/embed", body), EmbedResponse)
+
+    async def encode(self, sentences: str | list[str], batch_size: int = 32, normalize_embeddings: bool = True,
+                     convert_to_numpy: bool = True, show_progress_bar: bool = False, instruction: str | None = None,
+                     truncate: bool = False):
+        """MagnetClient.encode, with up to ASYNC_CONCURRENCY batches in flight at once (the
+        server batches them further); results keep the input order."""
+        if convert_to_numpy:
+            require_numpy()
+        bodies = self.encode_bodies(sentences, batch_size, normalize_embeddings, instruction, truncate)
+        progress = Progress(sum(len(b["input"]) for b in bodies), show_progress_bar)
+        slots = asyncio.Semaphore(ASYNC_CONCURRENCY)
+
+        async def one(body: dict) -> list[list[float]]:
+            async with slots:
+                rows = self.parse(await self.send("POST", "/v1/embed", body), EmbedResponse).embeddings
+            progress.update(len(body["input"]))
+            return rows
+
+        tasks = [asyncio.ensure_future(one(body)) for body in bodies]
+        try:
+            parts = await asyncio.gather(*tasks)
+        except BaseException:
+            for task in tasks:  # one batch failed: do not leave the others running
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+        finally:
+            progress.close()
+        return shaped([row for part in parts for row in part], isinstance(sentences, str), convert_to_numpy)
 
     async def tag(self, input: str | list[str] | None = None, *, words: list[list[str]] | None = None,
                   task: str = "ner") -> TagResponse:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import httpx
 from pydantic import BaseModel, ValidationError
 
+from magnet.client.encode import as_text_list, batches
 from magnet.errors import (
     ERRORS_BY_CODE,
     BackendError,
@@ -87,6 +88,11 @@ class BaseClient:
 
     def embed_body(self, input, instruction, normalize, truncate) -> dict:
         return self.build(EmbedRequest, input=input, instruction=instruction, normalize=normalize, truncate=truncate)
+
+    def encode_bodies(self, sentences, batch_size, normalize, instruction, truncate) -> list[dict]:
+        """/v1/embed bodies of batch_size texts each, in order; all validated before any is sent."""
+        return [self.embed_body(batch, instruction, normalize, truncate)
+                for batch in batches(as_text_list(sentences), batch_size)]
 
     def tag_body(self, input, words, task) -> dict:
         return self.build(TagRequest, input=input, words=words, task=task)

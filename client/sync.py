@@ -3,6 +3,7 @@
     from magnet.client import MagnetClient
     client = MagnetClient()                        # MAGNET_URL or http://localhost:8000
     client.embed(["a man plays a guitar"]).embeddings
+    client.encode(many_texts)                      # -> (N, H) numpy array, batched requests
     client.infill("The cat ", " on the mat.")      # -> the fill, a str
     for chunk in client.generate_stream("Once upon a time"): print(chunk.text, end="")
 """
@@ -14,6 +15,7 @@ from collections.abc import Iterator
 import httpx
 
 from magnet.client.base import BaseClient, EventDecoder, Retry, error_from
+from magnet.client.encode import Progress, require_numpy, shaped
 from magnet.protocol import (
     EmbedResponse,
     GenerateChunk,
@@ -46,6 +48,24 @@ class MagnetClient(BaseClient):
               truncate: bool = False) -> EmbedResponse:
         body = self.embed_body(input, instruction, normalize, truncate)
         return self.parse(self.send("POST", "/v1/embed", body), EmbedResponse)
+
+    def encode(self, sentences: str | list[str], batch_size: int = 32, normalize_embeddings: bool = True,
+               convert_to_numpy: bool = True, show_progress_bar: bool = False, instruction: str | None = None,
+               truncate: bool = False):
+        """sentence-transformers' `encode`: any number of texts, sent batch_size (at most
+        MAX_INPUTS) per /v1/embed request, in order. A list gives (N, H), a str one (H,) vector:
+        float32 numpy arrays, or lists of floats with convert_to_numpy=False."""
+        if convert_to_numpy:
+            require_numpy()  # before any request
+        bodies = self.encode_bodies(sentences, batch_size, normalize_embeddings, instruction, truncate)
+        rows, progress = [], Progress(sum(len(b["input"]) for b in bodies), show_progress_bar)
+        try:
+            for body in bodies:
+                rows += self.parse(self.send("POST", "/v1/embed", body), EmbedResponse).embeddings
+                progress.update(len(body["input"]))
+        finally:
+            progress.close()
+        return shaped(rows, isinstance(sentences, str), convert_to_numpy)
 
     def tag(self, input: str | list[str] | None = None, *, words: list[list[str]] | None = None,
             task: str = "ner") -> TagResponse:

@@ -158,8 +158,9 @@ def test_paper_runs_end_to_end_and_writes_every_row(tiny_loaded, tiny_model_dir,
     assert len(report["criteria"]) == 9 and printed.count("PASS  ") + printed.count("FAIL  ") == 9
     # the adapter changes the model: base and adapted differ (the same numbers would mean one model twice)
     assert report["results"]["wikitext"]["base"] != pytest.approx(report["results"]["wikitext"]["adapted"])
-    cached = sorted(p.name.rsplit("-", 2)[1] for p in (tmp_path / "cache" / "generations").iterdir())
-    assert cached == ["continue"] * 6 + ["infill"]  # 2 models x (2 prefix sets + cloze guesses) + 1 infill
+    cached = sorted(p.name.split("-", 2)[2].rsplit("-", 1)[0] for p in (tmp_path / "cache" / "generations").iterdir())
+    # 2 models x (2 prefix sets + cloze guesses) + the adapted model's fills, best_of 1 and 4
+    assert cached == ["continue"] * 6 + ["infill-best-of-1", "infill-best-of-4"]
 
 
 def test_a_missing_data_file_fails_naming_its_flag_before_loading_a_model(tmp_path, capsys):

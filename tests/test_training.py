@@ -231,3 +231,17 @@ def test_the_trained_adapter_loads_through_the_one_loader(tiny_model_dir, data_f
     assert (tmp_path / "run" / "losses.png").stat().st_size > 0
     loaded = load_model(ModelSpec(model=str(tiny_model_dir), adapter=str(adapter), device="cpu"))
     assert loaded.adapter_path == adapter and loaded.manifest == manifest
+    assert manifest.objectives["msg"]["gap_distance"] == list(tiny_config(tiny_model_dir, data_file, tmp_path)
+                                                              .gap_distance())
+
+
+def test_the_adapter_is_world_readable_under_a_private_umask(tiny_model_dir, data_file, tmp_path):
+    import os
+
+    old = os.umask(0o077)
+    try:
+        adapter = train(tiny_config(tiny_model_dir, data_file, tmp_path, max_steps=1), progress=False)
+    finally:
+        os.umask(old)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in [adapter, *adapter.iterdir()]}
+    assert modes.pop("adapter") == 0o755 and set(modes.values()) == {0o644}, modes

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from magnet.manifest import AdapterManifest
+from magnet.permissions import make_readable
 
 KEEP_CHECKPOINTS = 2
 
@@ -52,6 +53,7 @@ def write_adapter(output: Path, model, loaded, config, steps: int) -> Path:
     model.peft_config["default"].base_model_name_or_path = loaded.base.name
     model.save_pretrained(tmp)
     manifest_for(config, loaded, steps).save(tmp)
+    make_readable([tmp, *tmp.rglob("*")])  # a container's non-root user must read a mounted adapter
     replace_dir(tmp, target)
     return target
 

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from magnet.manifest import MANIFEST_FILE, BaseIdentity
+from magnet.permissions import make_readable
 
 HEADS_FILE = "heads.safetensors"
 LABELS_FILE = "labels.json"
@@ -112,6 +113,7 @@ def save_heads(directory: Path, heads: dict[str, TagHead], manifest: HeadsManife
     labels = {task: head.labels for task, head in heads.items()}
     (directory / LABELS_FILE).write_text(json.dumps(labels, indent=1) + "\n")
     manifest.save(directory)
+    make_readable([directory, *(directory / name for name in (HEADS_FILE, LABELS_FILE, MANIFEST_FILE))])
 
 
 def load_heads(directory: Path) -> tuple[dict[str, TagHead], HeadsManifest]:
