@@ -34,6 +34,14 @@ def test_rep_sen_and_rep_4_count_repeats_within_a_generation():
     assert scores["rep_sen"] == pytest.approx(0.25) and scores["rep_4"] == pytest.approx(0.1)
 
 
+def test_spaced_punctuation_counts_marks_written_after_a_space():
+    from magnet.evaluation.repetition import spaced_punctuation
+
+    assert spaced_punctuation("Paris . It is big , and old.") == pytest.approx(2 / 3)
+    assert spaced_punctuation("It costs 3.5 euros, or so.") == pytest.approx(0.0)  # 3.5 is no mark
+    assert spaced_punctuation("no marks") == 0.0
+
+
 def test_window_perplexity_is_exp_of_the_mean_token_nll_of_a_plain_forward(tiny_engine):
     paragraphs = ["The quick brown fox jumps over the lazy dog.", "A man is playing a guitar on the stage."]
     ids = tiny_engine.tokenizer("\n".join(paragraphs), add_special_tokens=False)["input_ids"]
@@ -75,7 +83,8 @@ def test_cloze_hits_compare_the_first_word_without_case_or_punctuation():
 
 def passing_results() -> dict:
     probe = lambda s: {t: {"score": s} for t in ("pos", "chunk", "ner")}  # noqa: E731
-    rep = {"base": {"rep_4": 0.10, "rep_sen": 0.0}, "adapted": {"rep_4": 0.11, "rep_sen": 0.0}}
+    rep = {"base": {"rep_4": 0.10, "rep_sen": 0.0, "spaced_punctuation": 0.0},
+           "adapted": {"rep_4": 0.11, "rep_sen": 0.0, "spaced_punctuation": 0.005}}
     return {"roc": {"adapted_hybrid": 15.0, "base_causal": 20.0},
             "conll": {"base_causal": probe(0.8), "adapted": probe(0.9)},
             "stsb": {"adapted": 81.0}, "wikitext": {"base": 20.0, "adapted": 22.0},
@@ -147,7 +156,7 @@ def test_paper_runs_end_to_end_and_writes_every_row(tiny_loaded, tiny_model_dir,
     assert set(report["results"]) == {"stsb", "conll", "roc", "wikitext", "repetition", "cloze"}
     assert all(row["seconds"] >= 0 for row in report["results"].values())
     expected = [line.metric for line in paper_report.table_lines(report["results"])]
-    assert [line["metric"] for line in report["table"]] == expected and len(expected) == 15
+    assert [line["metric"] for line in report["table"]] == expected and len(expected) == 17
     for line in report["table"]:
         assert line["base"] is not None and math.isfinite(line["base"])
         assert f"| {line['metric']} |" in printed
@@ -155,7 +164,7 @@ def test_paper_runs_end_to_end_and_writes_every_row(tiny_loaded, tiny_model_dir,
     assert report["results"]["conll"]["adapted"]["sentences"] == {"train": 2, "selection": 1, "valid": 3}
     assert report["results"]["wikitext"]["tokens"] == 3 * 24
     assert report["results"]["cloze"]["items"] == len(load_items())
-    assert len(report["criteria"]) == 9 and printed.count("PASS  ") + printed.count("FAIL  ") == 9
+    assert len(report["criteria"]) == 11 and printed.count("PASS  ") + printed.count("FAIL  ") == 11
     # the adapter changes the model: base and adapted differ (the same numbers would mean one model twice)
     assert report["results"]["wikitext"]["base"] != pytest.approx(report["results"]["wikitext"]["adapted"])
     cached = sorted(p.name.split("-", 2)[2].rsplit("-", 1)[0] for p in (tmp_path / "cache" / "generations").iterdir())

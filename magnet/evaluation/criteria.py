@@ -13,6 +13,7 @@ ROC_INFILL_RATIO = 0.8  # hybrid infill PPL at most this times the base's left-t
 STSB_MIN = 80.0  # STS-B dev Spearman x100
 WIKITEXT_PPL_RATIO = 1.15  # left-to-right PPL at most this times the base's
 REP4_RATIO = 1.2  # Rep-4 at most this times the base's
+SPACED_PUNCTUATION_SLACK = 1.0  # percentage points of " ." / " ," above the base's own rate
 
 Getter = Callable[[dict], float]
 
@@ -36,6 +37,10 @@ def repetition(prefixes: str, who: str) -> Getter:
     return lambda r: r["repetition"][prefixes][who]["rep_4"]
 
 
+def spaced(prefixes: str, who: str) -> Getter:
+    return lambda r: 100 * r["repetition"][prefixes][who]["spaced_punctuation"]
+
+
 TARGETS = (
     Target(f"ROC hybrid infill PPL <= {ROC_INFILL_RATIO} x base left-to-right PPL",
            lambda r: r["roc"]["adapted_hybrid"], lambda r: ROC_INFILL_RATIO * r["roc"]["base_causal"], "<="),
@@ -49,6 +54,9 @@ TARGETS = (
            repetition("wikitext", "adapted"), lambda r: REP4_RATIO * repetition("wikitext", "base")(r), "<="),
     Target(f"Rep-4 (ROC prefixes) <= {REP4_RATIO} x base",
            repetition("roc", "adapted"), lambda r: REP4_RATIO * repetition("roc", "base")(r), "<="),
+    *(Target(f"punctuation after a space ({prefixes} generations) <= base + {SPACED_PUNCTUATION_SLACK:g} points",
+             spaced(prefixes, "adapted"), lambda r, p=prefixes: spaced(p, "base")(r) + SPACED_PUNCTUATION_SLACK, "<=")
+      for prefixes in ("wikitext", "roc")),
     Target("cloze infill hit rate above the base's left-context guess",
            lambda r: 100 * r["cloze"]["adapted_infill"], lambda r: 100 * r["cloze"]["base_left_guess"], ">"),
 )

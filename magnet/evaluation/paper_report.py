@@ -62,6 +62,9 @@ def table_lines(r: dict) -> list[Line]:
     ]
     lines += [Line(f"{label}, {prefixes}", rep[key]["base"][metric], rep[key]["adapted"][metric], "ratio", paper, 4)
               for label, key, metric, prefixes, paper in REPETITION_LINES]
+    lines += [Line(f"Punctuation after a space %, {prefixes} generations", 100 * rep[key]["base"]["spaced_punctuation"],
+                   100 * rep[key]["adapted"]["spaced_punctuation"], "difference")
+              for key, prefixes in (("wikitext", "WikiText"), ("roc", "ROC"))]
     lines += [
         Line("Cloze hit rate % (base left-context guess / adapted infill)", 100 * cloze["base_left_guess"],
              100 * cloze["adapted_infill"], "difference"),

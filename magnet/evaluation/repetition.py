@@ -41,10 +41,20 @@ def rep_n(text: str, n: int = NGRAM) -> float:
     return 1.0 - len(set(grams)) / len(grams) if grams else 0.0
 
 
+PUNCTUATION = re.compile(r"(\s?)[.,;:!?](?=\s|$)")  # a mark that ends a word, with the space before it
+
+
+def spaced_punctuation(text: str) -> float:
+    """Share of punctuation marks written after a space (" ." as WikiText's tokenization has it)."""
+    marks = PUNCTUATION.findall(text)
+    return sum(1 for space in marks if space) / len(marks) if marks else 0.0
+
+
 def repetition_scores(texts: list[str]) -> dict[str, float]:
-    """Mean per-generation Rep-Sen and Rep-4."""
+    """Mean per-generation Rep-Sen and Rep-4, and the share of spaced punctuation over all texts."""
     n = max(len(texts), 1)
-    return {"rep_sen": sum(map(rep_sen, texts)) / n, "rep_4": sum(rep_n(t) for t in texts) / n}
+    return {"rep_sen": sum(map(rep_sen, texts)) / n, "rep_4": sum(rep_n(t) for t in texts) / n,
+            "spaced_punctuation": spaced_punctuation(" ".join(texts))}
 
 
 def wikitext_prefixes(path, n: int) -> list[str]:
