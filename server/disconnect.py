@@ -2,7 +2,7 @@
 
 A non-streaming request's work runs as a task beside a watcher of the
 connection; if the client disconnects first, the task is cancelled: a queued
-job never runs, a running decode stops at its next step (worker.call_stoppable,
+job never runs, a running decode stops at its next step (once every caller in its batch has gone;
 vLLM's abort), and the route answers 499 (nginx's "client closed request",
 seen only by the access log and the metrics).
 """

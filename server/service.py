@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
@@ -202,7 +203,19 @@ class Service:
         # input tokens = the context, plus what the fills may add (the work this request asks for)
         tokens = await self.tokenize("infill", lambda: sum(engine.count_tokens(s) for s in segments)
                                      + params.max_tokens * (len(segments) - 1) * params.best_of)
-        result = await self.worker.call_stoppable("infill", engine.infill, segments, params, tokens=tokens)
+        stop = threading.Event()
+
+        def run(payloads: list[tuple]) -> list[InfillCompletion]:
+            # Requests that meet in the queue are decoded together: one prefill, one step loop.
+            stops = [p[2] for p in payloads]
+            return engine.infill_batch([p[0] for p in payloads], [p[1] for p in payloads],
+                                       should_stop=lambda: all(e.is_set() for e in stops))
+
+        try:
+            result = await self.worker.submit("infill", ("infill",), (segments, params, stop), run, tokens)
+        except asyncio.CancelledError:  # the client left: its rows stop once every caller has gone
+            stop.set()
+            raise
         count_usage("infill", result.prompt_tokens, result.completion_tokens)
         return result
 

@@ -5,7 +5,7 @@ tag, infill, generate, and loading) runs on one thread, and the event loop
 only awaits. Requests wait in a bounded queue; a full queue refuses at once
 (OverloadedError -> 429 with Retry-After) instead of letting latency grow.
 
-Batchable jobs (embed, tag) carry a `key`: jobs with equal keys are merged
+Batchable jobs (embed, tag, infill) carry a `key`: jobs with equal keys are merged
 into one engine call by their `run` function. A batch opens with the oldest
 job and takes queued jobs that fit the token budget until the budget is spent
 or the oldest job has waited `max_wait` seconds. Each job keeps its own
@@ -105,20 +105,6 @@ class ModelWorker:
     async def call(self, kind: str, fn: Callable[..., Any], *args: Any, tokens: int = 0) -> Any:
         """Run `fn(*args)` alone on the worker thread, through the queue."""
         return await self.submit(kind, None, None, lambda _payloads: [fn(*args)], tokens)
-
-    async def call_stoppable(self, kind: str, fn: Callable[..., Any], *args: Any, tokens: int = 0) -> Any:
-        """Like call, with `should_stop=` passed to fn: true once the caller has gone (its await
-        cancelled), so long work (a decode loop) stops at its next step."""
-        stop = threading.Event()
-
-        def run(_payloads: list[Any]) -> list[Any]:
-            return [fn(*args, should_stop=stop.is_set)]
-
-        try:
-            return await self.submit(kind, None, None, run, tokens)
-        except asyncio.CancelledError:  # queued: never runs; running: stops at its next step
-            stop.set()
-            raise
 
     async def stream(self, kind: str, make_iter: Callable[[], Iterator[Any]], tokens: int = 0) -> AsyncIterator[Any]:
         """Iterate `make_iter()` on the worker thread, yielding items here.

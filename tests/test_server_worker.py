@@ -178,3 +178,39 @@ async def test_stream_raises_the_jobs_error():
             received.append(item)
     assert received == ["first"]
     await worker.close()
+
+
+async def test_concurrent_infills_are_decoded_together_and_equal_single_calls(tiny_engine):
+    from dataclasses import replace
+
+    from magnet.sampling import INFILL_DEFAULTS
+    from magnet.server.app import create_app
+    from magnet.server.settings import Settings
+    from magnet.server.testing import occupy_worker, running_app
+
+    app = create_app(Settings(generate_backend="torch", heads="none", max_wait_ms=50), engine=tiny_engine)
+    calls = []
+    original = tiny_engine.infill_batch
+
+    def counted(requests, params, should_stop=None):
+        calls.append(len(requests))
+        return original(requests, params, should_stop)
+
+    gaps = [[f"Story {i} begins ", " and ends well."] for i in range(6)]
+    async with running_app(app) as http:
+        tiny_engine.infill_batch = counted
+        try:
+            release, held = await occupy_worker(app.state.service.worker)  # let all six queue up
+            pending = [asyncio.ensure_future(http.post("/v1/infill", json={"prefix": p, "suffix": s, "max_tokens": 5}))
+                       for p, s in gaps]
+            while app.state.service.worker.depth < len(gaps):
+                await asyncio.sleep(0.005)
+            release.set()
+            answers = [(await r).json() for r in pending]
+            await held
+        finally:
+            del tiny_engine.infill_batch
+    assert calls == [6]  # one engine call for all six requests
+    for (prefix, suffix), answer in zip(gaps, answers):
+        alone = tiny_engine.infill([prefix, suffix], replace(INFILL_DEFAULTS, max_tokens=5))
+        assert answer["fills"] == alone.fills
