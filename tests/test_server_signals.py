@@ -1,0 +1,62 @@
+"""SIGTERM drains: `magnet serve` in a subprocess (tiny Llama, torch backend) finishes every
+accepted request, refuses new connections, and exits — whether the signal goes to its PID
+or to its whole process group (systemd, Ctrl-C, a shell entrypoint)."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+
+from magnet.server.testing import free_port, poll_ready
+
+IN_FLIGHT = 6
+
+
+def in_flight(base_url: str) -> float:
+    text = httpx.get(f"{base_url}/metrics", timeout=10).text
+    line = next(line for line in text.splitlines() if line.startswith("magnet_in_flight_requests "))
+    return float(line.split()[1]) - 1  # this scrape is in flight too
+
+
+@pytest.mark.parametrize("target", ["pid", "process group"])
+def test_sigterm_finishes_accepted_requests_then_exits(tiny_model_dir, tmp_path, target):
+    port = free_port()
+    base_url = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "MAGNET_CACHE_DIR": str(tmp_path), "OMP_NUM_THREADS": "1"}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "magnet.cli", "serve", "--model", str(tiny_model_dir), "--adapter", "none",
+         "--heads", "none", "--generate-backend", "torch", "--port", str(port), "--graceful-shutdown-s", "60"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        poll_ready(base_url, 120)
+        request = {"prompt": "The story", "max_tokens": 150, "temperature": 1.0, "seed": 1}
+        with ThreadPoolExecutor(IN_FLIGHT) as pool:
+            answers = [pool.submit(httpx.post, f"{base_url}/v1/generate", json=request, timeout=120)
+                       for _ in range(IN_FLIGHT)]
+            deadline = time.monotonic() + 30
+            while in_flight(base_url) < IN_FLIGHT and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert in_flight(base_url) == IN_FLIGHT, "every request must be in flight before the signal"
+            if target == "pid":
+                server.send_signal(signal.SIGTERM)
+            else:
+                os.killpg(server.pid, signal.SIGTERM)
+            results = [a.result() for a in answers]
+        assert [r.status_code for r in results] == [200] * IN_FLIGHT
+        assert all(r.json()["usage"]["completion_tokens"] >= 1 for r in results)
+        # uvicorn finishes the shutdown, then re-raises the signal it caught (the exit status
+        # a supervisor expects from a process stopped by SIGTERM)
+        assert server.wait(60) == -signal.SIGTERM
+        assert "Application shutdown complete" in server.stderr.read().decode()
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(f"{base_url}/health", timeout=5)
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait(10)
