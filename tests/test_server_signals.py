@@ -18,10 +18,16 @@ from magnet.server.testing import free_port, poll_ready
 IN_FLIGHT = 6
 
 
-def in_flight(base_url: str) -> float:
+def sample(text: str, prefix: str) -> float:
+    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(prefix))
+
+
+def accepted_and_running(base_url: str) -> tuple[float, float]:
+    """(generate requests accepted so far, requests still running), from one /metrics scrape."""
     text = httpx.get(f"{base_url}/metrics", timeout=10).text
-    line = next(line for line in text.splitlines() if line.startswith("magnet_in_flight_requests "))
-    return float(line.split()[1]) - 1  # this scrape is in flight too
+    running = sample(text, "magnet_in_flight_requests ") - 1  # this scrape is in flight too
+    done = sample(text, 'magnet_requests_total{route="/v1/generate",status="200"}')
+    return running + done, running
 
 
 @pytest.mark.parametrize("target", ["pid", "process group"])
@@ -35,14 +41,15 @@ def test_sigterm_finishes_accepted_requests_then_exits(tiny_model_dir, tmp_path,
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     try:
         poll_ready(base_url, 120)
-        request = {"prompt": "The story", "max_tokens": 150, "temperature": 1.0, "seed": 1}
+        request = {"prompt": "The story", "max_tokens": 240, "temperature": 1.0, "seed": 1}
         with ThreadPoolExecutor(IN_FLIGHT) as pool:
             answers = [pool.submit(httpx.post, f"{base_url}/v1/generate", json=request, timeout=120)
                        for _ in range(IN_FLIGHT)]
             deadline = time.monotonic() + 30
-            while in_flight(base_url) < IN_FLIGHT and time.monotonic() < deadline:
-                time.sleep(0.01)
-            assert in_flight(base_url) == IN_FLIGHT, "every request must be in flight before the signal"
+            while accepted_and_running(base_url)[0] < IN_FLIGHT and time.monotonic() < deadline:
+                time.sleep(0.005)
+            accepted, running = accepted_and_running(base_url)
+            assert accepted == IN_FLIGHT and running >= 2, "the signal must come while requests are running"
             if target == "pid":
                 server.send_signal(signal.SIGTERM)
             else:
