@@ -7,9 +7,9 @@ what "out of range" means; every message names the field and what to send.
 """
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, WithJsonSchema, field_validator, model_validator
 
 MAX_INPUTS = 256  # texts per /v1/embed or /v1/tag request
 MAX_NEW_TOKENS = 4096  # upper bound on max_tokens for infill and generate
@@ -17,6 +17,10 @@ MAX_STOP = 8  # stop strings per request
 MAX_BEST_OF = 16  # infill candidates per request
 
 FinishReason = Literal["stop", "length"]
+
+# A text that must hold a non-space character: stated in the OpenAPI schema (pattern), enforced
+# by the models' validators with messages that name the field and the index.
+Text = Annotated[str, WithJsonSchema({"type": "string", "minLength": 1, "pattern": "\\S"})]
 
 
 def lone_surrogate_at(value, where: str) -> str | None:
@@ -108,7 +112,7 @@ def as_list(value: str | list[str]) -> list[str]:
 
 
 class EmbedRequest(Request):
-    input: str | list[str] = Field(description="one text or a list of texts")
+    input: Text | list[Text] = Field(description="one text or a list of texts")
     instruction: str | None = Field(None, description="null = the adapter's instruction")
     normalize: StrictBool = True
     truncate: StrictBool = Field(False, description="cut inputs to the token limit instead of a 422")
@@ -134,7 +138,9 @@ class EmbedResponse(BaseModel):
 
 
 class TagRequest(Request):
-    input: str | list[str] | None = Field(None, description="raw text(s); offsets are characters")
+    model_config = ConfigDict(json_schema_extra={"oneOf": [{"required": ["input"]}, {"required": ["words"]}]})
+
+    input: Text | list[Text] | None = Field(None, description="raw text(s); offsets are characters")
     words: list[list[str]] | None = Field(None, description="pre-split words; offsets are word indices")
     task: str = Field("ner", description="a loaded task, e.g. ner, pos or chunk")
 
@@ -223,6 +229,11 @@ class SamplingFields(Request, SamplingControls):
 
 
 class InfillRequest(SamplingFields):
+    model_config = ConfigDict(json_schema_extra={"oneOf": [
+        {"required": ["segments"], "not": {"anyOf": [{"required": ["prefix"]}, {"required": ["suffix"]}]}},
+        {"anyOf": [{"required": ["prefix"]}, {"required": ["suffix"]}], "not": {"required": ["segments"]}},
+    ]})
+
     prefix: str | None = None
     suffix: str | None = None
     segments: list[str] | None = Field(None, description="s0, s1, ... : fills every gap between them")
@@ -257,7 +268,7 @@ class InfillResponse(BaseModel):
 
 
 class GenerateRequest(SamplingFields):
-    prompt: str = Field(min_length=1)
+    prompt: Text
     stream: StrictBool = False
 
 
