@@ -36,6 +36,16 @@ class EngineConfig:
 
 
 @dataclass
+class Prefilled:
+    """What decoding starts from: the context in the KV cache and the first logits."""
+
+    cache: object  # transformers DynamicCache holding the context
+    roles: torch.Tensor  # (B, Tc) roles of the cached tokens (PAD on padding)
+    positions: torch.Tensor  # (B, Tc) their text positions
+    first_logits: list[torch.Tensor]  # per predictor: (V,) logits of its span's first token
+
+
+@dataclass
 class EmbedResult:
     embeddings: torch.Tensor  # (N, H) float32, CPU, input order
     prompt_tokens: int
@@ -181,24 +191,34 @@ class Engine:
     def decode_fills(self, layouts: list, params: list[SamplingParams],
                      should_stop: Callable[[], bool] | None = None) -> list[InfillCompletion]:
         """Prefill every layout's context once (bidirectional), then decode all gaps together."""
-        ids, padding = pad_batch([lay.ids for lay in layouts], self.pad_id, self.device)
-        positions = torch.zeros_like(ids)
-        for row, lay in enumerate(layouts):
-            positions[row, : len(lay.positions)] = torch.tensor(lay.positions)
-        roles = roles_for_mode(AttentionMode.BIDIRECTIONAL, padding)  # context only
-        cache = self.new_cache()
-        hidden = hidden_states(self.model, ids, roles, positions, cache)  # (B, Tc, H)
-        spans, first = [], []
+        predictors = [(row, slot) for row, lay in enumerate(layouts) for slot in lay.predictors]
+        state = self.prefill([lay.ids for lay in layouts], [lay.positions for lay in layouts],
+                             AttentionMode.BIDIRECTIONAL, predictors)  # context only
+        spans = []
         for row, (lay, p) in enumerate(zip(layouts, params)):
             generator = make_generator(p.seed, self.device)
             for k, start in enumerate(lay.gap_starts):
                 spans.append(Span(row, k + 1, start, lay.end_tokens[k], p, generator,
                                   self.config.min_fill_tokens, self.config.end_threshold, lay.ids[1:-1]))
-                first.append(hidden[row, lay.predictors[k]])
-        first_logits = list(logits(self.model, torch.stack(first)))
-        for _ in decode_spans(self.model, self.tokenizer, cache, roles, positions, first_logits, spans, should_stop):
+        for _ in decode_spans(self.model, self.tokenizer, state.cache, state.roles, state.positions,
+                              state.first_logits, spans, should_stop):
             pass
         return [self.collect_fills(row, lay, spans) for row, lay in enumerate(layouts)]
+
+    def prefill(self, rows: list[list[int]], positions: list[list[int]], mode: AttentionMode,
+                predictors: list[tuple[int, int]]) -> "Prefilled":
+        """Encode each row's context once into a new KV cache (infill: bidirectional context;
+        generation: the causal prompt) and read the logits that predict each span's first token
+        at the (row, slot) predictors. The one prefill of every decoding mode."""
+        ids, padding = pad_batch(rows, self.pad_id, self.device)  # (B, Tc)
+        position_ids = torch.zeros_like(ids)
+        for row, row_positions in enumerate(positions):
+            position_ids[row, : len(row_positions)] = torch.tensor(row_positions)
+        roles = roles_for_mode(mode, padding)
+        cache = self.new_cache()
+        hidden = hidden_states(self.model, ids, roles, position_ids, cache)  # (B, Tc, H)
+        first = logits(self.model, torch.stack([hidden[row, slot] for row, slot in predictors]))  # (N, V)
+        return Prefilled(cache, roles, position_ids, list(first))
 
     def causal_logprobs(self, texts: list[str]) -> list[float]:
         """Summed log-probability of each text read left to right after the anchor."""
@@ -268,15 +288,11 @@ class Engine:
         """Text pieces as they are decoded; the last chunk has finish_reason and usage."""
         ids = self.prompt_ids(prompt, params)
         with torch.inference_mode():
-            prompt_ids = torch.tensor([ids], device=self.device)
-            roles = roles_for_mode(AttentionMode.CAUSAL, torch.ones_like(prompt_ids))
-            positions = torch.arange(len(ids), device=self.device)[None]
-            cache = self.new_cache()
-            hidden = hidden_states(self.model, prompt_ids, roles, positions, cache)
+            state = self.prefill([ids], [list(range(len(ids)))], AttentionMode.CAUSAL, [(0, len(ids) - 1)])
             span = Span(0, 1, len(ids), None, params, make_generator(params.seed, self.device), prompt_ids=ids)
-            first = [logits(self.model, hidden[0, -1])]
             sent = 0
-            for _ in decode_spans(self.model, self.tokenizer, cache, roles, positions, first, [span]):
+            for _ in decode_spans(self.model, self.tokenizer, state.cache, state.roles, state.positions,
+                                  state.first_logits, [span]):
                 ready = releasable(span.text, params.stop) if span.open else len(span.text)
                 if ready > sent:
                     yield StreamChunk(span.text[sent:ready])
