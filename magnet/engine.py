@@ -16,9 +16,10 @@ from typing import Callable, Iterator
 import torch
 
 from magnet.decoding import Span, decode_spans, make_generator
-from magnet.errors import InputTooLongError, InvalidInputError
+from magnet.errors import InvalidInputError
 from magnet.forward import encode_last_token, hidden_states, logits, pad_batch
 from magnet.layout import embedding_ids, infill_layout, split_trailing_spaces
+from magnet.limits import prompt_token_ids, require_fits, require_max_tokens
 from magnet.loading import LoadedModel, ModelSpec, load_model
 from magnet.manifest import DEFAULT_INSTRUCTION
 from magnet.masks import AttentionMode, positions_from_padding, roles_for_mode
@@ -95,10 +96,7 @@ class Engine:
         return len(self.tokens(text))
 
     def check_length(self, n_tokens: int, what: str, hint: str = "set truncate=true") -> None:
-        if n_tokens > self.max_length:
-            raise InputTooLongError(
-                f"{what} has {n_tokens} tokens; the limit is {self.max_length}. Shorten it or {hint}."
-            )
+        require_fits(n_tokens, self.max_length, what, hint)
 
     # ---- bidirectional: sentence embeddings ---------------------------------
 
@@ -300,12 +298,7 @@ class Engine:
         yield StreamChunk(span.text[sent:], span.finish_reason, len(ids), len(span.ids))
 
     def prompt_ids(self, prompt: str, params: SamplingParams) -> list[int]:
-        if not isinstance(prompt, str) or not prompt:
-            raise InvalidInputError("prompt is empty: give some text to continue")
-        require_max_tokens(params)
-        ids = self.tokenizer(prompt)["input_ids"]  # the tokenizer's own special tokens, as vLLM does
-        self.check_length(len(ids) + params.max_tokens, "the prompt plus max_tokens", "lower max_tokens")
-        return ids
+        return prompt_token_ids(self.tokenizer, prompt, params, self.max_length)
 
     def new_cache(self):
         from transformers import DynamicCache
@@ -327,11 +320,6 @@ def require_texts(texts) -> None:
     for i, t in enumerate(texts):
         if not isinstance(t, str) or not t.strip():
             raise InvalidInputError(f"input[{i}] is empty: every text needs at least one non-space character")
-
-
-def require_max_tokens(params: SamplingParams) -> None:
-    if params.max_tokens < 1:
-        raise InvalidInputError(f"max_tokens must be at least 1, got {params.max_tokens}")
 
 
 def candidate_params(params: SamplingParams, k: int) -> SamplingParams:

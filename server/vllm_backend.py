@@ -22,7 +22,8 @@ import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from magnet.errors import BackendError, InputTooLongError, InvalidInputError, MagnetError, NotReadyError
+from magnet.errors import BackendError, InvalidInputError, MagnetError, NotReadyError
+from magnet.limits import prompt_token_ids
 from magnet.loading import ModelSpec, load_tokenizer
 from magnet.merged import merged_checkpoint
 from magnet.sampling import Completion, SamplingParams, StreamChunk
@@ -185,18 +186,8 @@ class VllmGenerateBackend:
         return self.engine
 
     def prompt_ids(self, prompt: str, params: SamplingParams) -> list[int]:
-        """Tokenize as the torch path does (the tokenizer's own special tokens) and check the limit."""
-        if not isinstance(prompt, str) or not prompt:
-            raise InvalidInputError("prompt is empty: give some text to continue")
-        if params.max_tokens < 1:
-            raise InvalidInputError("max_tokens must be at least 1")
-        ids = self.tokenizer(prompt)["input_ids"]
-        if len(ids) + params.max_tokens > self.max_model_len:
-            raise InputTooLongError(
-                f"the prompt plus max_tokens has {len(ids) + params.max_tokens} tokens; the limit is "
-                f"{self.max_model_len}. Shorten the prompt or lower max_tokens."
-            )
-        return ids
+        """Tokenize and check exactly as the torch path does (magnet/limits.py)."""
+        return prompt_token_ids(self.tokenizer, prompt, params, self.max_model_len)
 
 
 def ended_on_stop_token(piece) -> int:
