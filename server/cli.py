@@ -32,6 +32,13 @@ FLAGS = {  # flag -> (settings field, type, help)
     "--generate-backend": ("generate_backend", str, "vllm, torch or auto (default: vllm if it imports)"),
     "--vllm-kv-cache-gb": ("vllm_kv_cache_gb", float, "vLLM KV-cache space in GiB (default 1.0)"),
     "--vllm-max-model-len": ("vllm_max_model_len", int, "vLLM max sequence length (default 2048)"),
+    "--vllm-tensor-parallel-size": ("vllm_tensor_parallel_size", int, "GPUs each layer is split over (default 1)"),
+    "--vllm-pipeline-parallel-size": ("vllm_pipeline_parallel_size", int,
+                                      "GPUs the layers are divided among (default 1)"),
+    "--vllm-gpu-memory-utilization": ("vllm_gpu_memory_utilization", float, "share of each GPU's memory for "
+                                      "vLLM, KV cache sized to fill it (replaces --vllm-kv-cache-gb)"),
+    "--vllm-quantization": ("vllm_quantization", str, "vLLM quantization: awq, gptq, fp8, ... (default: none)"),
+    "--retry-after-s": ("retry_after_s", float, "Retry-After sent with 429 (default 1)"),
 }
 
 

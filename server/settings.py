@@ -40,3 +40,11 @@ class Settings(BaseSettings):
     generate_backend: Literal["auto", "vllm", "torch"] = "auto"
     vllm_kv_cache_gb: float = Field(1.0, gt=0, description="vLLM KV-cache space (GiB)")
     vllm_max_model_len: int = Field(2048, ge=16, description="vLLM max sequence length")
+    # Big models on GPUs (the defaults are vLLM's own; see docs/deploy.md).
+    vllm_tensor_parallel_size: int = Field(1, ge=1, description="GPUs each layer is split over (vLLM)")
+    vllm_pipeline_parallel_size: int = Field(1, ge=1, description="GPUs the layers are divided among (vLLM)")
+    vllm_gpu_memory_utilization: float | None = Field(
+        None, gt=0, le=1, description="share of each GPU's memory vLLM may use, the KV cache sized to fill it "
+                                      "(replaces vllm_kv_cache_gb); unset = the KV cache is vllm_kv_cache_gb")
+    vllm_quantization: str | None = Field(None, description="vLLM quantization method (awq, gptq, fp8, ...); "
+                                                            "unset = the checkpoint's own, if any")

@@ -59,17 +59,25 @@ def engine_args(path: Path, name: str, settings, spec: ModelSpec):
     if dtype is None:  # auto picks bf16 on CPU, 3x slower without avx512_bf16
         dtype = "float32" if current_platform.is_cpu() else "auto"
     kv_cache_gb = getattr(settings, "vllm_kv_cache_gb", 1.0)
+    memory_share = getattr(settings, "vllm_gpu_memory_utilization", None)
+    # Big models: unset, each is vLLM's own default (one device, no quantization).
+    big_model = {"tensor_parallel_size": getattr(settings, "vllm_tensor_parallel_size", 1),
+                 "pipeline_parallel_size": getattr(settings, "vllm_pipeline_parallel_size", 1),
+                 "quantization": getattr(settings, "vllm_quantization", None)}
+    if memory_share is not None:
+        big_model["gpu_memory_utilization"] = memory_share
     return AsyncEngineArgs(
         model=str(path),
         served_model_name=name,
         dtype=dtype,
         max_model_len=getattr(settings, "vllm_max_model_len", 2048),
         # = VLLM_CPU_KVCACHE_SPACE, which only takes whole GiB; on GPU it replaces
-        # gpu_memory_utilization.
-        kv_cache_memory_bytes=int(kv_cache_gb * GIB),
+        # gpu_memory_utilization, unless that is given (vLLM then sizes the KV cache).
+        kv_cache_memory_bytes=None if memory_share is not None else int(kv_cache_gb * GIB),
         enforce_eager=True,  # starts in ~25 s instead of ~135 s; compile cache is not reused
         disable_log_stats=False,  # keeps the Prometheus stat logger (vllm:* metrics)
         seed=0,
+        **big_model,
     )
 
 

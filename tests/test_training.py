@@ -10,7 +10,7 @@ import torch
 from magnet.masks import CONTEXT
 from magnet.training.config import TrainConfig
 from magnet.training.corpus import Corpus
-from magnet.training.loop import add_lora, train, train_step, view_spec
+from magnet.training.loop import MagnetObjective, add_lora, train, train_step, view_spec
 from magnet.training.objectives import collate_views, info_nce, mntp_msg_losses
 from magnet.training.views import MNTP, MSG, ViewSpec, make_view
 
@@ -189,7 +189,7 @@ def test_each_loss_is_finite_and_falls_on_a_repeated_batch(tiny_loaded, tiny_mod
     optimizer = torch.optim.AdamW(params, lr=1e-2)
     history = []
     for _ in range(8):
-        losses = train_step(model, corpus, config, step=0, pad_id=0, device="cpu")  # same batch each time
+        losses = train_step(MagnetObjective(model), corpus, config, step=0, pad_id=0, device="cpu")  # same batch
         optimizer.step()
         optimizer.zero_grad()
         history.append(losses)

@@ -3,7 +3,7 @@
     magnet train --data wiki.valid.raw --output runs/magnet --max-steps 300 \
                  --max-length 64 --batch-size 16 [--config cfg.json] [--resume]
 
-Multi-GPU data parallel: the same command under `accelerate launch` (see docs/training.md).
+Data parallel: the same command under `accelerate launch` or `torchrun` (see docs/training.md).
 """
 from __future__ import annotations
 
@@ -34,6 +34,9 @@ FLAGS = {  # flag -> (config field, type, help)
     "--lora-r": ("lora_r", int, "LoRA rank (16)"),
     "--lora-alpha": ("lora_alpha", int, "LoRA alpha (32)"),
     "--checkpoint-every": ("checkpoint_every", int, "steps between checkpoints"),
+    "--dist-timeout-s": ("dist_timeout_s", float, "data parallel: seconds a collective may wait (1800)"),
+    "--main-wait-s": ("main_wait_s", float, "data parallel: seconds the other processes wait for the main "
+                      "one's checkpoint and quality check (7200)"),
     "--eval-every": ("eval_every", int, "steps between quality checks (0: only at the end)"),
     "--eval-pairs": ("eval_pairs", int, "STS-B dev pairs in the quality check (0: all)"),
     "--eval-stories": ("eval_stories", int, "held-out ROC stories in the quality check"),
@@ -54,6 +57,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gradient-checkpointing", action="store_true", default=None)
     parser.add_argument("--no-quality-check", dest="quality_check", action="store_false", default=None)
     parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --output")
+    parser.add_argument("--stop-after", type=int, help="end after N steps of this run with a checkpoint "
+                        "(resume it later with --resume)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (logs still go to log.jsonl)")
 
 
@@ -70,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
     from magnet.training.loop import train
 
     config = config_from_args(args)
-    adapter = train(config, resume=args.resume, progress=not args.no_progress)
-    print(f"adapter written to {adapter}")
+    adapter = train(config, resume=args.resume, progress=not args.no_progress, stop_after=args.stop_after)
+    if adapter is not None:  # None: stopped early, or not the main process of a data-parallel run
+        print(f"adapter written to {adapter}")
     return 0

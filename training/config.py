@@ -68,6 +68,8 @@ class TrainConfig:
 
     # bookkeeping
     checkpoint_every: int = 50
+    dist_timeout_s: float = 1800.0  # data parallel: a collective (all-reduce) waiting longer fails the run
+    main_wait_s: float = 7200.0  # data parallel: how long the others wait for a checkpoint + quality check
     eval_every: int = 0  # 0 = only at the end
     eval_pairs: int = 0  # STS-B dev pairs for the quality check (0 = all)
     eval_stories: int = 200

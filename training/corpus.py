@@ -2,6 +2,10 @@
 
 Each step draws its batch from `random.Random(seed, step)`, so a run resumed
 at step s sees exactly the batches an uninterrupted run would have seen.
+
+Data parallel: every process draws the step's whole global batch (N x the
+per-process batch) from the same RNG and keeps its own contiguous share, so N
+processes with batch B see exactly the examples of one process with batch N x B.
 """
 from __future__ import annotations
 
@@ -15,9 +19,15 @@ from magnet.training.config import TrainConfig
 from magnet.training.views import View, ViewSpec, make_view
 
 
-def step_rng(seed: int, step: int, stream: int = 0, rank: int = 0) -> random.Random:
-    """The RNG of one (step, stream); data-parallel ranks draw different batches."""
-    return random.Random(f"{seed}:{step}:{stream}" + (f":{rank}" if rank else ""))
+def step_rng(seed: int, step: int, stream: int = 0) -> random.Random:
+    """The RNG of one (step, stream): the same in every data-parallel process."""
+    return random.Random(f"{seed}:{step}:{stream}")
+
+
+def share(items: list, rank: int, world: int) -> list:
+    """Process `rank`'s contiguous share of a global batch (len(items) // world items)."""
+    size = len(items) // world
+    return items[rank * size : (rank + 1) * size]
 
 
 @dataclass
@@ -46,21 +56,29 @@ class Corpus:
                              f"{len(instruction_ids)}-token instruction: raise it")
         return cls(chunks, pairs, spec, config, instruction_ids, tokenizer)
 
-    def views(self, step: int, micro: int, rank: int = 0) -> list[View]:
-        rng = step_rng(self.config.seed, step, 2 * micro, rank)
-        return [make_view(rng.choice(self.chunks), self.spec, rng) for _ in range(self.config.batch_size)]
+    def views(self, step: int, micro: int, rank: int = 0, world: int = 1) -> list[View]:
+        """This process's `batch_size` views of the step's global batch of `world x batch_size`."""
+        rng = step_rng(self.config.seed, step, 2 * micro)
+        drawn = [make_view(rng.choice(self.chunks), self.spec, rng) for _ in range(self.config.batch_size * world)]
+        return share(drawn, rank, world)
 
-    def sscl_batch(self, step: int, micro: int, rank: int = 0) -> tuple[list[list[int]], list[list[int]]]:
-        """Token lists for x and x+ (instruction, text, EOS), distinct texts per batch."""
-        rng = step_rng(self.config.seed, step, 2 * micro + 1, rank)
+    def sscl_batch(self, step: int, micro: int, rank: int = 0,
+                   world: int = 1) -> tuple[list[list[int]], list[list[int]]]:
+        """Token lists for x and x+ (instruction, text, EOS), distinct texts per global batch;
+        this process's share of it (every process gets the same number of pairs)."""
+        per_process = min(self.config.sscl_batch, len(self.sscl_pairs) // world)
+        if per_process < 1:
+            raise ValueError(f"{len(self.sscl_pairs)} SSCL texts cannot be shared by {world} processes: "
+                             "give more --data lines or --pairs")
+        rng = step_rng(self.config.seed, step, 2 * micro + 1)
         augment = get_augmenter(self.config.augmenter)
-        picked = rng.sample(self.sscl_pairs, min(self.config.sscl_batch, len(self.sscl_pairs)))
-        xs, positives = [], []
-        for text, positive in picked:
+        picked = rng.sample(self.sscl_pairs, per_process * world)
+        texts = []
+        for text, positive in picked:  # every process augments them all: the RNG stays in step
             text = self.cut(text)  # cut first: x+ must be a view of the same window as x
-            xs.append(self.embed_ids(text))
-            positives.append(self.embed_ids(self.cut(positive) if positive is not None else augment(text, rng)))
-        return xs, positives
+            texts.append((text, self.cut(positive) if positive is not None else augment(text, rng)))
+        mine = share(texts, rank, world)
+        return [self.embed_ids(x) for x, _ in mine], [self.embed_ids(x_plus) for _, x_plus in mine]
 
     def cut(self, text: str) -> str:
         """The text as far as an SSCL view holds it ([anchor] instruction text [EOS])."""

@@ -6,13 +6,25 @@ Per optimizer step (and per micro-batch of gradient accumulation):
 Batches, dropout and random tokens are seeded by (seed, step), so a resumed run
 repeats an uninterrupted one exactly; checkpoints hold the adapter and the
 optimizer state.
+
+Data parallel (`accelerate launch` or `torchrun`): the micro-batch's forwards run
+inside one module (`MagnetObjective`) that `accelerator.prepare` wraps in DDP, so
+DDP all-reduces the LoRA gradients during backward. Each process takes its share
+of the step's global batch (corpus.py); the MNTP/MSG token means are taken over
+the global batch (token counts all-reduced) and SSCL's in-batch negatives are
+the global batch's (embeddings all-gathered), so N processes with batch B train
+exactly like one process with batch N x B (tested, up to float rounding and
+LoRA dropout masks). Only the main process logs, checkpoints and runs quality
+checks; the others wait for it on a barrier with its own long timeout.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import torch
@@ -21,9 +33,9 @@ from magnet.loading import ModelSpec, attach_adapter, load_model
 from magnet.training.checkpoints import latest_checkpoint, save_checkpoint, write_adapter
 from magnet.training.config import TrainConfig
 from magnet.training.corpus import Corpus
-from magnet.training.objectives import collate_views, info_nce, mntp_msg_losses
+from magnet.training.objectives import ViewBatch, collate_views, info_nce, label_nll
 from magnet.forward import encode_last_token
-from magnet.training.views import ViewSpec
+from magnet.training.views import MNTP, MSG, ViewSpec
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +73,9 @@ def prepare_model(config: TrainConfig, resume_from: Path | None):
         torch.manual_seed(config.seed)  # LoRA's A matrices are drawn at random
         model = add_lora(loaded.model, config)
     if config.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
+        # non-reentrant: DDP's gradient hooks fire once per parameter even though one step
+        # runs the decoder up to three times (x^m, x, x+)
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
     model.train()
     return loaded, model
@@ -82,24 +96,88 @@ def learning_rate(config: TrainConfig, step: int) -> float:
     return config.lr * (FINAL_LR_RATIO + (1 - FINAL_LR_RATIO) * 0.5 * (1 + math.cos(math.pi * done)))
 
 
-def train_step(model, corpus: Corpus, config: TrainConfig, step: int, pad_id: int, device, rank: int = 0) -> dict:
+class MagnetObjective(torch.nn.Module):
+    """The forwards of one micro-batch as one module call, so that DDP (which
+    `accelerator.prepare` wraps around it) sees them: per-label NLL of the hybrid
+    view x^m and, when SSCL is on, the last-token embeddings of x and x+. Our
+    forward runs the decoder with a 4-D mask (magnet.forward), not model.forward,
+    so wrapping the peft model itself would bypass DDP's forward and its hooks."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: ViewBatch, sscl: tuple | None, pad_id: int):
+        nll = label_nll(self.model, batch)
+        if sscl is None:
+            return nll, None, None
+        xs, positives = sscl
+        device = nll.device
+        return (nll, encode_last_token(self.model, xs, pad_id, device),
+                encode_last_token(self.model, positives, pad_id, device))
+
+
+def train_step(objective, corpus: Corpus, config: TrainConfig, step: int, pad_id: int, device,
+               accelerator=None) -> dict:
+    """Forward and backward of one optimizer step (all micro-batches); returns the
+    losses of the global batch (the same in every process)."""
+    rank, world = (accelerator.process_index, accelerator.num_processes) if accelerator else (0, 1)
     w_mntp, w_sscl, w_msg = config.weights_at(step)
     totals = {"mntp": 0.0, "sscl": 0.0, "msg": 0.0, "loss": 0.0}
     for micro in range(config.grad_accum):
         torch.manual_seed(hash((config.seed, step, micro, rank)) % 2**31)  # dropout, reproducible on resume
-        batch = collate_views(corpus.views(step, micro, rank), pad_id, device)
-        mntp, msg = mntp_msg_losses(model, batch)
-        loss = w_mntp * mntp + w_msg * msg
-        sscl = torch.zeros(())
-        if w_sscl > 0:
-            xs, positives = corpus.sscl_batch(step, micro, rank)
-            sscl = info_nce(encode_last_token(model, xs, pad_id, device),
-                            encode_last_token(model, positives, pad_id, device), config.temperature)
-            loss = loss + w_sscl * sscl
-        (loss / config.grad_accum).backward()
-        for name, value in (("mntp", mntp), ("sscl", sscl), ("msg", msg), ("loss", loss)):
-            totals[name] += float(value.detach()) / config.grad_accum
+        batch = collate_views(corpus.views(step, micro, rank, world), pad_id, device)
+        kinds = torch.stack([batch.objectives == MNTP, batch.objectives == MSG])  # (2, N)
+        counts = all_sum(kinds.sum(dim=1).float(), accelerator).clamp(min=1)  # labels in the global batch
+        sscl_views = corpus.sscl_batch(step, micro, rank, world) if w_sscl > 0 else None
+        last = micro == config.grad_accum - 1
+        with no_sync(objective, accelerator, last):
+            nll, anchors, positives = objective(batch, sscl_views, pad_id)
+            sums = (kinds * nll.float()).sum(dim=1)  # this process's MNTP and MSG label NLL
+            # world x (local sum / global count): DDP's gradient mean makes it the global mean's gradient
+            mntp, msg = world * sums / counts
+            loss = w_mntp * mntp + w_msg * msg
+            sscl = torch.zeros((), device=nll.device)
+            if anchors is not None:
+                # global in-batch negatives; the gradient flows through this process's rows only,
+                # hence x world, like the token means
+                sscl = info_nce(gather_rows(anchors, accelerator), gather_rows(positives, accelerator),
+                                config.temperature)
+                loss = loss + world * w_sscl * sscl
+            if accelerator is None:
+                (loss / config.grad_accum).backward()
+            else:
+                accelerator.backward(loss / config.grad_accum)
+        mntp, msg = (all_sum(sums.detach(), accelerator) / counts).tolist()
+        sscl = float(sscl.detach())
+        for name, value in (("mntp", mntp), ("sscl", sscl), ("msg", msg),
+                            ("loss", w_mntp * mntp + w_sscl * sscl + w_msg * msg)):
+            totals[name] += value / config.grad_accum
     return totals
+
+
+def all_sum(tensor: torch.Tensor, accelerator) -> torch.Tensor:
+    """The sum of `tensor` over all processes (itself with one)."""
+    if accelerator is None or accelerator.num_processes == 1:
+        return tensor
+    return accelerator.reduce(tensor.clone(), reduction="sum")
+
+
+def gather_rows(local: torch.Tensor, accelerator) -> torch.Tensor:
+    """(world x B, H): every process's rows in rank order, this process's own rows
+    keeping their gradient (the others' are constants here)."""
+    if accelerator is None or accelerator.num_processes == 1:
+        return local
+    everyone = accelerator.gather(local.detach().contiguous())
+    size, rank = local.shape[0], accelerator.process_index
+    return torch.cat([everyone[: rank * size], local, everyone[(rank + 1) * size :]])
+
+
+def no_sync(objective, accelerator, sync: bool):
+    """DDP's all-reduce only on the last micro-batch of gradient accumulation."""
+    if sync or accelerator is None or accelerator.num_processes == 1:
+        return contextlib.nullcontext()
+    return accelerator.no_sync(objective)
 
 
 def train(config: TrainConfig, resume: bool = False, progress: bool = True,
@@ -112,7 +190,8 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True,
         log.warning("--resume: no checkpoint in %s, starting from step 0", output)
     accelerator = make_accelerator(config)
     main = accelerator.is_main_process
-    if config.device is None:
+    wait_for_main = main_process_barrier(accelerator, config)
+    if config.device is None or accelerator.num_processes > 1:  # each process on its own device
         config = config.with_(device=str(accelerator.device))
     loaded, model = prepare_model(config, checkpoint)
     tokenizer, device = loaded.tokenizer, loaded.device
@@ -126,19 +205,25 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True,
         optimizer.load_state_dict(state["optimizer"])
         start = state["step"]
         log.info("resuming from %s at step %d", checkpoint, start)
-    output.mkdir(parents=True, exist_ok=True)
-    (output / "config.json").write_text(config.to_json())
+    # DDP around the objective when there are several processes (a no-op with one)
+    objective, optimizer = accelerator.prepare(MagnetObjective(model), optimizer, device_placement=[False, False])
     log_path = output / "log.jsonl"
-    truncate_log(log_path, start)
+    if main:
+        output.mkdir(parents=True, exist_ok=True)
+        (output / "config.json").write_text(config.to_json())
+        truncate_log(log_path, start)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    if main:
+        world = accelerator.num_processes
+        log.info("%d process(es) x batch %d x %d micro-batch(es): global batch %d", world, config.batch_size,
+                 config.grad_accum, world * config.batch_size * config.grad_accum)
     bar = progress_bar(start, config.max_steps, progress and main)
     for step in range(start, config.max_steps):
         started = time.perf_counter()
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(config, step)
-        losses = train_step(model, corpus, config, step, pad_id, device, accelerator.process_index)
-        average_gradients(params, accelerator)
-        torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+        losses = train_step(objective, corpus, config, step, pad_id, device, accelerator)
+        accelerator.clip_grad_norm_(params, config.max_grad_norm)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         record = {"step": step + 1, **{k: round(v, 5) for k, v in losses.items()},
@@ -148,15 +233,20 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True,
                 f.write(json.dumps(record) + "\n")
         bar.set_postfix({k: f"{losses[k]:.3f}" for k in ("mntp", "sscl", "msg")})
         bar.update(1)
-        if not all(math.isfinite(v) for v in losses.values()):
+        if not all(math.isfinite(v) for v in losses.values()):  # global losses: every process stops
             raise FloatingPointError(f"non-finite loss at step {step + 1}: {losses}")
-        if main and (step + 1) % config.checkpoint_every == 0 and step + 1 < config.max_steps:
-            save_checkpoint(output, step + 1, model, optimizer)
-        if main and config.eval_every and (step + 1) % config.eval_every == 0:
-            run_quality_check(config, loaded, model, step + 1)
-        if stop_after is not None and step + 1 - start >= stop_after and step + 1 < config.max_steps:
-            if main:
+        stopping = stop_after is not None and step + 1 - start >= stop_after and step + 1 < config.max_steps
+        checkpoint_due = (step + 1) % config.checkpoint_every == 0 and step + 1 < config.max_steps
+        eval_due = bool(config.eval_every) and (step + 1) % config.eval_every == 0
+        if checkpoint_due or eval_due or stopping:
+            # the main process's work; the others wait on a barrier that cannot time out
+            # their next all-reduce, however long the quality check takes
+            if main and (checkpoint_due or stopping):
                 save_checkpoint(output, step + 1, model, optimizer)
+            if main and eval_due:
+                run_quality_check(config, loaded, model, step + 1)
+            wait_for_main()
+        if stopping:
             bar.close()
             return None
     bar.close()
@@ -185,20 +275,32 @@ def run_quality_check(config: TrainConfig, loaded, model, step: int, adapter: Pa
 
 
 def make_accelerator(config: TrainConfig):
-    """One process here; N under `accelerate launch` (data parallel, see average_gradients)."""
-    from accelerate import Accelerator
+    """One process, or N under `accelerate launch` / `torchrun` (DDP, see MagnetObjective)."""
+    from accelerate import Accelerator, DistributedType
+    from accelerate.utils import DistributedDataParallelKwargs, InitProcessGroupKwargs
 
-    return Accelerator(cpu=config.device == "cpu")
+    accelerator = Accelerator(cpu=config.device == "cpu", kwargs_handlers=[
+        InitProcessGroupKwargs(timeout=timedelta(seconds=config.dist_timeout_s)),
+        # nothing changes a buffer during training: no broadcast before every forward
+        DistributedDataParallelKwargs(broadcast_buffers=False),
+    ])
+    if accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
+        raise ValueError(f"magnet train runs data parallel (DDP); {accelerator.distributed_type.value} "
+                         "shards the model, which its checkpoints do not support: launch with "
+                         "deploy/accelerate/multi-gpu-7b.yaml (a LoRA run on a 7B base fits on each GPU)")
+    return accelerator
 
 
-def average_gradients(params, accelerator) -> None:
-    """Data parallel without a DDP wrapper (our forward goes through the decoder, not
-    model.forward): each process trains on its own batches, then LoRA gradients are averaged."""
+def main_process_barrier(accelerator, config: TrainConfig):
+    """A barrier for the other processes to wait for the main process's checkpoint and
+    quality check: on a gloo group of its own whose timeout is `main_wait_s`, not the
+    training collectives' `dist_timeout_s` (a hung all-reduce still fails fast)."""
     if accelerator.num_processes == 1:
-        return
-    for p in params:
-        if p.grad is not None:
-            p.grad = accelerator.reduce(p.grad, reduction="mean")
+        return lambda: None
+    import torch.distributed as dist
+
+    group = dist.new_group(backend="gloo", timeout=timedelta(seconds=config.main_wait_s))
+    return lambda: dist.barrier(group=group)
 
 
 def truncate_log(path: Path, step: int) -> None:
