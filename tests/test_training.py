@@ -245,3 +245,21 @@ def test_the_adapter_is_world_readable_under_a_private_umask(tiny_model_dir, dat
         os.umask(old)
     modes = {p.name: p.stat().st_mode & 0o777 for p in [adapter, *adapter.iterdir()]}
     assert modes.pop("adapter") == 0o755 and set(modes.values()) == {0o644}, modes
+
+
+def test_a_shipped_adapter_is_half_precision_and_loads_like_the_trained_one(tiny_model_dir, data_file, tmp_path):
+    from safetensors import safe_open
+
+    from magnet.engine import Engine
+    from magnet.loading import ModelSpec
+    from magnet.training.ship import ship_adapter
+
+    trained = train(tiny_config(tiny_model_dir, data_file, tmp_path, max_steps=2), progress=False)
+    shipped = ship_adapter(trained, tmp_path / "ship" / "adapter")
+    with safe_open(shipped / "adapter_model.safetensors", "pt") as f:
+        assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.float16}
+    assert (shipped / "magnet.json").read_text() == (trained / "magnet.json").read_text()
+    texts = ["A fox runs.", "The cat sleeps on the mat."]
+    full = Engine.from_spec(ModelSpec(model=str(tiny_model_dir), adapter=str(trained), device="cpu")).embed(texts)
+    half = Engine.from_spec(ModelSpec(model=str(tiny_model_dir), adapter=str(shipped), device="cpu")).embed(texts)
+    torch.testing.assert_close(half.embeddings, full.embeddings, atol=2e-3, rtol=0)
