@@ -94,11 +94,19 @@ def test_greedy_equals_torch_path(running, torch_engine, prompt):
 
 def test_penalties_mean_the_same_on_both_paths(running, torch_engine):
     loop, backend = running
+    from dataclasses import replace
+
+    from vllm.sampling_params import RequestOutputKind
+
+    from magnet.server.vllm_backend import vllm_params
+
     params = SamplingParams(max_tokens=32, temperature=0.0, repetition_penalty=1.3, frequency_penalty=0.4,
                             presence_penalty=0.2)
-    got = loop.run(backend.generate(PROMPTS[0], params))
-    assert got.text == torch_engine.generate(PROMPTS[0], params).text
-    assert got.text != loop.run(backend.generate(PROMPTS[0], SamplingParams(max_tokens=32))).text
+    mapped = vllm_params(replace(params, temperature=1.0, top_k=7, min_p=0.05), RequestOutputKind.FINAL_ONLY)
+    assert (mapped.repetition_penalty, mapped.frequency_penalty, mapped.presence_penalty, mapped.top_k,
+            mapped.min_p) == (1.3, 0.4, 0.2, 7, 0.05)  # (greedy: both sides ignore top_k and min_p)
+    for prompt in PROMPTS:
+        assert loop.run(backend.generate(prompt, params)).text == torch_engine.generate(prompt, params).text
 
 
 def test_stop_string_cuts_like_torch_path(running, torch_engine):
@@ -182,6 +190,8 @@ def test_a_killed_engine_is_noticed_answers_503_and_restarts(running):
     from magnet.errors import NotReadyError
 
     loop, backend = running
+    params = SamplingParams(max_tokens=4)
+    before = loop.run(backend.generate(PROMPTS[0], params)).text
     engine_processes = [p for p in psutil.Process().children(recursive=True)
                         if "resource_tracker" not in " ".join(p.cmdline())]
     assert engine_processes, "vLLM's engine core runs in a child process"
@@ -193,9 +203,9 @@ def test_a_killed_engine_is_noticed_answers_503_and_restarts(running):
     noticed = time.monotonic() - killed
     assert backend.problem() == "the vLLM engine process died"
     with pytest.raises(NotReadyError):
-        loop.run(backend.generate(PROMPTS[0], SamplingParams(max_tokens=4)))
+        loop.run(backend.generate(PROMPTS[0], params))
     loop.run(backend.restart())
     back = time.monotonic() - killed
     assert backend.problem() is None
-    assert loop.run(backend.generate(PROMPTS[0], SamplingParams(max_tokens=4))).completion_tokens == 4
+    assert loop.run(backend.generate(PROMPTS[0], params)).text == before  # the same weights serve again
     print(f"engine death noticed after {noticed:.2f} s, serving again after {back:.1f} s")
