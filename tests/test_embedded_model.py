@@ -42,11 +42,25 @@ def test_embeddings_rank_a_paraphrase_above_an_unrelated_sentence(base_engine):
     assert vectors.shape == (3, 576) and sims[0, 1] > sims[0, 2]
 
 
-def test_infill_fills_the_gap_and_reports_why_it_stopped(base_engine):
-    result = base_engine.infill(["The capital of France is", ". It is a beautiful city."],
-                                SamplingParams(max_tokens=12))
-    assert result.completion_tokens >= 1 and result.text.strip()
-    assert result.finish_reason in ("stop", "length")
+@pytest.fixture(scope="module")
+def adapted_engine():
+    from magnet.engine import Engine
+    from magnet.loading import ModelSpec
+
+    return Engine.from_spec(ModelSpec(device="cpu"))  # the shipped default adapter
+
+
+def test_the_default_adapter_fills_a_gap_from_both_sides_and_stops_by_itself(adapted_engine):
+    result = adapted_engine.infill(["Tom was hungry. He went to the", " and bought a sandwich."])
+    places = {"store", "shop", "market", "supermarket", "deli", "bakery", "cafe", "restaurant", "kitchen"}
+    assert result.text.strip() in places and result.finish_reason == "stop", result
+
+
+def test_the_default_adapter_writes_punctuation_as_the_base_does(base_engine, adapted_engine):
+    params = SamplingParams(max_tokens=24)
+    for prompt in ("The capital of France is", "The Eiffel Tower was built in"):
+        base, adapted = base_engine.generate(prompt, params).text, adapted_engine.generate(prompt, params).text
+        assert " ." not in adapted and " ," not in adapted, (base, adapted)
 
 
 def test_the_shipped_default_adapter_fits_the_embedded_model():
