@@ -9,6 +9,8 @@ keeps the peft wrapper, which training uses to resume).
 """
 from __future__ import annotations
 
+import hashlib
+
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +46,7 @@ class LoadedModel:
     base: BaseIdentity
     adapter_path: Path | None
     manifest: AdapterManifest | None
+    adapter_sha256: str | None = None  # of the weights as loaded (the file may change later)
 
     @property
     def device(self) -> torch.device:
@@ -152,11 +155,21 @@ def load_model(spec: ModelSpec = ModelSpec()) -> LoadedModel:
     model = load_base(base_path, device, dtype)
     base = BaseIdentity.of(model.config, base_name(base_path, model.config))
     manifest = AdapterManifest.load(adapter_path) if adapter_path else None
+    sha256 = None
     if adapter_path is not None:
         check_adapter_fits(base, manifest, adapter_path)
+        sha256 = weights_sha256(adapter_path)
         model = attach_adapter(model, adapter_path, base, spec.merge)
         model.eval()
-    return LoadedModel(model, load_tokenizer(base_path), base_path, base, adapter_path, manifest)
+    return LoadedModel(model, load_tokenizer(base_path), base_path, base, adapter_path, manifest, sha256)
+
+
+def weights_sha256(adapter_path: Path) -> str:
+    """sha256 of an adapter's weights file: what caches and tagging heads are keyed on."""
+    weights = sorted(Path(adapter_path).glob("adapter_model.*"))
+    if not weights:
+        raise FileNotFoundError(f"no adapter_model.* weights in {adapter_path}")
+    return hashlib.sha256(weights[0].read_bytes()).hexdigest()
 
 
 def base_name(path: Path, config) -> str:

@@ -72,3 +72,24 @@ def test_dtype_defaults_fp32_on_cpu_and_refuses_unknown_names():
     assert pick_dtype("bf16", torch.device("cpu")) == torch.bfloat16
     with pytest.raises(ValueError, match="float32, bfloat16 or float16"):
         pick_dtype("int3", torch.device("cpu"))
+
+
+def test_the_adapter_digest_is_taken_when_the_weights_are_loaded(tiny_model_dir, tmp_path):
+    """Caches and tagging heads key on what was loaded, even if the file is replaced later."""
+    from peft import LoraConfig, get_peft_model
+
+    from magnet.loading import ModelSpec, load_model, weights_sha256
+    from magnet.tagging.features import engine_identity
+
+    loaded = load_model(ModelSpec(model=str(tiny_model_dir), adapter=None, device="cpu"))
+    lora = get_peft_model(loaded.model, LoraConfig(r=2, target_modules=["q_proj"], task_type="CAUSAL_LM"))
+    lora.save_pretrained(tmp_path / "adapter")
+    with_adapter = load_model(ModelSpec(model=str(tiny_model_dir), adapter=str(tmp_path / "adapter"), device="cpu"))
+    digest = weights_sha256(tmp_path / "adapter")
+    assert with_adapter.adapter_sha256 == digest
+    (tmp_path / "adapter" / "adapter_model.safetensors").write_bytes(b"replaced")
+
+    class Holder:
+        loaded = with_adapter
+
+    assert engine_identity(Holder()).adapter.sha256 == digest

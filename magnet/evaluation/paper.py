@@ -39,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def model_description(base, adapted) -> dict:
     from magnet.tagging.heads import adapter_identity
 
-    identity = adapter_identity(adapted.loaded.adapter_path)
+    identity = adapter_identity(adapted.loaded.adapter_path, adapted.loaded.adapter_sha256)
     return {"base": base.name, "base_path": str(base.loaded.base_path), "adapted": adapted.name,
             "adapter": asdict(identity) if identity else None,
             "device": str(adapted.device), "dtype": str(adapted.loaded.dtype).replace("torch.", "")}

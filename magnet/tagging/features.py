@@ -36,7 +36,7 @@ class ModelIdentity:
 
 def engine_identity(engine) -> ModelIdentity:
     loaded = engine.loaded
-    return ModelIdentity(loaded.base, adapter_identity(loaded.adapter_path))
+    return ModelIdentity(loaded.base, adapter_identity(loaded.adapter_path, loaded.adapter_sha256))
 
 
 def states_function(engine, mode: str):

@@ -8,7 +8,6 @@ their label lists and a manifest naming the model they were trained on.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -35,14 +34,13 @@ class AdapterIdentity:
     sha256: str  # of its weights file: the same name can hold other weights
 
 
-def adapter_identity(adapter_path: Path | None) -> AdapterIdentity | None:
+def adapter_identity(adapter_path: Path | None, sha256: str | None = None) -> AdapterIdentity | None:
+    """The adapter's name and weights digest (`sha256` when the loader already took it)."""
     if adapter_path is None:
         return None
-    weights = sorted(Path(adapter_path).glob("adapter_model.*"))
-    if not weights:
-        raise FileNotFoundError(f"no adapter_model.* weights in {adapter_path}")
-    digest = hashlib.sha256(weights[0].read_bytes()).hexdigest()
-    return AdapterIdentity(Path(adapter_path).name, digest)
+    from magnet.loading import weights_sha256
+
+    return AdapterIdentity(Path(adapter_path).name, sha256 or weights_sha256(adapter_path))
 
 
 def describe(base: BaseIdentity, adapter: AdapterIdentity | None) -> str:
