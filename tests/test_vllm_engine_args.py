@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 from pathlib import Path
+
+import pytest
 
 from magnet.loading import ModelSpec
 from magnet.server import cli
@@ -18,11 +21,24 @@ SPEC = ModelSpec(device="cpu", dtype="float32")
 BIG_MODEL_FIELDS = {"tensor_parallel_size", "pipeline_parallel_size", "gpu_memory_utilization", "quantization"}
 
 
+@pytest.fixture(autouse=True)
+def model_dir(tmp_path, monkeypatch):
+    """A local checkpoint dir: with HF_HUB_OFFLINE (as the test command sets it) vLLM would
+    otherwise read the path as a hub repo id."""
+    path = tmp_path / "llama-2-7b+adapter"
+    path.mkdir()
+    monkeypatch.setattr(sys.modules[__name__], "MODEL_DIR", path)
+    return path
+
+
+MODEL_DIR = Path("llama-2-7b+adapter")
+
+
 def args_for(*argv: str):
     parser = argparse.ArgumentParser()
     cli.add_arguments(parser)
     settings = cli.settings_from(parser.parse_args(list(argv)))
-    return engine_args(Path("/models/llama-2-7b+adapter"), "llama-2-7b+adapter", settings, SPEC)
+    return engine_args(MODEL_DIR, "llama-2-7b+adapter", settings, SPEC)
 
 
 def vllm_defaults() -> dict:
@@ -40,7 +56,7 @@ def test_the_big_model_flags_reach_the_engine_args(monkeypatch):
     assert (args.tensor_parallel_size, args.pipeline_parallel_size) == (4, 2)
     assert args.gpu_memory_utilization == 0.85 and args.quantization == "awq" and args.max_model_len == 4096
     assert args.kv_cache_memory_bytes is None  # vLLM sizes the KV cache from the memory share
-    assert args.model == "/models/llama-2-7b+adapter" and args.served_model_name == "llama-2-7b+adapter"
+    assert args.model == str(MODEL_DIR) and args.served_model_name == "llama-2-7b+adapter"
 
 
 def test_the_environment_reaches_them_too(monkeypatch):
