@@ -7,7 +7,7 @@ from dataclasses import replace
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
 
-from magnet.errors import MagnetError, NotReadyError
+from magnet.errors import MagnetError
 from magnet.protocol import (
     EmbedRequest,
     EmbedResponse,

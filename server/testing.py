@@ -7,6 +7,7 @@
         OpenAI(base_url=base_url + "/v1", api_key="x")
 
     release, held = await occupy_worker(app.state.service.worker)   # requests now queue up
+    app = app_with(engine, max_queue=1)           # an app around an engine already loaded
 
 Used by the project's tests and usable by anyone testing code against Magnet.
 """
@@ -21,6 +22,26 @@ from collections.abc import AsyncIterator, Iterator
 
 import httpx
 from fastapi import FastAPI
+
+
+def app_with(engine, **settings) -> FastAPI:
+    """The app around an engine already loaded: torch generation, no tagging heads (unless the
+    settings say otherwise)."""
+    from magnet.server.app import create_app
+    from magnet.server.settings import Settings
+
+    return create_app(Settings(**{"generate_backend": "torch", "heads": "none", **settings}), engine=engine)
+
+
+def assert_error(response: httpx.Response, status: int, code: str, *words: str) -> str:
+    """The response is the error body `{"error": {"code", "message"}}` with this status and
+    code, its message naming every word; returns the message."""
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert error["code"] == code
+    for word in words:
+        assert word in error["message"], error["message"]
+    return error["message"]
 
 
 @contextlib.asynccontextmanager

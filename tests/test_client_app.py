@@ -16,20 +16,15 @@ from magnet.client import (
 )
 from magnet.protocol import EmbedResponse, InfillResponse
 from magnet.sampling import INFILL_DEFAULTS, SamplingParams
-from magnet.server.app import create_app
-from magnet.server.settings import Settings
-from magnet.server.testing import running_app, serve_on_loopback
+from magnet.server.testing import app_with, running_app, serve_on_loopback
 
 LONG_TEXT = " ".join(["The quick brown fox jumps over the lazy dog."] * 60)
 
 
-def tiny_app(engine, **settings):
-    return create_app(Settings(generate_backend="torch", heads="none", **settings), engine=engine)
-
 
 @pytest.fixture
 async def client(tiny_engine):
-    app = tiny_app(tiny_engine, api_key="k")
+    app = app_with(tiny_engine, api_key="k")
     async with running_app(app):
         transport = httpx.ASGITransport(app=app)
         async with AsyncMagnetClient("http://magnet", api_key="k", transport=transport) as magnet:
@@ -66,7 +61,7 @@ async def test_server_errors_come_back_as_their_classes(client, tiny_engine):
 
 
 async def test_a_wrong_key_is_unauthorized(tiny_engine):
-    app = tiny_app(tiny_engine, api_key="right")
+    app = app_with(tiny_engine, api_key="right")
     async with running_app(app):
         transport = httpx.ASGITransport(app=app)
         async with AsyncMagnetClient("http://m", api_key="wrong", transport=transport) as magnet:
@@ -76,7 +71,7 @@ async def test_a_wrong_key_is_unauthorized(tiny_engine):
 
 
 def test_sync_client_on_loopback(tiny_engine):
-    with serve_on_loopback(tiny_app(tiny_engine)) as url, MagnetClient(url, retry=Retry(attempts=0)) as magnet:
+    with serve_on_loopback(app_with(tiny_engine)) as url, MagnetClient(url, retry=Retry(attempts=0)) as magnet:
         assert magnet.infill("The quick ", " the lazy dog.", max_tokens=4) == tiny_engine.infill(
             ["The quick ", " the lazy dog."], replace(INFILL_DEFAULTS, max_tokens=4)).text
         assert len(magnet.embed("a fox").embeddings[0]) == tiny_engine.model.config.hidden_size

@@ -12,16 +12,11 @@ import pytest
 from magnet.client import AsyncMagnetClient, InputTooLongError, InvalidInputError, MagnetClient, MagnetEncoder, Retry
 from magnet.client.encode import ASYNC_CONCURRENCY
 from magnet.protocol import MAX_INPUTS
-from magnet.server.app import create_app
-from magnet.server.settings import Settings
-from magnet.server.testing import running_app, serve_on_loopback
+from magnet.server.testing import app_with, running_app, serve_on_loopback
 
 TEXTS = [f"Sentence number {i} is about a {['fox', 'dog', 'guitar', 'city'][i % 4]}." for i in range(70)]
 LONG_TEXT = " ".join(["The quick brown fox jumps over the lazy dog."] * 60)  # over the tiny 256-token limit
 
-
-def tiny_app(engine):
-    return create_app(Settings(generate_backend="torch", heads="none"), engine=engine)
 
 
 class CountingTransport(httpx.HTTPTransport):
@@ -38,7 +33,7 @@ class CountingTransport(httpx.HTTPTransport):
 
 @pytest.fixture(scope="module")
 def base_url(tiny_engine):
-    with serve_on_loopback(tiny_app(tiny_engine)) as url:
+    with serve_on_loopback(app_with(tiny_engine)) as url:
         yield url
 
 
@@ -139,7 +134,7 @@ class InFlight(httpx.ASGITransport):
 
 
 async def test_async_encode_sends_batches_concurrently_but_bounded(tiny_engine):
-    app = tiny_app(tiny_engine)
+    app = app_with(tiny_engine)
     async with running_app(app):
         transport = InFlight(app)
         async with AsyncMagnetClient("http://magnet", transport=transport) as client:

@@ -18,9 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from magnet.server.app import create_app
-from magnet.server.settings import Settings
-from magnet.server.testing import running_app
+from magnet.server.testing import app_with, running_app
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -99,7 +97,7 @@ def exported_names(metrics_text: str) -> set[str]:
 
 
 async def test_dashboard_queries_only_series_the_server_exports(tiny_engine):
-    app = create_app(Settings(generate_backend="torch", heads="none"), engine=tiny_engine)
+    app = app_with(tiny_engine)
     async with running_app(app) as http:
         await http.post("/v1/embed", json={"input": "a fox"})
         exported = exported_names((await http.get("/metrics")).text)

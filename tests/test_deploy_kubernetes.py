@@ -20,9 +20,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from magnet.server.app import create_app
 from magnet.server.settings import Settings
-from magnet.server.testing import running_app
+from magnet.server.testing import app_with, running_app
 
 from test_deploy_files import exported_names
 
@@ -286,7 +285,7 @@ async def test_the_probes_are_routes_that_answer_once_ready(tiny_engine):
     assert c["readinessProbe"]["httpGet"]["path"] == c["startupProbe"]["httpGet"]["path"] == "/ready"
     ports = {p["name"] for p in c["ports"]}
     assert all(c[p]["httpGet"]["port"] in ports for p in ("startupProbe", "readinessProbe", "livenessProbe"))
-    app = create_app(Settings(generate_backend="torch", heads="none", api_key="k"), engine=tiny_engine)
+    app = app_with(tiny_engine, api_key="k")
     async with running_app(app) as http:
         for path in probe_paths(deployment) | {"/metrics"}:  # open without the API key, as a kubelet calls
             assert (await http.get(path)).status_code == 200, path
@@ -315,7 +314,7 @@ async def test_the_autoscalers_use_series_the_server_exports(tiny_engine):
     assert re.fullmatch(rule["name"]["matches"], "magnet_queue_depth")
     assert set(rule["resources"]["overrides"]) == {"namespace", "pod"}  # labels the ServiceMonitor's scrape adds
     assert "<<.Series>>" in rule["metricsQuery"] and "<<.LabelMatchers>>" in rule["metricsQuery"]
-    app = create_app(Settings(generate_backend="torch", heads="none"), engine=tiny_engine)
+    app = app_with(tiny_engine)
     async with running_app(app) as http:
         exported = exported_names((await http.get("/metrics")).text)
     assert set().union(*used.values()) <= exported

@@ -10,9 +10,7 @@ import httpx
 import pytest
 import yaml
 
-from magnet.server.app import create_app
-from magnet.server.settings import Settings
-from magnet.server.testing import free_port, serve_on_loopback
+from magnet.server.testing import app_with, free_port, serve_on_loopback
 
 CONFIG = Path(__file__).resolve().parent.parent / "deploy" / "prometheus" / "prometheus.yml"
 
@@ -48,7 +46,7 @@ def test_prometheus_scrapes_magnet_series(tiny_engine, tmp_path):
     binary = shutil.which("prometheus")
     if binary is None:
         pytest.fail("prometheus is missing: install it with `apt-get install -y prometheus` (Debian's package)")
-    app = create_app(Settings(generate_backend="torch", heads="none"), engine=tiny_engine)
+    app = app_with(tiny_engine)
     with serve_on_loopback(app) as server:
         assert httpx.post(f"{server}/v1/embed", json={"input": ["a fox", "a dog"]}).status_code == 200
         assert httpx.post(f"{server}/v1/generate", json={"prompt": "The", "max_tokens": 3}).status_code == 200

@@ -5,9 +5,7 @@ import time
 
 import httpx
 
-from magnet.server.app import create_app
-from magnet.server.settings import Settings
-from magnet.server.testing import serve_on_loopback
+from magnet.server.testing import app_with, serve_on_loopback
 
 
 class CountingEngine:
@@ -30,7 +28,7 @@ class CountingEngine:
 
 def test_closing_a_stream_early_stops_decoding(tiny_engine):
     engine = CountingEngine(tiny_engine)
-    app = create_app(Settings(generate_backend="torch", heads="none"), engine=engine)
+    app = app_with(engine)
     budget = tiny_engine.max_length - 16
     with serve_on_loopback(app) as url:
         body = {"prompt": "The quick", "max_tokens": budget, "stream": True}

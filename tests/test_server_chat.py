@@ -5,20 +5,15 @@ import pytest
 from openai import NotFoundError, OpenAI, UnprocessableEntityError
 
 from magnet.sampling import Completion, SamplingParams
-from magnet.server.app import create_app
-from magnet.server.settings import Settings
-from magnet.server.testing import running_app, serve_on_loopback
+from magnet.server.testing import app_with, running_app, serve_on_loopback
 
 MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "The quick brown fox"}]
 
 
-def tiny_app(engine):
-    return create_app(Settings(generate_backend="torch", heads="none"), engine=engine)
-
 
 @pytest.fixture(scope="module")
 def sdk(tiny_chat_engine):
-    with serve_on_loopback(tiny_app(tiny_chat_engine)) as base_url:
+    with serve_on_loopback(app_with(tiny_chat_engine)) as base_url:
         with OpenAI(base_url=f"{base_url}/v1", api_key="unused", max_retries=0) as client:
             yield client
 
@@ -128,7 +123,7 @@ def test_a_tokenizer_without_chat_template_is_a_clear_422(sdk, tiny_chat_engine,
 
 
 async def test_without_max_tokens_the_answer_may_fill_the_context(tiny_chat_engine, monkeypatch):
-    app = tiny_app(tiny_chat_engine)
+    app = app_with(tiny_chat_engine)
     asked: list[SamplingParams] = []
 
     async def recorded_generate(prompt: str, params: SamplingParams) -> Completion:
@@ -145,7 +140,7 @@ async def test_without_max_tokens_the_answer_may_fill_the_context(tiny_chat_engi
 
 
 async def test_chat_needs_the_api_key_when_one_is_set(tiny_chat_engine):
-    app = create_app(Settings(generate_backend="torch", heads="none", api_key="k"), engine=tiny_chat_engine)
+    app = app_with(tiny_chat_engine, api_key="k")
     async with running_app(app) as http:
         refused = await http.post("/v1/chat/completions", json={"messages": MESSAGES, "max_tokens": 2})
         allowed = await http.post("/v1/chat/completions", json={"messages": MESSAGES, "max_tokens": 2},

@@ -15,9 +15,8 @@ import pytest
 import uvicorn
 
 from magnet.server import cli
-from magnet.server.app import create_app
 from magnet.server.settings import Settings
-from magnet.server.testing import free_port, occupy_worker, poll_ready
+from magnet.server.testing import app_with, free_port, occupy_worker, poll_ready
 
 
 def parse(*argv: str) -> argparse.Namespace:
@@ -42,7 +41,7 @@ def test_every_flag_maps_to_a_settings_field():
 
 def test_graceful_stop_finishes_a_queued_request(tiny_engine):
     """uvicorn's SIGTERM handler sets should_exit; here we set it ourselves while a request waits."""
-    app = create_app(Settings(generate_backend="torch", heads="none"), engine=tiny_engine)
+    app = app_with(tiny_engine)
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)

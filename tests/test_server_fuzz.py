@@ -12,16 +12,14 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from magnet.server.app import create_app
-from magnet.server.settings import Settings
-from magnet.server.testing import serve_on_loopback
+from magnet.server.testing import app_with, serve_on_loopback
 
 EXAMPLES_PER_OPERATION = 100  # x 15 operations, fewer where the schema allows few: > 1,000 cases
 
 
 @pytest.fixture(scope="module")
 def api_schema(tiny_engine):
-    app = create_app(Settings(generate_backend="torch", heads="none", max_length=256), engine=tiny_engine)
+    app = app_with(tiny_engine, max_length=256)
     with serve_on_loopback(app) as base_url:
         yield schemathesis.openapi.from_url(f"{base_url}/openapi.json")
 

@@ -5,16 +5,14 @@ import json
 
 import pytest
 
-from magnet.server.app import create_app
-from magnet.server.settings import Settings
-from magnet.server.testing import running_app
+from magnet.server.testing import app_with, running_app
 
 SURROGATE = "a\ud800b"  # JSON "a\\ud800b": a lone surrogate, which no tokenizer encodes
 
 
 @pytest.fixture
 async def client(tiny_engine):
-    app = create_app(Settings(generate_backend="torch", heads="none"), engine=tiny_engine)
+    app = app_with(tiny_engine)
     async with running_app(app) as http:
         yield http
 

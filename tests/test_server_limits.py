@@ -5,17 +5,13 @@ import asyncio
 
 import pytest
 
-from magnet.server.app import create_app
 from magnet.server.settings import Settings
-from magnet.server.testing import occupy_worker, running_app
+from magnet.server.testing import app_with, occupy_worker, running_app
 
-
-def tiny_app(engine, **settings):
-    return create_app(Settings(generate_backend="torch", heads="none", **settings), engine=engine)
 
 
 async def test_with_an_api_key_v1_needs_the_bearer_token(tiny_engine):
-    async with running_app(tiny_app(tiny_engine, api_key="s3cret")) as http:
+    async with running_app(app_with(tiny_engine, api_key="s3cret")) as http:
         body = {"input": "a fox"}
         missing = await http.post("/v1/embed", json=body)
         assert missing.status_code == 401 and missing.json()["error"]["code"] == "unauthorized"
@@ -30,13 +26,13 @@ async def test_with_an_api_key_v1_needs_the_bearer_token(tiny_engine):
 
 
 async def test_without_an_api_key_v1_is_open(tiny_engine):
-    async with running_app(tiny_app(tiny_engine)) as http:
+    async with running_app(app_with(tiny_engine)) as http:
         assert (await http.post("/v1/embed", json={"input": "a fox"})).status_code == 200
         assert (await http.get("/v1/models")).status_code == 200
 
 
 async def test_bodies_over_the_limit_are_413(tiny_engine):
-    async with running_app(tiny_app(tiny_engine, max_body_bytes=1024)) as http:
+    async with running_app(app_with(tiny_engine, max_body_bytes=1024)) as http:
         big = {"input": ["word " * 100] * 3}  # ~1.5 kB of JSON
         declared = await http.post("/v1/embed", json=big)
         assert declared.status_code == 413 and declared.json()["error"]["code"] == "payload_too_large"
@@ -52,7 +48,7 @@ async def test_bodies_over_the_limit_are_413(tiny_engine):
 
 
 async def test_a_full_queue_answers_429_with_retry_after_at_once(tiny_engine):
-    app = tiny_app(tiny_engine, max_queue=1, retry_after_s=2)
+    app = app_with(tiny_engine, max_queue=1, retry_after_s=2)
     worker = app.state.service.worker
     async with running_app(app) as http:
         release, held = await occupy_worker(worker)

@@ -3,9 +3,7 @@ from __future__ import annotations
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from magnet.server.app import create_app
-from magnet.server.settings import Settings
-from magnet.server.testing import running_app
+from magnet.server.testing import app_with, running_app
 
 
 def samples(text: str) -> dict[tuple[str, frozenset], float]:
@@ -27,7 +25,7 @@ async def scrape(http):
 
 
 async def test_requests_stages_batches_and_tokens_are_counted(tiny_engine):
-    app = create_app(Settings(generate_backend="torch", heads="none"), engine=tiny_engine)
+    app = app_with(tiny_engine)
     async with running_app(app) as http:
         before = await scrape(http)
         embed = (await http.post("/v1/embed", json={"input": ["a fox", "a dog"]})).json()

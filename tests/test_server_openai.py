@@ -8,15 +8,10 @@ import httpx
 import pytest
 from openai import AsyncOpenAI, OpenAI, UnprocessableEntityError
 
-from magnet.server.app import create_app
-from magnet.server.settings import Settings
-from magnet.server.testing import running_app, serve_on_loopback
+from magnet.server.testing import app_with, running_app, serve_on_loopback
 
 TEXTS = ["A man is playing a guitar.", "Paris is the capital of France."]
 
-
-def tiny_app(engine):
-    return create_app(Settings(generate_backend="torch", heads="none"), engine=engine)
 
 
 def close(a, b, tol=1e-5) -> bool:
@@ -26,7 +21,7 @@ def close(a, b, tol=1e-5) -> bool:
 @pytest.fixture(scope="module")
 def sync_openai(tiny_engine):
     """A real uvicorn on a loopback port (the sync SDK needs a sync transport)."""
-    with serve_on_loopback(tiny_app(tiny_engine)) as base_url:
+    with serve_on_loopback(app_with(tiny_engine)) as base_url:
         with OpenAI(base_url=f"{base_url}/v1", api_key="unused", max_retries=0) as client:
             yield client
 
@@ -79,7 +74,7 @@ def test_sdk_sees_a_422_for_bad_parameters(sync_openai):
 
 
 async def test_async_sdk_in_process(tiny_engine):
-    app = tiny_app(tiny_engine)
+    app = app_with(tiny_engine)
     async with running_app(app):
         http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app))
         async with AsyncOpenAI(base_url="http://magnet/v1", api_key="unused", http_client=http) as client:

@@ -9,14 +9,8 @@ import time
 import httpx
 import pytest
 
-from magnet.server import metrics
-from magnet.server.app import create_app
-from magnet.server.settings import Settings
-from magnet.server.testing import occupy_worker, running_app, serve_on_loopback
+from magnet.server.testing import app_with, occupy_worker, running_app, serve_on_loopback
 
-
-def tiny_app(engine, **settings):
-    return create_app(Settings(generate_backend="torch", heads="none", **settings), engine=engine)
 
 
 def counter(name: str, **labels) -> float:
@@ -27,7 +21,7 @@ def counter(name: str, **labels) -> float:
 
 
 async def test_the_key_is_checked_before_the_body_is_parsed_and_no_redirect_skips_it(tiny_engine):
-    async with running_app(tiny_app(tiny_engine, api_key="k")) as http:
+    async with running_app(app_with(tiny_engine, api_key="k")) as http:
         garbage = await http.post("/v1/embed", content=b"{not json", headers={"content-type": "application/json"})
         assert garbage.status_code == 401
         assert (await http.post("/v1/embed/", json={"input": "a"})).status_code == 401
@@ -38,18 +32,18 @@ async def test_the_key_is_checked_before_the_body_is_parsed_and_no_redirect_skip
 async def test_the_key_can_come_from_a_file(tiny_engine, tmp_path):
     key_file = tmp_path / "key"
     key_file.write_text("from-file\n")
-    async with running_app(tiny_app(tiny_engine, api_key="ignored", api_key_file=str(key_file))) as http:
+    async with running_app(app_with(tiny_engine, api_key="ignored", api_key_file=str(key_file))) as http:
         ok = await http.post("/v1/embed", json={"input": "a"}, headers={"Authorization": "Bearer from-file"})
         assert ok.status_code == 200
         assert (await http.post("/v1/embed", json={"input": "a"},
                                 headers={"Authorization": "Bearer ignored"})).status_code == 401
     (tmp_path / "empty").write_text("")
     with pytest.raises(ValueError, match="empty"):
-        tiny_app(tiny_engine, api_key_file=str(tmp_path / "empty"))
+        app_with(tiny_engine, api_key_file=str(tmp_path / "empty"))
 
 
 async def test_request_ids_are_echoed_or_made(tiny_engine):
-    async with running_app(tiny_app(tiny_engine)) as http:
+    async with running_app(app_with(tiny_engine)) as http:
         given = await http.post("/v1/embed", json={"input": "a"}, headers={"X-Request-Id": "abc-123"})
         assert given.headers["x-request-id"] == "abc-123"
         made = await http.post("/v1/embed", json={"input": "a"}, headers={"X-Request-Id": "bad\tid"})
@@ -58,14 +52,14 @@ async def test_request_ids_are_echoed_or_made(tiny_engine):
 
 
 async def test_a_413_is_counted_under_its_route(tiny_engine):
-    async with running_app(tiny_app(tiny_engine, max_body_bytes=1024)) as http:
+    async with running_app(app_with(tiny_engine, max_body_bytes=1024)) as http:
         before = counter("magnet_requests_total", route="/v1/embed", status="413")
         assert (await http.post("/v1/embed", json={"input": ["x" * 2000]})).status_code == 413
         assert counter("magnet_requests_total", route="/v1/embed", status="413") == before + 1
 
 
 async def test_one_request_may_not_bring_more_tokens_than_the_limit(tiny_engine):
-    async with running_app(tiny_app(tiny_engine, max_request_tokens=50)) as http:
+    async with running_app(app_with(tiny_engine, max_request_tokens=50)) as http:
         big = await http.post("/v1/embed", json={"input": ["word " * 20] * 4})
         assert big.status_code == 413 and "50" in big.json()["error"]["message"]
         assert "MAGNET_MAX_REQUEST_TOKENS" in big.json()["error"]["message"]
@@ -75,7 +69,7 @@ async def test_one_request_may_not_bring_more_tokens_than_the_limit(tiny_engine)
 
 
 async def test_queued_tokens_are_bounded_too(tiny_engine):
-    app = tiny_app(tiny_engine, max_queued_tokens=40)
+    app = app_with(tiny_engine, max_queued_tokens=40)
     worker = app.state.service.worker
     async with running_app(app) as http:
         release, held = await occupy_worker(worker)
@@ -90,7 +84,7 @@ async def test_queued_tokens_are_bounded_too(tiny_engine):
 
 
 def test_a_body_that_stalls_gets_408_and_frees_the_connection(tiny_engine):
-    with serve_on_loopback(tiny_app(tiny_engine, body_timeout_s=0.5)) as base_url:
+    with serve_on_loopback(app_with(tiny_engine, body_timeout_s=0.5)) as base_url:
         host, port = base_url.removeprefix("http://").split(":")
         with socket.create_connection((host, int(port)), timeout=10) as sock:
             sock.sendall(b"POST /v1/embed HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
@@ -101,7 +95,7 @@ def test_a_body_that_stalls_gets_408_and_frees_the_connection(tiny_engine):
 
 
 def test_a_client_that_leaves_has_its_queued_work_cancelled(tiny_engine):
-    app = tiny_app(tiny_engine)
+    app = app_with(tiny_engine)
     worker = app.state.service.worker
     with serve_on_loopback(app) as base_url:
         loop = worker.loop
@@ -169,7 +163,7 @@ async def test_a_dead_generation_engine_turns_ready_503_then_comes_back(tiny_eng
 
     backend = FlakyBackend(failures=1)
     monkeypatch.setattr(service_module, "select_backend", lambda settings, engine, worker: backend)
-    app = tiny_app(tiny_engine)
+    app = app_with(tiny_engine)
     async with running_app(app) as http:
         service = app.state.service
         service._watchdog.cancel()

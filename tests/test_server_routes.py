@@ -10,25 +10,17 @@ import pytest
 from magnet.sampling import INFILL_DEFAULTS, SamplingParams
 from magnet.server.app import create_app
 from magnet.server.settings import Settings
-from magnet.server.testing import running_app
+from magnet.server.testing import app_with, assert_error, running_app
 
 LONG_TEXT = " ".join(["The quick brown fox jumps over the lazy dog."] * 60)  # > 256 tokens, the tiny limit
 
 
 @pytest.fixture
 async def client(tiny_engine):
-    app = create_app(Settings(generate_backend="torch", heads="none"), engine=tiny_engine)
+    app = app_with(tiny_engine)
     async with running_app(app) as http:
         yield http
 
-
-def assert_error(response, status: int, code: str, *words: str) -> str:
-    assert response.status_code == status, response.text
-    error = response.json()["error"]
-    assert error["code"] == code
-    for word in words:
-        assert word in error["message"], error["message"]
-    return error["message"]
 
 
 # --- /v1/embed -------------------------------------------------------------------------

@@ -4,38 +4,26 @@ from __future__ import annotations
 import pytest
 from openai import NotFoundError, OpenAI
 
-from magnet.server.app import create_app
 from magnet.server.model_ids import MODEL_ALIAS
-from magnet.server.settings import Settings
-from magnet.server.testing import running_app, serve_on_loopback
+from magnet.server.testing import app_with, assert_error, running_app, serve_on_loopback
 
 QUERY = "A man is playing a guitar."
 TEXTS = ["Paris is the capital of France.", "A man plays the guitar.", "The quick brown fox jumps."]
 
 
-def tiny_app(engine, **settings):
-    return create_app(Settings(generate_backend="torch", heads="none", **settings), engine=engine)
-
 
 @pytest.fixture
 async def client(tiny_engine):
-    async with running_app(tiny_app(tiny_engine)) as http:
+    async with running_app(app_with(tiny_engine)) as http:
         yield http
 
 
 @pytest.fixture(scope="module")
 def sdk(tiny_engine):
-    with serve_on_loopback(tiny_app(tiny_engine)) as base_url:
+    with serve_on_loopback(app_with(tiny_engine)) as base_url:
         with OpenAI(base_url=f"{base_url}/v1", api_key="unused", max_retries=0) as client:
             yield client
 
-
-def assert_error(response, status: int, code: str, *words: str) -> None:
-    assert response.status_code == status, response.text
-    error = response.json()["error"]
-    assert error["code"] == code
-    for word in words:
-        assert word in error["message"], error["message"]
 
 
 # --- model ids ---------------------------------------------------------------------------
@@ -106,7 +94,7 @@ async def test_score_is_the_cosine_of_the_embeddings_best_first(client, tiny_eng
 
 
 async def test_score_goes_through_the_batched_embed(tiny_engine, monkeypatch):
-    app = tiny_app(tiny_engine)
+    app = app_with(tiny_engine)
     service = app.state.service
     calls = []
     original = service.embed
@@ -135,7 +123,7 @@ async def test_bad_score_requests_are_422(client, body, words):
 
 
 async def test_utility_routes_need_the_api_key_when_one_is_set(tiny_engine):
-    async with running_app(tiny_app(tiny_engine, api_key="k")) as http:
+    async with running_app(app_with(tiny_engine, api_key="k")) as http:
         for path, body in (("/tokenize", {"prompt": "x"}), ("/detokenize", {"tokens": [1]}),
                            ("/v1/score", {"query": "q", "texts": ["a"]})):
             assert (await http.post(path, json=body)).status_code == 401, path

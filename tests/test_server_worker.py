@@ -12,7 +12,7 @@ import threading
 import pytest
 
 from magnet.errors import BackendError, InvalidInputError, NotReadyError, OverloadedError
-from magnet.server.testing import occupy_worker
+from magnet.server.testing import app_with, occupy_worker, running_app
 from magnet.server.worker import ModelWorker
 
 
@@ -184,11 +184,8 @@ async def test_concurrent_infills_are_decoded_together_and_equal_single_calls(ti
     from dataclasses import replace
 
     from magnet.sampling import INFILL_DEFAULTS
-    from magnet.server.app import create_app
-    from magnet.server.settings import Settings
-    from magnet.server.testing import occupy_worker, running_app
 
-    app = create_app(Settings(generate_backend="torch", heads="none", max_wait_ms=50), engine=tiny_engine)
+    app = app_with(tiny_engine, max_wait_ms=50)
     calls = []
     original = tiny_engine.infill_batch
 

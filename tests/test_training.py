@@ -11,7 +11,7 @@ from magnet.masks import CONTEXT
 from magnet.training.config import TrainConfig
 from magnet.training.corpus import Corpus
 from magnet.training.loop import MagnetObjective, add_lora, train, train_step, view_spec
-from magnet.training.objectives import collate_views, info_nce, mntp_msg_losses
+from magnet.training.objectives import info_nce
 from magnet.training.views import MNTP, MSG, ViewSpec, make_view
 
 TEXT = [
