@@ -237,10 +237,11 @@ class Engine:
             raise InvalidInputError(f"best_of must be at least 1, got {params.best_of}")
         widest = self.gap_positions(params)
         if params.best_of == 1 or self.config.gap_positions is not None:
-            return [widest] * params.best_of
-        low = min(self.gap_range[0], widest)
-        ratio = (widest / low) ** (1 / (params.best_of - 1))
-        gaps = [round(low * ratio**k) for k in range(params.best_of)]
+            gaps = [widest] * params.best_of
+        else:
+            low = min(self.gap_range[0], widest)
+            ratio = (widest / low) ** (1 / (params.best_of - 1))
+            gaps = [round(low * ratio**k) for k in range(params.best_of)]
         return sorted(set(gaps)) if params.temperature <= 0 else gaps  # greedy: one row per length
 
     def layout(self, segments: list[str], params: SamplingParams, gap: int | None = None):

@@ -50,7 +50,6 @@ class ModelWorker:
         self.max_queue = max_queue
         self.max_request_tokens = max_request_tokens  # one request's input tokens (413 above)
         self.max_queued_tokens = max_queued_tokens  # input tokens waiting, all requests (429 above)
-        self.queued_tokens = 0
         self.max_batch_tokens = max_batch_tokens
         self.max_wait_s = max_wait_s
         self.retry_after_s = retry_after_s
@@ -65,6 +64,10 @@ class ModelWorker:
     def depth(self) -> int:
         return len(self._queue)
 
+    @property
+    def queued_tokens(self) -> int:
+        return sum(job.tokens for job in self._queue)
+
     # --- submitting --------------------------------------------------------------------
 
     async def submit(self, kind: str, key: tuple | None, payload: Any, run: RunGroup, tokens: int = 0) -> Any:
@@ -74,7 +77,6 @@ class ModelWorker:
         self.admit(kind, tokens)
         job = Job(kind, key, payload, run, tokens, asyncio.get_running_loop().create_future())
         self._queue.append(job)
-        self.queued_tokens += tokens
         metrics.QUEUE_DEPTH.set(len(self._queue))
         self._arrived.set()
         try:
@@ -217,7 +219,6 @@ class ModelWorker:
     def _pop(self, index: int) -> Job:
         job = self._queue[index]
         del self._queue[index]
-        self.queued_tokens -= job.tokens
         metrics.QUEUE_DEPTH.set(len(self._queue))
         return job
 
