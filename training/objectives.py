@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from magnet.forward import hidden_states, logits
 from magnet.masks import PAD
-from magnet.training.views import MNTP, MSG, View
+from magnet.training.views import View
 
 
 @dataclass
@@ -48,16 +48,6 @@ def label_nll(model, batch: ViewBatch) -> torch.Tensor:
     hidden = hidden_states(model, batch.input_ids, batch.roles, batch.positions)  # (B, T, H)
     picked = logits(model, hidden[batch.rows, batch.cols])  # (N, V), only labelled slots
     return F.cross_entropy(picked, batch.labels, reduction="none")
-
-
-def mntp_msg_losses(model, batch: ViewBatch) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean MNTP and MSG losses from one hybrid-mask forward of x^m."""
-    nll = label_nll(model, batch)
-    return mean_where(nll, batch.objectives == MNTP), mean_where(nll, batch.objectives == MSG)
-
-
-def mean_where(values: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-    return values[keep].mean() if keep.any() else values.sum() * 0.0
 
 
 def info_nce(anchors: torch.Tensor, positives: torch.Tensor, temperature: float) -> torch.Tensor:
