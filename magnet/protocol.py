@@ -7,9 +7,12 @@ what "out of range" means; every message names the field and what to send.
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, WithJsonSchema, field_validator, model_validator
+
+from magnet.sampling import SamplingParams
 
 MAX_INPUTS = 256  # texts per /v1/embed or /v1/tag request
 MAX_NEW_TOKENS = 4096  # upper bound on max_tokens for infill and generate
@@ -198,6 +201,12 @@ class SamplingControls(BaseModel):
                                             description="subtracted per earlier occurrence in the output")
     presence_penalty: float | None = Field(None, ge=-2.0, le=2.0, allow_inf_nan=False,
                                            description="subtracted once if the token is already in the output")
+
+    def sampling(self, defaults: SamplingParams, max_tokens: int, stop) -> SamplingParams:
+        """The request's fields over a route's defaults: the one mapping of every generating
+        route (the request model also has temperature, top_p and seed)."""
+        return replace(defaults, max_tokens=max_tokens, temperature=self.temperature, top_p=self.top_p,
+                       seed=self.seed, stop=tuple(stop), **self.controls())
 
     def controls(self) -> dict:
         """The controls that were given, as SamplingParams fields (top_k -1 means all: 0)."""

@@ -35,7 +35,7 @@ async def chat_completions(body: ChatRequest, request: Request):
     require_known_model(service, body.model)
     messages = [m.for_template() for m in body.messages]
     prompt, max_tokens = await chat_prompt(service, messages, body.requested_max_tokens)
-    params = body.sampling(SamplingParams(), max_tokens)
+    params = body.sampling(SamplingParams(), max_tokens, body.stops)
     answer_id, model = f"chatcmpl-{uuid.uuid4().hex}", service.model_name
     if body.stream:
         chunks = await service.generate_stream(prompt, params)  # bad input: a 4xx here, before any byte

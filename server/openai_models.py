@@ -6,14 +6,12 @@ SDK adds new ones over time), unsupported options are refused with a 422.
 """
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
 
 from magnet.protocol import (MAX_BEST_OF, MAX_INPUTS, MAX_NEW_TOKENS, MAX_STOP, Backends, SamplingControls, TextChecked, Usage,
                              as_list, check_texts)
-from magnet.sampling import SamplingParams
 
 
 class OpenAIRequest(TextChecked):
@@ -93,12 +91,6 @@ class GenerationOptions(OpenAIRequest, SamplingControls):
     @property
     def stops(self) -> tuple[str, ...]:
         return tuple([] if self.stop is None else as_list(self.stop))
-
-    def sampling(self, defaults: SamplingParams, max_tokens: int) -> SamplingParams:
-        """The request's fields over the route's defaults."""
-        return replace(defaults, max_tokens=max_tokens, temperature=self.temperature, top_p=self.top_p,
-                       seed=self.seed, stop=self.stops, **self.controls())
-
 
 class CompletionsRequest(GenerationOptions):
     prompt: str | list[str]

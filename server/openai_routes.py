@@ -55,7 +55,7 @@ async def completions(body: CompletionsRequest, request: Request):
     service = service_of(request)
     require_known_model(service, body.model)
     defaults = INFILL_DEFAULTS if body.suffix is not None else SamplingParams()
-    params = body.sampling(defaults, body.max_tokens)
+    params = body.sampling(defaults, body.max_tokens, body.stops)
     answer_id = f"cmpl-{uuid.uuid4().hex}"
     if body.stream and body.suffix is None and len(body.prompts) == 1:
         chunks = await service.generate_stream(body.prompts[0], params)  # bad input: a 4xx here

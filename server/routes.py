@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import replace
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
@@ -37,12 +36,6 @@ def service_of(request: Request) -> Service:
     return request.app.state.service
 
 
-def sampling_params(body, defaults: SamplingParams = SamplingParams()) -> SamplingParams:
-    """The request's fields over the route's defaults (one definition for every route)."""
-    return replace(defaults, max_tokens=body.max_tokens, temperature=body.temperature, top_p=body.top_p,
-                   seed=body.seed, stop=tuple(body.stop), **body.controls())
-
-
 @api.post("/embed", response_model=EmbedResponse, summary="Sentence embeddings (bidirectional)")
 async def embed(body: EmbedRequest, request: Request) -> EmbedResponse:
     service = service_of(request)
@@ -63,7 +56,7 @@ async def tag(body: TagRequest, request: Request) -> TagResponse:
 async def infill(body: InfillRequest, request: Request) -> InfillResponse:
     service = service_of(request)
     result = await unless_client_leaves(
-        request, service.infill(body.as_segments(), sampling_params(body, INFILL_DEFAULTS)), "infill")
+        request, service.infill(body.as_segments(), body.sampling(INFILL_DEFAULTS, body.max_tokens, body.stop)), "infill")
     usage = Usage(prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens)
     return InfillResponse(model=service.model_name, text=result.text, finish_reason=result.finish_reason,
                           fills=result.fills, finish_reasons=result.finish_reasons, usage=usage)
@@ -73,7 +66,7 @@ async def infill(body: InfillRequest, request: Request) -> InfillResponse:
           responses={200: {"content": {"text/event-stream": {}}, "description": "JSON, or SSE when stream=true"}})
 async def generate(body: GenerateRequest, request: Request):
     service = service_of(request)
-    params = sampling_params(body)
+    params = body.sampling(SamplingParams(), body.max_tokens, body.stop)
     if body.stream:
         chunks = await service.generate_stream(body.prompt, params)
         return event_stream(sse_generate(service.model_name, chunks))
