@@ -1,25 +1,20 @@
-"""Prefill once, then decode span tokens one by one against the KV cache.
+"""The rules of one span under construction: when it ends, what it keeps.
 
-Infill and plain generation are one loop. A *span* is a run of tokens being
-generated: in hybrid mode one per gap (span k sees all context and its own
+Infill and plain generation decode the same way. A *span* is a run of tokens
+being generated: in hybrid mode one per gap (span k sees all context and its own
 earlier tokens), in causal mode a single span that already holds the prompt.
-Each step feeds one new token per still-open span (B, G) and never re-encodes
-the context:
+The running batch (magnet/batch.py) feeds one new token per open span each step
+and never re-encodes the context:
 
-    prefill:  context (B, Tc)  --bidirectional/causal mask-->  cache, first logits (B, G, V)
-    decode:   tokens  (B, G)   --span mask vs. cache------->   cache grows by G, logits (B, G, V)
+    prefill:  context (B, Tc)  --bidirectional/causal mask-->  cache, first logits per span
+    step:     tokens  (B, G)   --span mask vs. cache------->   cache grows by G, logits per span
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
 
 import torch
 
-from magnet.errors import Stopped
-from magnet.forward import hidden_states, logits
-from magnet.masks import PAD
-from magnet.sampler import sample
 from magnet.sampling import SamplingParams
 
 
@@ -41,6 +36,7 @@ class Span:
     ids: list[int] = field(default_factory=list)
     finish_reason: str | None = None
     text: str = ""  # decoded ids, cut at a stop string
+    logits: torch.Tensor | None = None  # (V,) pending: they predict the next token
 
     @property
     def open(self) -> bool:
@@ -88,71 +84,3 @@ def accept(span: Span, token: int, eos_id: int | None, tokenizer) -> bool:
 def first_stop(text: str, stops: tuple[str, ...]) -> int | None:
     hits = [text.find(s) for s in stops if s and s in text]
     return min(hits) if hits else None
-
-
-def decode_spans(
-    model,
-    tokenizer,
-    cache,
-    cached_roles: torch.Tensor,  # (B, Tc) roles of what the cache holds
-    cached_positions: torch.Tensor,  # (B, Tc)
-    first_logits: list[torch.Tensor],  # per span: (V,) logits that predict its first token
-    spans: list[Span],
-    should_stop: Callable[[], bool] | None = None,
-) -> Iterator[list[tuple[int, int]]]:
-    """Decode every span to its end; yield [(span index, kept token)] after each step.
-    Raises Stopped when `should_stop()` turns true (the caller has gone)."""
-    batch = cached_roles.shape[0]
-    width = max(sum(1 for s in spans if s.row == b) for b in range(batch))  # G
-    slot = slots_by_row(spans, batch)
-    pad_id = tokenizer.pad_token_id or 0
-    eos_id = tokenizer.eos_token_id
-    device = cached_roles.device
-    step_logits = dict(enumerate(first_logits))
-    while True:
-        if should_stop is not None and should_stop():
-            raise Stopped("the caller left")
-        fed: dict[int, int] = {}
-        events = []
-        for i, span in enumerate(spans):
-            if not span.open:
-                continue
-            ruled = end_rules(span, step_logits[i], eos_id)
-            if ruled is None:
-                span.finish_reason = "stop"
-                continue
-            token = sample(ruled, span.params, span.generator, span.prompt_ids, span.ids)
-            if accept(span, token, eos_id, tokenizer):
-                events.append((i, token))
-                if span.open:
-                    fed[i] = token
-        if events:
-            yield events
-        if not fed:
-            return
-        ids = torch.full((batch, width), pad_id, dtype=torch.long, device=device)
-        roles = torch.full((batch, width), PAD, dtype=torch.long, device=device)
-        positions = torch.zeros((batch, width), dtype=torch.long, device=device)
-        for i, token in fed.items():
-            span = spans[i]
-            ids[span.row, slot[i]] = token
-            roles[span.row, slot[i]] = span.role
-            positions[span.row, slot[i]] = span.next_position
-            span.next_position += 1
-        hidden = hidden_states(model, ids, roles, positions, cache, cached_roles, cached_positions)
-        cached_roles = torch.cat([cached_roles, roles], dim=1)
-        cached_positions = torch.cat([cached_positions, positions], dim=1)
-        rows = torch.tensor([spans[i].row for i in fed], device=device)
-        cols = torch.tensor([slot[i] for i in fed], device=device)
-        new_logits = logits(model, hidden[rows, cols])  # (n_fed, V)
-        step_logits = dict(zip(fed, new_logits))
-
-
-def slots_by_row(spans: list[Span], batch: int) -> list[int]:
-    """Column of each span in the (B, G) step tensor: its rank within its row."""
-    seen = [0] * batch
-    slots = []
-    for span in spans:
-        slots.append(seen[span.row])
-        seen[span.row] += 1
-    return slots

@@ -11,11 +11,13 @@ Synchronous and thread-confined: the server calls it from one worker thread.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Callable, Iterator
+from typing import Iterator
 
 import torch
 
-from magnet.decoding import Span, decode_spans, make_generator
+from magnet.batch import DecodeBatch, run_to_end
+from magnet.decodes import GenerateDecode, InfillDecode
+from magnet.decoding import Span, make_generator
 from magnet.errors import InvalidInputError
 from magnet.forward import encode_last_token, hidden_states, logits, pad_batch
 from magnet.layout import embedding_ids, infill_layout, split_trailing_spaces
@@ -34,16 +36,6 @@ class EngineConfig:
     gap_positions: int | None = None  # text positions reserved per gap; None: what the adapter was trained on
     end_threshold: float = 0.01  # a fill ends once the text after its gap gets this probability
     min_fill_tokens: int = 1  # a fill is never empty
-
-
-@dataclass
-class Prefilled:
-    """What decoding starts from: the context in the KV cache and the first logits."""
-
-    cache: object  # transformers DynamicCache holding the context
-    roles: torch.Tensor  # (B, Tc) roles of the cached tokens (PAD on padding)
-    positions: torch.Tensor  # (B, Tc) their text positions
-    first_logits: list[torch.Tensor]  # per predictor: (V,) logits of its span's first token
 
 
 @dataclass
@@ -162,52 +154,41 @@ class Engine:
 
     # ---- hybrid: infill -----------------------------------------------------
 
-    def infill(self, segments: list[str], params: SamplingParams = INFILL_DEFAULTS,
-               should_stop: Callable[[], bool] | None = None) -> InfillCompletion:
+    def infill(self, segments: list[str], params: SamplingParams = INFILL_DEFAULTS) -> InfillCompletion:
         """Fill each gap between consecutive segments (prefix, suffix = 2 segments)."""
-        return self.infill_batch([segments], [params], should_stop)[0]
+        return self.infill_batch([segments], [params])[0]
+
+    def infill_batch(self, requests: list[list[str]], params: list[SamplingParams]) -> list[InfillCompletion]:
+        """Every candidate of every request decoded in one batch, to the end."""
+        batch = self.start_infill(requests, params)
+        decodes = list(batch.decodes)
+        run_to_end(batch)
+        return [d.result() for d in decodes]
 
     @torch.inference_mode()
-    def infill_batch(self, requests: list[list[str]], params: list[SamplingParams],
-                     should_stop: Callable[[], bool] | None = None) -> list[InfillCompletion]:
-        """Every candidate of every request decoded in one batch; best_of > 1 keeps, per request,
-        the candidate under which the whole text is likeliest read left to right (causal mode):
-        the same weights checking the hybrid guess."""
+    def start_infill(self, requests: list[list[str]], params: list[SamplingParams]) -> DecodeBatch:
+        """Prefill the context of every request's candidates (bidirectional): a batch of
+        InfillDecodes, one per request, ready to step or to join a running batch."""
         plans = [(i, gap, candidate_params(p, k))  # one row per candidate
                  for i, p in enumerate(params) for k, gap in enumerate(self.candidate_gaps(p))]
         layouts = [self.layout(requests[i], p, gap) for i, gap, p in plans]
-        fills = self.decode_fills(layouts, [p for _, _, p in plans], should_stop)
-        chosen = []
-        for i, segments in enumerate(requests):
-            rows = [r for r, plan in enumerate(plans) if plan[0] == i]
-            if len(rows) > 1:
-                scores = self.causal_logprobs([joined(segments, fills[r].fills) for r in rows])
-                rows = [rows[max(range(len(rows)), key=scores.__getitem__)]]
-            chosen.append(fills[rows[0]])
-        return chosen
-
-    def decode_fills(self, layouts: list, params: list[SamplingParams],
-                     should_stop: Callable[[], bool] | None = None) -> list[InfillCompletion]:
-        """Prefill every layout's context once (bidirectional), then decode all gaps together."""
-        predictors = [(row, slot) for row, lay in enumerate(layouts) for slot in lay.predictors]
-        state = self.prefill([lay.ids for lay in layouts], [lay.positions for lay in layouts],
-                             AttentionMode.BIDIRECTIONAL, predictors)  # context only
-        spans = []
-        for row, (lay, p) in enumerate(zip(layouts, params)):
+        candidates: list[list] = [[] for _ in requests]
+        starts = []  # (span, slot whose output predicts its first token)
+        for row, ((i, _, p), lay) in enumerate(zip(plans, layouts)):
             generator = make_generator(p.seed, self.device)
-            for k, start in enumerate(lay.gap_starts):
-                spans.append(Span(row, k + 1, start, lay.end_tokens[k], p, generator,
-                                  self.config.min_fill_tokens, self.config.end_threshold, lay.ids[1:-1]))
-        for _ in decode_spans(self.model, self.tokenizer, state.cache, state.roles, state.positions,
-                              state.first_logits, spans, should_stop):
-            pass
-        return [self.collect_fills(row, lay, spans) for row, lay in enumerate(layouts)]
+            spans = [Span(row, k + 1, start, lay.end_tokens[k], p, generator, self.config.min_fill_tokens,
+                          self.config.end_threshold, lay.ids[1:-1]) for k, start in enumerate(lay.gap_starts)]
+            starts += zip(spans, lay.predictors)
+            candidates[i].append((lay, spans))
+        decodes = [InfillDecode(segments, rows, self.causal_logprobs) for segments, rows in zip(requests, candidates)]
+        return self.prefill([lay.ids for lay in layouts], [lay.positions for lay in layouts],
+                            AttentionMode.BIDIRECTIONAL, starts, decodes)
 
     def prefill(self, rows: list[list[int]], positions: list[list[int]], mode: AttentionMode,
-                predictors: list[tuple[int, int]]) -> "Prefilled":
+                starts: list[tuple[Span, int]], decodes: list) -> DecodeBatch:
         """Encode each row's context once into a new KV cache (infill: bidirectional context;
-        generation: the causal prompt) and read the logits that predict each span's first token
-        at the (row, slot) predictors. The one prefill of every decoding mode."""
+        generation: the causal prompt) and give each span the logits of its first token, read
+        at its (row, slot). The one prefill of every decoding mode."""
         ids, padding = pad_batch(rows, self.pad_id, self.device)  # (B, Tc)
         position_ids = torch.zeros_like(ids)
         for row, row_positions in enumerate(positions):
@@ -215,9 +196,12 @@ class Engine:
         roles = roles_for_mode(mode, padding)
         cache = self.new_cache()
         hidden = hidden_states(self.model, ids, roles, position_ids, cache)  # (B, Tc, H)
-        first = logits(self.model, torch.stack([hidden[row, slot] for row, slot in predictors]))  # (N, V)
-        return Prefilled(cache, roles, position_ids, list(first))
+        first = logits(self.model, torch.stack([hidden[span.row, slot] for span, slot in starts]))  # (N, V)
+        for (span, _), span_logits in zip(starts, first):
+            span.logits = span_logits
+        return DecodeBatch(self.model, self.tokenizer, cache, roles, position_ids, decodes)
 
+    @torch.inference_mode()
     def causal_logprobs(self, texts: list[str]) -> list[float]:
         """Summed log-probability of each text read left to right after the anchor."""
         seqs = [[self.anchor_id] + self.tokens(t) for t in texts]
@@ -266,13 +250,6 @@ class Engine:
         low, high = self.gap_range
         return max(low, min(params.max_tokens, high))
 
-    def collect_fills(self, row: int, lay, spans: list[Span]) -> InfillCompletion:
-        mine = [s for s in spans if s.row == row]
-        # The space cut from before the gap belongs to the fill's first word.
-        fills = [drop_leading_spaces(s.text, n) for s, n in zip(mine, lay.trimmed_spaces)]
-        return InfillCompletion(fills, [s.finish_reason for s in mine], len(lay.ids),
-                                sum(len(s.ids) for s in mine))
-
     # ---- causal: generation ---------------------------------------------------
 
     def generate(self, prompt: str, params: SamplingParams = SamplingParams()) -> Completion:
@@ -285,18 +262,22 @@ class Engine:
 
     def generate_stream(self, prompt: str, params: SamplingParams = SamplingParams()) -> Iterator[StreamChunk]:
         """Text pieces as they are decoded; the last chunk has finish_reason and usage."""
-        ids = self.prompt_ids(prompt, params)
-        with torch.inference_mode():
-            state = self.prefill([ids], [list(range(len(ids)))], AttentionMode.CAUSAL, [(0, len(ids) - 1)])
-            span = Span(0, 1, len(ids), None, params, make_generator(params.seed, self.device), prompt_ids=ids)
-            sent = 0
-            for _ in decode_spans(self.model, self.tokenizer, state.cache, state.roles, state.positions,
-                                  state.first_logits, [span]):
-                ready = releasable(span.text, params.stop) if span.open else len(span.text)
-                if ready > sent:
-                    yield StreamChunk(span.text[sent:ready])
-                    sent = ready
-        yield StreamChunk(span.text[sent:], span.finish_reason, len(ids), len(span.ids))
+        batch = self.start_generate([prompt], [params])
+        decode = batch.decodes[0]
+        while batch:
+            batch.step()
+            yield from decode.poll() if not decode.done else ()
+        yield decode.result()
+
+    @torch.inference_mode()
+    def start_generate(self, prompts: list[str], params: list[SamplingParams]) -> DecodeBatch:
+        """Prefill every prompt (causal): a batch of GenerateDecodes, one per prompt."""
+        seqs = [self.prompt_ids(prompt, p) for prompt, p in zip(prompts, params)]
+        spans = [Span(row, 1, len(ids), None, p, make_generator(p.seed, self.device), prompt_ids=ids)
+                 for row, (ids, p) in enumerate(zip(seqs, params))]
+        return self.prefill(seqs, [list(range(len(ids))) for ids in seqs], AttentionMode.CAUSAL,
+                            [(span, len(ids) - 1) for span, ids in zip(spans, seqs)],
+                            [GenerateDecode(span) for span in spans])
 
     def prompt_ids(self, prompt: str, params: SamplingParams) -> list[int]:
         return prompt_token_ids(self.tokenizer, prompt, params, self.max_length)
@@ -326,24 +307,6 @@ def require_texts(texts) -> None:
 def candidate_params(params: SamplingParams, k: int) -> SamplingParams:
     """Candidate k of a seeded request draws its own stream (seed + k), reproducibly."""
     return params if params.seed is None or k == 0 else replace(params, seed=(params.seed + k) % 2**63)
-
-
-def joined(segments: list[str], fills: list[str]) -> str:
-    """s0 f0 s1 f1 ... s_n: the text a fill completes."""
-    return "".join(piece for pair in zip(segments, fills + [""]) for piece in pair)
-
-
-def drop_leading_spaces(text: str, n: int) -> str:
-    kept = text.lstrip(" ")
-    return text[min(n, len(text) - len(kept)):]
-
-
-def releasable(text: str, stops: tuple[str, ...]) -> int:
-    """How much of a growing text can be sent: hold back a possible stop-string
-    prefix and an incomplete UTF-8 character (decoded as U+FFFD)."""
-    end = len(text.rstrip("\ufffd"))
-    hold = max((len(s) - 1 for s in stops if s), default=0)
-    return max(end - hold, 0)
 
 
 __all__ = ["Engine", "EngineConfig", "EmbedResult"]

@@ -71,10 +71,6 @@ class NotReadyError(MagnetError):
     code = "not_ready"
 
 
-class Stopped(Exception):
-    """Work stopped because its caller left (not an error anyone is told about)."""
-
-
 ERRORS_BY_CODE: dict[str, type[MagnetError]] = {
     cls.code: cls
     for cls in (MagnetError, InvalidInputError, InputTooLongError, UnknownTaskError, UnknownModelError,

@@ -38,6 +38,8 @@ FLAGS = {  # flag -> (settings field, type, help)
     "--vllm-gpu-memory-utilization": ("vllm_gpu_memory_utilization", float, "share of each GPU's memory for "
                                       "vLLM, KV cache sized to fill it (replaces --vllm-kv-cache-gb)"),
     "--vllm-quantization": ("vllm_quantization", str, "vLLM quantization: awq, gptq, fp8, ... (default: none)"),
+    "--max-running-rows": ("max_running_rows", int, "decode rows stepping together (default 64)"),
+    "--max-running-tokens": ("max_running_tokens", int, "KV-cache tokens of the running decodes (default 65536)"),
     "--retry-after-s": ("retry_after_s", float, "Retry-After sent with 429 (default 1)"),
 }
 

@@ -5,12 +5,13 @@
     completion = await backend.generate("Once upon a time", SamplingParams(max_tokens=32))
     async for chunk in backend.stream(prompt, params): ...  # closing early cancels
 
-The torch backend runs the engine's own causal decoding on the model worker
-thread. The vLLM backend (server/vllm_backend.py) runs vLLM's async engine on
+The torch backend runs the engine's own causal decoding in the model worker's
+running batch, next to infill rows (continuous batching, server/worker.py). The vLLM backend (server/vllm_backend.py) runs vLLM's async engine on
 the same base model with the adapter merged; it is imported only when chosen.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
@@ -42,7 +43,7 @@ class GenerateBackend(Protocol):
 
 
 class TorchGenerateBackend:
-    """engine.generate / engine.generate_stream on the model worker thread."""
+    """Generations as rows of the model worker's running decode batch."""
 
     name = "torch"
 
@@ -68,8 +69,16 @@ class TorchGenerateBackend:
             last = chunk
         return Completion("".join(pieces), last.finish_reason, last.prompt_tokens, last.completion_tokens)
 
-    def stream(self, prompt: str, params: SamplingParams) -> AsyncIterator[StreamChunk]:
-        return self.worker.stream("generate", lambda: self.engine.generate_stream(prompt, params))
+    async def stream(self, prompt: str, params: SamplingParams) -> AsyncIterator[StreamChunk]:
+        engine = self.engine
+        # its share of the KV cache: the prompt and every token it may add
+        tokens = await asyncio.to_thread(engine.count_tokens, prompt) + params.max_tokens
+
+        def start(payloads: list[tuple]):
+            return engine.start_generate([p[0] for p in payloads], [p[1] for p in payloads])
+
+        async for chunk in self.worker.stream_decode("generate", ("generate",), (prompt, params), start, tokens):
+            yield chunk
 
 
 def vllm_importable() -> bool:

@@ -19,15 +19,17 @@ REQUEST_LATENCY = Histogram(
 )
 STAGE_LATENCY = Histogram(
     "magnet_stage_duration_seconds",
-    "Time per request in each stage: queue (waiting for the worker), tokenize, model",
+    "Time per request in each stage: queue (waiting for the worker), tokenize, model, prefill (decodes)",
     ["stage", "kind"],
     buckets=LATENCY_BUCKETS,
 )
-BATCH_SIZE = Histogram("magnet_batch_size", "Requests per worker batch", ["kind"], buckets=SIZE_BUCKETS)
+BATCH_SIZE = Histogram("magnet_batch_size", "Requests per worker batch (kind=decode: rows per decode step)",
+                       ["kind"], buckets=SIZE_BUCKETS)
 BATCH_TOKENS = Histogram("magnet_batch_tokens", "Input tokens per worker batch", ["kind"], buckets=TOKEN_BUCKETS)
 PROMPT_TOKENS = Counter("magnet_prompt_tokens", "Input tokens processed", ["kind"])
 GENERATED_TOKENS = Counter("magnet_generated_tokens", "Tokens generated (infill and generate)", ["kind"])
 QUEUE_DEPTH = Gauge("magnet_queue_depth", "Requests waiting for the model worker")
+RUNNING = Gauge("magnet_running_decodes", "Infill and generate requests in the running decode batch")
 IN_FLIGHT = Gauge("magnet_in_flight_requests", "HTTP requests being served")
 CANCELLED = Counter("magnet_cancelled", "Requests whose client left before the answer; their work stopped",
                     ["kind"])

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
@@ -43,7 +42,8 @@ class Service:
         self.backend: GenerateBackend | None = None
         self.worker = ModelWorker(settings.max_queue, settings.max_batch_tokens,
                                   settings.max_wait_ms / 1000, settings.retry_after_s,
-                                  settings.max_request_tokens, settings.max_queued_tokens)
+                                  settings.max_request_tokens, settings.max_queued_tokens,
+                                  settings.max_running_rows, settings.max_running_tokens)
         self._tokenize = ThreadPoolExecutor(max_workers=1, thread_name_prefix="magnet-tokenize")
         self.ready = False
         self.load_error: str | None = None
@@ -203,19 +203,13 @@ class Service:
         # input tokens = the context, plus what the fills may add (the work this request asks for)
         tokens = await self.tokenize("infill", lambda: sum(engine.count_tokens(s) for s in segments)
                                      + params.max_tokens * (len(segments) - 1) * params.best_of)
-        stop = threading.Event()
 
-        def run(payloads: list[tuple]) -> list[InfillCompletion]:
-            # Requests that meet in the queue are decoded together: one prefill, one step loop.
-            stops = [p[2] for p in payloads]
-            return engine.infill_batch([p[0] for p in payloads], [p[1] for p in payloads],
-                                       should_stop=lambda: all(e.is_set() for e in stops))
+        def start(payloads: list[tuple]):
+            # Requests that meet in the queue are prefilled together, then join the running batch.
+            return engine.start_infill([p[0] for p in payloads], [p[1] for p in payloads])
 
-        try:
-            result = await self.worker.submit("infill", ("infill",), (segments, params, stop), run, tokens)
-        except asyncio.CancelledError:  # the client left: its rows stop once every caller has gone
-            stop.set()
-            raise
+        rows = len(engine.candidate_gaps(params))
+        result = await self.worker.submit_decode("infill", ("infill",), (segments, params), start, tokens, rows)
         count_usage("infill", result.prompt_tokens, result.completion_tokens)
         return result
 

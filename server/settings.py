@@ -35,6 +35,10 @@ class Settings(BaseSettings):
     max_request_tokens: int = Field(65536, ge=1, description="input tokens one request may bring (413 above)")
     max_queued_tokens: int = Field(262144, ge=1, description="input tokens waiting for the model before 429")
     retry_after_s: float = Field(1.0, gt=0, description="Retry-After sent with 429")
+    # The running decode batch (infill, and generate on the torch backend).
+    max_running_rows: int = Field(64, ge=1, description="decode rows stepping together; more wait in the queue")
+    max_running_tokens: int = Field(65536, ge=1, description="context + new tokens of the running decodes "
+                                                             "(the KV cache); more wait in the queue")
 
     # Generation.
     generate_backend: Literal["auto", "vllm", "torch"] = "auto"

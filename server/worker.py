@@ -1,25 +1,35 @@
-"""The model worker: one thread, fed by a bounded queue with a dynamic batcher.
+"""The model worker: one thread, one scheduler loop for every mode, fed by a bounded queue.
 
-The engine is synchronous and thread-confined, so every model call (embed,
-tag, infill, generate, and loading) runs on one thread, and the event loop
-only awaits. Requests wait in a bounded queue; a full queue refuses at once
+The engine is synchronous and thread-confined, so every model call (embed, tag,
+infill, generate, and loading) runs on one thread, and the event loop only
+awaits. Requests wait in a bounded queue; a full queue refuses at once
 (OverloadedError -> 429 with Retry-After) instead of letting latency grow.
 
-Batchable jobs (embed, tag, infill) carry a `key`: jobs with equal keys are merged
-into one engine call by their `run` function. A batch opens with the oldest
-job and takes queued jobs that fit the token budget until the budget is spent
-or the oldest job has waited `max_wait` seconds. Each job keeps its own
-future, so each request gets its own result or its own error: when a merged
-call fails on bad input, its jobs are re-run one by one to find whose it was.
+Each iteration of the loop does, on the model thread:
+
+    queue ──► one-shot batch (embed / tag, equal keys merged)   ──► futures
+          └─► decodes that fit (infill / generate): prefill ─┐
+                                                              ▼
+              running DecodeBatch ── step: one token per open span ──► streams, futures
+                   ▲   finished and cancelled rows leave at once   │
+                   └────────────────────────────────────────────────┘
+
+One-shot jobs carry a `key`: jobs with equal keys are merged into one engine call
+by their `run` function, up to `max_batch_tokens`. While nothing decodes, a batch
+waits up to `max_wait` for company; while rows decode, nothing waits: an embed runs
+between two decode steps instead of behind a whole generation. Decode jobs join
+the running batch at the next step (magnet/batch.py) while it has rows
+(`max_running_rows`) and KV-cache room (`max_running_tokens`) for them. Each job
+keeps its own future, so each request gets its own result or its own error: when
+a merged call fails on bad input, its jobs are re-run one by one to find whose it was.
 """
 from __future__ import annotations
 
 import asyncio
 import collections
 import logging
-import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,6 +40,7 @@ from magnet.server import metrics
 log = logging.getLogger(__name__)
 
 RunGroup = Callable[[list[Any]], list[Any]]  # payloads -> one result per payload, on the worker thread
+StartGroup = Callable[[list[Any]], Any]  # payloads -> a DecodeBatch with one decode per payload (prefilled)
 _END = object()  # end of a stream
 
 
@@ -38,26 +49,36 @@ class Job:
     kind: str  # "embed", "tag", "infill", "generate", ... (a metrics label)
     key: tuple | None  # equal keys batch together; None = runs alone
     payload: Any
-    run: RunGroup
-    tokens: int
+    run: RunGroup | StartGroup
+    tokens: int  # input tokens (decodes: plus what they may generate: their KV-cache share)
     future: asyncio.Future
     enqueued: float = field(default_factory=time.perf_counter)
+    decode: bool = False  # `run` starts decodes that join the running batch
+    rows: int = 1  # decode rows it takes (best_of candidates)
+    emit: Callable[[Any], None] | None = None  # streaming decodes: partial output, on the worker thread
+    cancelled: bool = False  # the caller left after the job left the queue
+    started: float = 0.0  # when it left the queue for the model
 
 
 class ModelWorker:
     def __init__(self, max_queue: int, max_batch_tokens: int, max_wait_s: float, retry_after_s: float = 1.0,
-                 max_request_tokens: int | None = None, max_queued_tokens: int | None = None):
+                 max_request_tokens: int | None = None, max_queued_tokens: int | None = None,
+                 max_running_rows: int = 64, max_running_tokens: int = 65536):
         self.max_queue = max_queue
         self.max_request_tokens = max_request_tokens  # one request's input tokens (413 above)
         self.max_queued_tokens = max_queued_tokens  # input tokens waiting, all requests (429 above)
         self.max_batch_tokens = max_batch_tokens
         self.max_wait_s = max_wait_s
         self.retry_after_s = retry_after_s
+        self.max_running_rows = max_running_rows  # decode rows stepping together
+        self.max_running_tokens = max_running_tokens  # their context + new tokens: the KV cache's size
         self._queue: collections.deque[Job] = collections.deque()
         self._arrived = asyncio.Event()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="magnet-model")
         self._task: asyncio.Task | None = None
         self._closing = False
+        self._running = None  # DecodeBatch of the decodes in flight (touched on the worker thread only)
+        self._running_jobs: list[Job] = []  # their jobs (read on the loop between iterations)
         self.loop: asyncio.AbstractEventLoop | None = None
 
     @property
@@ -68,14 +89,58 @@ class ModelWorker:
     def queued_tokens(self) -> int:
         return sum(job.tokens for job in self._queue)
 
+    @property
+    def running(self) -> int:
+        """Decode requests in flight."""
+        return len(self._running_jobs)
+
     # --- submitting --------------------------------------------------------------------
 
     async def submit(self, kind: str, key: tuple | None, payload: Any, run: RunGroup, tokens: int = 0) -> Any:
         """Queue one job and wait for its own result (or raise its own error)."""
+        return await self.enqueue(Job(kind, key, payload, run, tokens, self.new_future()))
+
+    async def submit_decode(self, kind: str, key: tuple, payload: Any, start: StartGroup, tokens: int = 0,
+                            rows: int = 1) -> Any:
+        """Queue a decode: `start(payloads)` prefills jobs of one key together, their decodes join
+        the running batch, and each job's result is its decode's `result()`."""
+        return await self.enqueue(Job(kind, key, payload, start, tokens, self.new_future(), decode=True, rows=rows))
+
+    async def stream_decode(self, kind: str, key: tuple, payload: Any, start: StartGroup,
+                            tokens: int = 0) -> AsyncIterator[Any]:
+        """A decode's `poll()` items as they come, then its `result()`. Closing the iterator early
+        (client gone) drops its row at the next step."""
+        loop = asyncio.get_running_loop()
+        items: asyncio.Queue = asyncio.Queue()
+        job = Job(kind, key, payload, start, tokens, self.new_future(), decode=True,
+                  emit=lambda item: loop.call_soon_threadsafe(items.put_nowait, item))
+
+        def finished(future: asyncio.Future) -> None:
+            if not future.cancelled() and future.exception() is None:
+                items.put_nowait(future.result())
+            items.put_nowait(_END)
+
+        done = asyncio.ensure_future(self.enqueue(job))
+        done.add_done_callback(finished)
+        try:
+            while (item := await items.get()) is not _END:
+                yield item
+            await done  # raises the job's error, if any
+        finally:
+            if not done.done():
+                done.cancel()  # still queued: never runs; running: its row leaves at the next step
+
+    async def call(self, kind: str, fn: Callable[..., Any], *args: Any, tokens: int = 0) -> Any:
+        """Run `fn(*args)` alone on the worker thread, through the queue."""
+        return await self.submit(kind, None, None, lambda _payloads: [fn(*args)], tokens)
+
+    def new_future(self) -> asyncio.Future:
+        return asyncio.get_running_loop().create_future()
+
+    async def enqueue(self, job: Job) -> Any:
         if self._closing:
             raise NotReadyError("the server is shutting down: retry on another replica")
-        self.admit(kind, tokens)
-        job = Job(kind, key, payload, run, tokens, asyncio.get_running_loop().create_future())
+        self.admit(job.kind, job.tokens)
         self._queue.append(job)
         metrics.QUEUE_DEPTH.set(len(self._queue))
         self._arrived.set()
@@ -84,6 +149,7 @@ class ModelWorker:
         except asyncio.CancelledError:  # the caller left: a queued job gives its slot back at once
             if job in self._queue:
                 self._pop(self._queue.index(job))
+            job.cancelled = True  # a running decode leaves the batch at the next step
             raise
 
     def admit(self, kind: str, tokens: int) -> None:
@@ -104,51 +170,6 @@ class ModelWorker:
                 f"retry after {self.retry_after_s:g} s", retry_after=self.retry_after_s,
             )
 
-    async def call(self, kind: str, fn: Callable[..., Any], *args: Any, tokens: int = 0) -> Any:
-        """Run `fn(*args)` alone on the worker thread, through the queue."""
-        return await self.submit(kind, None, None, lambda _payloads: [fn(*args)], tokens)
-
-    async def stream(self, kind: str, make_iter: Callable[[], Iterator[Any]], tokens: int = 0) -> AsyncIterator[Any]:
-        """Iterate `make_iter()` on the worker thread, yielding items here.
-
-        Closing the returned iterator early (client gone) stops the thread's
-        iteration after the current item and frees the worker.
-        """
-        loop = asyncio.get_running_loop()
-        items: asyncio.Queue = asyncio.Queue()
-        cancel = threading.Event()
-
-        def pump(_payloads: list[Any]) -> list[None]:
-            if cancel.is_set():  # the client left while the job was queued
-                return [None]
-            iterator = make_iter()
-            try:
-                for item in iterator:
-                    loop.call_soon_threadsafe(items.put_nowait, item)
-                    if cancel.is_set():
-                        break
-            finally:
-                close = getattr(iterator, "close", None)
-                if close is not None:
-                    close()
-            return [None]
-
-        def finished(future: asyncio.Future) -> None:
-            items.put_nowait(_END)
-            if not future.cancelled():
-                future.exception()  # retrieved here too, in case the client has left
-
-        done = asyncio.ensure_future(self.submit(kind, None, None, pump, tokens))
-        done.add_done_callback(finished)
-        try:
-            while (item := await items.get()) is not _END:
-                yield item
-            await done  # raises the job's error, if any
-        finally:
-            cancel.set()
-            if not done.done():
-                done.cancel()  # still queued: never runs; running: stops at the next item
-
     # --- the loop ----------------------------------------------------------------------
 
     def start(self) -> None:
@@ -156,7 +177,7 @@ class ModelWorker:
         self._task = asyncio.create_task(self._loop(), name="magnet-model-worker")
 
     async def close(self) -> None:
-        """Refuse new work, finish everything queued, then stop the thread."""
+        """Refuse new work, finish everything queued and decoding, then stop the thread."""
         self._closing = True
         self._arrived.set()
         if self._task is not None:
@@ -165,30 +186,64 @@ class ModelWorker:
 
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
-        while (batch := await self._next_batch()) is not None:
-            batch = [job for job in batch if not job.future.done()]  # drop requests already gone
-            if not batch:
-                continue
+        while (work := await self._next_work()) is not None:
+            oneshot, joining = work
             started = time.perf_counter()
-            for job in batch:
+            for job in oneshot + joining:
+                job.started = started
                 metrics.STAGE_LATENCY.labels("queue", job.kind).observe(started - job.enqueued)
-            outcomes = await loop.run_in_executor(self._executor, run_batch, batch)
-            for job, (ok, value) in zip(batch, outcomes):
+            outcomes = await loop.run_in_executor(self._executor, self._iterate, oneshot, joining)
+            ended = time.perf_counter()
+            for job, ok, value in outcomes:
+                if job.decode:  # prefill to last token (a one-shot job's model time is its batch's)
+                    metrics.STAGE_LATENCY.labels("model", job.kind).observe(ended - job.started)
                 if job.future.done():
                     continue
                 if ok:
                     job.future.set_result(value)
                 else:
                     job.future.set_exception(value)
+            metrics.RUNNING.set(len(self._running_jobs))
 
-    async def _next_batch(self) -> list[Job] | None:
-        """The next batch: the oldest job plus queued jobs of any batchable key that fit."""
+    async def _next_work(self) -> tuple[list[Job], list[Job]] | None:
+        """(one-shot batch, decodes joining) for the next iteration; None once closed and idle."""
         while not self._queue:
+            if self._running_jobs:
+                return [], []  # keep stepping
             if self._closing:
                 return None
             self._arrived.clear()
             await self._arrived.wait()
-        first = self._pop(0)
+        joining = self._take_joining()
+        oneshot = await self._next_batch(wait=not (joining or self._running_jobs))
+        return oneshot, joining
+
+    def _take_joining(self) -> list[Job]:
+        """Queued decodes, oldest first, while the running batch has rows and KV room for them
+        (an idle worker always takes the first, however big)."""
+        rows = sum(job.rows for job in self._running_jobs)
+        tokens = sum(job.tokens for job in self._running_jobs)
+        joining = []
+        for job in list(self._queue):
+            if not job.decode:
+                continue
+            fits = rows + job.rows <= self.max_running_rows and tokens + job.tokens <= self.max_running_tokens
+            if not fits and (rows or joining):
+                break  # first come, first served: a later small job does not overtake
+            self._pop(self._queue.index(job))
+            if not job.cancelled:
+                joining.append(job)
+            rows, tokens = rows + job.rows, tokens + job.tokens
+        self._running_jobs.extend(joining)
+        return joining
+
+    async def _next_batch(self, wait: bool) -> list[Job]:
+        """The oldest one-shot job plus queued jobs of its key that fit the token budget; waits up
+        to max_wait for company only when `wait` (nothing else to do)."""
+        index = next((i for i, job in enumerate(self._queue) if not job.decode), None)
+        if index is None:
+            return []
+        first = self._pop(index)
         batch, tokens = [first], first.tokens
         if first.key is None:
             return batch
@@ -201,18 +256,18 @@ class ModelWorker:
                 tokens += job.tokens
                 continue
             remaining = deadline - time.perf_counter()
-            if remaining <= 0 or self._closing:
+            if not wait or remaining <= 0 or self._closing:
                 break
             self._arrived.clear()
             try:
                 await asyncio.wait_for(self._arrived.wait(), remaining)
             except asyncio.TimeoutError:
                 break
-        return batch
+        return [job for job in batch if not job.future.done()]  # drop requests already gone
 
     def _find_fitting(self, budget: int) -> int | None:
         for index, job in enumerate(self._queue):
-            if job.key is not None and job.tokens <= budget:
+            if not job.decode and job.key is not None and job.tokens <= budget:
                 return index
         return None
 
@@ -221,6 +276,68 @@ class ModelWorker:
         del self._queue[index]
         metrics.QUEUE_DEPTH.set(len(self._queue))
         return job
+
+    # --- one iteration, on the worker thread -------------------------------------------
+
+    def _iterate(self, oneshot: list[Job], joining: list[Job]) -> list[tuple[Job, bool, Any]]:
+        """Run the one-shot batch, prefill the joining decodes into the running batch, then step
+        it once. Returns (job, ok, result-or-error) for every job that ended."""
+        ended = [(job, ok, value) for job, (ok, value) in zip(oneshot, run_batch(oneshot))] if oneshot else []
+        for group in group_by_key(joining):
+            ended += self._join(group)
+        if self._running:
+            ended += self._step()
+        gone = {id(job) for job, _, _ in ended}
+        self._running_jobs = [job for job in self._running_jobs if id(job) not in gone and not job.cancelled]
+        return ended
+
+    def _join(self, group: list[Job]) -> list[tuple[Job, bool, Any]]:
+        """Prefill a group of one key together; on bad input retry alone to find whose it was."""
+        started = time.perf_counter()
+        try:
+            batch = group[0].run([job.payload for job in group])
+        except MagnetError as exc:
+            if len(group) == 1:
+                return [(group[0], False, exc)]
+            return [outcome for job in group for outcome in self._join([job])]
+        except Exception as exc:  # a bug or a backend failure: a 500 for these requests only
+            log.exception("model worker failed to prefill a %s batch of %d", group[0].kind, len(group))
+            return [(job, False, BackendError(f"{job.kind} failed: {type(exc).__name__}: {exc}")) for job in group]
+        for job, decode in zip(group, batch.decodes):
+            decode.owner = job
+        metrics.STAGE_LATENCY.labels("prefill", group[0].kind).observe(time.perf_counter() - started)
+        if self._running is None:
+            self._running = batch
+        else:
+            self._running.merge(batch)
+        return []
+
+    def _step(self) -> list[tuple[Job, bool, Any]]:
+        running = self._running
+        running.drop([d for d in running.decodes if d.owner.cancelled])
+        if not running:
+            return []
+        metrics.BATCH_SIZE.labels("decode").observe(running.rows)
+        try:
+            finished = running.step()
+        except Exception as exc:  # a failed forward leaves the cache unusable: fail every row in it
+            log.exception("model worker failed on a decode step of %d rows", running.rows)
+            error = BackendError(f"decoding failed: {type(exc).__name__}: {exc}")
+            ended = [(d.owner, False, error) for d in running.decodes]
+            running.drop(list(running.decodes))
+            return ended
+        for decode in running.decodes:
+            if decode.owner.emit is not None:
+                for item in decode.poll():
+                    decode.owner.emit(item)
+        ended = []
+        for decode in finished:
+            try:
+                ended.append((decode.owner, True, decode.result()))
+            except Exception as exc:
+                log.exception("model worker failed to finish a %s", decode.owner.kind)
+                ended.append((decode.owner, False, BackendError(f"{decode.owner.kind} failed: {exc}")))
+        return ended
 
 
 # --- on the worker thread -------------------------------------------------------------

@@ -209,14 +209,18 @@ def test_bad_generation_parameters_are_refused(tiny_engine):
 
 
 def test_best_of_keeps_the_candidate_whose_whole_text_is_likeliest(tiny_engine):
-    from magnet.engine import candidate_params, joined
+    from magnet.batch import run_to_end
+    from magnet.decodes import collect_fills, joined
 
     segments = ["The cat sat on the", " mat and slept all day."]
     params = SamplingParams(max_tokens=6, best_of=3, temperature=1.0, seed=0)
     gaps = tiny_engine.candidate_gaps(params)
     assert gaps == [1, 2, 6]  # spread over (1, max_tokens) when no manifest says otherwise
-    alone = [tiny_engine.decode_fills([tiny_engine.layout(segments, params, g)], [candidate_params(params, k)])[0]
-             for k, g in enumerate(gaps)]
+    batch = tiny_engine.start_infill([segments], [params])
+    decode = batch.decodes[0]
+    run_to_end(batch)
+    assert [lay.positions[-1] - len(lay.ids) + 1 for lay, _ in decode.candidates] == gaps  # one row per width
+    alone = [collect_fills(lay, spans) for lay, spans in decode.candidates]
     scores = tiny_engine.causal_logprobs([joined(segments, c.fills) for c in alone])
     best = alone[max(range(len(alone)), key=scores.__getitem__)]
     assert tiny_engine.infill(segments, params).fills == best.fills

@@ -116,21 +116,6 @@ def test_a_client_that_leaves_has_its_queued_work_cancelled(tiny_engine):
         assert counter("magnet_generated_tokens_total", kind="infill") == generated
 
 
-def test_a_running_decode_stops_when_told(tiny_engine):
-    from magnet.errors import Stopped
-    from magnet.sampling import SamplingParams
-
-    steps = []
-
-    def stop_after_three() -> bool:
-        steps.append(1)
-        return len(steps) > 3
-
-    with pytest.raises(Stopped):
-        tiny_engine.infill(["a ", " b"], SamplingParams(max_tokens=100), should_stop=stop_after_three)
-    assert len(steps) == 4
-
-
 class FlakyBackend:
     """A generate backend whose engine can be 'killed'; restarts fail `failures` times first."""
 

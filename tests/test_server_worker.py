@@ -12,6 +12,7 @@ import threading
 import pytest
 
 from magnet.errors import BackendError, InvalidInputError, NotReadyError, OverloadedError
+from magnet.sampling import SamplingParams, StreamChunk
 from magnet.server.testing import app_with, occupy_worker, running_app
 from magnet.server.worker import ModelWorker
 
@@ -24,6 +25,11 @@ def make_worker(max_queue=16, budget=1000, wait=0.0) -> ModelWorker:
 
 async def until_depth(worker: ModelWorker, depth: int) -> None:
     while worker.depth != depth:
+        await asyncio.sleep(0.001)
+
+
+async def until_running(worker: ModelWorker) -> None:
+    while not worker.running:
         await asyncio.sleep(0.001)
 
 
@@ -143,40 +149,119 @@ async def test_a_request_cancelled_while_queued_never_runs():
     await worker.close()
 
 
-async def test_stream_yields_in_order_and_closing_early_frees_the_worker():
+# --- the decode scheduler (tiny random Llama) --------------------------------------------
+
+GREEDY = SamplingParams(max_tokens=12)
+
+
+def generate_start(engine, counted: list | None = None):
+    """A StartGroup for generate jobs (payloads: (prompt, params)); records each call's size."""
+    def start(payloads):
+        if counted is not None:
+            counted.append(len(payloads))
+        return engine.start_generate([p for p, _ in payloads], [q for _, q in payloads])
+    return start
+
+
+def alone(engine, prompt: str, params: SamplingParams = GREEDY) -> str:
+    return engine.generate(prompt, params).text
+
+
+async def collect(stream) -> tuple[str, StreamChunk]:
+    chunks = [chunk async for chunk in stream]
+    return "".join(c.text for c in chunks), chunks[-1]
+
+
+async def test_a_stream_yields_pieces_then_the_final_chunk_and_equals_a_call_alone(tiny_engine):
     worker = make_worker()
-    produced = []
-    worker_thread = set()
-
-    def counting():
-        for i in itertools.count():
-            worker_thread.add(threading.get_ident())
-            produced.append(i)
-            yield i
-
-    stream = worker.stream("generate", counting)
-    assert [await anext(stream) for _ in range(3)] == [0, 1, 2]
-    await stream.aclose()
-    assert await worker.call("next", lambda: "free") == "free"  # the loop stopped, the thread is back
-    count = len(produced)
-    await worker.call("again", lambda: None)
-    assert len(produced) == count  # the generator was closed, not left running
-    assert threading.get_ident() not in worker_thread
+    stream = worker.stream_decode("generate", ("generate",), ("The quick", GREEDY), generate_start(tiny_engine))
+    text, last = await collect(stream)
+    assert text == alone(tiny_engine, "The quick")
+    assert last.finish_reason == "length" and last.completion_tokens == 12
     await worker.close()
 
 
-async def test_stream_raises_the_jobs_error():
+async def test_streams_that_join_mid_decode_get_what_they_would_alone_and_closing_one_drops_its_row(tiny_engine):
     worker = make_worker()
+    long = SamplingParams(max_tokens=200)
+    leaver = worker.stream_decode("generate", ("generate",), ("Leave early", long), generate_start(tiny_engine))
+    await anext(leaver)  # decoding now
+    prompts = ["The quick", "Once upon a time", "In the"]
+    streams = []
+    for prompt in prompts:  # each joins a batch that is already stepping
+        streams.append(asyncio.ensure_future(collect(worker.stream_decode(
+            "generate", ("generate",), (prompt, GREEDY), generate_start(tiny_engine)))))
+        await asyncio.sleep(0.01)
+    await leaver.aclose()
+    results = await asyncio.gather(*streams)
+    assert [text for text, _ in results] == [alone(tiny_engine, p) for p in prompts]
+    while worker.running:  # the leaver's row is dropped at the next step, not decoded to 200 tokens
+        await asyncio.sleep(0.005)
+    assert worker.running == 0 and worker._running is not None and worker._running.rows == 0
+    await worker.close()
 
-    def failing():
-        yield "first"
-        raise InvalidInputError("stop here")
 
-    received = []
-    with pytest.raises(InvalidInputError, match="stop here"):
-        async for item in worker.stream("generate", failing):
-            received.append(item)
-    assert received == ["first"]
+async def test_decodes_queued_together_are_prefilled_in_one_call(tiny_engine):
+    worker, calls = make_worker(), []
+    release, held = await occupy_worker(worker)
+    prompts = [f"Story {i} begins" for i in range(5)]
+    jobs = [asyncio.ensure_future(worker.submit_decode("generate", ("generate",), (p, GREEDY),
+                                                       generate_start(tiny_engine, calls), tokens=20))
+            for p in prompts]
+    await until_depth(worker, 5)
+    release.set()
+    finals = await asyncio.gather(*jobs)
+    await held
+    assert calls == [5]
+    assert all(f.finish_reason == "length" for f in finals)
+    await worker.close()
+
+
+async def test_an_embed_submitted_during_a_long_decode_finishes_before_it(tiny_engine):
+    worker = make_worker()
+    long = SamplingParams(max_tokens=tiny_engine.max_length - 16)
+    decode = asyncio.ensure_future(worker.submit_decode("generate", ("generate",), ("A long story", long),
+                                                        generate_start(tiny_engine), tokens=long.max_tokens))
+    await asyncio.wait_for(until_running(worker), 30)
+    vectors = await worker.submit("embed", ("embed",), ["a fox"],
+                                  lambda payloads: [tiny_engine.embed(p).embeddings for p in payloads], 4)
+    assert vectors.shape[0] == 1
+    assert not decode.done()  # the embed ran between two decode steps, not after the generation
+    assert (await decode).completion_tokens == long.max_tokens
+    await worker.close()
+
+
+async def test_running_rows_are_limited_and_the_rest_wait_in_the_queue(tiny_engine):
+    worker = ModelWorker(max_queue=16, max_batch_tokens=1000, max_wait_s=0.0, max_running_rows=2)
+    worker.start()
+    release, held = await occupy_worker(worker)
+    jobs = [asyncio.ensure_future(worker.submit_decode("generate", ("generate",), (f"Row {i}", GREEDY),
+                                                       generate_start(tiny_engine), tokens=20)) for i in range(5)]
+    await until_depth(worker, 5)
+    release.set()
+    seen = set()
+    while not all(job.done() for job in jobs):
+        seen.add(worker.running)
+        await asyncio.sleep(0)
+    await held
+    assert max(seen) == 2
+    assert [(await job).completion_tokens for job in jobs] == [12] * 5
+    await worker.close()
+
+
+async def test_a_decode_whose_prefill_fails_gets_its_own_error_and_the_others_run(tiny_engine):
+    worker = make_worker()
+    release, held = await occupy_worker(worker)
+    good = asyncio.ensure_future(worker.submit_decode("generate", ("generate",), ("Fine", GREEDY),
+                                                      generate_start(tiny_engine), tokens=20))
+    bad = asyncio.ensure_future(worker.submit_decode("generate", ("generate",), ("", GREEDY),
+                                                     generate_start(tiny_engine), tokens=20))
+    await until_depth(worker, 2)
+    release.set()
+    with pytest.raises(InvalidInputError, match="prompt is empty"):
+        await bad
+    assert (await good).completion_tokens == 12
+    await held
     await worker.close()
 
 
@@ -187,15 +272,15 @@ async def test_concurrent_infills_are_decoded_together_and_equal_single_calls(ti
 
     app = app_with(tiny_engine, max_wait_ms=50)
     calls = []
-    original = tiny_engine.infill_batch
+    original = tiny_engine.start_infill
 
-    def counted(requests, params, should_stop=None):
+    def counted(requests, params):
         calls.append(len(requests))
-        return original(requests, params, should_stop)
+        return original(requests, params)
 
     gaps = [[f"Story {i} begins ", " and ends well."] for i in range(6)]
     async with running_app(app) as http:
-        tiny_engine.infill_batch = counted
+        tiny_engine.start_infill = counted
         try:
             release, held = await occupy_worker(app.state.service.worker)  # let all six queue up
             pending = [asyncio.ensure_future(http.post("/v1/infill", json={"prefix": p, "suffix": s, "max_tokens": 5}))
@@ -206,8 +291,8 @@ async def test_concurrent_infills_are_decoded_together_and_equal_single_calls(ti
             answers = [(await r).json() for r in pending]
             await held
         finally:
-            del tiny_engine.infill_batch
-    assert calls == [6]  # one engine call for all six requests
+            del tiny_engine.start_infill
+    assert calls == [6]  # one prefill for all six requests
     for (prefix, suffix), answer in zip(gaps, answers):
         alone = tiny_engine.infill([prefix, suffix], replace(INFILL_DEFAULTS, max_tokens=5))
         assert answer["fills"] == alone.fills
