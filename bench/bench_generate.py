@@ -2,7 +2,7 @@
 
     service  /v1/generate (stream) over HTTP on loopback: `magnet serve --generate-backend vllm`
     direct   vLLM's AsyncLLM in this process on the same merged checkpoint and engine settings
-    torch    the torch fallback (Engine.generate_stream on one worker thread)
+    torch    the torch fallback (rows of the model worker's running decode batch)
 
     python bench/bench_generate.py                     # 64 tokens, greedy, concurrency 1 and 16
     python bench/bench_generate.py --tokens 128 --concurrency 1 4 16 --skip torch
@@ -11,7 +11,7 @@ Each level runs max(concurrency, --min-requests) streamed requests through `conc
 client tasks; tokens/s = generated tokens (from usage) / wall time. All three are started
 (and warmed up) first; then, per level, the columns take turns for --rounds rounds so that
 load from other processes hits them alike, and the best round is kept (torch runs once:
-it decodes one stream at a time, so 16 streams take minutes). Only one column runs at a
+it is the slowest column). Only one column runs at a
 time; the idle vLLM engines wait without using the CPU.
 """
 from __future__ import annotations
@@ -220,7 +220,7 @@ async def main() -> None:
 
 async def measure(streams: dict[str, Stream], args) -> dict[str, dict[int, Level]]:
     """Columns alternate within each level (drift from other load hits them alike);
-    the best of --rounds is kept. torch runs one round: it decodes one stream at a time."""
+    the best of --rounds is kept. torch runs one round: it is the slowest column."""
     runs: dict[str, dict[int, list[Level]]] = {name: {} for name in streams}
     for c in args.concurrency:
         for round_ in range(args.rounds):

@@ -192,18 +192,21 @@ class ModelWorker:
             for job in oneshot + joining:
                 job.started = started
                 metrics.STAGE_LATENCY.labels("queue", job.kind).observe(started - job.enqueued)
-            outcomes = await loop.run_in_executor(self._executor, self._iterate, oneshot, joining)
-            ended = time.perf_counter()
-            for job, ok, value in outcomes:
-                if job.decode:  # prefill to last token (a one-shot job's model time is its batch's)
-                    metrics.STAGE_LATENCY.labels("model", job.kind).observe(ended - job.started)
-                if job.future.done():
-                    continue
-                if ok:
-                    job.future.set_result(value)
-                else:
-                    job.future.set_exception(value)
+            self._settle(await loop.run_in_executor(self._executor, self._iterate, oneshot, joining))
             metrics.RUNNING.set(len(self._running_jobs))
+
+    def _settle(self, outcomes: list[tuple[Job, bool, Any]]) -> None:
+        """Complete the jobs that ended (on the event loop)."""
+        ended = time.perf_counter()
+        for job, ok, value in outcomes:
+            if job.decode:  # prefill to last token (a one-shot job's model time is its batch's)
+                metrics.STAGE_LATENCY.labels("model", job.kind).observe(ended - job.started)
+            if job.future.done():
+                continue
+            if ok:
+                job.future.set_result(value)
+            else:
+                job.future.set_exception(value)
 
     async def _next_work(self) -> tuple[list[Job], list[Job]] | None:
         """(one-shot batch, decodes joining) for the next iteration; None once closed and idle."""
@@ -282,7 +285,13 @@ class ModelWorker:
     def _iterate(self, oneshot: list[Job], joining: list[Job]) -> list[tuple[Job, bool, Any]]:
         """Run the one-shot batch, prefill the joining decodes into the running batch, then step
         it once. Returns (job, ok, result-or-error) for every job that ended."""
-        ended = [(job, ok, value) for job, (ok, value) in zip(oneshot, run_batch(oneshot))] if oneshot else []
+        ended = []
+        if oneshot:  # answered now, not after the decode step: an embed waits for at most one step
+            done = [(job, ok, value) for job, (ok, value) in zip(oneshot, run_batch(oneshot))]
+            if self._running or joining:
+                self.loop.call_soon_threadsafe(self._settle, done)
+            else:
+                ended = done
         for group in group_by_key(joining):
             ended += self._join(group)
         if self._running:
