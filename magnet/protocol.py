@@ -132,6 +132,7 @@ class EmbedRequest(Request):
 
 
 class EmbedResponse(BaseModel):
+    id: str = Field(description="the request id (X-Request-Id, generated when the request had none)")
     model: str
     embeddings: list[list[float]]  # (N, H), one row per input, in order
     usage: Usage
@@ -179,6 +180,7 @@ class TagResult(BaseModel):
 
 
 class TagResponse(BaseModel):
+    id: str = Field(description="the request id (X-Request-Id, generated when the request had none)")
     model: str
     task: str
     results: list[TagResult]
@@ -268,6 +270,7 @@ class InfillRequest(SamplingFields):
 
 
 class InfillResponse(BaseModel):
+    id: str = Field(description="the request id (X-Request-Id, generated when the request had none)")
     model: str
     text: str  # the first (or only) fill
     finish_reason: FinishReason  # "length" if any gap hit max_tokens
@@ -282,6 +285,7 @@ class GenerateRequest(SamplingFields):
 
 
 class GenerateResponse(BaseModel):
+    id: str = Field(description="the request id (X-Request-Id, generated when the request had none)")
     model: str
     text: str
     finish_reason: FinishReason
@@ -291,6 +295,7 @@ class GenerateResponse(BaseModel):
 class GenerateChunk(BaseModel):
     """One server-sent event of a streamed /v1/generate; the last has finish_reason and usage."""
 
+    id: str = Field(description="the request id (X-Request-Id, generated when the request had none)")
     model: str
     text: str
     finish_reason: FinishReason | None = None

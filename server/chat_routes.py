@@ -5,7 +5,6 @@ otherwise). Shapes in server/chat_models.py.
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, Request
@@ -22,6 +21,7 @@ from magnet.server.chat_models import (
 )
 from magnet.server.chat_prompt import chat_prompt
 from magnet.server.disconnect import unless_client_leaves
+from magnet.server.middleware import request_id_of
 from magnet.server.model_ids import require_known_model
 from magnet.server.routes import ERRORS, event_stream, service_of
 
@@ -36,7 +36,7 @@ async def chat_completions(body: ChatRequest, request: Request):
     messages = [m.for_template() for m in body.messages]
     prompt, max_tokens = await chat_prompt(service, messages, body.requested_max_tokens)
     params = body.sampling(SamplingParams(), max_tokens, body.stops)
-    answer_id, model = f"chatcmpl-{uuid.uuid4().hex}", service.model_name
+    answer_id, model = f"chatcmpl-{request_id_of(request)}", service.model_name
     if body.stream:
         chunks = await service.generate_stream(prompt, params)  # bad input: a 4xx here, before any byte
         return event_stream(sse_chat(answer_id, model, chunks, body.include_usage))

@@ -20,6 +20,11 @@ REQUEST_ID_PATTERN = re.compile(r"^[\w.:@/+=-]{1,128}$")  # what we echo back: n
 log = logging.getLogger("magnet.access")
 
 
+def request_id_of(request) -> str:
+    """The id RequestId gave this request (what every response's `id` field carries)."""
+    return request.scope.get("state", {}).get("request_id") or uuid.uuid4().hex
+
+
 class RequestId:
     """X-Request-Id: the caller's (if sane) or a new one, echoed on the response, in the
     access log line and in `scope["state"]["request_id"]` for the routes' `id` fields."""

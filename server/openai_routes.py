@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import struct
 import time
-import uuid
 from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, Request
@@ -17,6 +16,7 @@ from fastapi import APIRouter, Request
 from magnet.protocol import ErrorBody, Usage
 from magnet.sampling import INFILL_DEFAULTS, SamplingParams, StreamChunk
 from magnet.server.disconnect import unless_client_leaves
+from magnet.server.middleware import request_id_of
 from magnet.server.model_ids import require_known_model, served_ids
 from magnet.server.openai_models import (
     CompletionChoice,
@@ -56,7 +56,7 @@ async def completions(body: CompletionsRequest, request: Request):
     require_known_model(service, body.model)
     defaults = INFILL_DEFAULTS if body.suffix is not None else SamplingParams()
     params = body.sampling(defaults, body.max_tokens, body.stops)
-    answer_id = f"cmpl-{uuid.uuid4().hex}"
+    answer_id = f"cmpl-{request_id_of(request)}"
     if body.stream and body.suffix is None and len(body.prompts) == 1:
         chunks = await service.generate_stream(body.prompts[0], params)  # bad input: a 4xx here
         return event_stream(sse_completion(service.model_name, answer_id, chunks))

@@ -24,6 +24,7 @@ from magnet.protocol import (
 from magnet.sampling import INFILL_DEFAULTS, SamplingParams, StreamChunk
 from magnet.server import metrics
 from magnet.server.disconnect import unless_client_leaves
+from magnet.server.middleware import request_id_of
 from magnet.server.service import Service
 
 ERRORS = {status: {"model": ErrorBody} for status in (401, 404, 408, 413, 422, 429, 500, 503)}
@@ -41,7 +42,7 @@ async def embed(body: EmbedRequest, request: Request) -> EmbedResponse:
     service = service_of(request)
     result = await unless_client_leaves(
         request, service.embed(body.texts, body.instruction, body.normalize, body.truncate), "embed")
-    return EmbedResponse(model=service.model_name, embeddings=result.vectors,
+    return EmbedResponse(id=request_id_of(request), model=service.model_name, embeddings=result.vectors,
                          usage=Usage(prompt_tokens=result.prompt_tokens))
 
 
@@ -49,7 +50,7 @@ async def embed(body: EmbedRequest, request: Request) -> EmbedResponse:
 async def tag(body: TagRequest, request: Request) -> TagResponse:
     service = service_of(request)
     results = await unless_client_leaves(request, service.tag(body.texts, body.words, body.task), "tag")
-    return TagResponse(model=service.model_name, task=body.task, results=results)
+    return TagResponse(id=request_id_of(request), model=service.model_name, task=body.task, results=results)
 
 
 @api.post("/infill", response_model=InfillResponse, summary="Fill the gap(s) between text segments")
@@ -58,8 +59,8 @@ async def infill(body: InfillRequest, request: Request) -> InfillResponse:
     result = await unless_client_leaves(
         request, service.infill(body.as_segments(), body.sampling(INFILL_DEFAULTS, body.max_tokens, body.stop)), "infill")
     usage = Usage(prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens)
-    return InfillResponse(model=service.model_name, text=result.text, finish_reason=result.finish_reason,
-                          fills=result.fills, finish_reasons=result.finish_reasons, usage=usage)
+    return InfillResponse(id=request_id_of(request), model=service.model_name, text=result.text,
+                          finish_reason=result.finish_reason, fills=result.fills, finish_reasons=result.finish_reasons, usage=usage)
 
 
 @api.post("/generate", response_model=GenerateResponse, summary="Continue a prompt (causal)",
@@ -69,19 +70,19 @@ async def generate(body: GenerateRequest, request: Request):
     params = body.sampling(SamplingParams(), body.max_tokens, body.stop)
     if body.stream:
         chunks = await service.generate_stream(body.prompt, params)
-        return event_stream(sse_generate(service.model_name, chunks))
+        return event_stream(sse_generate(request_id_of(request), service.model_name, chunks))
     result = await unless_client_leaves(request, service.generate(body.prompt, params), "generate")
     usage = Usage(prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens)
-    return GenerateResponse(model=service.model_name, text=result.text, finish_reason=result.finish_reason,
-                            usage=usage)
+    return GenerateResponse(id=request_id_of(request), model=service.model_name, text=result.text,
+                            finish_reason=result.finish_reason, usage=usage)
 
 
-async def sse_generate(model: str, chunks: AsyncIterator[StreamChunk]) -> AsyncIterator[str]:
+async def sse_generate(answer_id: str, model: str, chunks: AsyncIterator[StreamChunk]) -> AsyncIterator[str]:
     async for chunk in chunks:
         usage = None
         if chunk.finish_reason is not None:
             usage = Usage(prompt_tokens=chunk.prompt_tokens, completion_tokens=chunk.completion_tokens)
-        event = GenerateChunk(model=model, text=chunk.text, finish_reason=chunk.finish_reason, usage=usage)
+        event = GenerateChunk(id=answer_id, model=model, text=chunk.text, finish_reason=chunk.finish_reason, usage=usage)
         yield f"data: {event.model_dump_json()}\n\n"
     yield "data: [DONE]\n\n"
 

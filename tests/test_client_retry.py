@@ -19,7 +19,7 @@ from magnet.client import (
 )
 
 FAST = Retry(attempts=3, backoff=0.001, max_wait=0.01)
-EMBED_OK = {"model": "m", "embeddings": [[0.6, 0.8]], "usage": {"prompt_tokens": 3}}
+EMBED_OK = {"id": "r1", "model": "m", "embeddings": [[0.6, 0.8]], "usage": {"prompt_tokens": 3}}
 
 
 def error(status: int, code: str, message: str, **headers) -> httpx.Response:
@@ -112,15 +112,15 @@ def sse(*events: dict) -> httpx.Response:
 
 def test_stream_is_retried_before_its_first_byte_and_parsed():
     script = Script(error(429, "overloaded", "full"), sse(
-        {"model": "m", "text": "Hel"},
-        {"model": "m", "text": "lo", "finish_reason": "stop", "usage": {"prompt_tokens": 2, "completion_tokens": 2}}))
+        {"id": "r1", "model": "m", "text": "Hel"},
+        {"id": "r1", "model": "m", "text": "lo", "finish_reason": "stop", "usage": {"prompt_tokens": 2, "completion_tokens": 2}}))
     chunks = list(client_for(script).generate_stream("x"))
     assert [c.text for c in chunks] == ["Hel", "lo"] and chunks[-1].usage.total_tokens == 4
 
 
 def test_an_error_event_mid_stream_raises_its_class():
     failure = {"error": {"code": "backend_error", "message": "gpu fell off"}}
-    body = f'data: {{"model": "m", "text": "a"}}\n\nevent: error\ndata: {json.dumps(failure)}\n\n'
+    body = f'data: {{"id": "r1", "model": "m", "text": "a"}}\n\nevent: error\ndata: {json.dumps(failure)}\n\n'
     script = Script(httpx.Response(200, text=body, headers={"content-type": "text/event-stream"}))
     received = []
     with pytest.raises(MagnetError, match="gpu fell off"):

@@ -3,6 +3,7 @@ and work cancelled when its client leaves. In-process or on loopback, on the tin
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import time
 
@@ -49,6 +50,26 @@ async def test_request_ids_are_echoed_or_made(tiny_engine):
         made = await http.post("/v1/embed", json={"input": "a"}, headers={"X-Request-Id": "bad\tid"})
         assert len(made.headers["x-request-id"]) == 32 and made.headers["x-request-id"] != "bad\tid"
         assert (await http.get("/nowhere")).headers["x-request-id"]
+
+
+async def test_every_answer_carries_its_request_id(tiny_engine):
+    calls = {  # route -> (body, the id the answer must carry)
+        "/v1/embed": ({"input": "a"}, "rid-1"),
+        "/v1/infill": ({"prefix": "a ", "suffix": " b", "max_tokens": 2}, "rid-1"),
+        "/v1/generate": ({"prompt": "a", "max_tokens": 2}, "rid-1"),
+        "/v1/completions": ({"prompt": "a", "max_tokens": 2}, "cmpl-rid-1"),
+    }
+    async with running_app(app_with(tiny_engine)) as http:
+        for route, (body, want) in calls.items():
+            answer = await http.post(route, json=body, headers={"X-Request-Id": "rid-1"})
+            assert answer.status_code == 200 and answer.json()["id"] == want, route
+        made = await http.post("/v1/embed", json={"input": "a"})
+        assert made.json()["id"] == made.headers["x-request-id"]
+        stream = await http.post("/v1/generate", json={"prompt": "a", "max_tokens": 2, "stream": True},
+                                 headers={"X-Request-Id": "rid-2"})
+        events = [json.loads(line[6:]) for line in stream.text.splitlines()
+                  if line.startswith("data: {")]
+        assert events and all(event["id"] == "rid-2" for event in events)
 
 
 async def test_a_413_is_counted_under_its_route(tiny_engine):
