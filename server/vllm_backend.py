@@ -16,8 +16,10 @@ process that starts the engine must be a module entry point or guarded by
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
+import tempfile
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -89,9 +91,50 @@ def served_name(spec: ModelSpec) -> str:
     return base.name if adapter is None else f"{base.name}+{adapter.name}"
 
 
+ENGINE_SHUTDOWN_S = 1.0  # vLLM's grace for its engine processes when we stop them
+
+# vLLM starts its engine processes with multiprocessing's "spawn" (always, on CPU). They are
+# started through this launcher, which puts each in a process group of its own first: a stop
+# signal sent to the server's whole group (Ctrl-C, systemd, a shell entrypoint) then reaches
+# only the server, which drains in-flight requests and stops the engine itself. In the
+# server's group, the engine processes died at once and every in-flight generation failed.
+# Out of the group, they must still die with the server if it is killed outright: on Linux
+# the kernel sends them SIGKILL when the server thread that started them ends (PR_SET_PDEATHSIG,
+# kept across exec; that thread is an executor thread that lives as long as the server).
+OWN_GROUP_LAUNCHER = """#!{python}
+import os, signal, sys
+os.setpgid(0, 0)
+if sys.platform.startswith("linux"):
+    import ctypes
+    ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+if os.getppid() != {server_pid}:
+    sys.exit("the server is gone")
+os.execv({python!r}, [{python!r}] + sys.argv[1:])
+"""
+
+
+@contextlib.contextmanager
+def engine_processes_in_own_group():
+    """While vLLM starts: spawned processes run through OWN_GROUP_LAUNCHER."""
+    import multiprocessing.spawn
+    import sys
+
+    previous = multiprocessing.spawn.get_executable()
+    with tempfile.TemporaryDirectory(prefix="magnet-spawn-") as folder:
+        launcher = Path(folder) / "python"
+        launcher.write_text(OWN_GROUP_LAUNCHER.format(python=sys.executable, server_pid=os.getpid()))
+        launcher.chmod(0o755)
+        multiprocessing.spawn.set_executable(str(launcher))
+        try:
+            yield
+        finally:
+            multiprocessing.spawn.set_executable(previous)
+
+
 def shutdown_engine(engine) -> None:
-    """Stop vLLM's engine-core and worker processes (blocks up to ~5 s)."""
-    engine.shutdown()
+    """Stop vLLM's engine-core and worker processes (blocks up to ENGINE_SHUTDOWN_S, then vLLM
+    kills what is left)."""
+    engine.shutdown(timeout=ENGINE_SHUTDOWN_S)
     # AsyncLLM.__del__ calls shutdown again, at interpreter exit when vLLM's module
     # globals are already gone (a TypeError on stderr): once is enough.
     engine.shutdown = lambda timeout=None: None
@@ -128,7 +171,8 @@ class VllmGenerateBackend:
     def build_engine(self, path: Path):
         from vllm.v1.engine.async_llm import AsyncLLM
 
-        return AsyncLLM.from_engine_args(engine_args(path, served_name(self.spec), self.settings, self.spec))
+        with engine_processes_in_own_group():
+            return AsyncLLM.from_engine_args(engine_args(path, served_name(self.spec), self.settings, self.spec))
 
     async def close(self) -> None:
         engine, self.engine = self.engine, None

@@ -1,6 +1,7 @@
-"""SIGTERM drains: `magnet serve` in a subprocess (tiny Llama, torch backend) finishes every
-accepted request, refuses new connections, and exits — whether the signal goes to its PID
-or to its whole process group (systemd, Ctrl-C, a shell entrypoint)."""
+"""SIGTERM drains: `magnet serve` in a subprocess finishes every accepted request, refuses new
+connections, and exits — whether the signal goes to its PID or to its whole process group
+(systemd, Ctrl-C, a shell entrypoint), with the torch backend (tiny Llama) and with vLLM
+(embedded model, slow), whose engine processes must not die before the drain is over."""
 from __future__ import annotations
 
 import os
@@ -30,17 +31,30 @@ def accepted_and_running(base_url: str) -> tuple[float, float]:
     return running + done, running
 
 
-@pytest.mark.parametrize("target", ["pid", "process group"])
-def test_sigterm_finishes_accepted_requests_then_exits(tiny_model_dir, tmp_path, target):
+def serve_command(backend: str, tiny_model_dir, port: int) -> list[str]:
+    command = [sys.executable, "-m", "magnet.cli", "serve", "--heads", "none", "--generate-backend", backend,
+               "--port", str(port), "--graceful-shutdown-s", "60"]
+    if backend == "torch":
+        return command + ["--model", str(tiny_model_dir), "--adapter", "none"]
+    return command + ["--device", "cpu", "--dtype", "float32", "--vllm-kv-cache-gb", "0.5",
+                      "--vllm-max-model-len", "512"]  # the embedded model (vLLM needs a real vocabulary)
+
+
+@pytest.mark.parametrize("backend, target", [
+    ("torch", "pid"), ("torch", "process group"),
+    pytest.param("vllm", "process group", marks=pytest.mark.slow)])
+def test_sigterm_finishes_accepted_requests_then_exits(tiny_model_dir, tmp_path, backend, target):
+    if backend == "vllm":
+        pytest.importorskip("vllm", exc_type=ImportError)
     port = free_port()
     base_url = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "MAGNET_CACHE_DIR": str(tmp_path), "OMP_NUM_THREADS": "1"}
-    server = subprocess.Popen(
-        [sys.executable, "-m", "magnet.cli", "serve", "--model", str(tiny_model_dir), "--adapter", "none",
-         "--heads", "none", "--generate-backend", "torch", "--port", str(port), "--graceful-shutdown-s", "60"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    if backend == "torch":
+        env["MAGNET_CACHE_DIR"] = str(tmp_path)  # vLLM reuses the embedded model's converted cache
+    server = subprocess.Popen(serve_command(backend, tiny_model_dir, port),
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     try:
-        poll_ready(base_url, 120)
+        poll_ready(base_url, 600)
         request = {"prompt": "The story", "max_tokens": 240, "temperature": 1.0, "seed": 1}
         with ThreadPoolExecutor(IN_FLIGHT) as pool:
             answers = [pool.submit(httpx.post, f"{base_url}/v1/generate", json=request, timeout=120)
@@ -63,6 +77,29 @@ def test_sigterm_finishes_accepted_requests_then_exits(tiny_model_dir, tmp_path,
         assert "Application shutdown complete" in server.stderr.read().decode()
         with pytest.raises(httpx.ConnectError):
             httpx.get(f"{base_url}/health", timeout=5)
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait(10)
+
+
+@pytest.mark.slow
+def test_vllm_engine_processes_die_with_a_killed_server(tiny_model_dir):
+    """Out of the server's process group (so that they outlive a group SIGTERM until the drain
+    is over), vLLM's engine processes must still not outlive a server killed outright."""
+    pytest.importorskip("vllm", exc_type=ImportError)
+    psutil = pytest.importorskip("psutil")
+    port = free_port()
+    server = subprocess.Popen(serve_command("vllm", tiny_model_dir, port), env={**os.environ, "OMP_NUM_THREADS": "1"},
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        poll_ready(f"http://127.0.0.1:{port}", 600)
+        engines = psutil.Process(server.pid).children(recursive=True)
+        assert engines and all(os.getpgid(p.pid) != os.getpgid(server.pid) for p in engines)
+        server.kill()
+        server.wait(30)
+        gone, alive = psutil.wait_procs(engines, timeout=30)
+        assert alive == []
     finally:
         if server.poll() is None:
             server.kill()
