@@ -110,4 +110,4 @@ def select_backend(settings: Settings, engine: "Engine", worker: ModelWorker | N
         return TorchGenerateBackend(engine, worker)
     from magnet.server.vllm_backend import VllmGenerateBackend
 
-    return VllmGenerateBackend(settings, spec_of(engine))
+    return VllmGenerateBackend(settings, spec_of(engine), engine.name)  # one public name, the engine's

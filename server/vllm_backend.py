@@ -52,7 +52,7 @@ def prepare_environment() -> None:
                     "not to this process's /metrics")
 
 
-def engine_args(path: Path, name: str, settings, spec: ModelSpec):
+def engine_args(path: Path, name: str | None, settings, spec: ModelSpec):
     """AsyncEngineArgs for the merged checkpoint, with safe CPU defaults."""
     from vllm.engine.arg_utils import AsyncEngineArgs
     from vllm.platforms import current_platform
@@ -83,37 +83,6 @@ def engine_args(path: Path, name: str, settings, spec: ModelSpec):
     )
 
 
-def served_name(spec: ModelSpec) -> str:
-    """The public model id, as the torch path names it: base[+adapter folder]."""
-    from magnet.loading import resolve_adapter_path, resolve_base_path
-
-    base, adapter = resolve_base_path(spec.model), resolve_adapter_path(spec.adapter)
-    return base.name if adapter is None else f"{base.name}+{adapter.name}"
-
-
-ENGINE_SHUTDOWN_S = 1.0  # vLLM's grace for its engine processes when we stop them
-
-# vLLM starts its engine processes with multiprocessing's "spawn" (always, on CPU). They are
-# started through this launcher, which puts each in a process group of its own first: a stop
-# signal sent to the server's whole group (Ctrl-C, systemd, a shell entrypoint) then reaches
-# only the server, which drains in-flight requests and stops the engine itself. In the
-# server's group, the engine processes died at once and every in-flight generation failed.
-# Out of the group, they must still die with the server if it is killed outright: on Linux
-# the kernel sends them SIGKILL when the server thread that started them ends (PR_SET_PDEATHSIG,
-# kept across exec; that thread is an executor thread that lives as long as the server).
-OWN_GROUP_LAUNCHER = """#!{python}
-import os, signal, sys
-os.setpgid(0, 0)
-if sys.platform.startswith("linux"):
-    import ctypes
-    ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-if os.getppid() != {server_pid}:
-    sys.exit("the server is gone")
-os.execv({python!r}, [{python!r}] + sys.argv[1:])
-"""
-
-
-@contextlib.contextmanager
 def engine_processes_in_own_group():
     """While vLLM starts: spawned processes run through OWN_GROUP_LAUNCHER."""
     import multiprocessing.spawn
@@ -148,9 +117,10 @@ def finish_reason(vllm_reason: str | None) -> str:
 class VllmGenerateBackend:
     name = "vllm"
 
-    def __init__(self, settings, spec: ModelSpec = ModelSpec()):
+    def __init__(self, settings, spec: ModelSpec = ModelSpec(), name: str | None = None):
         self.settings = settings
         self.spec = spec
+        self.name_served = name  # the public model id (the engine's); None: vLLM names it by its path
         self.max_model_len: int = getattr(settings, "vllm_max_model_len", 2048)
         self.engine = None  # vllm.v1.engine.async_llm.AsyncLLM once started
         self.tokenizer = None
@@ -172,7 +142,7 @@ class VllmGenerateBackend:
         from vllm.v1.engine.async_llm import AsyncLLM
 
         with engine_processes_in_own_group():
-            return AsyncLLM.from_engine_args(engine_args(path, served_name(self.spec), self.settings, self.spec))
+            return AsyncLLM.from_engine_args(engine_args(path, self.name_served, self.settings, self.spec))
 
     async def close(self) -> None:
         engine, self.engine = self.engine, None
