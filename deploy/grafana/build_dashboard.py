@@ -5,14 +5,32 @@
 Panels are listed as data (title, unit, PromQL) so the JSON stays consistent;
 tests/test_deploy_files.py checks the JSON is this script's output and that
 every magnet_* series it queries is one the server exports.
+
+The dashboard has two variables, job and instance (multi-select, All by default),
+and scoped() adds their matchers to every series a panel queries, so with several
+replicas or scrape jobs the panels show the ones picked.
 """
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 DATASOURCE = {"type": "prometheus", "uid": "magnet-prometheus"}
 OUT = Path(__file__).parent / "dashboards" / "magnet.json"
+
+# The matchers every series selector gets, one per dashboard variable.
+SCOPE = 'job=~"$job", instance=~"$instance"'
+# The variables' values come from a gauge without labels: it exists from the server's start,
+# whereas a labelled counter has no series before its first request.
+VARIABLE_SERIES = "magnet_queue_depth"
+# A series name (the service's and vLLM's), with its label matchers if it has any.
+SELECTOR = re.compile(r"\b(magnet_[a-z_]+|vllm:[a-z_:]+)(?:\{([^}]*)\})?")
+
+
+def scoped(expr: str) -> str:
+    """expr with the job and instance matchers added to every series selector."""
+    return SELECTOR.sub(lambda m: f"{m[1]}{{{SCOPE}{', ' + m[2] if m[2] else ''}}}", expr)
 
 
 def quantile(q: float, metric: str, by: str) -> str:
@@ -44,6 +62,12 @@ ROWS = [
         ("Tokens per second", "short",
          [("sum by (kind) (rate(magnet_prompt_tokens_total[1m]))", "prompt {{kind}}"),
           ("sum by (kind) (rate(magnet_generated_tokens_total[1m]))", "generated {{kind}}")]),
+        ("Running decodes (infill and torch generate)", "short",
+         [("magnet_running_decodes", "{{instance}}")]),
+        ("Rows per decode step (mean / p95)", "short",
+         [('sum(rate(magnet_batch_size_sum{kind="decode"}[1m]))'
+           ' / sum(rate(magnet_batch_size_count{kind="decode"}[1m]))', "mean"),
+          ('histogram_quantile(0.95, sum by (le) (rate(magnet_batch_size_bucket{kind="decode"}[1m])))', "p95")]),
     ]),
     ("vLLM (when it serves /v1/generate)", [
         ("vLLM requests running / waiting", "short",
@@ -64,7 +88,7 @@ def panel(pid: int, title: str, unit: str, targets: list[tuple[str, str]], x: in
         "gridPos": {"h": 8, "w": 12, "x": x, "y": y},
         "fieldConfig": {"defaults": {"unit": unit}, "overrides": []},
         "options": {"legend": {"displayMode": "list", "placement": "bottom"}},
-        "targets": [{"refId": chr(65 + i), "datasource": DATASOURCE, "expr": expr, "legendFormat": legend}
+        "targets": [{"refId": chr(65 + i), "datasource": DATASOURCE, "expr": scoped(expr), "legendFormat": legend}
                     for i, (expr, legend) in enumerate(targets)],
     }
 
@@ -73,10 +97,21 @@ def info_panel(pid: int, y: int) -> dict:
     return {
         "id": pid, "type": "table", "title": "Served model, adapter and backends", "datasource": DATASOURCE,
         "gridPos": {"h": 4, "w": 24, "x": 0, "y": y},
-        "targets": [{"refId": "A", "datasource": DATASOURCE, "expr": "magnet_model_info", "format": "table",
+        "targets": [{"refId": "A", "datasource": DATASOURCE, "expr": scoped("magnet_model_info"), "format": "table",
                      "instant": True}],
         "transformations": [{"id": "organize", "options": {"excludeByName": {"Time": True, "Value": True,
                                                                                 "__name__": True}}}],
+    }
+
+
+def variable(name: str, series: str) -> dict:
+    """A Prometheus query variable over name's values on series; several or All may be picked."""
+    query = f"label_values({series}, {name})"
+    return {
+        "name": name, "label": name, "type": "query", "datasource": DATASOURCE,
+        "query": query, "definition": query, "refresh": 2, "sort": 1,  # refresh on time-range change
+        "multi": True, "includeAll": True, "allValue": ".*",
+        "current": {"selected": True, "text": ["All"], "value": ["$__all"]}, "options": [], "hide": 0,
     }
 
 
@@ -93,7 +128,10 @@ def dashboard() -> dict:
     return {
         "uid": "magnet-service", "title": "Magnet service", "tags": ["magnet"], "timezone": "browser",
         "schemaVersion": 39, "version": 1, "refresh": "10s", "time": {"from": "now-30m", "to": "now"},
-        "editable": True, "panels": panels, "templating": {"list": []}, "annotations": {"list": []},
+        "editable": True, "panels": panels, "annotations": {"list": []},
+        # instance lists only the picked jobs' instances.
+        "templating": {"list": [variable("job", VARIABLE_SERIES),
+                                variable("instance", f'{VARIABLE_SERIES}{{job=~"$job"}}')]},
     }
 
 
