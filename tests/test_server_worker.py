@@ -296,3 +296,32 @@ async def test_concurrent_infills_are_decoded_together_and_equal_single_calls(ti
     for (prefix, suffix), answer in zip(gaps, answers):
         alone = tiny_engine.infill([prefix, suffix], replace(INFILL_DEFAULTS, max_tokens=5))
         assert answer["fills"] == alone.fills
+
+
+async def test_close_finishes_the_running_decodes_first(tiny_engine):
+    worker = make_worker()
+    decode = asyncio.ensure_future(worker.submit_decode("generate", ("generate",), ("Before the stop", GREEDY),
+                                                        generate_start(tiny_engine), tokens=20))
+    await asyncio.wait_for(until_running(worker), 30)
+    await worker.close()
+    assert (await decode).completion_tokens == 12
+
+
+async def test_a_failing_decode_step_fails_its_rows_and_the_worker_goes_on(tiny_engine, monkeypatch):
+    from magnet.batch import DecodeBatch
+
+    worker = make_worker()
+    original, calls = DecodeBatch.forward, []
+
+    def fails_once(self, fed):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("out of memory")
+        return original(self, fed)
+
+    monkeypatch.setattr(DecodeBatch, "forward", fails_once)
+    with pytest.raises(BackendError, match="decoding failed: RuntimeError: out of memory"):
+        await worker.submit_decode("generate", ("generate",), ("Doomed", GREEDY), generate_start(tiny_engine), 20)
+    after = await worker.submit_decode("generate", ("generate",), ("Fine", GREEDY), generate_start(tiny_engine), 20)
+    assert after.completion_tokens == 12 and worker.running == 0
+    await worker.close()
