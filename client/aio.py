@@ -42,18 +42,18 @@ class AsyncMagnetClient(BaseClient):
     # --- the API -----------------------------------------------------------------------
 
     async def embed(self, input: str | list[str], *, instruction: str | None = None, normalize: bool = True,
-                    truncate: bool = False) -> EmbedResponse:
-        body = self.embed_body(input, instruction, normalize, truncate)
+                    truncate: bool = False, model: str | None = None) -> EmbedResponse:
+        body = self.embed_body(input, instruction, normalize, truncate, model)
         return self.parse(await self.send("POST", "/v1/embed", body), EmbedResponse)
 
     async def encode(self, sentences: str | list[str], batch_size: int = 32, normalize_embeddings: bool = True,
                      convert_to_numpy: bool = True, show_progress_bar: bool = False, instruction: str | None = None,
-                     truncate: bool = False):
+                     truncate: bool = False, model: str | None = None):
         """MagnetClient.encode, with up to ASYNC_CONCURRENCY batches in flight at once (the
         server batches them further); results keep the input order."""
         if convert_to_numpy:
             require_numpy()
-        bodies = self.encode_bodies(sentences, batch_size, normalize_embeddings, instruction, truncate)
+        bodies = self.encode_bodies(sentences, batch_size, normalize_embeddings, instruction, truncate, model)
         progress = Progress(sum(len(b["input"]) for b in bodies), show_progress_bar)
         slots = asyncio.Semaphore(ASYNC_CONCURRENCY)
 
@@ -76,8 +76,8 @@ class AsyncMagnetClient(BaseClient):
         return shaped([row for part in parts for row in part], isinstance(sentences, str), convert_to_numpy)
 
     async def tag(self, input: str | list[str] | None = None, *, words: list[list[str]] | None = None,
-                  task: str = "ner") -> TagResponse:
-        body = self.tag_body(input, words, task)
+                  task: str = "ner", model: str | None = None) -> TagResponse:
+        body = self.tag_body(input, words, task, model)
         return self.parse(await self.send("POST", "/v1/tag", body), TagResponse)
 
     async def infill(self, prefix: str | None = None, suffix: str | None = None, *,

@@ -79,23 +79,25 @@ class BaseClient:
     # --- building ----------------------------------------------------------------------
 
     @staticmethod
-    def build(model: type[BaseModel], **fields) -> dict:
-        """Validate on this side (same models as the server), so bad arguments fail before sending."""
+    def build(body_type: type[BaseModel], /, **fields) -> dict:
+        """Validate on this side (same models as the server), so bad arguments fail before sending.
+        (`fields` may hold `model`, the served model's id.)"""
         try:
-            return model(**fields).model_dump(mode="json", exclude_none=True)
+            return body_type(**fields).model_dump(mode="json", exclude_none=True)
         except ValidationError as exc:
             raise InvalidInputError(describe_errors(exc.errors())) from None
 
-    def embed_body(self, input, instruction, normalize, truncate) -> dict:
-        return self.build(EmbedRequest, input=input, instruction=instruction, normalize=normalize, truncate=truncate)
+    def embed_body(self, input, instruction, normalize, truncate, model=None) -> dict:
+        return self.build(EmbedRequest, input=input, instruction=instruction, normalize=normalize, truncate=truncate,
+                          model=model)
 
-    def encode_bodies(self, sentences, batch_size, normalize, instruction, truncate) -> list[dict]:
+    def encode_bodies(self, sentences, batch_size, normalize, instruction, truncate, model=None) -> list[dict]:
         """/v1/embed bodies of batch_size texts each, in order; all validated before any is sent."""
-        return [self.embed_body(batch, instruction, normalize, truncate)
+        return [self.embed_body(batch, instruction, normalize, truncate, model)
                 for batch in batches(as_text_list(sentences), batch_size)]
 
-    def tag_body(self, input, words, task) -> dict:
-        return self.build(TagRequest, input=input, words=words, task=task)
+    def tag_body(self, input, words, task, model=None) -> dict:
+        return self.build(TagRequest, input=input, words=words, task=task, model=model)
 
     def infill_body(self, prefix, suffix, segments, sampling: dict) -> dict:
         return self.build(InfillRequest, prefix=prefix, suffix=suffix, segments=segments, **sampling)

@@ -45,19 +45,19 @@ class MagnetClient(BaseClient):
     # --- the API -----------------------------------------------------------------------
 
     def embed(self, input: str | list[str], *, instruction: str | None = None, normalize: bool = True,
-              truncate: bool = False) -> EmbedResponse:
-        body = self.embed_body(input, instruction, normalize, truncate)
+              truncate: bool = False, model: str | None = None) -> EmbedResponse:
+        body = self.embed_body(input, instruction, normalize, truncate, model)
         return self.parse(self.send("POST", "/v1/embed", body), EmbedResponse)
 
     def encode(self, sentences: str | list[str], batch_size: int = 32, normalize_embeddings: bool = True,
                convert_to_numpy: bool = True, show_progress_bar: bool = False, instruction: str | None = None,
-               truncate: bool = False):
+               truncate: bool = False, model: str | None = None):
         """sentence-transformers' `encode`: any number of texts, sent batch_size (at most
         MAX_INPUTS) per /v1/embed request, in order. A list gives (N, H), a str one (H,) vector:
         float32 numpy arrays, or lists of floats with convert_to_numpy=False."""
         if convert_to_numpy:
             require_numpy()  # before any request
-        bodies = self.encode_bodies(sentences, batch_size, normalize_embeddings, instruction, truncate)
+        bodies = self.encode_bodies(sentences, batch_size, normalize_embeddings, instruction, truncate, model)
         rows, progress = [], Progress(sum(len(b["input"]) for b in bodies), show_progress_bar)
         try:
             for body in bodies:
@@ -68,8 +68,8 @@ class MagnetClient(BaseClient):
         return shaped(rows, isinstance(sentences, str), convert_to_numpy)
 
     def tag(self, input: str | list[str] | None = None, *, words: list[list[str]] | None = None,
-            task: str = "ner") -> TagResponse:
-        body = self.tag_body(input, words, task)
+            task: str = "ner", model: str | None = None) -> TagResponse:
+        body = self.tag_body(input, words, task, model)
         return self.parse(self.send("POST", "/v1/tag", body), TagResponse)
 
     def infill(self, prefix: str | None = None, suffix: str | None = None, *, segments: list[str] | None = None,

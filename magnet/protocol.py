@@ -58,6 +58,9 @@ class Request(TextChecked):
 
     model_config = ConfigDict(extra="forbid")
 
+    model: str | None = Field(None, description="a served model id (GET /v1/models), e.g. a named adapter; "
+                                                "null = the default model")
+
 
 class Usage(BaseModel):
     prompt_tokens: int = 0

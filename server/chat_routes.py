@@ -32,15 +32,15 @@ SSE = {200: {"content": {"text/event-stream": {}}, "description": "JSON, or SSE 
 @chat_api.post("/chat/completions", response_model=ChatCompletion, responses=SSE)
 async def chat_completions(body: ChatRequest, request: Request):
     service = service_of(request)
-    require_known_model(service, body.model)
+    model = require_known_model(service, body.model)
     messages = [m.for_template() for m in body.messages]
     prompt, max_tokens = await chat_prompt(service, messages, body.requested_max_tokens)
     params = body.sampling(SamplingParams(), max_tokens, body.stops)
-    answer_id, model = f"chatcmpl-{request_id_of(request)}", service.model_name
+    answer_id = f"chatcmpl-{request_id_of(request)}"
     if body.stream:
-        chunks = await service.generate_stream(prompt, params)  # bad input: a 4xx here, before any byte
+        chunks = await service.generate_stream(prompt, params, model)  # bad input: a 4xx here, before any byte
         return event_stream(sse_chat(answer_id, model, chunks, body.include_usage))
-    result = await unless_client_leaves(request, service.generate(prompt, params), "generate")
+    result = await unless_client_leaves(request, service.generate(prompt, params, model), "generate")
     choice = ChatChoice(index=0, message=AssistantMessage(content=result.text), finish_reason=result.finish_reason)
     usage = Usage(prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens)
     return ChatCompletion(id=answer_id, created=int(time.time()), model=model, choices=[choice], usage=usage)

@@ -2,17 +2,23 @@
 
     magnet serve                                   # embedded SmolLM2 + default adapter, 127.0.0.1:8000
     magnet serve --model /ckpt/llama --adapter runs/magnet --host 0.0.0.0 --api-key $KEY
+    magnet serve --adapter legal=/ckpt/legal --adapter med=/ckpt/med   # the default, the base, legal, med
+
+`--adapter` takes both forms: DIR (or 'default' / 'none') sets the default model's
+adapter, NAME=DIR (repeatable) adds a named model to those of MAGNET_ADAPTERS (a flag's
+NAME wins over the variable's).
 """
 from __future__ import annotations
 
 import argparse
+
+from pydantic import ValidationError
 
 from magnet.cli import add_flag_table, given_flags
 from magnet.server.settings import Settings
 
 FLAGS = {  # flag -> (settings field, type, help)
     "--model": ("model", str, "local HF checkpoint dir (default: the embedded SmolLM2-135M-Instruct)"),
-    "--adapter": ("adapter", str, "adapter dir, 'default' (shipped) or 'none'"),
     "--heads": ("heads", str, "tagging heads dir, 'default' or 'none'"),
     "--device": ("device", str, "cpu, cuda, cuda:1 ... (default: cuda if available)"),
     "--dtype": ("dtype", str, "float32, bfloat16 or float16 (default: bf16 on CUDA, fp32 on CPU)"),
@@ -44,13 +50,38 @@ FLAGS = {  # flag -> (settings field, type, help)
 }
 
 
+ADAPTER_FLAG = "--adapter"  # repeatable, two forms: it fills two settings (adapter, adapters)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_flag_table(parser, FLAGS, choices={"generate_backend": ["auto", "vllm", "torch"]}, env_prefix="MAGNET_")
+    parser.add_argument(ADAPTER_FLAG, dest="adapter_entries", action="append", default=None,
+                        metavar="DIR|NAME=DIR",
+                        help="the default model's adapter: a dir, 'default' (shipped) or 'none' [MAGNET_ADAPTER]; "
+                             "NAME=DIR (repeatable) also serves that adapter as model NAME [MAGNET_ADAPTERS]")
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
     """Environment first, then the flags that were given."""
-    return Settings(**given_flags(args, FLAGS))
+    return Settings(**given_flags(args, FLAGS), **adapter_settings(args.adapter_entries or []))
+
+
+def adapter_settings(entries: list[str]) -> dict:
+    """The settings the --adapter flags give: {"adapter": the last plain DIR} and
+    {"adapters": {NAME: DIR}} for the NAME=DIR ones (a name given twice is an error)."""
+    given: dict = {}
+    named: dict[str, str] = {}
+    for entry in entries:
+        if "=" not in entry:
+            given["adapter"] = entry
+            continue
+        name, directory = entry.split("=", 1)
+        if name in named:
+            raise SystemExit(f"{ADAPTER_FLAG} {name}=... is given twice: give each named adapter once")
+        named[name] = directory
+    if named:
+        given["adapters"] = named
+    return given
 
 
 def run(args: argparse.Namespace) -> int:
@@ -58,7 +89,10 @@ def run(args: argparse.Namespace) -> int:
 
     from magnet.server.app import create_app
 
-    settings = settings_from(args)
+    try:
+        settings = settings_from(args)
+    except ValidationError as exc:  # e.g. a bad NAME=DIR: refuse to start, saying which
+        raise SystemExit(f"magnet serve: {exc}") from None
     app = create_app(settings)
     # uvicorn handles SIGTERM: stop accepting, let in-flight requests finish, then the
     # app's lifespan drains the model queue.

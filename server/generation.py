@@ -8,6 +8,8 @@
 The torch backend runs the engine's own causal decoding in the model worker's
 running batch, next to infill rows (continuous batching, server/worker.py). The vLLM backend (server/vllm_backend.py) runs vLLM's async engine on
 the same base model with the adapter merged; it is imported only when chosen.
+vLLM serves the default model only: named adapters (and the base served beside
+them) generate on the torch backend, one per engine, on the shared worker.
 """
 from __future__ import annotations
 
@@ -47,9 +49,10 @@ class TorchGenerateBackend:
 
     name = "torch"
 
-    def __init__(self, engine: "Engine", worker: ModelWorker | None = None):
+    def __init__(self, engine: "Engine", worker: ModelWorker | None = None, model: str | None = None):
         self.engine = engine
         self.worker = worker
+        self.model = engine.name if model is None else model  # the served id: names its running batch
         self._own_worker = worker is None  # standalone use (benchmarks): a private worker thread
 
     async def start(self) -> None:
@@ -77,7 +80,8 @@ class TorchGenerateBackend:
         def start(payloads: list[tuple]):
             return engine.start_generate([p[0] for p in payloads], [p[1] for p in payloads])
 
-        async for chunk in self.worker.stream_decode("generate", ("generate",), (prompt, params), start, tokens):
+        key = ("generate", self.model)  # one prefill call, one engine
+        async for chunk in self.worker.stream_decode("generate", key, (prompt, params), start, tokens, model=self.model):
             yield chunk
 
 

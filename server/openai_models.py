@@ -143,12 +143,14 @@ class CompletionsResponse(BaseModel):
 
 
 class ModelCard(BaseModel):
-    id: str  # the loaded model's name
+    id: str  # the served id: the default model's name, a named adapter's NAME, or the base's name
     object: Literal["model"] = "model"
     created: int
     owned_by: str = "magnet"
     aliases: list[str]  # other ids accepted as `model` for the same model
     backends: Backends  # which backend serves embed, tag, infill and generate
+    engine: str  # the loaded weights: "<base>+<adapter folder>", or the base's name
+    manifest: dict | None = None  # the adapter's magnet.json as loaded; null for the base
 
 
 class ModelList(BaseModel):

@@ -7,6 +7,7 @@ one of server/model_ids.py's ids, or left out.
 from __future__ import annotations
 
 import base64
+from dataclasses import asdict
 import struct
 import time
 from collections.abc import AsyncIterator
@@ -17,7 +18,7 @@ from magnet.protocol import ErrorBody, Usage
 from magnet.sampling import INFILL_DEFAULTS, SamplingParams, StreamChunk
 from magnet.server.disconnect import unless_client_leaves
 from magnet.server.middleware import request_id_of
-from magnet.server.model_ids import require_known_model, served_ids
+from magnet.server.model_ids import aliases_of, require_known_model
 from magnet.server.openai_models import (
     CompletionChoice,
     CompletionsRequest,
@@ -37,13 +38,13 @@ STARTED = int(time.time())
 @openai_api.post("/embeddings", response_model=EmbeddingsResponse)
 async def embeddings(body: EmbeddingsRequest, request: Request) -> EmbeddingsResponse:
     service = service_of(request)
-    require_known_model(service, body.model)
+    model = require_known_model(service, body.model)
     texts = [body.input] if isinstance(body.input, str) else body.input
     result = await unless_client_leaves(
-        request, service.embed(texts, instruction=None, normalize=True, truncate=False), "embed")
+        request, service.embed(texts, instruction=None, normalize=True, truncate=False, model=model), "embed")
     encode = as_base64 if body.encoding_format == "base64" else (lambda v: v)
     data = [EmbeddingData(index=i, embedding=encode(v)) for i, v in enumerate(result.vectors)]
-    return EmbeddingsResponse(data=data, model=service.model_name, usage=Usage(prompt_tokens=result.prompt_tokens))
+    return EmbeddingsResponse(data=data, model=model, usage=Usage(prompt_tokens=result.prompt_tokens))
 
 
 def as_base64(vector: list[float]) -> str:
@@ -53,23 +54,23 @@ def as_base64(vector: list[float]) -> str:
 @openai_api.post("/completions", response_model=CompletionsResponse)
 async def completions(body: CompletionsRequest, request: Request):
     service = service_of(request)
-    require_known_model(service, body.model)
+    model = require_known_model(service, body.model)
     defaults = INFILL_DEFAULTS if body.suffix is not None else SamplingParams()
     params = body.sampling(defaults, body.max_tokens, body.stops)
     answer_id = f"cmpl-{request_id_of(request)}"
     if body.stream and body.suffix is None and len(body.prompts) == 1:
-        chunks = await service.generate_stream(body.prompts[0], params)  # bad input: a 4xx here
-        return event_stream(sse_completion(service.model_name, answer_id, chunks))
+        chunks = await service.generate_stream(body.prompts[0], params, model)  # bad input: a 4xx here
+        return event_stream(sse_completion(model, answer_id, chunks))
     choices, usage = [], Usage()
     for index, prompt in enumerate(body.prompts):
         if body.suffix is not None:
-            result = await unless_client_leaves(request, service.infill([prompt, body.suffix], params), "infill")
+            result = await unless_client_leaves(request, service.infill([prompt, body.suffix], params, model), "infill")
         else:
-            result = await unless_client_leaves(request, service.generate(prompt, params), "generate")
+            result = await unless_client_leaves(request, service.generate(prompt, params, model), "generate")
         choices.append(CompletionChoice(text=result.text, index=index, finish_reason=result.finish_reason))
         usage = Usage(prompt_tokens=usage.prompt_tokens + result.prompt_tokens,
                       completion_tokens=usage.completion_tokens + result.completion_tokens)
-    answer = CompletionsResponse(id=answer_id, created=int(time.time()), model=service.model_name,
+    answer = CompletionsResponse(id=answer_id, created=int(time.time()), model=model,
                                  choices=choices, usage=usage)
     if body.stream:  # infill or several prompts: computed whole, sent as one event
         return event_stream(one_event(answer))
@@ -92,17 +93,21 @@ async def one_event(answer: CompletionsResponse) -> AsyncIterator[str]:
 
 @openai_api.get("/models", response_model=ModelList)
 async def models(request: Request) -> ModelList:
-    return ModelList(data=[model_card(service_of(request))])
+    """Every served model, the default first (its alias among its `aliases`)."""
+    service = service_of(request)
+    service.require_ready()
+    return ModelList(data=[model_card(service, model_id) for model_id in service.engines])
 
 
 @openai_api.get("/models/{model_id:path}", response_model=ModelCard, responses={404: {"model": ErrorBody}})
 async def model(model_id: str, request: Request) -> ModelCard:
-    """The served model under any of its ids; another id is a 404 naming the served ones."""
+    """A served model under any of its ids; another id is a 404 naming the served ones."""
     service = service_of(request)
-    require_known_model(service, model_id)
-    return model_card(service)
+    return model_card(service, require_known_model(service, model_id))
 
 
-def model_card(service) -> ModelCard:
-    aliases = [i for i in served_ids(service) if i != service.model_name]
-    return ModelCard(id=service.model_name, created=STARTED, aliases=aliases, backends=service.health().backends)
+def model_card(service, model_id: str) -> ModelCard:
+    loaded = service.engines[model_id].loaded
+    manifest = asdict(loaded.manifest) if loaded.manifest is not None else None
+    return ModelCard(id=model_id, created=STARTED, aliases=aliases_of(service, model_id),
+                     backends=service.backends_of(model_id), engine=loaded.name, manifest=manifest)

@@ -25,6 +25,7 @@ from magnet.sampling import INFILL_DEFAULTS, SamplingParams, StreamChunk
 from magnet.server import metrics
 from magnet.server.disconnect import unless_client_leaves
 from magnet.server.middleware import request_id_of
+from magnet.server.model_ids import require_known_model
 from magnet.server.service import Service
 
 ERRORS = {status: {"model": ErrorBody} for status in (401, 404, 408, 413, 422, 429, 500, 503)}
@@ -40,26 +41,29 @@ def service_of(request: Request) -> Service:
 @api.post("/embed", response_model=EmbedResponse, summary="Sentence embeddings (bidirectional)")
 async def embed(body: EmbedRequest, request: Request) -> EmbedResponse:
     service = service_of(request)
+    model = require_known_model(service, body.model)
     result = await unless_client_leaves(
-        request, service.embed(body.texts, body.instruction, body.normalize, body.truncate), "embed")
-    return EmbedResponse(id=request_id_of(request), model=service.model_name, embeddings=result.vectors,
+        request, service.embed(body.texts, body.instruction, body.normalize, body.truncate, model), "embed")
+    return EmbedResponse(id=request_id_of(request), model=model, embeddings=result.vectors,
                          usage=Usage(prompt_tokens=result.prompt_tokens))
 
 
 @api.post("/tag", response_model=TagResponse, summary="NER, POS or chunk tags per word")
 async def tag(body: TagRequest, request: Request) -> TagResponse:
     service = service_of(request)
-    results = await unless_client_leaves(request, service.tag(body.texts, body.words, body.task), "tag")
-    return TagResponse(id=request_id_of(request), model=service.model_name, task=body.task, results=results)
+    model = require_known_model(service, body.model)
+    results = await unless_client_leaves(request, service.tag(body.texts, body.words, body.task, model), "tag")
+    return TagResponse(id=request_id_of(request), model=model, task=body.task, results=results)
 
 
 @api.post("/infill", response_model=InfillResponse, summary="Fill the gap(s) between text segments")
 async def infill(body: InfillRequest, request: Request) -> InfillResponse:
     service = service_of(request)
-    result = await unless_client_leaves(
-        request, service.infill(body.as_segments(), body.sampling(INFILL_DEFAULTS, body.max_tokens, body.stop)), "infill")
+    model = require_known_model(service, body.model)
+    params = body.sampling(INFILL_DEFAULTS, body.max_tokens, body.stop)
+    result = await unless_client_leaves(request, service.infill(body.as_segments(), params, model), "infill")
     usage = Usage(prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens)
-    return InfillResponse(id=request_id_of(request), model=service.model_name, text=result.text,
+    return InfillResponse(id=request_id_of(request), model=model, text=result.text,
                           finish_reason=result.finish_reason, fills=result.fills, finish_reasons=result.finish_reasons, usage=usage)
 
 
@@ -67,13 +71,14 @@ async def infill(body: InfillRequest, request: Request) -> InfillResponse:
           responses={200: {"content": {"text/event-stream": {}}, "description": "JSON, or SSE when stream=true"}})
 async def generate(body: GenerateRequest, request: Request):
     service = service_of(request)
+    model = require_known_model(service, body.model)
     params = body.sampling(SamplingParams(), body.max_tokens, body.stop)
     if body.stream:
-        chunks = await service.generate_stream(body.prompt, params)
-        return event_stream(sse_generate(request_id_of(request), service.model_name, chunks))
-    result = await unless_client_leaves(request, service.generate(body.prompt, params), "generate")
+        chunks = await service.generate_stream(body.prompt, params, model)
+        return event_stream(sse_generate(request_id_of(request), model, chunks))
+    result = await unless_client_leaves(request, service.generate(body.prompt, params, model), "generate")
     usage = Usage(prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens)
-    return GenerateResponse(id=request_id_of(request), model=service.model_name, text=result.text,
+    return GenerateResponse(id=request_id_of(request), model=model, text=result.text,
                             finish_reason=result.finish_reason, usage=usage)
 
 

@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field, StrictBool, field_validator
 from magnet.protocol import Request as NativeRequest
 from magnet.protocol import check_texts
 from magnet.server.disconnect import unless_client_leaves
+from magnet.server.model_ids import require_known_model
 from magnet.server.routes import ERRORS, service_of
 
 score_api = APIRouter(prefix="/v1", responses=ERRORS, tags=["magnet"])
@@ -49,7 +50,9 @@ class ScoreResult(BaseModel):
                 summary="Rank texts by similarity to a query (TEI rerank shape)")
 async def score(body: ScoreRequest, request: Request) -> list[ScoreResult]:
     service = service_of(request)
-    embedded = service.embed([body.query, *body.texts], body.instruction, normalize=True, truncate=body.truncate)
+    model = require_known_model(service, body.model)
+    embedded = service.embed([body.query, *body.texts], body.instruction, normalize=True, truncate=body.truncate,
+                             model=model)
     query, *texts = (await unless_client_leaves(request, embedded, "embed")).vectors
     scores = [sum(q * t for q, t in zip(query, vector)) for vector in texts]
     order = sorted(range(len(texts)), key=lambda i: (-scores[i], i))

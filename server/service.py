@@ -1,4 +1,10 @@
-"""What the routes call: the loaded model, its worker, the tagger and the generate backend.
+"""What the routes call: the loaded models, their worker, the tagger and the generate backends.
+
+Every served model is an engine of its own (`engines`, by served id: the default
+first, then each named adapter, then the base; server/model_ids.py), each a full
+copy of the weights with its adapter merged, all on one worker. Methods take a
+request's `model` (None = the default). Tagging heads belong to the default model;
+vLLM, when it runs, serves the default model and the others generate on torch.
 
 Routes stay thin (parse, call one method here, shape the answer); the native
 and the OpenAI-compatible routes share these methods. Every model call goes
@@ -18,7 +24,8 @@ from magnet.errors import MagnetError, NotReadyError, UnknownTaskError
 from magnet.protocol import Backends, HealthResponse
 from magnet.sampling import Completion, InfillCompletion, SamplingParams, StreamChunk
 from magnet.server import metrics
-from magnet.server.generation import GenerateBackend, select_backend
+from magnet.server.generation import GenerateBackend, TorchGenerateBackend, select_backend, spec_of
+from magnet.server.model_ids import engine_ids, require_known_model
 from magnet.server.settings import Settings
 from magnet.server.worker import ModelWorker
 
@@ -37,9 +44,11 @@ class Embeddings:
 class Service:
     def __init__(self, settings: Settings, engine=None, tagger=None):
         self.settings = settings
-        self.engine = engine  # None: loaded from settings at start
-        self.tagger = tagger  # None: loaded from settings.heads at start
-        self.backend: GenerateBackend | None = None
+        self.engine = engine  # the default model; None: loaded from settings at start
+        self.engines: dict = {}  # served id -> Engine, the default first (filled at start)
+        self.tagger = tagger  # the default model's heads; None: loaded from settings.heads at start
+        self.backend: GenerateBackend | None = None  # the default model's (vLLM or torch)
+        self.backends: dict[str, GenerateBackend] = {}  # served id -> its generate backend
         self.worker = ModelWorker(settings.max_queue, settings.max_batch_tokens,
                                   settings.max_wait_ms / 1000, settings.retry_after_s,
                                   settings.max_request_tokens, settings.max_queued_tokens,
@@ -60,9 +69,15 @@ class Service:
                 self.engine = await self.worker.call("load", load_engine, self.settings)
             if self.tagger is None:
                 self.tagger = await self.worker.call("load", load_tagger, self.engine, self.settings.heads)
+            self.engines = await self.load_engines(self.engine)
             self.backend = select_backend(self.settings, self.engine, self.worker)
-            await self.backend.start()
-            await self.worker.call("warmup", self.engine.embed, ["warm up"])
+            self.backends = {model_id: self.backend if engine is self.engine
+                             else TorchGenerateBackend(engine, self.worker, model_id)  # vLLM: the default only
+                             for model_id, engine in self.engines.items()}
+            for backend in self.backends.values():
+                await backend.start()
+            for engine in self.engines.values():
+                await self.worker.call("warmup", engine.embed, ["warm up"])
         except Exception as exc:
             self.load_error = f"{type(exc).__name__}: {exc}"
             log.exception("the model failed to load")
@@ -72,6 +87,16 @@ class Service:
         if hasattr(self.backend, "problem"):
             self._watchdog = asyncio.create_task(self.watch_backend(), name="magnet-backend-watchdog")
         log.info("ready: %s", self.describe())
+
+    async def load_engines(self, default) -> dict:
+        """{served id: engine}: the default, one per named adapter, then the base (only with named
+        adapters), all on the default's base weights; a name clash refuses to start."""
+        named = self.settings.adapters
+        ids = engine_ids(default.name, default.loaded.base.name, list(named))
+        engines = {default.name: default}
+        for model_id in ids[1:]:
+            engines[model_id] = await self.worker.call("load", load_variant, default, named.get(model_id))
+        return engines
 
     async def watch_backend(self, interval_s: float = WATCH_INTERVAL_S) -> None:
         """Notice a dead generation engine: not ready (503 with the reason) until a restart,
@@ -101,8 +126,9 @@ class Service:
         if self._watchdog is not None:
             self._watchdog.cancel()
         await self.worker.close()
-        if self.backend is not None:
-            await self.backend.close()
+        for backend in self.backends.values() or [self.backend]:
+            if backend is not None:
+                await backend.close()
         self._tokenize.shutdown(wait=True)
 
     def describe(self) -> dict[str, str]:
@@ -120,13 +146,18 @@ class Service:
     def tasks(self) -> list[str]:
         return list(self.tagger.tasks) if self.tagger is not None else []
 
+    def backends_of(self, model_id: str) -> Backends:
+        """Which backend serves what for one served model (tagging: the default's heads only)."""
+        tag = "torch" if self.tasks and model_id == self.engine.name else None
+        return Backends(tag=tag, generate=self.backends[model_id].name)
+
     def health(self) -> HealthResponse:
+        """The default model's; GET /v1/models says it for every served model."""
         if not self.ready:
             return HealthResponse(ready=False)
         info = self.describe()
-        backends = Backends(tag="torch" if self.tasks else None, generate=info["generate_backend"])
         return HealthResponse(ready=True, model=info["model"], adapter=info["adapter"],
-                              tasks=self.tasks, backends=backends)
+                              tasks=self.tasks, backends=self.backends_of(self.engine.name))
 
     def require_ready(self) -> None:
         if self.ready and self.backend_problem is None:
@@ -139,14 +170,21 @@ class Service:
 
     @property
     def model_name(self) -> str:
+        """The default model's id."""
         self.require_ready()
         return self.engine.name
 
+    def engine_for(self, model: str | None) -> tuple[str, object]:
+        """(served id, engine) for a request's `model`: None or the alias = the default, unknown = 404."""
+        model_id = require_known_model(self, model)
+        return model_id, self.engines[model_id]
+
     # --- embed and tag: batched --------------------------------------------------------
 
-    async def embed(self, texts: list[str], instruction: str | None, normalize: bool, truncate: bool) -> Embeddings:
+    async def embed(self, texts: list[str], instruction: str | None, normalize: bool, truncate: bool,
+                    model: str | None = None) -> Embeddings:
         self.require_ready()
-        engine = self.engine
+        model_id, engine = self.engine_for(model)
         instruction = engine.instruction if instruction is None else instruction
         counts = await self.tokenize("embed", lambda: [len(engine.embed_ids(t, instruction, truncate)) for t in texts])
 
@@ -155,24 +193,29 @@ class Service:
             rows = engine.embed(flat, instruction, normalize, truncate).embeddings.tolist()  # (N, H)
             return split_back(rows, [len(p) for p in payloads])
 
-        key = ("embed", instruction, normalize, truncate)
+        key = ("embed", model_id, instruction, normalize, truncate)
         vectors = await self.worker.submit("embed", key, texts, run, sum(counts))
         metrics.PROMPT_TOKENS.labels("embed").inc(sum(counts))
         return Embeddings(vectors, sum(counts))
 
-    async def tag(self, texts: list[str] | None, words: list[list[str]] | None, task: str) -> list[dict]:
+    async def tag(self, texts: list[str] | None, words: list[list[str]] | None, task: str,
+                  model: str | None = None) -> list[dict]:
         self.require_ready()
+        model_id, engine = self.engine_for(model)
         tagger = self.tagger
         if tagger is None or not tagger.tasks:
             raise UnknownTaskError(
                 f"task {task!r} is not available: no tagging heads are loaded. Start the server "
                 "with --heads DIR (heads trained by `magnet train-tagger` for this model)."
             )
+        if engine is not self.engine:  # heads are trained on one model's word vectors (and carry its hash)
+            raise UnknownTaskError(
+                f"model {model_id!r} has no tagging heads: the heads belong to {self.engine.name!r}, the "
+                "default model; send that as `model` (or leave `model` out) to tag")
         if task not in tagger.tasks:  # before any queueing or model work
             raise UnknownTaskError(f"unknown task {task!r}: the loaded tagging tasks are {', '.join(tagger.tasks)}")
         items = texts if texts is not None else words
         joined = texts if texts is not None else [" ".join(w) for w in words]
-        engine = self.engine
         counts = await self.tokenize("tag", lambda: [engine.count_tokens(t) + 1 for t in joined])
         for count in counts:
             engine.check_length(count, "an input", "split it into sentences")
@@ -183,7 +226,7 @@ class Service:
             results = tagger.tag(texts=flat, task=task) if source == "texts" else tagger.tag(words=flat, task=task)
             return split_back(results, [len(p) for p in payloads])
 
-        results = await self.worker.submit("tag", ("tag", task, source), items, run, sum(counts))
+        results = await self.worker.submit("tag", ("tag", model_id, task, source), items, run, sum(counts))
         metrics.PROMPT_TOKENS.labels("tag").inc(sum(counts))
         return results
 
@@ -197,9 +240,9 @@ class Service:
 
     # --- infill and generate -----------------------------------------------------------
 
-    async def infill(self, segments: list[str], params: SamplingParams) -> InfillCompletion:
+    async def infill(self, segments: list[str], params: SamplingParams, model: str | None = None) -> InfillCompletion:
         self.require_ready()
-        engine = self.engine
+        model_id, engine = self.engine_for(model)
         # input tokens = the context, plus what the fills may add (the work this request asks for)
         tokens = await self.tokenize("infill", lambda: sum(engine.count_tokens(s) for s in segments)
                                      + params.max_tokens * (len(segments) - 1) * params.best_of)
@@ -209,20 +252,24 @@ class Service:
             return engine.start_infill([p[0] for p in payloads], [p[1] for p in payloads])
 
         rows = len(engine.candidate_gaps(params))
-        result = await self.worker.submit_decode("infill", ("infill",), (segments, params), start, tokens, rows)
+        result = await self.worker.submit_decode("infill", ("infill", model_id), (segments, params), start, tokens,
+                                                 rows, model=model_id)
         count_usage("infill", result.prompt_tokens, result.completion_tokens)
         return result
 
-    async def generate(self, prompt: str, params: SamplingParams) -> Completion:
+    async def generate(self, prompt: str, params: SamplingParams, model: str | None = None) -> Completion:
         self.require_ready()
-        result = await self.backend.generate(prompt, params)
+        model_id, _ = self.engine_for(model)
+        result = await self.backends[model_id].generate(prompt, params)
         count_usage("generate", result.prompt_tokens, result.completion_tokens)
         return result
 
-    async def generate_stream(self, prompt: str, params: SamplingParams) -> AsyncIterator[StreamChunk]:
+    async def generate_stream(self, prompt: str, params: SamplingParams,
+                              model: str | None = None) -> AsyncIterator[StreamChunk]:
         """The backend's chunks; the first is awaited before returning, so bad input raises here."""
         self.require_ready()
-        chunks = aiter(self.backend.stream(prompt, params))
+        model_id, _ = self.engine_for(model)
+        chunks = aiter(self.backends[model_id].stream(prompt, params))
         try:
             first = await anext(chunks)
         except MagnetError:
@@ -265,6 +312,17 @@ def load_engine(settings: Settings):
 
     spec = ModelSpec(model=settings.model, adapter=settings.adapter, device=settings.device, dtype=settings.dtype)
     return Engine.from_spec(spec, EngineConfig(max_length=settings.max_length))
+
+
+def load_variant(default, adapter: str | None):
+    """Another engine on the default's base weights: with `adapter` (a dir) merged, or the base
+    itself (None). A full copy of the weights: fine for small models; serve big ones one
+    adapter per replica instead."""
+    from dataclasses import replace
+
+    from magnet.engine import Engine
+
+    return Engine.from_spec(replace(spec_of(default), adapter=adapter), default.config)
 
 
 def load_tagger(engine, heads: str | None):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -13,6 +13,9 @@ class Settings(BaseSettings):
     # The model (see magnet.loading.ModelSpec).
     model: str | None = Field(None, description="local checkpoint dir; unset = the embedded SmolLM2")
     adapter: str | None = Field("default", description="adapter dir, 'default' or 'none'")
+    adapters: dict[str, str] = Field(default_factory=dict, description="more models to serve: {NAME: adapter dir}, "
+                                     "each on the same base and picked by a request's `model`; with any, the "
+                                     "base is served too (every one is a full copy of the weights)")
     device: str | None = None
     dtype: str | None = None
     max_length: int = Field(2048, ge=8, description="token limit per input")
@@ -52,3 +55,27 @@ class Settings(BaseSettings):
                                       "(replaces vllm_kv_cache_gb); unset = the KV cache is vllm_kv_cache_gb")
     vllm_quantization: str | None = Field(None, description="vLLM quantization method (awq, gptq, fp8, ...); "
                                                             "unset = the checkpoint's own, if any")
+
+    @field_validator("adapters")
+    @classmethod
+    def check_adapter_names(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, directory in value.items():
+            problem = adapter_name_problem(name) or (None if directory.strip() else "its adapter dir is empty")
+            if problem:
+                raise ValueError(f"named adapter {name!r}: {problem}; give each as NAME=DIR "
+                                 "(e.g. --adapter legal=/ckpt/legal)")
+        return value
+
+
+def adapter_name_problem(name: str) -> str | None:
+    """Why `name` cannot be a served model id, or None. (Clashes with the loaded models' own
+    names are found once they are loaded: server/model_ids.py.)"""
+    from magnet.server.model_ids import MODEL_ALIAS
+
+    if not name.strip() or name != name.strip():
+        return "a name must be non-empty, without leading or trailing spaces"
+    if "=" in name:
+        return "a name cannot hold '='"
+    if name == MODEL_ALIAS:
+        return f"{MODEL_ALIAS!r} is the alias of the default model"
+    return None

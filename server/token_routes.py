@@ -46,8 +46,7 @@ class DetokenizeResponse(BaseModel):
                 summary="Token ids of a prompt (vLLM's shape)")
 async def tokenize(body: TokenizeRequest, request: Request) -> TokenizeResponse:
     service = service_of(request)
-    require_known_model(service, body.model)
-    tokenizer = service.engine.tokenizer
+    tokenizer = service.engines[require_known_model(service, body.model)].tokenizer
 
     def run() -> TokenizeResponse:
         ids = tokenizer(body.prompt, add_special_tokens=body.add_special_tokens)["input_ids"]
@@ -60,8 +59,7 @@ async def tokenize(body: TokenizeRequest, request: Request) -> TokenizeResponse:
 @token_api.post("/detokenize", response_model=DetokenizeResponse, summary="Text of token ids (vLLM's shape)")
 async def detokenize(body: DetokenizeRequest, request: Request) -> DetokenizeResponse:
     service = service_of(request)
-    require_known_model(service, body.model)
-    tokenizer = service.engine.tokenizer
+    tokenizer = service.engines[require_known_model(service, body.model)].tokenizer
     require_known_ids(body.tokens, len(tokenizer))
     return DetokenizeResponse(prompt=await service.tokenize("detokenize", lambda: tokenizer.decode(body.tokens)))
 

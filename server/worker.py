@@ -10,7 +10,7 @@ Each iteration of the loop does, on the model thread:
     queue ──► one-shot batch (embed / tag, equal keys merged)   ──► futures
           └─► decodes that fit (infill / generate): prefill ─┐
                                                               ▼
-              running DecodeBatch ── step: one token per open span ──► streams, futures
+              running DecodeBatch per model ── step: one token per open span ──► streams, futures
                    ▲   finished and cancelled rows leave at once   │
                    └────────────────────────────────────────────────┘
 
@@ -19,7 +19,11 @@ by their `run` function, up to `max_batch_tokens`. While nothing decodes, a batc
 waits up to `max_wait` for company; while rows decode, nothing waits: an embed runs
 between two decode steps instead of behind a whole generation. Decode jobs join
 the running batch at the next step (magnet/batch.py) while it has rows
-(`max_running_rows`) and KV-cache room (`max_running_tokens`) for them. Each job
+(`max_running_rows`) and KV-cache room (`max_running_tokens`) for them. A batch
+runs one model's weights, so with several models served (named adapters) there
+is one running batch per model (a decode job's `model`), each stepped once per
+iteration; the two limits are totals over all of them. One-shot keys hold the
+model id too, so requests for different models never merge into one call. Each job
 keeps its own future, so each request gets its own result or its own error: when
 a merged call fails on bad input, its jobs are re-run one by one to find whose it was.
 """
@@ -54,6 +58,7 @@ class Job:
     future: asyncio.Future
     enqueued: float = field(default_factory=time.perf_counter)
     decode: bool = False  # `run` starts decodes that join the running batch
+    model: str = ""  # decodes: the model whose running batch they join (one batch per model)
     rows: int = 1  # decode rows it takes (best_of candidates)
     emit: Callable[[Any], None] | None = None  # streaming decodes: partial output, on the worker thread
     cancelled: bool = False  # the caller left after the job left the queue
@@ -77,7 +82,7 @@ class ModelWorker:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="magnet-model")
         self._task: asyncio.Task | None = None
         self._closing = False
-        self._running = None  # DecodeBatch of the decodes in flight (touched on the worker thread only)
+        self._running: dict = {}  # model -> DecodeBatch of its decodes in flight (worker thread only)
         self._running_jobs: list[Job] = []  # their jobs (read on the loop between iterations)
         self.loop: asyncio.AbstractEventLoop | None = None
 
@@ -101,18 +106,20 @@ class ModelWorker:
         return await self.enqueue(Job(kind, key, payload, run, tokens, self.new_future()))
 
     async def submit_decode(self, kind: str, key: tuple, payload: Any, start: StartGroup, tokens: int = 0,
-                            rows: int = 1) -> Any:
-        """Queue a decode: `start(payloads)` prefills jobs of one key together, their decodes join
-        the running batch, and each job's result is its decode's `result()`."""
-        return await self.enqueue(Job(kind, key, payload, start, tokens, self.new_future(), decode=True, rows=rows))
+                            rows: int = 1, model: str = "") -> Any:
+        """Queue a decode: `start(payloads)` prefills jobs of one key together (the key must name
+        the model), their decodes join `model`'s running batch, and each job's result is its
+        decode's `result()`."""
+        return await self.enqueue(Job(kind, key, payload, start, tokens, self.new_future(), decode=True, rows=rows,
+                                      model=model))
 
     async def stream_decode(self, kind: str, key: tuple, payload: Any, start: StartGroup,
-                            tokens: int = 0) -> AsyncIterator[Any]:
+                            tokens: int = 0, model: str = "") -> AsyncIterator[Any]:
         """A decode's `poll()` items as they come, then its `result()`. Closing the iterator early
         (client gone) drops its row at the next step."""
         loop = asyncio.get_running_loop()
         items: asyncio.Queue = asyncio.Queue()
-        job = Job(kind, key, payload, start, tokens, self.new_future(), decode=True,
+        job = Job(kind, key, payload, start, tokens, self.new_future(), decode=True, model=model,
                   emit=lambda item: loop.call_soon_threadsafe(items.put_nowait, item))
 
         def finished(future: asyncio.Future) -> None:
@@ -222,8 +229,8 @@ class ModelWorker:
         return oneshot, joining
 
     def _take_joining(self) -> list[Job]:
-        """Queued decodes, oldest first, while the running batch has rows and KV room for them
-        (an idle worker always takes the first, however big)."""
+        """Queued decodes, oldest first, while the running batches (all models together) have rows
+        and KV room for them (an idle worker always takes the first, however big)."""
         rows = sum(job.rows for job in self._running_jobs)
         tokens = sum(job.tokens for job in self._running_jobs)
         joining = []
@@ -283,8 +290,8 @@ class ModelWorker:
     # --- one iteration, on the worker thread -------------------------------------------
 
     def _iterate(self, oneshot: list[Job], joining: list[Job]) -> list[tuple[Job, bool, Any]]:
-        """Run the one-shot batch, prefill the joining decodes into the running batch, then step
-        it once. Returns (job, ok, result-or-error) for every job that ended."""
+        """Run the one-shot batch, prefill the joining decodes into their model's running batch,
+        then step every running batch once. Returns (job, ok, result-or-error) for every job that ended."""
         ended = []
         if oneshot:  # answered now, not after the decode step: an embed waits for at most one step
             done = [(job, ok, value) for job, (ok, value) in zip(oneshot, run_batch(oneshot))]
@@ -294,8 +301,10 @@ class ModelWorker:
                 ended = done
         for group in group_by_key(joining):
             ended += self._join(group)
-        if self._running:
-            ended += self._step()
+        for model, running in list(self._running.items()):
+            ended += self._step(running)
+            if not running:  # empty: the model's next decode starts a batch of its own
+                del self._running[model]
         gone = {id(job) for job, _, _ in ended}
         self._running_jobs = [job for job in self._running_jobs if id(job) not in gone and not job.cancelled]
         return ended
@@ -315,14 +324,15 @@ class ModelWorker:
         for job, decode in zip(group, batch.decodes):
             decode.owner = job
         metrics.STAGE_LATENCY.labels("prefill", group[0].kind).observe(time.perf_counter() - started)
-        if self._running is None:
-            self._running = batch
-        else:
-            self._running.merge(batch)
+        model = group[0].model  # one key, one model
+        if model in self._running:
+            self._running[model].merge(batch)
+        elif batch:
+            self._running[model] = batch
         return []
 
-    def _step(self) -> list[tuple[Job, bool, Any]]:
-        running = self._running
+    def _step(self, running) -> list[tuple[Job, bool, Any]]:
+        """One step of one model's running batch; a failed step fails that batch's rows only."""
         running.drop([d for d in running.decodes if d.owner.cancelled])
         if not running:
             return []

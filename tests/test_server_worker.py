@@ -197,7 +197,7 @@ async def test_streams_that_join_mid_decode_get_what_they_would_alone_and_closin
     assert [text for text, _ in results] == [alone(tiny_engine, p) for p in prompts]
     while worker.running:  # the leaver's row is dropped at the next step, not decoded to 200 tokens
         await asyncio.sleep(0.005)
-    assert worker.running == 0 and worker._running is not None and worker._running.rows == 0
+    assert worker.running == 0 and sum(batch.rows for batch in worker._running.values()) == 0
     await worker.close()
 
 
@@ -324,4 +324,32 @@ async def test_a_failing_decode_step_fails_its_rows_and_the_worker_goes_on(tiny_
         await worker.submit_decode("generate", ("generate",), ("Doomed", GREEDY), generate_start(tiny_engine), 20)
     after = await worker.submit_decode("generate", ("generate",), ("Fine", GREEDY), generate_start(tiny_engine), 20)
     assert after.completion_tokens == 12 and worker.running == 0
+    await worker.close()
+
+
+async def test_decodes_of_two_models_run_in_a_batch_each_and_a_failing_one_fails_only_its_rows(tiny_engine,
+                                                                                               monkeypatch):
+    from magnet.batch import DecodeBatch
+
+    worker = make_worker()
+    release, held = await occupy_worker(worker)
+    jobs = {model: asyncio.ensure_future(worker.submit_decode("generate", ("generate", model), ("A story", GREEDY),
+                                                              generate_start(tiny_engine), 20, model=model))
+            for model in ("a", "b")}
+    await until_depth(worker, 2)
+    original, batches = DecodeBatch.forward, set()
+
+    def fails_in_b(self, fed):
+        batches.add(id(self))
+        if self is worker._running.get("b"):
+            raise RuntimeError("out of memory")
+        return original(self, fed)
+
+    monkeypatch.setattr(DecodeBatch, "forward", fails_in_b)
+    release.set()
+    await held
+    assert (await jobs["a"]).text == alone(tiny_engine, "A story")
+    with pytest.raises(BackendError, match="out of memory"):
+        await jobs["b"]
+    assert len(batches) >= 2 and worker.running == 0 and not worker._running
     await worker.close()
