@@ -83,6 +83,29 @@ def engine_args(path: Path, name: str | None, settings, spec: ModelSpec):
     )
 
 
+ENGINE_SHUTDOWN_S = 1.0  # vLLM's grace for its engine processes when we stop them
+
+# vLLM starts its engine processes with multiprocessing's "spawn" (always, on CPU). They are
+# started through this launcher, which puts each in a process group of its own first: a stop
+# signal sent to the server's whole group (Ctrl-C, systemd, a shell entrypoint) then reaches
+# only the server, which drains in-flight requests and stops the engine itself. In the
+# server's group, the engine processes died at once and every in-flight generation failed.
+# Out of the group, they must still die with the server if it is killed outright: on Linux
+# the kernel sends them SIGKILL when the server thread that started them ends (PR_SET_PDEATHSIG,
+# kept across exec; that thread is an executor thread that lives as long as the server).
+OWN_GROUP_LAUNCHER = """#!{python}
+import os, signal, sys
+os.setpgid(0, 0)
+if sys.platform.startswith("linux"):
+    import ctypes
+    ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+if os.getppid() != {server_pid}:
+    sys.exit("the server is gone")
+os.execv({python!r}, [{python!r}] + sys.argv[1:])
+"""
+
+
+@contextlib.contextmanager
 def engine_processes_in_own_group():
     """While vLLM starts: spawned processes run through OWN_GROUP_LAUNCHER."""
     import multiprocessing.spawn
