@@ -65,7 +65,31 @@ def create_app(settings: Settings | None = None, engine=None, tagger=None) -> Fa
     app.add_middleware(ApiKeyAuth, api_key=read_api_key(settings.api_key, settings.api_key_file))
     app.add_middleware(RequestMetrics)  # counts 401s and 413s too
     app.add_middleware(RequestId)
+    state_token_limits(app, settings.max_length)
     return app
+
+
+TOKEN_COUNT_FIELDS = ("max_tokens", "max_completion_tokens")
+
+
+def state_token_limits(app: FastAPI, max_length: int) -> None:
+    """The OpenAPI schema states this server's limit on new tokens: no request may ask for more
+    than `max_length` (prompt included; the request is refused with a 4xx saying so), though
+    the request models allow up to MAX_NEW_TOKENS for servers with longer contexts."""
+    build = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            schema = build()
+            for component in schema.get("components", {}).get("schemas", {}).values():
+                for name in TOKEN_COUNT_FIELDS:
+                    field = component.get("properties", {}).get(name)
+                    for variant in ([field] if field else []) + (field or {}).get("anyOf", []):
+                        if "maximum" in variant:
+                            variant["maximum"] = min(variant["maximum"], max_length)
+        return app.openapi_schema
+
+    app.openapi = openapi
 
 
 async def start_quietly(service: Service) -> None:

@@ -187,3 +187,19 @@ async def test_a_dead_generation_engine_turns_ready_503_then_comes_back(tiny_eng
             await asyncio.sleep(0.01)
         assert (await http.get("/ready")).status_code == 200 and backend.restarts == 2  # one failed try, backoff
         assert (await http.post("/v1/generate", json={"prompt": "a", "max_tokens": 2})).status_code == 200
+
+
+async def test_the_schema_states_the_servers_limit_on_new_tokens(tiny_engine):
+    async with running_app(app_with(tiny_engine, max_length=512)) as http:
+        schemas = (await http.get("/openapi.json")).json()["components"]["schemas"]
+        bounds = {}
+        for name, schema in schemas.items():
+            for field in ("max_tokens", "max_completion_tokens"):
+                prop = schema.get("properties", {}).get(field)
+                if prop:
+                    bounds[f"{name}.{field}"] = [v["maximum"] for v in [prop, *prop.get("anyOf", [])] if "maximum" in v]
+        assert {"GenerateRequest.max_tokens", "InfillRequest.max_tokens"} <= set(bounds)
+        assert all(found == [512] for found in bounds.values()), bounds
+        refused = await http.post("/v1/generate", json={"prompt": "Hi", "max_tokens": 600})
+        assert refused.status_code == 422 and refused.json()["error"]["code"] == "input_too_long"
+        assert "max_tokens" in refused.json()["error"]["message"]
