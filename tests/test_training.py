@@ -263,3 +263,17 @@ def test_a_shipped_adapter_is_half_precision_and_loads_like_the_trained_one(tiny
     full = Engine.from_spec(ModelSpec(model=str(tiny_model_dir), adapter=str(trained), device="cpu")).embed(texts)
     half = Engine.from_spec(ModelSpec(model=str(tiny_model_dir), adapter=str(shipped), device="cpu")).embed(texts)
     torch.testing.assert_close(half.embeddings, full.embeddings, atol=2e-3, rtol=0)
+
+
+def test_a_second_phase_records_the_first_in_its_manifest(tmp_path, tiny_loaded):
+    from magnet.manifest import AdapterManifest
+    from magnet.training.checkpoints import earlier_phase
+
+    first = tmp_path / "first"
+    first.mkdir()
+    AdapterManifest(base=tiny_loaded.base, steps=480, data=["wiki.valid.raw"],
+                    extra={"lr": 0.001, "quality": {"stsb": 80.1}}).save(first)
+    assert earlier_phase(str(first)) == {"name": "first", "steps": 480, "data": ["wiki.valid.raw"], "lr": 0.001}
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    assert earlier_phase(str(plain)) == {"name": "plain"}

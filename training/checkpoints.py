@@ -77,5 +77,16 @@ def manifest_for(config, loaded, steps: int) -> AdapterManifest:
         steps=steps,
         data=[Path(p).name for p in config.data],
         extra={"lora": {"r": config.lora_r, "alpha": config.lora_alpha, "targets": list(config.lora_targets)},
-               "max_length": config.max_length, "batch_size": config.batch_size, "lr": config.lr},
+               "max_length": config.max_length, "batch_size": config.batch_size, "lr": config.lr,
+               **({"init_adapter": earlier_phase(config.init_adapter)} if config.init_adapter else {})},
     )
+
+
+def earlier_phase(init_adapter: str) -> dict:
+    """What a second phase started from: the first phase's steps, data and settings (its own
+    manifest, quality figures left out), so `steps` + these steps is the adapter's whole training."""
+    earlier = AdapterManifest.load(Path(init_adapter))
+    if earlier is None:  # a plain peft adapter
+        return {"name": Path(init_adapter).name}
+    settings = {key: value for key, value in earlier.extra.items() if key != "quality"}
+    return {"name": Path(init_adapter).name, "steps": earlier.steps, "data": earlier.data, **settings}
