@@ -23,13 +23,10 @@ from magnet.server.chat_prompt import chat_prompt
 from magnet.server.disconnect import unless_client_leaves
 from magnet.server.middleware import request_id_of
 from magnet.server.model_ids import require_known_model
-from magnet.server.routes import ERRORS, event_stream, service_of
+from magnet.server.routes import ERRORS, SSE_RESPONSES, event_stream, service_of
 
 chat_api = APIRouter(prefix="/v1", responses=ERRORS, tags=["openai"])
-SSE = {200: {"content": {"text/event-stream": {}}, "description": "JSON, or SSE when stream=true"}}
-
-
-@chat_api.post("/chat/completions", response_model=ChatCompletion, responses=SSE)
+@chat_api.post("/chat/completions", response_model=ChatCompletion, responses=SSE_RESPONSES)
 async def chat_completions(body: ChatRequest, request: Request):
     service = service_of(request)
     model = require_known_model(service, body.model)

@@ -29,7 +29,7 @@ from magnet.server.openai_models import (
     ModelCard,
     ModelList,
 )
-from magnet.server.routes import ERRORS, event_stream, service_of
+from magnet.server.routes import ERRORS, SSE_RESPONSES, event_stream, service_of
 
 openai_api = APIRouter(prefix="/v1", responses=ERRORS, tags=["openai"])
 STARTED = int(time.time())
@@ -51,7 +51,7 @@ def as_base64(vector: list[float]) -> str:
     return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode("ascii")  # little-endian float32
 
 
-@openai_api.post("/completions", response_model=CompletionsResponse)
+@openai_api.post("/completions", response_model=CompletionsResponse, responses=SSE_RESPONSES)
 async def completions(body: CompletionsRequest, request: Request):
     service = service_of(request)
     model = require_known_model(service, body.model)

@@ -67,8 +67,11 @@ async def infill(body: InfillRequest, request: Request) -> InfillResponse:
                           finish_reason=result.finish_reason, fills=result.fills, finish_reasons=result.finish_reasons, usage=usage)
 
 
-@api.post("/generate", response_model=GenerateResponse, summary="Continue a prompt (causal)",
-          responses={200: {"content": {"text/event-stream": {}}, "description": "JSON, or SSE when stream=true"}})
+# A route that streams with stream=true: its 200 is JSON or server-sent events.
+SSE_RESPONSES = {200: {"content": {"text/event-stream": {}}, "description": "JSON, or SSE when stream=true"}}
+
+
+@api.post("/generate", response_model=GenerateResponse, summary="Continue a prompt (causal)", responses=SSE_RESPONSES)
 async def generate(body: GenerateRequest, request: Request):
     service = service_of(request)
     model = require_known_model(service, body.model)

@@ -83,8 +83,6 @@ def engine_args(path: Path, name: str | None, settings, spec: ModelSpec):
     )
 
 
-ENGINE_SHUTDOWN_S = 1.0  # vLLM's grace for its engine processes when we stop them
-
 # vLLM starts its engine processes with multiprocessing's "spawn" (always, on CPU). They are
 # started through this launcher, which puts each in a process group of its own first: a stop
 # signal sent to the server's whole group (Ctrl-C, systemd, a shell entrypoint) then reaches
@@ -124,9 +122,8 @@ def engine_processes_in_own_group():
 
 
 def shutdown_engine(engine) -> None:
-    """Stop vLLM's engine-core and worker processes (blocks up to ENGINE_SHUTDOWN_S, then vLLM
-    kills what is left)."""
-    engine.shutdown(timeout=ENGINE_SHUTDOWN_S)
+    """Stop vLLM's engine-core and worker processes (blocks up to ~5 s)."""
+    engine.shutdown()
     # AsyncLLM.__del__ calls shutdown again, at interpreter exit when vLLM's module
     # globals are already gone (a TypeError on stderr): once is enough.
     engine.shutdown = lambda timeout=None: None
