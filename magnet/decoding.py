@@ -67,7 +67,7 @@ def end_rules(span: Span, logits_row: torch.Tensor, eos_id: int | None) -> torch
 
 def accept(span: Span, token: int, eos_id: int | None, tokenizer) -> bool:
     """Record the sampled token; close the span when it ends. True if the token was kept."""
-    if token == eos_id or (span.end_token is not None and token == span.end_token):
+    if (token == eos_id and not span.params.ignore_eos) or (span.end_token is not None and token == span.end_token):
         span.finish_reason = "stop"
         return False
     span.ids.append(token)

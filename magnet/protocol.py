@@ -206,6 +206,8 @@ class SamplingControls(BaseModel):
                                             description="subtracted per earlier occurrence in the output")
     presence_penalty: float | None = Field(None, ge=-2.0, le=2.0, allow_inf_nan=False,
                                            description="subtracted once if the token is already in the output")
+    ignore_eos: StrictBool | None = Field(None, description="keep generating past EOS up to max_tokens "
+                                                            "(benchmarks); a gap still ends at its suffix")
 
     def sampling(self, defaults: SamplingParams, max_tokens: int, stop) -> SamplingParams:
         """The request's fields over a route's defaults: the one mapping of every generating

@@ -19,6 +19,7 @@ class SamplingParams:
     seed: int | None = None
     stop: tuple[str, ...] = ()
     best_of: int = 1  # infill: fill n ways (each a different gap length), keep the likeliest whole text
+    ignore_eos: bool = False  # EOS does not end the text (benchmarks); a gap still ends where its suffix starts
 
 
 # /v1/infill's defaults: greedy fills must not loop ("hold hold hold", a sentence twice).

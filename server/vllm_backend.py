@@ -250,6 +250,7 @@ def vllm_params(params: SamplingParams, kind):
         repetition_penalty=params.repetition_penalty,
         frequency_penalty=params.frequency_penalty,
         presence_penalty=params.presence_penalty,
+        ignore_eos=params.ignore_eos,
         seed=params.seed,
         stop=list(params.stop) or None,
         output_kind=kind,

@@ -52,3 +52,18 @@ def test_top_k_sampling_never_leaves_the_top_k():
     generator = torch.Generator().manual_seed(0)
     drawn = {sample(logits, SamplingParams(temperature=1.0, top_k=2), generator) for _ in range(200)}
     assert drawn == {0, 1}
+
+
+def test_ignore_eos_keeps_a_generation_going_but_a_gap_still_ends_at_its_suffix(tiny_engine):
+    from magnet.decoding import Span, accept
+    from magnet.protocol import GenerateRequest
+
+    tokenizer, eos = tiny_engine.tokenizer, tiny_engine.tokenizer.eos_token_id
+    params = GenerateRequest(prompt="a", ignore_eos=True).sampling(SamplingParams(), 8, [])
+    assert params.ignore_eos
+    generation = Span(0, 1, 5, None, params)
+    assert accept(generation, eos, eos, tokenizer) and generation.open and generation.ids == [eos]
+    plain = Span(0, 1, 5, None, SamplingParams(max_tokens=8))
+    assert not accept(plain, eos, eos, tokenizer) and plain.finish_reason == "stop"
+    trailing_gap = Span(0, 1, 5, eos, params)  # a gap at the end of the text ends at EOS regardless
+    assert not accept(trailing_gap, eos, eos, tokenizer) and trailing_gap.finish_reason == "stop"

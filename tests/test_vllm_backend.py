@@ -102,9 +102,10 @@ def test_penalties_mean_the_same_on_both_paths(running, torch_engine):
 
     params = SamplingParams(max_tokens=32, temperature=0.0, repetition_penalty=1.3, frequency_penalty=0.4,
                             presence_penalty=0.2)
-    mapped = vllm_params(replace(params, temperature=1.0, top_k=7, min_p=0.05), RequestOutputKind.FINAL_ONLY)
+    mapped = vllm_params(replace(params, temperature=1.0, top_k=7, min_p=0.05, ignore_eos=True),
+                         RequestOutputKind.FINAL_ONLY)
     assert (mapped.repetition_penalty, mapped.frequency_penalty, mapped.presence_penalty, mapped.top_k,
-            mapped.min_p) == (1.3, 0.4, 0.2, 7, 0.05)  # (greedy: both sides ignore top_k and min_p)
+            mapped.min_p, mapped.ignore_eos) == (1.3, 0.4, 0.2, 7, 0.05, True)  # (greedy: both ignore top_k, min_p)
     for prompt in PROMPTS:
         assert loop.run(backend.generate(prompt, params)).text == torch_engine.generate(prompt, params).text
 
