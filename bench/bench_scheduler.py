@@ -27,19 +27,14 @@ import time
 
 import httpx
 import torch
+from bench_core import text_of  # the same filler prose as the core benchmark (bench/ is on the path)
 
-WORDS = ("the river bank was full of people who came to watch the boats race past the old mill "
-         "while children ran along the shore and the sun set slowly over the hills").split()
 STORIES = [
     ("Tom wanted a dog for his birthday.", "He named the puppy Max and walked him every day."),
     ("Anna studied hard for her math test.", "She got the best grade in her class."),
     ("The power went out during the storm.", "When the lights came back, everyone cheered."),
     ("Jake forgot his lunch at home.", "His friend shared a sandwich with him."),
 ]
-
-
-def text_of(n_words: int, offset: int = 0) -> str:
-    return " ".join(WORDS[(offset + i) % len(WORDS)] for i in range(n_words))
 
 
 def p99(values: list[float]) -> float:

@@ -6,8 +6,9 @@
     async for chunk in backend.stream(prompt, params): ...  # closing early cancels
 
 The torch backend runs the engine's own causal decoding in the model worker's
-running batch, next to infill rows (continuous batching, server/worker.py). The vLLM backend (server/vllm_backend.py) runs vLLM's async engine on
-the same base model with the adapter merged; it is imported only when chosen.
+running batch, next to infill rows (continuous batching, server/worker.py). The
+vLLM backend (server/vllm_backend.py) runs vLLM's async engine on the same base
+model with the adapter merged; it is imported only when chosen.
 vLLM serves the default model only: named adapters (and the base served beside
 them) generate on the torch backend, one per engine, on the shared worker.
 """
