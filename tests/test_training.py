@@ -96,6 +96,23 @@ def test_some_spans_end_the_text_so_eos_ends_a_fill():
     assert 0.15 * 200 <= ends_at_eos <= 0.3 * 200
 
 
+def test_sentence_spans_cover_exactly_one_whole_sentence():
+    period, checked = 5, 0
+    for seed in range(100):
+        rng = random.Random(seed)
+        text = [period if rng.random() < 0.15 else rng.randrange(10, 300) for _ in range(40)]
+        seq = [1] + text + [2]
+        ends = [j for j, t in enumerate(seq) if t == period]
+        sentences = [(a + 1, b) for a, b in zip(ends, ends[1:]) if 2 <= b - a <= 10]
+        view = make_view(text, spec(max_spans=1, span_range=(2, 10), sentence_rate=1.0,
+                                    sentence_end_ids=frozenset({period})), random.Random(seed))
+        span = [j for j, r in enumerate(view.roles) if r == 1]
+        # a window without a whole sentence of a fitting length falls back to a random span
+        assert (span[0], span[-1]) in sentences or not sentences
+        checked += bool(sentences)
+    assert checked >= 80
+
+
 def test_text_after_a_span_never_shares_the_span_positions():
     for seed in range(100):
         view = make_view(tokens(40, seed), spec(gap_jitter=0.5), random.Random(seed))

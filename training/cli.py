@@ -30,6 +30,7 @@ FLAGS = {  # flag -> (config field, type, help)
     "--augmenter": ("augmenter", str, "SSCL positives for unpaired lines: word_dropout | dropout"),
     "--gap-jitter": ("gap_jitter", float, "stretch span-to-suffix distances to m*U(1, 1+j) (0: exact)"),
     "--trailing-rate": ("trailing_rate", float, "share of examples whose last span ends the text"),
+    "--sentence-rate": ("sentence_rate", float, "share of examples whose first span is one whole sentence"),
     "--causal-rate": ("causal_rate", float, "share of examples that are plain next-token prediction"),
     "--lora-r": ("lora_r", int, "LoRA rank (16)"),
     "--lora-alpha": ("lora_alpha", int, "LoRA alpha (32)"),

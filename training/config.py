@@ -32,6 +32,7 @@ class TrainConfig:
     causal_rate: float = 0.1  # examples that are one span end to end (plain next-token prediction)
     gap_jitter: float = 0.0  # suffix distance drawn from m * U(1, 1 + j) for a span of m tokens
     trailing_rate: float = 0.1  # examples whose last span ends the text (EOS after it)
+    sentence_rate: float = 0.0  # examples whose first span is one whole sentence
 
     # SSCL
     instruction: str = DEFAULT_INSTRUCTION

@@ -53,7 +53,15 @@ def view_spec(config: TrainConfig, tokenizer, vocab_size: int) -> ViewSpec:
         mask_rate=config.mask_rate, max_spans=config.max_spans, span_range=config.span_range(),
         causal_rate=config.causal_rate, gap_jitter=config.gap_jitter, trailing_rate=config.trailing_rate,
         special_ids=frozenset(tokenizer.all_special_ids),
+        sentence_rate=config.sentence_rate, sentence_end_ids=sentence_end_ids(tokenizer),
     )
+
+
+def sentence_end_ids(tokenizer) -> frozenset:
+    """Every token whose text ends a sentence: '.', '!', '?', optionally closed by a quote."""
+    ends = (".", "!", "?", '."', '!"', '?"', ".'", "!'", "?'")
+    return frozenset(i for i, text in enumerate(tokenizer.batch_decode([[i] for i in range(len(tokenizer))]))
+                     if text.rstrip().endswith(ends) and i not in tokenizer.all_special_ids)
 
 
 def add_lora(model, config: TrainConfig):

@@ -17,6 +17,9 @@ recorded in the adapter's manifest (`gap_distance`) and serving keeps within it.
 
 With probability `trailing_rate` the last span runs to the end of the text, so
 the token after it is EOS: how a fill at the end of a text learns to stop.
+With probability `sentence_rate` the first span is one whole sentence (from the
+token after a sentence end to the next sentence end), the unit users most often
+leave out: "fill the missing sentence" is then seen with exact boundaries.
 """
 from __future__ import annotations
 
@@ -51,6 +54,8 @@ class ViewSpec:
     gap_jitter: float
     trailing_rate: float = 0.0
     special_ids: frozenset = frozenset()
+    sentence_rate: float = 0.0
+    sentence_end_ids: frozenset = frozenset()  # tokens that end a sentence ('.', '!', '?', '."' ...)
 
 
 def make_view(tokens: list[int], spec: ViewSpec, rng: random.Random) -> View:
@@ -58,7 +63,7 @@ def make_view(tokens: list[int], spec: ViewSpec, rng: random.Random) -> View:
     if rng.random() < spec.causal_rate:
         return causal_view(seq)
     roles = [CONTEXT] * len(seq)
-    spans = choose_spans(len(seq), spec, rng)
+    spans = choose_spans(seq, spec, rng)
     for k, (start, end) in enumerate(spans, start=1):
         roles[start : end + 1] = [k] * (end + 1 - start)
     view = View(list(seq), roles, jittered_positions(len(seq), spans, spec.gap_jitter, rng))
@@ -72,13 +77,16 @@ def causal_view(seq: list[int]) -> View:
     return View(list(seq), [1] * n, list(range(n)), list(range(n - 1)), seq[1:], [MSG] * (n - 1))
 
 
-def choose_spans(n: int, spec: ViewSpec, rng: random.Random) -> list[tuple[int, int]]:
+def choose_spans(seq: list[int], spec: ViewSpec, rng: random.Random) -> list[tuple[int, int]]:
     """Up to max_spans non-adjacent [start, end] runs inside slots 1..n-2 (not anchor, not EOS)."""
+    n = len(seq)
     low, high = spec.span_range
     spans: list[tuple[int, int]] = []
     if rng.random() < spec.trailing_rate:  # a span that ends the text: EOS follows it
         length = min(rng.randint(low, high), max(1, (n - 2) // 2))
         spans.append((n - 1 - length, n - 2))
+    elif spec.sentence_rate and rng.random() < spec.sentence_rate and (sentences := whole_sentences(seq, spec)):
+        spans.append(rng.choice(sentences))
     for _ in range(rng.randint(1, spec.max_spans) - len(spans)):
         length = rng.randint(low, high)
         for _attempt in range(8):
@@ -93,6 +101,17 @@ def choose_spans(n: int, spec: ViewSpec, rng: random.Random) -> list[tuple[int, 
                 spans.append((start, end))
                 break
     return sorted(spans)
+
+
+def whole_sentences(seq: list[int], spec: ViewSpec) -> list[tuple[int, int]]:
+    """[start, end] of every sentence inside slots 1..n-2 with a length in span_range.
+
+    A sentence starts after a sentence-end token and ends with the next one; the
+    text before the first end is skipped (a window may cut a sentence in half).
+    """
+    low, high = spec.span_range
+    ends = [j for j in range(1, len(seq) - 1) if seq[j] in spec.sentence_end_ids]
+    return [(a + 1, b) for a, b in zip(ends, ends[1:]) if low <= b - a <= high]
 
 
 def gap_distance_range(span_range: tuple[int, int], jitter: float) -> tuple[int, int]:
