@@ -47,15 +47,23 @@ def merged_checkpoint(spec: ModelSpec = ModelSpec(), root: Path | None = None) -
 def merge_key(base_path: Path, adapter_path: Path) -> str:
     """16 hex digits: the adapter's content and the base weights' identity."""
     digest = hashlib.sha256()
-    for path in sorted(p for p in adapter_path.rglob("*") if p.is_file()):
-        digest.update(str(path.relative_to(adapter_path)).encode())
-        digest.update(path.read_bytes())  # adapters are small (MBs)
+    update_with_files(digest, adapter_path)
     # Hashing a 7B base's bytes would take minutes: its files' identity suffices.
     for path in sorted(base_path.iterdir()):
         if path.suffix in WEIGHT_SUFFIXES or path.name == "config.json":
             stat = path.stat()
             digest.update(f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode())
     return digest.hexdigest()[:16]
+
+
+def update_with_files(digest, folder: Path | None) -> None:
+    """Feed every file of an adapter directory, names and bytes (adapters are small: MBs)."""
+    if folder is None:
+        digest.update(b"<none>")
+        return
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(str(path.relative_to(folder)).encode())
+        digest.update(path.read_bytes())
 
 
 def stored_dtype(base_path: Path) -> str:

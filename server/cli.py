@@ -11,6 +11,7 @@ NAME wins over the variable's).
 from __future__ import annotations
 
 import argparse
+from typing import Literal, get_args, get_origin
 
 from pydantic import ValidationError
 
@@ -36,6 +37,8 @@ FLAGS = {  # flag -> (settings field, type, help)
     "--max-wait-ms": ("max_wait_ms", float, "how long a batch waits for more requests (default 5)"),
     "--max-queue": ("max_queue", int, "queued requests before 429 (default 256)"),
     "--generate-backend": ("generate_backend", str, "vllm, torch or auto (default: vllm if it imports)"),
+    "--vllm-adapters": ("vllm_adapters", str, "with vLLM, named adapters generate as LoRAs on its engine (lora, "
+                        "the default) or on the torch backend (torch)"),
     "--vllm-kv-cache-gb": ("vllm_kv_cache_gb", float, "vLLM KV-cache space in GiB (default 1.0)"),
     "--vllm-max-model-len": ("vllm_max_model_len", int, "vLLM max sequence length (default 2048)"),
     "--vllm-tensor-parallel-size": ("vllm_tensor_parallel_size", int, "GPUs each layer is split over (default 1)"),
@@ -50,11 +53,17 @@ FLAGS = {  # flag -> (settings field, type, help)
 }
 
 
+def literal_choices(settings_class) -> dict[str, tuple]:
+    """{field: its allowed values} for every Literal field: the Settings class is their one home."""
+    return {name: get_args(field.annotation) for name, field in settings_class.model_fields.items()
+            if get_origin(field.annotation) is Literal}
+
+
 ADAPTER_FLAG = "--adapter"  # repeatable, two forms: it fills two settings (adapter, adapters)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_flag_table(parser, FLAGS, choices={"generate_backend": ["auto", "vllm", "torch"]}, env_prefix="MAGNET_")
+    add_flag_table(parser, FLAGS, choices=literal_choices(Settings), env_prefix="MAGNET_")
     parser.add_argument(ADAPTER_FLAG, dest="adapter_entries", action="append", default=None,
                         metavar="DIR|NAME=DIR",
                         help="the default model's adapter: a dir, 'default' (shipped) or 'none' [MAGNET_ADAPTER]; "

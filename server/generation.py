@@ -8,9 +8,9 @@
 The torch backend runs the engine's own causal decoding in the model worker's
 running batch, next to infill rows (continuous batching, server/worker.py). The
 vLLM backend (server/vllm_backend.py) runs vLLM's async engine on the same base
-model with the adapter merged; it is imported only when chosen.
-vLLM serves the default model only: named adapters (and the base served beside
-them) generate on the torch backend, one per engine, on the shared worker.
+model with the adapter merged; it is imported only when chosen. Named adapters
+(and the base served beside them) are LoRAs per request on that one vLLM engine,
+or, with `vllm_adapters` "torch", generate on the torch backend of their own engine.
 """
 from __future__ import annotations
 
@@ -24,6 +24,8 @@ from magnet.server.settings import Settings
 from magnet.server.worker import ModelWorker
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from magnet.engine import Engine
     from magnet.loading import ModelSpec
 
@@ -105,8 +107,10 @@ def spec_of(engine: "Engine") -> "ModelSpec":
     return ModelSpec(model=str(loaded.base_path), adapter=adapter, device=loaded.device.type, dtype=dtype)
 
 
-def select_backend(settings: Settings, engine: "Engine", worker: ModelWorker | None = None) -> GenerateBackend:
-    """The backend `settings.generate_backend` asks for; "auto" = vLLM when it imports, else torch."""
+def select_backend(settings: Settings, engine: "Engine", worker: ModelWorker | None = None,
+                   others: dict[str, "Path | None"] | None = None) -> GenerateBackend:
+    """The backend `settings.generate_backend` asks for; "auto" = vLLM when it imports, else torch.
+    `others` ({served id: adapter dir, None = the base}) become LoRAs on a vLLM engine."""
     choice = settings.generate_backend
     if choice == "auto":
         choice = "vllm" if vllm_importable() else "torch"
@@ -115,4 +119,20 @@ def select_backend(settings: Settings, engine: "Engine", worker: ModelWorker | N
         return TorchGenerateBackend(engine, worker)
     from magnet.server.vllm_backend import VllmGenerateBackend
 
-    return VllmGenerateBackend(settings, spec_of(engine), engine.name)  # one public name, the engine's
+    return VllmGenerateBackend(settings, spec_of(engine), engine.name, others)  # one public name, the engine's
+
+
+def generate_backends(settings: Settings, engines: dict[str, "Engine"], default: "Engine",
+                      worker: ModelWorker) -> dict[str, GenerateBackend]:
+    """{served id: its generate backend}. The default's is `select_backend`'s; with vLLM and
+    `settings.vllm_adapters` "lora", every other model is a LoRA on that engine, else each one
+    generates on the torch backend of its own engine."""
+    others = {model_id: engine for model_id, engine in engines.items() if engine is not default}
+    as_loras = settings.vllm_adapters == "lora"
+    adapters = {model_id: engine.loaded.adapter_path for model_id, engine in others.items()}
+    backend = select_backend(settings, default, worker, adapters if as_loras else None)
+    backends = {default.name: backend}
+    for model_id, engine in others.items():
+        backends[model_id] = (backend.for_model(model_id) if backend.name == "vllm" and as_loras
+                              else TorchGenerateBackend(engine, worker, model_id))
+    return backends

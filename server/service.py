@@ -24,7 +24,7 @@ from magnet.errors import MagnetError, NotReadyError, UnknownTaskError
 from magnet.protocol import Backends, HealthResponse
 from magnet.sampling import Completion, InfillCompletion, SamplingParams, StreamChunk
 from magnet.server import metrics
-from magnet.server.generation import GenerateBackend, TorchGenerateBackend, select_backend, spec_of
+from magnet.server.generation import GenerateBackend, generate_backends, spec_of
 from magnet.server.model_ids import engine_ids, require_known_model
 from magnet.server.settings import Settings
 from magnet.server.worker import ModelWorker
@@ -70,10 +70,8 @@ class Service:
             if self.tagger is None:
                 self.tagger = await self.worker.call("load", load_tagger, self.engine, self.settings.heads)
             self.engines = await self.load_engines(self.engine)
-            self.backend = select_backend(self.settings, self.engine, self.worker)
-            self.backends = {model_id: self.backend if engine is self.engine
-                             else TorchGenerateBackend(engine, self.worker, model_id)  # vLLM: the default only
-                             for model_id, engine in self.engines.items()}
+            self.backends = generate_backends(self.settings, self.engines, self.engine, self.worker)
+            self.backend = self.backends[self.engine.name]
             for backend in self.backends.values():
                 await backend.start()
             for engine in self.engines.values():

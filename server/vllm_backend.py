@@ -6,6 +6,13 @@
     async for chunk in backend.stream(prompt, params): ...   # closing early aborts in vLLM
     await backend.close()
 
+Other models on the same base (named adapters, the base itself) are LoRAs chosen per
+request on that one engine (vLLM's multi-LoRA): each is the exact difference between
+its weights and the merged default's (magnet/lora_delta.py).
+
+    backend = VllmGenerateBackend(settings, spec, "default", others={"legal": Path("/ckpt/legal"), "base": None})
+    backend.for_model("legal")               # a GenerateBackend whose requests carry legal's LoRA
+
 `AsyncLLM` keeps tokenizing, detokenizing and its Prometheus metrics (`vllm:*`,
 in prometheus_client's default registry, so the server's /metrics shows them) in
 this process; the model runs in vLLM's engine-core and worker processes, which
@@ -23,12 +30,17 @@ import tempfile
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from magnet.errors import BackendError, InvalidInputError, MagnetError, NotReadyError
 from magnet.limits import prompt_token_ids
-from magnet.loading import ModelSpec, load_tokenizer
+from magnet.loading import ModelSpec, load_tokenizer, resolve_adapter_path
+from magnet.lora_delta import adapter_rank, delta_adapter
 from magnet.merged import merged_checkpoint
 from magnet.sampling import Completion, SamplingParams, StreamChunk
+
+if TYPE_CHECKING:
+    from magnet.server.generation import GenerateBackend
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +64,9 @@ def prepare_environment() -> None:
                     "not to this process's /metrics")
 
 
-def engine_args(path: Path, name: str | None, settings, spec: ModelSpec):
-    """AsyncEngineArgs for the merged checkpoint, with safe CPU defaults."""
+def engine_args(path: Path, name: str | None, settings, spec: ModelSpec, lora_ranks: list[int] = ()):
+    """AsyncEngineArgs for the merged checkpoint, with safe CPU defaults; with `lora_ranks`
+    (one per LoRA served beside it), multi-LoRA sized for all of them at once."""
     from vllm.engine.arg_utils import AsyncEngineArgs
     from vllm.platforms import current_platform
 
@@ -68,6 +81,10 @@ def engine_args(path: Path, name: str | None, settings, spec: ModelSpec):
                  "quantization": getattr(settings, "vllm_quantization", None)}
     if memory_share is not None:
         big_model["gpu_memory_utilization"] = memory_share
+    loras = {}
+    if lora_ranks:  # every LoRA resident: a request never waits for one to load
+        loras = {"enable_lora": True, "max_lora_rank": lora_rank_bound(max(lora_ranks)),
+                 "max_loras": len(lora_ranks), "max_cpu_loras": len(lora_ranks)}
     return AsyncEngineArgs(
         model=str(path),
         served_model_name=name,
@@ -80,7 +97,20 @@ def engine_args(path: Path, name: str | None, settings, spec: ModelSpec):
         disable_log_stats=False,  # keeps the Prometheus stat logger (vllm:* metrics)
         seed=0,
         **big_model,
+        **loras,
     )
+
+
+VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # vLLM's allowed max_lora_rank values
+
+
+def lora_rank_bound(rank: int) -> int:
+    """The smallest max_lora_rank vLLM accepts that holds `rank`."""
+    for bound in VLLM_LORA_RANKS:
+        if rank <= bound:
+            return bound
+    raise ValueError(f"a LoRA of rank {rank} is above vLLM's limit ({VLLM_LORA_RANKS[-1]}): "
+                     "serve that adapter with --generate-backend torch")
 
 
 # vLLM starts its engine processes with multiprocessing's "spawn" (always, on CPU). They are
@@ -137,14 +167,17 @@ def finish_reason(vllm_reason: str | None) -> str:
 class VllmGenerateBackend:
     name = "vllm"
 
-    def __init__(self, settings, spec: ModelSpec = ModelSpec(), name: str | None = None):
+    def __init__(self, settings, spec: ModelSpec = ModelSpec(), name: str | None = None,
+                 others: dict[str, Path | None] | None = None):
         self.settings = settings
         self.spec = spec
         self.name_served = name  # the public model id (the engine's); None: vLLM names it by its path
+        self.others = dict(others or {})  # served id -> its adapter dir (None: the base), as LoRAs
         self.max_model_len: int = getattr(settings, "vllm_max_model_len", 2048)
         self.engine = None  # vllm.v1.engine.async_llm.AsyncLLM once started
         self.tokenizer = None
         self.path: Path | None = None
+        self.loras: dict[str, object] = {}  # served id -> vllm LoRARequest, once started
 
     # ---- life cycle ----------------------------------------------------------
 
@@ -154,15 +187,38 @@ class VllmGenerateBackend:
         # The merge and the engine start block for seconds: keep the event loop free.
         self.path = await asyncio.to_thread(merged_checkpoint, self.spec)
         self.tokenizer = await asyncio.to_thread(load_tokenizer, self.path)
+        self.loras = await asyncio.to_thread(self.lora_requests)
         self.engine = await asyncio.to_thread(self.build_engine, self.path)
         await self.generate("Hello", SamplingParams(max_tokens=1))  # warm up; starts the output loop
-        log.info("vLLM engine ready on %s (max_model_len %d)", self.path, self.max_model_len)
+        for model_id in self.loras:  # loads each LoRA now, not on its first request
+            await self.generate("Hello", SamplingParams(max_tokens=1), model_id)
+        log.info("vLLM engine ready on %s (max_model_len %d, LoRAs: %s)", self.path, self.max_model_len,
+                 ", ".join(self.loras) or "none")
+
+    def lora_requests(self) -> dict[str, object]:
+        """{served id: LoRARequest} of the difference LoRAs (written once, cached)."""
+        from vllm.lora.request import LoRARequest
+
+        merged_adapter = resolve_adapter_path(self.spec.adapter)
+        if self.others and merged_adapter is None:
+            raise ValueError("serving named adapters through vLLM needs the default model to have an adapter")
+        return {model_id: LoRARequest(model_id, number, str(delta_adapter(merged_adapter, adapter)))
+                for number, (model_id, adapter) in enumerate(self.others.items(), start=1)}
 
     def build_engine(self, path: Path):
         from vllm.v1.engine.async_llm import AsyncLLM
 
+        ranks = [adapter_rank(Path(lora.lora_path)) for lora in self.loras.values()]
         with engine_processes_in_own_group():
-            return AsyncLLM.from_engine_args(engine_args(path, self.name_served, self.settings, self.spec))
+            return AsyncLLM.from_engine_args(engine_args(path, self.name_served, self.settings, self.spec, ranks))
+
+    def for_model(self, model_id: str) -> "GenerateBackend":
+        """The backend that serves `model_id`: this one for the default, a LoRA view otherwise."""
+        if model_id == self.name_served:
+            return self
+        if model_id not in self.others:
+            raise KeyError(f"{model_id!r} is not served by this vLLM engine")
+        return VllmLoraView(self, model_id)
 
     async def close(self) -> None:
         engine, self.engine = self.engine, None
@@ -185,14 +241,16 @@ class VllmGenerateBackend:
 
     # ---- requests --------------------------------------------------------------
 
-    async def generate(self, prompt: str, params: SamplingParams) -> Completion:
+    async def generate(self, prompt: str, params: SamplingParams, model_id: str | None = None) -> Completion:
         pieces: list[str] = []
-        async for chunk in self.stream(prompt, params):
+        async for chunk in self.stream(prompt, params, model_id):
             pieces.append(chunk.text)
         return Completion("".join(pieces), chunk.finish_reason, chunk.prompt_tokens, chunk.completion_tokens)
 
-    async def stream(self, prompt: str, params: SamplingParams) -> AsyncIterator[StreamChunk]:
+    async def stream(self, prompt: str, params: SamplingParams,
+                     model_id: str | None = None) -> AsyncIterator[StreamChunk]:
         """Text deltas as vLLM decodes them; the last chunk has finish_reason and usage.
+        `model_id` names another served model (its LoRA); None or the default's: merged weights.
 
         Closing this generator early (client gone) closes vLLM's, which aborts the request.
         """
@@ -204,6 +262,7 @@ class VllmGenerateBackend:
             TokensPrompt(prompt_token_ids=ids),
             vllm_params(params, RequestOutputKind.DELTA),
             request_id=uuid.uuid4().hex,
+            lora_request=self.loras.get(model_id) if model_id is not None else None,
         )
         generated = 0
         try:
@@ -230,6 +289,29 @@ class VllmGenerateBackend:
     def prompt_ids(self, prompt: str, params: SamplingParams) -> list[int]:
         """Tokenize and check exactly as the torch path does (magnet/limits.py)."""
         return prompt_token_ids(self.tokenizer, prompt, params, self.max_model_len)
+
+
+class VllmLoraView:
+    """Another served model on the same vLLM engine: its requests carry its LoRA. The engine's
+    life cycle (start, close, restart, health) belongs to the default's backend."""
+
+    name = "vllm"
+
+    def __init__(self, engine_backend: VllmGenerateBackend, model_id: str):
+        self.engine_backend = engine_backend
+        self.model_id = model_id
+
+    async def start(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+    async def generate(self, prompt: str, params: SamplingParams) -> Completion:
+        return await self.engine_backend.generate(prompt, params, self.model_id)
+
+    def stream(self, prompt: str, params: SamplingParams) -> AsyncIterator[StreamChunk]:
+        return self.engine_backend.stream(prompt, params, self.model_id)
 
 
 def ended_on_stop_token(piece) -> int:

@@ -97,26 +97,54 @@ async def test_openai_routes_take_a_named_model(http, legal_engine):
 
 
 class StandInVllm:
-    """Stands in for the vLLM backend of the default model: answers "vllm"."""
+    """Stands in for the vLLM backend of the default model: answers "vllm", and "vllm:<id>" for
+    the models it serves as LoRAs."""
 
     name = "vllm"
+
+    def __init__(self, model_id: str | None = None, others: dict | None = None):
+        self.model_id, self.others = model_id, others
 
     async def start(self) -> None: ...
 
     async def close(self) -> None: ...
 
+    def for_model(self, model_id):
+        return StandInVllm(model_id)
+
     async def generate(self, prompt, params):
         from magnet.sampling import Completion
 
-        return Completion("vllm", "stop", 1, 1)
+        return Completion("vllm" if self.model_id is None else f"vllm:{self.model_id}", "stop", 1, 1)
 
 
-async def test_vllm_serves_the_default_and_named_adapters_generate_on_torch(tiny_engine, adapter_dir,
-                                                                           legal_engine, monkeypatch):
-    from magnet.server import service as service_module
+@pytest.fixture
+def stand_in_vllm(monkeypatch):
+    """select_backend answers a StandInVllm; the list holds the one it made."""
+    from magnet.server import generation
 
-    monkeypatch.setattr(service_module, "select_backend", lambda settings, engine, worker: StandInVllm())
+    made = []
+    monkeypatch.setattr(generation, "select_backend",
+                        lambda settings, engine, worker, others=None: made.append(StandInVllm(None, others))
+                        or made[-1])
+    return made
+
+
+async def test_with_vllm_named_adapters_generate_as_loras_on_its_engine(tiny_engine, adapter_dir, stand_in_vllm):
     async with running_app(app_with(tiny_engine, adapters={NAME: str(adapter_dir)})) as http:
+        cards = (await http.get("/v1/models")).json()["data"]
+        assert [c["backends"]["generate"] for c in cards] == ["vllm", "vllm"]
+        body = {"prompt": "The quick brown", "max_tokens": 6}
+        assert (await http.post("/v1/generate", json=body)).json()["text"] == "vllm"
+        assert (await http.post("/v1/generate", json={**body, "model": NAME})).json()["text"] == f"vllm:{NAME}"
+    (engine_backend,) = stand_in_vllm
+    assert engine_backend.others == {NAME: adapter_dir}  # the LoRAs the engine is started with
+
+
+async def test_with_vllm_adapters_torch_named_adapters_generate_on_torch(tiny_engine, adapter_dir, legal_engine,
+                                                                          stand_in_vllm):
+    app = app_with(tiny_engine, adapters={NAME: str(adapter_dir)}, vllm_adapters="torch")
+    async with running_app(app) as http:
         cards = (await http.get("/v1/models")).json()["data"]
         assert [c["backends"]["generate"] for c in cards] == ["vllm", "torch"]
         assert (await http.get("/health")).json()["backends"]["generate"] == "vllm"  # the default model's
@@ -124,6 +152,7 @@ async def test_vllm_serves_the_default_and_named_adapters_generate_on_torch(tiny
         assert (await http.post("/v1/generate", json=body)).json()["text"] == "vllm"
         named = (await http.post("/v1/generate", json={**body, "model": NAME})).json()["text"]
         assert named == legal_engine.generate("The quick brown", GREEDY).text
+    assert stand_in_vllm[0].others is None  # no LoRAs on the vLLM engine
 
 
 async def test_an_unknown_model_is_a_404_naming_the_served_ones(http, tiny_engine):

@@ -165,10 +165,10 @@ class FlakyBackend:
 
 
 async def test_a_dead_generation_engine_turns_ready_503_then_comes_back(tiny_engine, monkeypatch):
-    from magnet.server import service as service_module
+    from magnet.server import generation
 
     backend = FlakyBackend(failures=1)
-    monkeypatch.setattr(service_module, "select_backend", lambda settings, engine, worker: backend)
+    monkeypatch.setattr(generation, "select_backend", lambda settings, engine, worker, others=None: backend)
     app = app_with(tiny_engine)
     async with running_app(app) as http:
         service = app.state.service

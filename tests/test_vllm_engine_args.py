@@ -83,3 +83,20 @@ def test_every_setting_has_one_flag_and_every_flag_one_setting():
     assert not {"adapter", "adapters"} & set(fields)
     for flag, (field, _, _) in cli.FLAGS.items():
         assert flag == "--" + field.replace("_", "-")
+
+
+def test_loras_served_beside_the_merged_model_turn_on_multi_lora_sized_for_all():
+    args = engine_args(MODEL_DIR, "llama-2-7b+adapter", Settings(), SPEC, lora_ranks=[128, 64, 68])
+    assert args.enable_lora and args.max_loras == 3 and args.max_cpu_loras == 3
+    assert args.max_lora_rank == 128  # the smallest bound vLLM accepts that holds the largest
+    assert engine_args(MODEL_DIR, None, Settings(), SPEC, lora_ranks=[130]).max_lora_rank == 256
+    plain = engine_args(MODEL_DIR, "llama-2-7b+adapter", Settings(), SPEC)
+    assert not plain.enable_lora  # no LoRA layers (they cost speed) when nothing needs them
+
+
+def test_the_lora_rank_bound_is_vllms_next_allowed_value():
+    from magnet.server.vllm_backend import lora_rank_bound
+
+    assert [lora_rank_bound(r) for r in (4, 8, 9, 64, 65, 128, 129)] == [8, 8, 16, 64, 128, 128, 256]
+    with pytest.raises(ValueError, match="--generate-backend torch"):
+        lora_rank_bound(600)
