@@ -83,13 +83,13 @@ async def direct_column(args) -> AsyncIterator[Stream]:
 
     from magnet.loading import ModelSpec, load_tokenizer
     from magnet.merged import merged_checkpoint
-    from magnet.server.vllm_backend import engine_args, prepare_environment, served_name, shutdown_engine
+    from magnet.server.vllm_backend import engine_args, prepare_environment, shutdown_engine
 
     prepare_environment()
     spec = ModelSpec(device="cpu")
     path = merged_checkpoint(spec)
     tokenizer = load_tokenizer(path)
-    engine = AsyncLLM.from_engine_args(engine_args(path, served_name(spec), args, spec))
+    engine = AsyncLLM.from_engine_args(engine_args(path, None, args, spec))
     params = SamplingParams(max_tokens=args.tokens, temperature=0.0, output_kind=RequestOutputKind.DELTA)
 
     async def stream(prompt: str) -> AsyncIterator[int]:

@@ -37,8 +37,8 @@ FLAGS = {  # flag -> (settings field, type, help)
     "--max-wait-ms": ("max_wait_ms", float, "how long a batch waits for more requests (default 5)"),
     "--max-queue": ("max_queue", int, "queued requests before 429 (default 256)"),
     "--generate-backend": ("generate_backend", str, "vllm, torch or auto (default: vllm if it imports)"),
-    "--vllm-adapters": ("vllm_adapters", str, "with vLLM, named adapters generate as LoRAs on its engine (lora, "
-                        "the default) or on the torch backend (torch)"),
+    "--vllm-adapters": ("vllm_adapters", str, "with vLLM, named adapters generate as LoRAs on its engine (lora) "
+                        "or on the torch backend (torch); default auto: lora on GPUs, torch on CPU"),
     "--vllm-kv-cache-gb": ("vllm_kv_cache_gb", float, "vLLM KV-cache space in GiB (default 1.0)"),
     "--vllm-max-model-len": ("vllm_max_model_len", int, "vLLM max sequence length (default 2048)"),
     "--vllm-tensor-parallel-size": ("vllm_tensor_parallel_size", int, "GPUs each layer is split over (default 1)"),

@@ -122,13 +122,22 @@ def select_backend(settings: Settings, engine: "Engine", worker: ModelWorker | N
     return VllmGenerateBackend(settings, spec_of(engine), engine.name, others)  # one public name, the engine's
 
 
+def loras_on_vllm(settings: Settings, default: "Engine") -> bool:
+    """Whether other models generate as LoRAs on the vLLM engine. On CPU, an engine with LoRA
+    layers runs every request (the default's too) ~3x slower at 8 streams, and the torch
+    backend is faster for the adapters themselves (bench/bench_lora.py): auto = GPUs only."""
+    if settings.vllm_adapters == "auto":
+        return default.loaded.device.type != "cpu"
+    return settings.vllm_adapters == "lora"
+
+
 def generate_backends(settings: Settings, engines: dict[str, "Engine"], default: "Engine",
                       worker: ModelWorker) -> dict[str, GenerateBackend]:
     """{served id: its generate backend}. The default's is `select_backend`'s; with vLLM and
     `settings.vllm_adapters` "lora", every other model is a LoRA on that engine, else each one
-    generates on the torch backend of its own engine."""
+    generates on the torch backend of its own engine (see `loras_on_vllm`)."""
     others = {model_id: engine for model_id, engine in engines.items() if engine is not default}
-    as_loras = settings.vllm_adapters == "lora"
+    as_loras = loras_on_vllm(settings, default)
     adapters = {model_id: engine.loaded.adapter_path for model_id, engine in others.items()}
     backend = select_backend(settings, default, worker, adapters if as_loras else None)
     backends = {default.name: backend}

@@ -45,9 +45,11 @@ class Settings(BaseSettings):
 
     # Generation.
     generate_backend: Literal["auto", "vllm", "torch"] = "auto"
-    vllm_adapters: Literal["lora", "torch"] = Field(
-        "lora", description="with vLLM, how named adapters and the base generate: as LoRAs per request on the "
-                            "one vLLM engine (lora), or on the torch backend of their own engine (torch)")
+    vllm_adapters: Literal["auto", "lora", "torch"] = Field(
+        "auto", description="with vLLM, how named adapters and the base generate: as LoRAs per request on the "
+                            "one vLLM engine (lora), or on the torch backend of their own engine (torch); auto = "
+                            "lora on GPUs, torch on CPU, where vLLM's LoRA layers slow every request ~3x "
+                            "(bench/bench_lora.py)")
     vllm_kv_cache_gb: float = Field(1.0, gt=0, description="vLLM KV-cache space (GiB)")
     vllm_max_model_len: int = Field(2048, ge=16, description="vLLM max sequence length")
     # Big models on GPUs (the defaults are vLLM's own; see docs/deploy.md).

@@ -131,7 +131,8 @@ def stand_in_vllm(monkeypatch):
 
 
 async def test_with_vllm_named_adapters_generate_as_loras_on_its_engine(tiny_engine, adapter_dir, stand_in_vllm):
-    async with running_app(app_with(tiny_engine, adapters={NAME: str(adapter_dir)})) as http:
+    app = app_with(tiny_engine, adapters={NAME: str(adapter_dir)}, vllm_adapters="lora")
+    async with running_app(app) as http:
         cards = (await http.get("/v1/models")).json()["data"]
         assert [c["backends"]["generate"] for c in cards] == ["vllm", "vllm"]
         body = {"prompt": "The quick brown", "max_tokens": 6}
@@ -141,9 +142,10 @@ async def test_with_vllm_named_adapters_generate_as_loras_on_its_engine(tiny_eng
     assert engine_backend.others == {NAME: adapter_dir}  # the LoRAs the engine is started with
 
 
+@pytest.mark.parametrize("choice", ["torch", "auto"])  # auto: torch on CPU, where it is faster
 async def test_with_vllm_adapters_torch_named_adapters_generate_on_torch(tiny_engine, adapter_dir, legal_engine,
-                                                                          stand_in_vllm):
-    app = app_with(tiny_engine, adapters={NAME: str(adapter_dir)}, vllm_adapters="torch")
+                                                                          stand_in_vllm, choice):
+    app = app_with(tiny_engine, adapters={NAME: str(adapter_dir)}, vllm_adapters=choice)
     async with running_app(app) as http:
         cards = (await http.get("/v1/models")).json()["data"]
         assert [c["backends"]["generate"] for c in cards] == ["vllm", "torch"]

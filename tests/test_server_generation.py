@@ -37,3 +37,18 @@ async def test_standalone_torch_backend_runs_on_its_own_worker(tiny_engine):
         assert pieces[-1].completion_tokens == whole.completion_tokens
     finally:
         await backend.close()
+
+
+def test_other_models_are_vllm_loras_by_default_on_gpus_only():
+    import types
+
+    import torch
+
+    from magnet.server.generation import loras_on_vllm
+
+    def on(device: str):
+        return types.SimpleNamespace(loaded=types.SimpleNamespace(device=torch.device(device)))
+
+    assert loras_on_vllm(Settings(), on("cuda")) and not loras_on_vllm(Settings(), on("cpu"))
+    assert loras_on_vllm(Settings(vllm_adapters="lora"), on("cpu"))
+    assert not loras_on_vllm(Settings(vllm_adapters="torch"), on("cuda"))

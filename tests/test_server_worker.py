@@ -6,7 +6,6 @@ so what is queued when it resumes is known exactly.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import threading
 
 import pytest
