@@ -241,15 +241,15 @@ class Service:
     async def infill(self, segments: list[str], params: SamplingParams, model: str | None = None) -> InfillCompletion:
         self.require_ready()
         model_id, engine = self.engine_for(model)
-        # input tokens = the context, plus what the fills may add (the work this request asks for)
+        rows = len(engine.candidate_gaps(params))  # decode rows: one per distinct candidate
+        # input tokens = the context, plus what the fills of every row may add (the work asked for)
         tokens = await self.tokenize("infill", lambda: sum(engine.count_tokens(s) for s in segments)
-                                     + params.max_tokens * (len(segments) - 1) * params.best_of)
+                                     + params.max_tokens * (len(segments) - 1) * rows)
 
         def start(payloads: list[tuple]):
             # Requests that meet in the queue are prefilled together, then join the running batch.
             return engine.start_infill([p[0] for p in payloads], [p[1] for p in payloads])
 
-        rows = len(engine.candidate_gaps(params))
         result = await self.worker.submit_decode("infill", ("infill", model_id), (segments, params), start, tokens,
                                                  rows, model=model_id)
         count_usage("infill", result.prompt_tokens, result.completion_tokens)
