@@ -6,9 +6,10 @@ one of server/model_ids.py's ids, or left out.
 """
 from __future__ import annotations
 
+import asyncio
 import base64
-from dataclasses import asdict
 import struct
+from dataclasses import asdict
 import time
 from collections.abc import AsyncIterator
 
@@ -61,15 +62,21 @@ async def completions(body: CompletionsRequest, request: Request):
     if body.stream and body.suffix is None and len(body.prompts) == 1:
         chunks = await service.generate_stream(body.prompts[0], params, model)  # bad input: a 4xx here
         return event_stream(sse_completion(model, answer_id, chunks))
-    choices, usage = [], Usage()
-    for index, prompt in enumerate(body.prompts):
+    def answer_to(prompt: str):
         if body.suffix is not None:
-            result = await unless_client_leaves(request, service.infill([prompt, body.suffix], params, model), "infill")
-        else:
-            result = await unless_client_leaves(request, service.generate(prompt, params, model), "generate")
-        choices.append(CompletionChoice(text=result.text, index=index, finish_reason=result.finish_reason))
-        usage = Usage(prompt_tokens=usage.prompt_tokens + result.prompt_tokens,
-                      completion_tokens=usage.completion_tokens + result.completion_tokens)
+            return unless_client_leaves(request, service.infill([prompt, body.suffix], params, model), "infill")
+        return unless_client_leaves(request, service.generate(prompt, params, model), "generate")
+
+    # Several prompts decode side by side (rows of one running batch); one failing cancels the rest.
+    try:
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(answer_to(prompt)) for prompt in body.prompts]
+    except BaseExceptionGroup as failed:  # the first failure is the answer (a 4xx for bad input)
+        raise failed.exceptions[0] from None
+    results = [task.result() for task in tasks]
+    choices = [CompletionChoice(text=r.text, index=i, finish_reason=r.finish_reason) for i, r in enumerate(results)]
+    usage = Usage(prompt_tokens=sum(r.prompt_tokens for r in results),
+                  completion_tokens=sum(r.completion_tokens for r in results))
     answer = CompletionsResponse(id=answer_id, created=int(time.time()), model=model,
                                  choices=choices, usage=usage)
     if body.stream:  # infill or several prompts: computed whole, sent as one event

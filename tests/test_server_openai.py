@@ -82,3 +82,28 @@ async def test_async_sdk_in_process(tiny_engine):
             assert close(answer.data[1].embedding, tiny_engine.embed(TEXTS).embeddings[1].tolist())
             several = await client.completions.create(model="magnet", prompt=["a b", "c d"], max_tokens=3, temperature=0)
             assert [c.index for c in several.choices] == [0, 1]
+
+
+async def test_several_prompts_in_one_request_decode_side_by_side(tiny_engine):
+    import asyncio
+
+    from magnet.sampling import SamplingParams
+    from magnet.server.testing import occupy_worker
+
+    prompts = ["The quick brown", "Once upon a time", "Paris is"]
+    app = app_with(tiny_engine)
+    async with running_app(app):
+        http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://magnet")
+        worker = app.state.service.worker
+        release, held = await occupy_worker(worker)
+        answer = asyncio.ensure_future(http.post("/v1/completions", json={
+            "prompt": prompts, "max_tokens": 5, "temperature": 0}))
+        while worker.depth < len(prompts):  # all three wait at once: they will join one batch
+            await asyncio.sleep(0.005)
+        release.set()
+        await held
+        choices = (await answer).json()["choices"]
+        alone = [tiny_engine.generate(p, SamplingParams(max_tokens=5)).text for p in prompts]
+        assert [c["text"] for c in choices] == alone and [c["index"] for c in choices] == [0, 1, 2]
+        too_long = await http.post("/v1/completions", json={"prompt": ["fine", "word " * 5000], "max_tokens": 2})
+        assert too_long.status_code == 422 and too_long.json()["error"]["code"] == "input_too_long"
