@@ -18,6 +18,7 @@ MAX_INPUTS = 256  # texts per /v1/embed or /v1/tag request
 MAX_NEW_TOKENS = 4096  # upper bound on max_tokens for infill and generate
 MAX_STOP = 8  # stop strings per request
 MAX_BEST_OF = 16  # infill candidates per request
+MAX_CHOICES = 16  # `n`: choices per prompt on the OpenAI routes
 
 FinishReason = Literal["stop", "length"]
 

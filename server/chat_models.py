@@ -1,7 +1,7 @@
 """Bodies of /v1/chat/completions (OpenAI's shapes, text only).
 
     request:  {"model", "messages": [{"role", "content"}], "max_tokens" | "max_completion_tokens",
-               "temperature", "top_p", "seed", "stop", "stream", "stream_options": {"include_usage"},
+               "temperature", "top_p", "seed", "stop", "n", "stream", "stream_options": {"include_usage"},
                + SamplingControls (top_k, min_p, repetition_penalty, frequency/presence_penalty)}
     answer:   {"id": "chatcmpl-...", "object": "chat.completion", "created", "model",
                "choices": [{"index": 0, "message": {"role": "assistant", "content"}, "finish_reason"}],
@@ -9,7 +9,8 @@
     stream:   "chat.completion.chunk" events whose choices carry a `delta` ({"role"} first, then
               {"content"} pieces, the last with finish_reason), then `data: [DONE]`.
 
-Tools, images, logprobs and several choices are refused with a 422 naming the field.
+`n` choices are n independent samples (indices 0..n-1; streamed, their chunks interleave).
+Tools, images and logprobs are refused with a 422 naming the field.
 """
 from __future__ import annotations
 

@@ -20,6 +20,7 @@ from magnet.server.chat_models import (
     ChunkChoice,
 )
 from magnet.server.chat_prompt import chat_prompt
+from magnet.server.choices import gather_all, interleaved, params_of_choices, started_streams
 from magnet.server.disconnect import unless_client_leaves
 from magnet.server.middleware import request_id_of
 from magnet.server.model_ids import require_known_model
@@ -34,32 +35,37 @@ async def chat_completions(body: ChatRequest, request: Request):
     prompt, max_tokens = await chat_prompt(service, messages, body.requested_max_tokens)
     params = body.sampling(SamplingParams(), max_tokens, body.stops)
     answer_id = f"chatcmpl-{request_id_of(request)}"
-    if body.stream:
-        chunks = await service.generate_stream(prompt, params, model)  # bad input: a 4xx here, before any byte
-        return event_stream(sse_chat(answer_id, model, chunks, body.include_usage))
-    result = await unless_client_leaves(request, service.generate(prompt, params, model), "generate")
-    choice = ChatChoice(index=0, message=AssistantMessage(content=result.text), finish_reason=result.finish_reason)
-    usage = Usage(prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens)
-    return ChatCompletion(id=answer_id, created=int(time.time()), model=model, choices=[choice], usage=usage)
+    choice_params = params_of_choices(params, body.n)
+    if body.stream:  # bad input: a 4xx here, before any byte
+        streams = await started_streams([service.generate_stream(prompt, p, model) for p in choice_params])
+        return event_stream(sse_chat(answer_id, model, body.n, interleaved(streams), body.include_usage))
+    results = await gather_all([unless_client_leaves(request, service.generate(prompt, p, model), "generate")
+                                for p in choice_params])  # the n choices decode side by side
+    choices = [ChatChoice(index=k, message=AssistantMessage(content=r.text), finish_reason=r.finish_reason)
+               for k, r in enumerate(results)]
+    usage = Usage(prompt_tokens=results[0].prompt_tokens, completion_tokens=sum(r.completion_tokens for r in results))
+    return ChatCompletion(id=answer_id, created=int(time.time()), model=model, choices=choices, usage=usage)
 
 
-async def sse_chat(answer_id: str, model: str, chunks: AsyncIterator[StreamChunk],
+async def sse_chat(answer_id: str, model: str, n: int, chunks: AsyncIterator[tuple[int, StreamChunk]],
                    include_usage: bool) -> AsyncIterator[str]:
-    """The role first, then content pieces (the last with finish_reason), the usage if asked."""
+    """Each choice's role first, then content pieces (each choice's last with its
+    finish_reason), the usage if asked (the prompt counted once, every choice's tokens)."""
     created = int(time.time())
 
     def event(choices: list[ChunkChoice], usage: Usage | None = None) -> str:
         chunk = ChatCompletionChunk(id=answer_id, created=created, model=model, choices=choices, usage=usage)
         return f"data: {chunk.model_dump_json()}\n\n"
 
-    yield event([ChunkChoice(delta={"role": "assistant", "content": ""})])
-    usage = None
-    async for chunk in chunks:
+    for index in range(n):
+        yield event([ChunkChoice(index=index, delta={"role": "assistant", "content": ""})])
+    prompt_tokens, completion_tokens = 0, 0
+    async for index, chunk in chunks:
         if chunk.text or chunk.finish_reason is not None:
             delta = {"content": chunk.text} if chunk.text else {}
-            yield event([ChunkChoice(delta=delta, finish_reason=chunk.finish_reason)])
+            yield event([ChunkChoice(index=index, delta=delta, finish_reason=chunk.finish_reason)])
         if chunk.finish_reason is not None:
-            usage = Usage(prompt_tokens=chunk.prompt_tokens, completion_tokens=chunk.completion_tokens)
-    if include_usage and usage is not None:
-        yield event([], usage)
+            prompt_tokens, completion_tokens = chunk.prompt_tokens, completion_tokens + chunk.completion_tokens
+    if include_usage:
+        yield event([], Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens))
     yield "data: [DONE]\n\n"

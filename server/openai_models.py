@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
 
-from magnet.protocol import (MAX_BEST_OF, MAX_INPUTS, MAX_NEW_TOKENS, MAX_STOP, Backends, SamplingControls, TextChecked, Usage,
+from magnet.protocol import (MAX_BEST_OF, MAX_CHOICES, MAX_INPUTS, MAX_NEW_TOKENS, MAX_STOP, Backends, SamplingControls, TextChecked, Usage,
                              as_list, check_texts)
 
 
@@ -70,7 +70,8 @@ class GenerationOptions(OpenAIRequest, SamplingControls):
     logit_bias: dict[str, float] | None = None
     stop: str | list[str] | None = None
     stream: StrictBool = False
-    n: int = Field(1, ge=1, le=1, description="one choice per prompt")
+    n: int = Field(1, ge=1, le=MAX_CHOICES, description="choices per prompt: independent samples, decoded "
+                                                        "side by side (with a seed, choice k uses seed + k)")
     user: str | None = None
 
     @field_validator("logit_bias")
@@ -107,6 +108,12 @@ class CompletionsRequest(GenerationOptions):
         if len(as_list(value)) > MAX_INPUTS:
             raise ValueError(f"send at most {MAX_INPUTS} prompts")
         return value
+
+    @model_validator(mode="after")
+    def bounded_choices(self):
+        if len(self.prompts) * self.n > MAX_INPUTS:
+            raise ValueError(f"prompts x n is {len(self.prompts) * self.n}; at most {MAX_INPUTS} choices per request")
+        return self
 
     @model_validator(mode="after")
     def best_of_needs_suffix(self):

@@ -6,7 +6,6 @@ one of server/model_ids.py's ids, or left out.
 """
 from __future__ import annotations
 
-import asyncio
 import base64
 import struct
 from dataclasses import asdict
@@ -17,6 +16,7 @@ from fastapi import APIRouter, Request
 
 from magnet.protocol import ErrorBody, Usage
 from magnet.sampling import INFILL_DEFAULTS, SamplingParams, StreamChunk
+from magnet.server.choices import gather_all, interleaved, params_of_choices, started_streams
 from magnet.server.disconnect import unless_client_leaves
 from magnet.server.middleware import request_id_of
 from magnet.server.model_ids import aliases_of, require_known_model
@@ -58,24 +58,23 @@ async def completions(body: CompletionsRequest, request: Request):
     model = require_known_model(service, body.model)
     defaults = INFILL_DEFAULTS if body.suffix is not None else SamplingParams()
     params = body.sampling(defaults, body.max_tokens, body.stops)
+    choice_params = params_of_choices(params, body.n)
     answer_id = f"cmpl-{request_id_of(request)}"
     if body.stream and body.suffix is None and len(body.prompts) == 1:
-        chunks = await service.generate_stream(body.prompts[0], params, model)  # bad input: a 4xx here
-        return event_stream(sse_completion(model, answer_id, chunks))
-    def answer_to(prompt: str):
-        if body.suffix is not None:
-            return unless_client_leaves(request, service.infill([prompt, body.suffix], params, model), "infill")
-        return unless_client_leaves(request, service.generate(prompt, params, model), "generate")
+        # bad input: a 4xx here, before any byte
+        streams = await started_streams([service.generate_stream(body.prompts[0], p, model) for p in choice_params])
+        return event_stream(sse_completion(model, answer_id, interleaved(streams)))
 
-    # Several prompts decode side by side (rows of one running batch); one failing cancels the rest.
-    try:
-        async with asyncio.TaskGroup() as group:
-            tasks = [group.create_task(answer_to(prompt)) for prompt in body.prompts]
-    except BaseExceptionGroup as failed:  # the first failure is the answer (a 4xx for bad input)
-        raise failed.exceptions[0] from None
-    results = [task.result() for task in tasks]
+    def answer_to(prompt: str, choice: SamplingParams):
+        if body.suffix is not None:
+            return unless_client_leaves(request, service.infill([prompt, body.suffix], choice, model), "infill")
+        return unless_client_leaves(request, service.generate(prompt, choice, model), "generate")
+
+    # Every prompt's n choices decode side by side (rows of one running batch); choice k of
+    # prompt i is index i * n + k, as OpenAI numbers them. One failing cancels the rest.
+    results = await gather_all([answer_to(prompt, choice) for prompt in body.prompts for choice in choice_params])
     choices = [CompletionChoice(text=r.text, index=i, finish_reason=r.finish_reason) for i, r in enumerate(results)]
-    usage = Usage(prompt_tokens=sum(r.prompt_tokens for r in results),
+    usage = Usage(prompt_tokens=sum(r.prompt_tokens for r in results[::body.n]),  # each prompt counted once
                   completion_tokens=sum(r.completion_tokens for r in results))
     answer = CompletionsResponse(id=answer_id, created=int(time.time()), model=model,
                                  choices=choices, usage=usage)
@@ -84,10 +83,11 @@ async def completions(body: CompletionsRequest, request: Request):
     return answer
 
 
-async def sse_completion(model: str, answer_id: str, chunks: AsyncIterator[StreamChunk]) -> AsyncIterator[str]:
+async def sse_completion(model: str, answer_id: str,
+                         chunks: AsyncIterator[tuple[int, StreamChunk]]) -> AsyncIterator[str]:
     created = int(time.time())
-    async for chunk in chunks:
-        choice = CompletionChoice(text=chunk.text, index=0, finish_reason=chunk.finish_reason)
+    async for index, chunk in chunks:
+        choice = CompletionChoice(text=chunk.text, index=index, finish_reason=chunk.finish_reason)
         event = CompletionsResponse(id=answer_id, created=created, model=model, choices=[choice])
         yield f"data: {event.model_dump_json()}\n\n"
     yield "data: [DONE]\n\n"

@@ -102,7 +102,7 @@ def test_unknown_model_is_404_naming_the_served_ids(sdk, tiny_chat_engine):
     ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]},
      ["only text parts", "image_url"]),
     ({"messages": []}, ["messages"]),
-    ({"messages": MESSAGES, "n": 2}, ["n"]),
+    ({"messages": MESSAGES, "n": 17}, ["n", "16"]),
     ({"messages": MESSAGES, "logprobs": True}, ["logprobs is not supported"]),
     ({"messages": MESSAGES, "tools": [{"type": "function", "function": {"name": "f"}}]}, ["tools"]),
     ({"messages": MESSAGES, "response_format": {"type": "json_object"}}, ["response_format"]),
@@ -147,3 +147,27 @@ async def test_chat_needs_the_api_key_when_one_is_set(tiny_chat_engine):
                                   headers={"Authorization": "Bearer k"})
     assert refused.status_code == 401 and allowed.status_code == 200
     assert allowed.json()["choices"][0]["message"]["role"] == "assistant"
+
+
+def test_n_choices_are_independent_samples_seeded_one_after_another(sdk, tiny_chat_engine):
+    answer = sdk.chat.completions.create(model="magnet", messages=MESSAGES, max_tokens=5, temperature=1.0,
+                                         seed=7, n=3)
+    want = [tiny_chat_engine.generate(rendered(tiny_chat_engine), SamplingParams(max_tokens=5, temperature=1.0,
+                                                                                 seed=7 + k)) for k in range(3)]
+    assert [c.index for c in answer.choices] == [0, 1, 2]
+    assert [c.message.content for c in answer.choices] == [w.text for w in want]
+    assert len({w.text for w in want}) > 1  # the seeds differ, so do the samples
+    assert answer.usage.prompt_tokens == want[0].prompt_tokens  # the prompt counted once
+    assert answer.usage.completion_tokens == sum(w.completion_tokens for w in want)
+
+
+def test_n_streamed_choices_interleave_and_each_adds_up(sdk):
+    kwargs = dict(model="magnet", messages=MESSAGES, max_tokens=5, temperature=1.0, seed=3, n=2)
+    whole = sdk.chat.completions.create(**kwargs)
+    chunks = list(sdk.chat.completions.create(**kwargs, stream=True, stream_options={"include_usage": True}))
+    roles = [c.choices[0].index for c in chunks if c.choices and c.choices[0].delta.role == "assistant"]
+    assert roles == [0, 1]
+    for k in range(2):
+        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices and c.choices[0].index == k)
+        assert text == whole.choices[k].message.content
+    assert chunks[-1].usage.completion_tokens == whole.usage.completion_tokens

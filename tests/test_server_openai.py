@@ -68,7 +68,7 @@ def test_models_lists_the_served_model_and_backends(sync_openai, tiny_engine):
 
 def test_sdk_sees_a_422_for_bad_parameters(sync_openai):
     with pytest.raises(UnprocessableEntityError, match="n"):
-        sync_openai.completions.create(model="magnet", prompt="x", n=2)
+        sync_openai.completions.create(model="magnet", prompt="x", n=17)
     with pytest.raises(UnprocessableEntityError, match="token-id"):
         sync_openai.embeddings.create(model="magnet", input=[[1, 2, 3]])
 
@@ -107,3 +107,22 @@ async def test_several_prompts_in_one_request_decode_side_by_side(tiny_engine):
         assert [c["text"] for c in choices] == alone and [c["index"] for c in choices] == [0, 1, 2]
         too_long = await http.post("/v1/completions", json={"prompt": ["fine", "word " * 5000], "max_tokens": 2})
         assert too_long.status_code == 422 and too_long.json()["error"]["code"] == "input_too_long"
+
+
+def test_n_choices_per_prompt_are_numbered_prompt_by_prompt(sync_openai, tiny_engine):
+    from magnet.sampling import SamplingParams
+
+    prompts = ["The quick brown", "Paris is"]
+    answer = sync_openai.completions.create(model="magnet", prompt=prompts, max_tokens=4, temperature=1.0,
+                                            seed=11, n=2)
+    want = [tiny_engine.generate(p, SamplingParams(max_tokens=4, temperature=1.0, seed=11 + k))
+            for p in prompts for k in range(2)]
+    assert [c.index for c in answer.choices] == [0, 1, 2, 3]
+    assert [c.text for c in answer.choices] == [w.text for w in want]
+    assert answer.usage.prompt_tokens == want[0].prompt_tokens + want[2].prompt_tokens
+    streamed = sync_openai.completions.create(model="magnet", prompt=prompts[0], max_tokens=4, temperature=1.0,
+                                              seed=11, n=2, stream=True)
+    pieces = {0: "", 1: ""}
+    for chunk in streamed:
+        pieces[chunk.choices[0].index] += chunk.choices[0].text
+    assert [pieces[0], pieces[1]] == [w.text for w in want[:2]]
