@@ -59,7 +59,7 @@ class Job:
     enqueued: float = field(default_factory=time.perf_counter)
     decode: bool = False  # `run` starts decodes that join the running batch
     model: str = ""  # decodes: the model whose running batch they join (one batch per model)
-    rows: int = 1  # decode rows it takes (best_of candidates)
+    rows: int = 1  # decode rows it takes (an infill: one per distinct candidate gap)
     emit: Callable[[Any], None] | None = None  # streaming decodes: partial output, on the worker thread
     cancelled: bool = False  # the caller left after the job left the queue
     started: float = 0.0  # when it left the queue for the model
