@@ -48,7 +48,7 @@ def evaluation_sentences(path: str | Path) -> set[str]:
         from magnet.tagging.conll import read_conll
 
         texts = [" ".join(s.words) for s in read_conll(path)]
-    elif first_line(path).count("\t") >= 6:
+    elif is_stsb_line(first_line(path)):
         texts = [t for a, b, _ in read_stsb(path) for t in (a, b)]
     elif is_roc_file(path):
         texts = [t for story in read_roc_stories(path) for t in story]
@@ -65,6 +65,8 @@ def read_paragraphs(path: str | Path, holdout_stories: int = 0) -> list[str]:
         return [" ".join(s) for s in stories[: max(len(stories) - holdout_stories, 0)]]
     if head.startswith("Quality"):
         return [text for a, b, _ in read_mrpc(path) for text in (a, b)]
+    if is_stsb_line(head):  # each sentence once (many pairs share one)
+        return list(dict.fromkeys(text for a, b, _ in read_stsb(path) for text in (a, b)))
     lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if is_paragraph(line)]
     return [detokenize_wikitext(line) for line in lines] if looks_like_wikitext(lines) else lines
 
@@ -119,6 +121,11 @@ def read_stsb(path: str | Path) -> list[tuple[str, str, float]]:
         if len(parts) >= 7:
             rows.append((parts[5], parts[6], float(parts[4])))
     return rows
+
+
+def is_stsb_line(line: str) -> bool:
+    """An STS-B row: genre, file, year, id, score, sentence 1, sentence 2 (tab-separated)."""
+    return line.count("\t") >= 6
 
 
 def is_roc_file(path: str | Path) -> bool:

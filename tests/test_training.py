@@ -171,6 +171,15 @@ def test_wikitext_spacing_is_undone_before_training():
                                         'director\'s "bold" choice.')
 
 
+def test_stsb_files_train_as_their_sentences_each_once(tmp_path):
+    from magnet.datasets import read_paragraphs
+
+    stsb = tmp_path / "sts-train.csv"
+    stsb.write_text('main-captions\tMSRvid\t2012test\t0001\t5.000\tA plane is taking off.\tAn air plane is taking off.\n'
+                    'main-news\theadlines\t2013\t0002\t1.0\tA plane is taking off.\tHe said "yes.\textra\tfields\n')
+    assert read_paragraphs(stsb) == ["A plane is taking off.", "An air plane is taking off.", 'He said "yes.']
+
+
 def test_sscl_positives_sit_on_the_diagonal():
     anchors = torch.randn(4, 8)
     right = info_nce(anchors, anchors + 0.01 * torch.randn(4, 8), 0.1)
