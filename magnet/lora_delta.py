@@ -16,15 +16,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import shutil
 from pathlib import Path
 
 import torch
 
 from magnet.embedded import cache_dir
-from magnet.merged import update_with_files
+from magnet.merged import update_with_files, written_atomically
 
 WEIGHTS_FILE = "adapter_model.safetensors"
 CONFIG_FILE = "adapter_config.json"
@@ -95,14 +93,6 @@ def write_delta(merged_adapter: Path, target_adapter: Path | None, target: Path)
               "target_modules": targets, "lora_dropout": 0.0, "bias": "none", "fan_in_fan_out": False,
               "base_model_name_or_path": merged_config.get("base_model_name_or_path"),
               "use_rslora": False, "use_dora": False, "modules_to_save": None}
-    tmp = target.with_name(f"{target.name}.tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    save_file(tensors, str(tmp / WEIGHTS_FILE))
-    (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
-    try:
-        tmp.rename(target)
-    except OSError:  # a concurrent writer won the race: keep its copy
-        if not (target / CONFIG_FILE).is_file():
-            raise
-        shutil.rmtree(tmp, ignore_errors=True)
+    with written_atomically(target, CONFIG_FILE) as tmp:
+        save_file(tensors, str(tmp / WEIGHTS_FILE))
+        (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
