@@ -231,6 +231,11 @@ def test_killed_and_resumed_run_matches_an_uninterrupted_one(tiny_model_dir, dat
     interrupted = straight.with_(output=str(tmp_path / "resumed"))
     assert train(interrupted, progress=False, stop_after=3) is None  # ends at step 3, like a kill
     assert not (tmp_path / "resumed" / "adapter").exists()
+    # a checkpoint's adapter carries its manifest: a later phase started from it knows its steps
+    from magnet.manifest import AdapterManifest
+
+    checkpoint = AdapterManifest.load(tmp_path / "resumed" / "checkpoints" / "step-000003" / "adapter")
+    assert checkpoint.steps == 3 and checkpoint.data == [data_file.name]
     train(interrupted, resume=True, progress=False)
     a = [json.loads(line) for line in (tmp_path / "straight" / "log.jsonl").read_text().splitlines()]
     b = [json.loads(line) for line in (tmp_path / "resumed" / "log.jsonl").read_text().splitlines()]

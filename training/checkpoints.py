@@ -32,11 +32,15 @@ def replace_dir(tmp: Path, target: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def save_checkpoint(output: Path, step: int, model, optimizer) -> Path:
+def save_checkpoint(output: Path, step: int, model, optimizer, manifest: AdapterManifest | None = None) -> Path:
+    """checkpoints/step-N/: the adapter (with its manifest, so a later phase started from it
+    knows what it is) and the optimizer state for --resume."""
     target = output / "checkpoints" / f"step-{step:06d}"
     tmp = target.with_name(target.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp / "adapter")
+    if manifest is not None:
+        manifest.save(tmp / "adapter")
     torch.save({"optimizer": optimizer.state_dict(), "step": step}, tmp / "optimizer.pt")
     replace_dir(tmp, target)
     for stale in sorted((output / "checkpoints").glob("step-??????"))[:-KEEP_CHECKPOINTS]:

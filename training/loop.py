@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 from magnet.loading import ModelSpec, attach_adapter, load_model
-from magnet.training.checkpoints import latest_checkpoint, save_checkpoint, write_adapter
+from magnet.training.checkpoints import latest_checkpoint, manifest_for, save_checkpoint, write_adapter
 from magnet.training.config import TrainConfig
 from magnet.training.corpus import Corpus
 from magnet.training.objectives import ViewBatch, collate_views, info_nce, label_nll
@@ -250,7 +250,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True,
             # the main process's work; the others wait on a barrier that cannot time out
             # their next all-reduce, however long the quality check takes
             if main and (checkpoint_due or stopping):
-                save_checkpoint(output, step + 1, model, optimizer)
+                save_checkpoint(output, step + 1, model, optimizer, manifest_for(config, loaded, step + 1))
             if main and eval_due:
                 run_quality_check(config, loaded, model, step + 1)
             wait_for_main()
