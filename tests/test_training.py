@@ -308,3 +308,44 @@ def test_a_second_phase_records_the_first_in_its_manifest(tmp_path, tiny_loaded)
     plain = tmp_path / "plain"
     plain.mkdir()
     assert earlier_phase(str(plain)) == {"name": "plain"}
+
+
+def test_interpolated_adapters_mix_their_factors_and_record_the_mix(tiny_model_dir, data_file, tmp_path):
+    from safetensors.torch import load_file
+
+    from magnet.engine import Engine
+    from magnet.loading import ModelSpec
+    from magnet.manifest import AdapterManifest
+    from magnet.training.interpolate import interpolate_adapters
+
+    end = train(tiny_config(tiny_model_dir, data_file, tmp_path, max_steps=4), progress=False)
+    start = tmp_path / "run" / "checkpoints" / "step-000002" / "adapter"
+    a, b = load_file(start / "adapter_model.safetensors"), load_file(end / "adapter_model.safetensors")
+    assert any(not torch.equal(a[k], b[k]) for k in a)
+    for toward in (0.0, 0.25, 1.0):
+        mix = load_file(interpolate_adapters(start, end, toward, tmp_path / f"mix{toward}") / "adapter_model.safetensors")
+        for k in a:
+            torch.testing.assert_close(mix[k], (1 - toward) * a[k] + toward * b[k], atol=1e-6, rtol=0)
+    manifest = AdapterManifest.load(tmp_path / "mix0.25")
+    assert manifest.extra["interpolated"] == {"toward": 0.25, "start": {"name": "adapter", "steps": 2,
+                                                                         "data": ["text.txt"], **{
+        k: v for k, v in AdapterManifest.load(start).extra.items() if k != "quality"}}}
+    assert "quality" not in manifest.extra and manifest.steps == 4
+    texts = ["A fox runs.", "The cat sleeps on the mat."]  # the end itself, through the one loader
+    same = Engine.from_spec(ModelSpec(model=str(tiny_model_dir), adapter=str(tmp_path / "mix1.0"), device="cpu"))
+    ref = Engine.from_spec(ModelSpec(model=str(tiny_model_dir), adapter=str(end), device="cpu"))
+    torch.testing.assert_close(same.embed(texts).embeddings, ref.embed(texts).embeddings)
+
+
+def test_adapters_of_different_shapes_are_not_interpolated(tiny_model_dir, data_file, tmp_path):
+    from magnet.training.interpolate import interpolate_adapters
+
+    r4 = train(tiny_config(tiny_model_dir, data_file, tmp_path, max_steps=1, lora_r=4,
+                           output=str(tmp_path / "r4")), progress=False)
+    r8 = train(tiny_config(tiny_model_dir, data_file, tmp_path, max_steps=1, lora_r=8,
+                           output=str(tmp_path / "r8")), progress=False)
+    with pytest.raises(SystemExit, match=r"cannot be interpolated: r: 4 != 8"):
+        interpolate_adapters(r4, r8, 0.5, tmp_path / "mix")
+    with pytest.raises(SystemExit, match="--toward 1.5"):
+        interpolate_adapters(r8, r8, 1.5, tmp_path / "mix")
+    assert not (tmp_path / "mix").exists()
