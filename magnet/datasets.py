@@ -5,6 +5,8 @@ Formats read (by content, not by name):
                   WikiText's tokenized spacing ` @-@ `, ` , `, ` .` undone: see detokenize_wikitext)
     ROC Stories   CSV with an `InputStoryid` header: a story = sentences 1-4 + the right ending
     MRPC          TSV with a `Quality` header: both strings are text, Quality=1 rows are pairs
+    STS-B         TSV rows of genre, file, year, id, score, sentence 1, sentence 2 (no header):
+                  both sentences are text; as pairs, rows scored >= STSB_PAIR_SCORE are positives
 """
 from __future__ import annotations
 
@@ -99,11 +101,19 @@ def read_mrpc(path: str | Path) -> list[tuple[str, str, int]]:
     return rows
 
 
+# STS-B's 4: "mostly equivalent, but some unimportant details differ"; 5: "completely equivalent".
+STSB_PAIR_SCORE = 4.0
+
+
 def read_pairs(path: str | Path) -> list[tuple[str, str]]:
-    """Positive pairs: MRPC paraphrases (Quality=1), or plain `a<TAB>b` lines."""
+    """Positive pairs: MRPC paraphrases (Quality=1), STS-B rows scored >= STSB_PAIR_SCORE,
+    or plain `a<TAB>b` lines."""
     path = Path(path)
-    if first_line(path).startswith("Quality"):
+    head = first_line(path)
+    if head.startswith("Quality"):
         return [(a, b) for a, b, q in read_mrpc(path) if q == 1]
+    if is_stsb_line(head):
+        return [(a, b) for a, b, score in read_stsb(path) if score >= STSB_PAIR_SCORE]
     pairs = []
     for line in path.read_text(encoding="utf-8").splitlines():
         parts = line.split("\t")
