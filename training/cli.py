@@ -28,6 +28,8 @@ FLAGS = {  # flag -> (config field, type, help)
     "--switch-at": ("switch_at", float, "fraction of steps before the SSCL weight switches on (paper 0.81)"),
     "--mask-token": ("mask_token", str, "MNTP mask token when the tokenizer has none (paper '_')"),
     "--augmenter": ("augmenter", str, "SSCL positives for unpaired lines: word_dropout | dropout"),
+    "--min-sscl-words": ("min_sscl_words", int, "paragraphs of more words than this are SSCL texts too, "
+                         "with augmented positives (paper 20; 1000000: --pairs only)"),
     "--gap-jitter": ("gap_jitter", float, "stretch span-to-suffix distances to m*U(1, 1+j) (0: exact)"),
     "--trailing-rate": ("trailing_rate", float, "share of examples whose last span ends the text"),
     "--sentence-rate": ("sentence_rate", float, "share of examples whose first span is one whole sentence"),
