@@ -180,7 +180,6 @@ def test_stsb_files_train_as_their_sentences_each_once(tmp_path):
     assert read_paragraphs(stsb) == ["A plane is taking off.", "An air plane is taking off.", 'He said "yes.']
 
 
-
 def test_stsb_rows_scored_4_or_more_are_sscl_pairs(tmp_path):
     from magnet.datasets import read_pairs
 
@@ -189,6 +188,7 @@ def test_stsb_rows_scored_4_or_more_are_sscl_pairs(tmp_path):
                     'main-news\theadlines\t2013\t0002\t3.8\tA man plays.\tA man sings.\n'
                     'main-news\theadlines\t2013\t0003\t4.0\tHe left.\tHe went away.\textra\tfields\n')
     assert read_pairs(stsb) == [("A plane is taking off.", "An air plane is taking off."), ("He left.", "He went away.")]
+
 
 def test_sscl_positives_sit_on_the_diagonal():
     anchors = torch.randn(4, 8)

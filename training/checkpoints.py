@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -32,6 +33,19 @@ def replace_dir(tmp: Path, target: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def publish(target: Path, fill: Callable[[Path], None]) -> Path:
+    """`fill(tmp)` writes an adapter dir beside `target`, which then replaces it in one rename,
+    world-readable (a container's non-root user must read a mounted adapter)."""
+    target = Path(target)
+    tmp = target.with_name(target.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    fill(tmp)
+    make_readable([tmp, *tmp.rglob("*")])
+    replace_dir(tmp, target)
+    return target
+
+
 def save_checkpoint(output: Path, step: int, model, optimizer, manifest: AdapterManifest | None = None) -> Path:
     """checkpoints/step-N/: the adapter (with its manifest, so a later phase started from it
     knows what it is) and the optimizer state for --resume."""
@@ -51,15 +65,13 @@ def save_checkpoint(output: Path, step: int, model, optimizer, manifest: Adapter
 def write_adapter(output: Path, model, loaded, config, steps: int) -> Path:
     """The standard peft adapter dir plus magnet.json, named after the base only
     (no local paths)."""
-    target = output / "adapter"
-    tmp = output / "adapter.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
     model.peft_config["default"].base_model_name_or_path = loaded.base.name
-    model.save_pretrained(tmp)
-    manifest_for(config, loaded, steps).save(tmp)
-    make_readable([tmp, *tmp.rglob("*")])  # a container's non-root user must read a mounted adapter
-    replace_dir(tmp, target)
-    return target
+
+    def fill(tmp: Path) -> None:
+        model.save_pretrained(tmp)
+        manifest_for(config, loaded, steps).save(tmp)
+
+    return publish(output / "adapter", fill)
 
 
 def manifest_for(config, loaded, steps: int) -> AdapterManifest:

@@ -18,7 +18,8 @@ import shutil
 from dataclasses import replace
 from pathlib import Path
 
-from magnet.training.ship import KEPT_FILES, WEIGHTS, publish, require_adapter
+from magnet.lora_delta import CONFIG_FILE, WEIGHTS_FILE
+from magnet.training.ship import require_adapter
 
 # adapter_config.json fields that must agree for the factors to be the same shapes and scales
 MATCHING_FIELDS = ("peft_type", "r", "lora_alpha", "target_modules", "use_dora", "use_rslora",
@@ -26,14 +27,13 @@ MATCHING_FIELDS = ("peft_type", "r", "lora_alpha", "target_modules", "use_dora",
 
 
 def peft_config(adapter: Path) -> dict:
-    path = adapter / "adapter_config.json"
-    if not path.is_file() or not (adapter / WEIGHTS).is_file():
-        raise SystemExit(f"{adapter} is not a LoRA adapter: it needs {WEIGHTS} and adapter_config.json")
+    path = adapter / CONFIG_FILE
+    if not path.is_file() or not (adapter / WEIGHTS_FILE).is_file():
+        raise SystemExit(f"{adapter} is not a LoRA adapter: it needs {WEIGHTS_FILE} and {CONFIG_FILE}")
     return json.loads(path.read_text())
 
 
-def require_same_shape(start: Path, end: Path, a: dict, b: dict) -> None:
-    config_a, config_b = peft_config(start), peft_config(end)
+def require_same_shape(start: Path, end: Path, config_a: dict, config_b: dict, a: dict, b: dict) -> None:
     differ = [f"{f}: {config_a.get(f)!r} != {config_b.get(f)!r}" for f in MATCHING_FIELDS
               if _canonical(config_a.get(f)) != _canonical(config_b.get(f))]
     if a.keys() != b.keys():
@@ -54,24 +54,23 @@ def interpolate_adapters(start: Path, end: Path, toward: float, target: Path) ->
     from safetensors.torch import load_file, save_file
 
     from magnet.manifest import AdapterManifest
-    from magnet.training.checkpoints import earlier_phase
+    from magnet.training.checkpoints import earlier_phase, publish
 
     start, end = Path(start), Path(end)
     if not 0.0 <= toward <= 1.0:
         raise SystemExit(f"--toward {toward}: use a fraction from 0 (the start) to 1 (the end)")
     require_adapter(end)
-    a, b = load_file(start / WEIGHTS), load_file(end / WEIGHTS)
-    require_same_shape(start, end, a, b)
+    config_a, config_b = peft_config(start), peft_config(end)  # both checked before any weights load
+    a, b = load_file(start / WEIGHTS_FILE), load_file(end / WEIGHTS_FILE)
+    require_same_shape(start, end, config_a, config_b, a, b)
     manifest = AdapterManifest.load(end)
     extra = {k: v for k, v in manifest.extra.items() if k != "quality"}
     mixed = replace(manifest, extra={**extra, "interpolated": {"toward": toward, "start": earlier_phase(str(start))}})
 
     def fill(tmp: Path) -> None:
         tensors = {k: ((1.0 - toward) * a[k].float() + toward * b[k].float()).contiguous() for k in a}
-        save_file(tensors, tmp / WEIGHTS, metadata={"format": "pt"})
-        for name in KEPT_FILES:
-            if name != "magnet.json":
-                shutil.copy2(end / name, tmp / name)
+        save_file(tensors, tmp / WEIGHTS_FILE, metadata={"format": "pt"})
+        shutil.copy2(end / CONFIG_FILE, tmp / CONFIG_FILE)
         mixed.save(tmp)
 
     return publish(target, fill)
