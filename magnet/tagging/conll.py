@@ -29,27 +29,34 @@ def finish(words: list[str], columns: list[list[str]]) -> Sentence:
     return Sentence(words, tags)
 
 
-def read_conll(path: str | Path, max_sentences: int | None = None) -> list[Sentence]:
-    """The first `max_sentences` sentences of a CoNLL-2003 file (all if None)."""
+def read_conll(path: str | Path, max_sentences: int | None = None, split: str | None = None) -> list[Sentence]:
+    """The first `max_sentences` sentences of a CoNLL-2003 file (all if None), of the documents
+    in `split` (magnet.splits; None: every document). A document's key is its number in the file."""
+    from magnet.splits import keep
+
     path = Path(path)
     sentences: list[Sentence] = []
     words: list[str] = []
     columns: list[list[str]] = []
+    document = 0
+    kept = keep(path, "0", split)
     with path.open(encoding="utf-8") as lines:
         for number, line in enumerate(lines, 1):
             if max_sentences is not None and len(sentences) >= max_sentences:
                 break
             line = line.strip()
             if line.startswith("-DOCSTART-"):
+                document += 1
+                kept = keep(path, str(document), split)
                 continue
             if not line:
-                if words:
+                if words and kept:
                     sentences.append(finish(words, columns))
                 words, columns = [], []
                 continue
             word, tags = parse_line(line, path, number)
             words.append(word)
             columns.append(tags)
-    if words and (max_sentences is None or len(sentences) < max_sentences):
+    if words and kept and (max_sentences is None or len(sentences) < max_sentences):
         sentences.append(finish(words, columns))
     return sentences
