@@ -24,7 +24,7 @@ from magnet.layout import embedding_ids, infill_layout, split_trailing_spaces
 from magnet.limits import prompt_token_ids, require_fits, require_max_tokens
 from magnet.loading import LoadedModel, ModelSpec, load_model
 from magnet.manifest import DEFAULT_INSTRUCTION
-from magnet.masks import AttentionMode, positions_from_padding, roles_for_mode
+from magnet.masks import AttentionMode, context_mode, positions_from_padding, roles_for_mode
 from magnet.pooling import shifted_token_states, word_means, word_membership
 from magnet.sampling import INFILL_DEFAULTS, Completion, InfillCompletion, SamplingParams, StreamChunk
 
@@ -70,6 +70,7 @@ class Engine:
         self.anchor_id = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
         self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
         self.gap_range = trained_gap_range(loaded.manifest)
+        self.infill_context = infill_context_mode(loaded.manifest)
 
     @classmethod
     def from_spec(cls, spec: ModelSpec = ModelSpec(), config: EngineConfig = EngineConfig()) -> "Engine":
@@ -167,7 +168,8 @@ class Engine:
 
     @torch.inference_mode()
     def start_infill(self, requests: list[list[str]], params: list[SamplingParams]) -> DecodeBatch:
-        """Prefill the context of every request's candidates (bidirectional): a batch of
+        """Prefill the context of every request's candidates (read as the adapter was trained:
+        bidirectional, or left to right — `infill_context_mode`): a batch of
         InfillDecodes, one per request, ready to step or to join a running batch."""
         plans = [(i, gap, candidate_params(p, k))  # one row per candidate
                  for i, p in enumerate(params) for k, gap in enumerate(self.candidate_gaps(p))]
@@ -182,7 +184,7 @@ class Engine:
             candidates[i].append((lay, spans))
         decodes = [InfillDecode(segments, rows, self.causal_logprobs) for segments, rows in zip(requests, candidates)]
         return self.prefill([lay.ids for lay in layouts], [lay.positions for lay in layouts],
-                            AttentionMode.BIDIRECTIONAL, starts, decodes)
+                            self.infill_context, starts, decodes)
 
     def prefill(self, rows: list[list[int]], positions: list[list[int]], mode: AttentionMode,
                 starts: list[tuple[Span, int]], decodes: list) -> DecodeBatch:
@@ -294,6 +296,13 @@ LEGACY_GAP_RANGE = (1, 32)  # adapters whose manifest predates `gap_distance`, a
 def trained_gap_range(manifest) -> tuple[int, int]:
     distance = manifest.objectives.get("msg", {}).get("gap_distance") if manifest else None
     return tuple(distance) if distance else LEGACY_GAP_RANGE
+
+
+def infill_context_mode(manifest) -> AttentionMode:
+    """How a hybrid fill reads its context: as the adapter's MSG views did (manifest
+    `objectives.msg.context`); bidirectional for adapters that predate the setting (the paper)."""
+    reading = manifest.objectives.get("msg", {}).get("context", "bidirectional") if manifest else "bidirectional"
+    return context_mode(reading)
 
 
 def require_texts(texts) -> None:

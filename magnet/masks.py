@@ -1,15 +1,20 @@
 """The attention mask is data: one function builds it from per-token roles.
 
 Every token carries a role (an int):
-    PAD     (-1)  padding: seen by no real token
-    CONTEXT  (0)  sees every context token, in both directions
-    span k  (>=1) sees every context token and the tokens of span k at or before
-                  its own text position; never later span tokens, never other spans
+    PAD           (-1)  padding: seen by no real token
+    CONTEXT        (0)  sees every context token, in both directions
+    LEFT_CONTEXT  (-2)  context read left to right: sees the context tokens at or before its
+                        own text position (the base model's pretrained reading), never spans
+    span k        (>=1) sees every context token (both kinds, whole) and the tokens of span k
+                        at or before its own text position; never later span tokens, never
+                        other spans
 
 The three attention modes of MAGNET are three ways of filling the roles:
     bidirectional   every real token is CONTEXT
     causal          every real token belongs to span 1 (so causal is "all span")
-    hybrid          context around one or more spans (paper Fig. 2c/2d)
+    hybrid          context around one or more spans (paper Fig. 2c/2d); its context is
+                    CONTEXT (the paper) or LEFT_CONTEXT (an adapter trained so: the context
+                    keeps its causal reading and only the spans read the text after them)
 
 Order inside a span follows position ids (the text order), not the physical
 slot, so span tokens may sit anywhere in the tensor (for example after the
@@ -26,12 +31,29 @@ import torch
 
 PAD = -1
 CONTEXT = 0
+LEFT_CONTEXT = -2
 
 
 class AttentionMode(str, Enum):
     CAUSAL = "causal"
     BIDIRECTIONAL = "bidirectional"
     HYBRID = "hybrid"
+    LEFT_CONTEXT = "left_context"  # every real token LEFT_CONTEXT: a hybrid prefill of causal context
+
+
+# How the context of a hybrid view is read, as an adapter's manifest names it -> the context role
+CONTEXT_READINGS = {"bidirectional": CONTEXT, "causal": LEFT_CONTEXT}
+
+
+def context_mode(reading: str) -> "AttentionMode":
+    """The prefill mode of a hybrid view's context, from its manifest name (CONTEXT_READINGS)."""
+    if reading not in CONTEXT_READINGS:
+        raise ValueError(f"unknown context reading {reading!r}: choose one of {', '.join(CONTEXT_READINGS)}")
+    return AttentionMode.LEFT_CONTEXT if CONTEXT_READINGS[reading] == LEFT_CONTEXT else AttentionMode.BIDIRECTIONAL
+
+
+# The role of every real token of a whole-sequence mode (causal: all one span)
+MODE_ROLES = {AttentionMode.BIDIRECTIONAL: CONTEXT, AttentionMode.LEFT_CONTEXT: LEFT_CONTEXT, AttentionMode.CAUSAL: 1}
 
 
 def allowed_attention(
@@ -46,7 +68,9 @@ def allowed_attention(
     q_pos = query_positions[:, :, None]
     k_pos = key_positions[:, None, :]
     q_real = q_role != PAD
-    sees_context = (k_role == CONTEXT) & q_real
+    k_context = (k_role == CONTEXT) | (k_role == LEFT_CONTEXT)
+    # a LEFT_CONTEXT query reads context up to its own position; every other real query all of it
+    sees_context = k_context & q_real & ((q_role != LEFT_CONTEXT) | (k_pos <= q_pos))
     sees_own_span = (q_role >= 1) & (k_role == q_role) & (k_pos <= q_pos)
     # Padding queries see everything: their outputs are discarded, and a row of
     # all -inf would turn the softmax into NaN.
@@ -78,7 +102,7 @@ def roles_for_mode(mode: AttentionMode | str, padding_mask: torch.Tensor) -> tor
     mode = AttentionMode(mode)
     if mode is AttentionMode.HYBRID:
         raise ValueError("hybrid roles depend on where the spans are: build them explicitly")
-    real_role = CONTEXT if mode is AttentionMode.BIDIRECTIONAL else 1
+    real_role = MODE_ROLES[mode]
     roles = torch.full(padding_mask.shape, PAD, dtype=torch.long, device=padding_mask.device)
     return roles.masked_fill(padding_mask.bool(), real_role)
 

@@ -81,22 +81,31 @@ def manifest_for(config, loaded, steps: int) -> AdapterManifest:
         instruction=config.instruction,
         pooling="last_token",
         objectives={
-            "mntp": {"mask_rate": config.mask_rate},
+            "mntp": {"mask_rate": config.mask_rate, "view_rate": config.mntp_view_rate},
             "sscl": {"temperature": config.temperature, "augmenter": config.augmenter,
                      "pairs": [Path(p).name for p in config.pairs]},
             "msg": {"max_spans": config.max_spans, "span_range": list(config.span_range()),
                     "causal_rate": config.causal_rate, "gap_jitter": config.gap_jitter,
                     "trailing_rate": config.trailing_rate, "sentence_rate": config.sentence_rate,
-                    "gap_distance": list(config.gap_distance())},
+                    "gap_distance": list(config.gap_distance()), "context": config.context},
             "weights": {"before": list(config.weights_before), "after": list(config.weights_after),
                         "switch_at": config.switch_at},
         },
         steps=steps,
-        data=[Path(p).name for p in config.data],
+        data=training_data_records(config),
         extra={"lora": {"r": config.lora_r, "alpha": config.lora_alpha, "targets": list(config.lora_targets)},
                "max_length": config.max_length, "batch_size": config.batch_size, "lr": config.lr,
                **({"init_adapter": earlier_phase(config.init_adapter)} if config.init_adapter else {})},
     )
+
+
+def training_data_records(config) -> list[dict]:
+    """Each file training read (text and pairs), with its content hash and the split read
+    (magnet.splits): what an evaluation checks its own rows against."""
+    from magnet.splits import TRAIN, data_record
+
+    paths = list(dict.fromkeys([*config.data, *config.pairs]))
+    return [data_record(path, TRAIN) for path in paths]
 
 
 def earlier_phase(init_adapter: str) -> dict:

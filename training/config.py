@@ -19,13 +19,14 @@ class TrainConfig:
     output: str = "runs/magnet"
     model: str | None = None  # None = the embedded default
     init_adapter: str | None = None  # start from this adapter (a second phase) instead of a fresh LoRA
-    holdout_stories: int = 200  # last ROC stories kept out of training for the infill check
-    exclude: tuple[str, ...] = ()  # evaluation files whose sentences must never be trained on (+ stsb_dev)
+    exclude: tuple[str, ...] = ()  # files whose sentences must never be trained on (+ select_stsb)
 
     # sequence views
     max_length: int = 512  # tokens per MNTP/MSG example (paper 512)
     mask_token: str = "_"  # used when the tokenizer has no mask token
     mask_rate: float = 0.20  # of context tokens; then 80% mask / 10% random / 10% kept
+    context: str = "bidirectional"  # how MSG views read their context: bidirectional (paper) | causal
+    mntp_view_rate: float = 0.0  # with causal context: share of examples that are MNTP-only bidirectional views
     max_spans: int = 2
     span_min: int = 4  # paper: 4..128 at length 512; scaled by max_length / 512
     span_max: int = 128
@@ -65,16 +66,16 @@ class TrainConfig:
     gradient_checkpointing: bool = False
     seed: int = 0
     device: str | None = None
-    dtype: str | None = None  # None: bf16 where the hardware has it, fp32 on CPU
+    dtype: str | None = None  # None: bf16 autocast where the hardware has native bf16 (magnet.hardware), else fp32
 
     # bookkeeping
     checkpoint_every: int = 50
     dist_timeout_s: float = 1800.0  # data parallel: a collective (all-reduce) waiting longer fails the run
     main_wait_s: float = 7200.0  # data parallel: how long the others wait for a checkpoint + quality check
     eval_every: int = 0  # 0 = only at the end
-    eval_pairs: int = 0  # STS-B dev pairs for the quality check (0 = all)
-    eval_stories: int = 200
-    stsb_dev: str = ""
+    eval_pairs: int = 0  # STS-B select pairs for the quality check (0 = all)
+    eval_stories: int = 200  # ROC select stories for the quality check
+    select_stsb: str = ""  # STS-B file whose *select* split the quality check scores (sts-train.csv)
     quality_check: bool = True
     extra: dict = field(default_factory=dict)
 

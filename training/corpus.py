@@ -13,6 +13,7 @@ import random
 from dataclasses import dataclass
 
 from magnet.datasets import evaluation_sentences, normalized, read_pairs, read_paragraphs
+from magnet.splits import TRAIN
 from magnet.layout import embedding_ids
 from magnet.training.augment import get_augmenter
 from magnet.training.config import TrainConfig
@@ -44,10 +45,11 @@ class Corpus:
         if not config.data:
             raise ValueError("no training text: pass --data FILE (plain text, one paragraph per line)")
         held_out = excluded_sentences(config)
-        paragraphs = [p for path in config.data for p in read_paragraphs(path, config.holdout_stories)]
+        # only the train split of each file (magnet.splits): select chooses, report reports
+        paragraphs = [p for path in config.data for p in read_paragraphs(path, TRAIN)]
         paragraphs = [p for p in paragraphs if normalized(p) not in held_out]
         chunks = chunk_tokens(paragraphs, tokenizer, config.max_length - 2)
-        pairs: list[tuple[str, str | None]] = [pair for path in config.pairs for pair in read_pairs(path)
+        pairs: list[tuple[str, str | None]] = [pair for path in config.pairs for pair in read_pairs(path, TRAIN)
                                                if not held_out & {normalized(pair[0]), normalized(pair[1])}]
         pairs += [(p, None) for p in paragraphs if len(p.split()) > config.min_sscl_words]
         instruction_ids = tokenizer(config.instruction, add_special_tokens=False)["input_ids"]
@@ -93,9 +95,12 @@ class Corpus:
 
 
 def excluded_sentences(config: TrainConfig) -> set[str]:
-    """Normalized sentences of every evaluation file: never trained on (no leakage into the table)."""
-    paths = [*config.exclude, *([config.stsb_dev] if config.stsb_dev else [])]
-    return set().union(*(evaluation_sentences(p) for p in paths)) if paths else set()
+    """Normalized sentences never trained on, even where another file repeats them: every
+    sentence of the `exclude` files, and of the select split the quality check scores."""
+    from magnet.splits import SELECT
+
+    sentences = set().union(*(evaluation_sentences(p) for p in config.exclude)) if config.exclude else set()
+    return sentences | (evaluation_sentences(config.select_stsb, SELECT) if config.select_stsb else set())
 
 
 def chunk_tokens(paragraphs: list[str], tokenizer, size: int) -> list[list[int]]:

@@ -54,7 +54,15 @@ def view_spec(config: TrainConfig, tokenizer, vocab_size: int) -> ViewSpec:
         causal_rate=config.causal_rate, gap_jitter=config.gap_jitter, trailing_rate=config.trailing_rate,
         special_ids=frozenset(tokenizer.all_special_ids),
         sentence_rate=config.sentence_rate, sentence_end_ids=sentence_end_ids(tokenizer),
+        context_role=context_role(config.context), mntp_view_rate=config.mntp_view_rate,
     )
+
+
+def context_role(reading: str) -> int:
+    from magnet.masks import CONTEXT_READINGS, context_mode
+
+    context_mode(reading)  # refuses an unknown reading by name
+    return CONTEXT_READINGS[reading]
 
 
 def sentence_end_ids(tokenizer) -> frozenset:

@@ -1,14 +1,17 @@
-"""The built-in quality check: adapted model vs its base, side by side.
+"""The built-in quality check: adapted model vs its base, side by side, on *select* data only
+(magnet.splits: the data every training choice reads; never the reported split).
 
-    STS-B dev Spearman (cosine of last-token embeddings, with the instruction)
-    ROC Stories infill PPL of the removed middle sentence: hybrid (adapted)
-    vs left-to-right (base), on stories held out from training
+    STS-B Spearman on the select pairs of `select_stsb` (cosine of last-token embeddings)
+    ROC Stories PPL of the removed middle sentence on select stories: the adapted hybrid
+    fill, the adapted model left to right, and the base left to right
 """
 from __future__ import annotations
 
-from magnet.datasets import is_roc_file, read_stsb
+from magnet.datasets import is_roc_file, read_roc_stories, read_stsb
 from magnet.engine import Engine, EngineConfig
-from magnet.evaluation.infill import heldout_stories, infill_perplexity
+from magnet.evaluation.infill import infill_perplexity
+from magnet.masks import context_mode
+from magnet.splits import SELECT
 from magnet.evaluation.sts import stsb_spearman
 from magnet.loading import LoadedModel
 
@@ -22,8 +25,10 @@ def quality_report(config, loaded: LoadedModel, model) -> dict:
         adapted = Engine(LoadedModel(model, loaded.tokenizer, loaded.base_path, loaded.base, None, None),
                          EngineConfig(max_length=config.sscl_max_length))
         report = scores(config, adapted, hybrid=True, prefix="adapted")
+        report.update({k: v for k, v in scores(config, adapted, hybrid=False, prefix="adapted").items()
+                       if "roc" in k})
         with model.disable_adapter():
-            key = (str(loaded.base_path), config.stsb_dev, config.eval_pairs, config.eval_stories)
+            key = (str(loaded.base_path), config.select_stsb, config.eval_pairs, config.eval_stories)
             if key not in _BASE_CACHE:
                 _BASE_CACHE[key] = scores(config, adapted, hybrid=False, prefix="base")
         report.update(_BASE_CACHE[key])
@@ -34,12 +39,13 @@ def quality_report(config, loaded: LoadedModel, model) -> dict:
 
 def scores(config, engine: Engine, hybrid: bool, prefix: str) -> dict:
     report = {}
-    if config.stsb_dev:
-        rows = read_stsb(config.stsb_dev)[: config.eval_pairs or None]
+    if config.select_stsb and hybrid:
+        rows = read_stsb(config.select_stsb, SELECT)[: config.eval_pairs or None]
         report[f"{prefix}_stsb_spearman"] = round(stsb_spearman(engine, rows, config.instruction), 2)
     roc = [p for p in config.data if is_roc_file(p)]
     if roc and config.eval_stories:
-        stories = heldout_stories(roc[0], min(config.eval_stories, config.holdout_stories))
-        ppl = infill_perplexity(engine.model, engine.tokenizer, engine.anchor_id, stories, hybrid=hybrid)
+        stories = read_roc_stories(roc[0], SELECT)[: config.eval_stories]
+        ppl = infill_perplexity(engine.model, engine.tokenizer, engine.anchor_id, stories, hybrid=hybrid,
+                                context=context_mode(config.context))
         report[f"{prefix}_roc_ppl_{'hybrid' if hybrid else 'causal'}"] = round(ppl, 2)
     return report

@@ -4,6 +4,10 @@
     spans     = up to `max_spans` runs of span tokens (roles 1, 2), the rest context (role 0)
     MNTP      = 20% of context tokens selected: 80% -> mask token, 10% -> random, 10% kept;
                 the output at l-1 predicts the original token at l (context predictors only)
+    context   = bidirectional (the paper), or read left to right (`context_role` LEFT_CONTEXT):
+                then only span tokens read the text after them, MNTP's context labels are
+                clean next-token labels, and `mntp_view_rate` of the examples are MNTP-only
+                bidirectional views (the reading embeddings and tags use)
     MSG       = each span token is predicted by the output before it; the span's last
                 token predicts the token after the span (how decoding learns to stop)
     causal    = with probability `causal_rate` the whole sequence is one span: plain
@@ -26,7 +30,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-from magnet.masks import CONTEXT
+from magnet.masks import CONTEXT, LEFT_CONTEXT
 
 MNTP, MSG = 0, 1
 
@@ -56,19 +60,34 @@ class ViewSpec:
     special_ids: frozenset = frozenset()
     sentence_rate: float = 0.0
     sentence_end_ids: frozenset = frozenset()  # tokens that end a sentence ('.', '!', '?', '."' ...)
+    context_role: int = CONTEXT  # role of a hybrid view's context: CONTEXT or LEFT_CONTEXT (magnet.masks)
+    mntp_view_rate: float = 0.0  # LEFT_CONTEXT only: share of MNTP-only bidirectional views
 
 
 def make_view(tokens: list[int], spec: ViewSpec, rng: random.Random) -> View:
     seq = [spec.anchor_id] + tokens + [spec.eos_id]
     if rng.random() < spec.causal_rate:
         return causal_view(seq)
-    roles = [CONTEXT] * len(seq)
+    if spec.context_role == LEFT_CONTEXT and rng.random() < spec.mntp_view_rate:
+        return mntp_view(seq, spec, rng)
+    roles = [spec.context_role] * len(seq)
     spans = choose_spans(seq, spec, rng)
     for k, (start, end) in enumerate(spans, start=1):
         roles[start : end + 1] = [k] * (end + 1 - start)
     view = View(list(seq), roles, jittered_positions(len(seq), spans, spec.gap_jitter, rng))
-    add_mntp(view, seq, spec, rng)
+    # Bidirectional context: MNTP on corrupted tokens. Left-to-right context: its labels are
+    # clean next-token labels (the pretrained reading kept, and the generator with it).
+    add_mntp(view, seq, spec, rng, corrupt=spec.context_role == CONTEXT)
     add_msg(view, seq, spans)
+    return view
+
+
+def mntp_view(seq: list[int], spec: ViewSpec, rng: random.Random) -> View:
+    """Every token bidirectional CONTEXT, no spans: MNTP alone (LLM2Vec's objective), which
+    trains the reading /v1/embed and /v1/tag use when hybrid views read their context causally."""
+    n = len(seq)
+    view = View(list(seq), [CONTEXT] * n, list(range(n)))
+    add_mntp(view, seq, spec, rng, corrupt=True)
     return view
 
 
@@ -135,17 +154,19 @@ def jittered_positions(n: int, spans: list[tuple[int, int]], jitter: float, rng:
     return positions
 
 
-def add_mntp(view: View, seq: list[int], spec: ViewSpec, rng: random.Random) -> None:
-    candidates = [j for j in range(1, len(seq) - 1)
-                  if view.roles[j] == CONTEXT and seq[j] not in spec.special_ids]
+def add_mntp(view: View, seq: list[int], spec: ViewSpec, rng: random.Random, corrupt: bool = True) -> None:
+    """Label `mask_rate` of the context tokens, each predicted by the output before it; with
+    `corrupt`, 80% of them become the mask token and 10% a random one (10% kept)."""
+    is_context = lambda j: view.roles[j] in (CONTEXT, LEFT_CONTEXT)  # noqa: E731
+    candidates = [j for j in range(1, len(seq) - 1) if is_context(j) and seq[j] not in spec.special_ids]
     chosen = sorted(rng.sample(candidates, round(spec.mask_rate * len(candidates))))
     for j in chosen:
         draw = rng.random()
-        if draw < 0.8:
+        if corrupt and draw < 0.8:
             view.input_ids[j] = spec.mask_id
-        elif draw < 0.9:
+        elif corrupt and draw < 0.9:
             view.input_ids[j] = rng.randrange(spec.vocab_size)
-        if view.roles[j - 1] == CONTEXT:  # after a span, MSG's end label covers it
+        if is_context(j - 1):  # after a span, MSG's end label covers it
             view.predictors.append(j - 1)
             view.labels.append(seq[j])
             view.objectives.append(MNTP)

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from magnet.datasets import read_roc_stories
 from magnet.forward import hidden_states, logits
-from magnet.masks import CONTEXT
+from magnet.masks import MODE_ROLES, AttentionMode
 
 MISSING = 2  # index of the removed sentence
 
@@ -36,12 +36,14 @@ def story_tokens(tokenizer, story: list[str]) -> tuple[list[int], list[int], lis
 
 
 @torch.inference_mode()
-def span_nll(model, anchor_id: int, eos_id: int, before, missing, after, hybrid: bool) -> tuple[float, int]:
+def span_nll(model, anchor_id: int, eos_id: int, before, missing, after, hybrid: bool,
+             context: AttentionMode = AttentionMode.BIDIRECTIONAL) -> tuple[float, int]:
     """Summed NLL of the missing tokens and their count, for one story. In hybrid mode the
-    story ends with EOS, as training examples and the service's infill layout do."""
+    story ends with EOS, as training examples and the service's infill layout do, and the
+    context is read as `context` says (the adapter's `Engine.infill_context`)."""
     ids = [anchor_id] + before + missing + (after + [eos_id] if hybrid else [])
     start = 1 + len(before)
-    roles = [CONTEXT] * len(ids) if hybrid else [1] * len(ids)
+    roles = [MODE_ROLES[context]] * len(ids) if hybrid else [1] * len(ids)
     if hybrid:
         roles[start : start + len(missing)] = [1] * len(missing)
     device = model.get_input_embeddings().weight.device
@@ -52,10 +54,12 @@ def span_nll(model, anchor_id: int, eos_id: int, before, missing, after, hybrid:
     return float(nll), len(missing)
 
 
-def infill_perplexity(model, tokenizer, anchor_id: int, stories: list[list[str]], hybrid: bool) -> float:
+def infill_perplexity(model, tokenizer, anchor_id: int, stories: list[list[str]], hybrid: bool,
+                      context: AttentionMode = AttentionMode.BIDIRECTIONAL) -> float:
     total, count = 0.0, 0
     for story in stories:
-        nll, n = span_nll(model, anchor_id, tokenizer.eos_token_id, *story_tokens(tokenizer, story), hybrid=hybrid)
+        nll, n = span_nll(model, anchor_id, tokenizer.eos_token_id, *story_tokens(tokenizer, story), hybrid=hybrid,
+                          context=context)
         total, count = total + nll, count + n
     return math.exp(total / max(count, 1))
 
