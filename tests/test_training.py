@@ -153,7 +153,7 @@ def test_evaluation_sentences_are_never_trained_on(tiny_model_dir, tmp_path, tin
     pairs.write_text("a man plays a guitar\tA guitarist is playing.\nThe sky is blue.\tThe sky looks blue.\n")
     data = tmp_path / "text.txt"
     data.write_text("Someone plays guitar.\n" + "\n".join(TEXT) + "\n")
-    config = tiny_config(tiny_model_dir, data, tmp_path, pairs=(str(pairs),), stsb_dev=str(dev))
+    config = tiny_config(tiny_model_dir, data, tmp_path, pairs=(str(pairs),), select_stsb=str(dev))
     corpus = Corpus.build(config, tiny_loaded.tokenizer, view_spec(config, tiny_loaded.tokenizer, 300))
     assert ("The sky is blue.", "The sky looks blue.") in corpus.sscl_pairs
     assert all(a != "a man plays a guitar" for a, _ in corpus.sscl_pairs)  # matches the dev pair's sentence

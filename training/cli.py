@@ -34,6 +34,10 @@ FLAGS = {  # flag -> (config field, type, help)
     "--trailing-rate": ("trailing_rate", float, "share of examples whose last span ends the text"),
     "--sentence-rate": ("sentence_rate", float, "share of examples whose first span is one whole sentence"),
     "--causal-rate": ("causal_rate", float, "share of examples that are plain next-token prediction"),
+    "--context": ("context", str, "how MSG views read their context: bidirectional (paper) | causal (only spans "
+                  "read the text after them; serving follows the manifest)"),
+    "--mntp-view-rate": ("mntp_view_rate", float, "with --context causal: share of MNTP-only bidirectional views"),
+    "--mask-rate": ("mask_rate", float, "share of context tokens MNTP labels (paper 0.2)"),
     "--lora-r": ("lora_r", int, "LoRA rank (16)"),
     "--lora-alpha": ("lora_alpha", int, "LoRA alpha (32)"),
     "--checkpoint-every": ("checkpoint_every", int, "steps between checkpoints"),
@@ -41,12 +45,14 @@ FLAGS = {  # flag -> (config field, type, help)
     "--main-wait-s": ("main_wait_s", float, "data parallel: seconds the other processes wait for the main "
                       "one's checkpoint and quality check (7200)"),
     "--eval-every": ("eval_every", int, "steps between quality checks (0: only at the end)"),
-    "--eval-pairs": ("eval_pairs", int, "STS-B dev pairs in the quality check (0: all)"),
-    "--eval-stories": ("eval_stories", int, "held-out ROC stories in the quality check"),
-    "--stsb-dev": ("stsb_dev", str, "STS-B dev file for the quality check"),
+    "--eval-pairs": ("eval_pairs", int, "STS-B select pairs in the quality check (0: all)"),
+    "--eval-stories": ("eval_stories", int, "ROC select stories in the quality check"),
+    "--select-stsb": ("select_stsb", str, "STS-B file whose select split the quality check scores "
+                      "(sts-train.csv; its sentences are never trained on)"),
     "--seed": ("seed", int, "random seed"),
     "--device": ("device", str, "cpu, cuda, ... (default: cuda if available)"),
-    "--dtype": ("dtype", str, "float32, bfloat16 (default: bf16 on CUDA, fp32 on CPU)"),
+    "--dtype": ("dtype", str, "float32 | bfloat16 (default: bf16 autocast where the hardware has native bf16 — "
+                "CUDA, CPUs with AMX/AVX512-BF16 — else float32)"),
 }
 
 
@@ -55,7 +61,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", nargs="+", help="training text files (one paragraph per line; ROC CSV, MRPC)")
     parser.add_argument("--pairs", nargs="+", help="SSCL positive pairs (MRPC file or a<TAB>b lines)")
     parser.add_argument("--exclude", nargs="+", help="evaluation files (STS-B, ROC, CoNLL) whose sentences "
-                        "are dropped from the training text and pairs (--stsb-dev is always excluded)")
+                        "are dropped from the training text and pairs (the select split of --select-stsb is always excluded)")
     add_flag_table(parser, FLAGS)
     parser.add_argument("--gradient-checkpointing", action="store_true", default=None)
     parser.add_argument("--no-quality-check", dest="quality_check", action="store_false", default=None)
