@@ -12,12 +12,17 @@ import importlib
 import logging
 import sys
 
-COMMANDS = {
-    "serve": ("magnet.server.cli", "start the HTTP service"),
-    "train": ("magnet.training.cli", "adapt a causal LM with MAGNET's three objectives (LoRA)"),
-    "train-tagger": ("magnet.training.tagger_cli", "train NER/POS/chunk heads on frozen word vectors"),
-    "eval": ("magnet.evaluation.cli", "evaluate the loaded model (sts, infill, tagging, wikitext, repetition, cloze, paper)"),
+COMMANDS = {  # name -> (module, help, the pyproject extra it needs beyond the bare client install)
+    "serve": ("magnet.server.cli", "start the HTTP service", "server"),
+    "train": ("magnet.training.cli", "adapt a causal LM with MAGNET's three objectives (LoRA)", "train"),
+    "train-tagger": ("magnet.training.tagger_cli", "train NER/POS/chunk heads on frozen word vectors", "train"),
+    "eval": ("magnet.evaluation.cli", "evaluate the loaded model (sts, infill, tagging, wikitext, repetition, cloze, paper)",
+             "train"),
 }
+DISTRIBUTION = "magnet-llm"  # pyproject's [project] name
+THREADS_FLAG = "--threads"
+THREADS_HELP = ("torch threads (default: the cores this process may use, less those already busy; "
+                "MAGNET_THREADS or OMP_NUM_THREADS set it too, see magnet/threads.py)")
 
 
 # flag -> (config field, type, help): sub-commands declare their flags as such a table
@@ -42,22 +47,89 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="magnet", description=__doc__.splitlines()[0])
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, (module, help_text) in COMMANDS.items():
+    parser.add_argument(THREADS_FLAG, type=int, metavar="N", help=THREADS_HELP)
+    for name, (module, help_text, _) in COMMANDS.items():
         sub.add_parser(name, help=help_text, add_help=False)
     return parser
 
 
+def take_threads_flag(argv: list[str]) -> tuple[int | None, list[str]]:
+    """--threads N from anywhere on the line (before or after the sub-command), and the rest."""
+    taker = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    taker.add_argument(THREADS_FLAG, type=int, default=None)
+    known, rest = taker.parse_known_args(argv)
+    return known.threads, rest
+
+
+def extra_requirements(extra: str) -> set[str] | None:
+    """Distribution names (normalized) an extra of the installed package brings, through
+    nested extras; None when the package metadata is not there (run from a source tree)."""
+    import importlib.metadata
+    import re
+
+    try:
+        requires = importlib.metadata.requires(DISTRIBUTION) or []
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    names, extras, todo = set(), set(), [extra]
+    while todo:
+        current = todo.pop()
+        extras.add(current)
+        for line in requires:
+            requirement, _, marker = line.partition(";")
+            if f'extra == "{current}"' not in marker:
+                continue
+            name = re.split(r"[\[<>=!~ ]", requirement.strip(), maxsplit=1)[0]
+            if name == DISTRIBUTION:
+                todo += [e for e in re.findall(r"\[(.*?)\]", requirement)[0].split(",") if e not in extras]
+            else:
+                names.add(name.lower().replace("_", "-"))
+    return names
+
+
+def missing_extra_message(command: str, error: ModuleNotFoundError) -> str | None:
+    """One line saying which install adds the module a sub-command missed, or None when the
+    module is not one its extra provides (a bug, or an optional package such as vllm)."""
+    _, _, extra = COMMANDS[command]
+    missing = (error.name or "").split(".")[0]
+    provided = extra_requirements(extra)
+    if not missing or missing == "magnet" or (provided is not None
+                                              and missing.lower().replace("_", "-") not in provided):
+        return None
+    return (f"magnet {command}: No module named {missing!r}. The bare install is the client only; "
+            f"add the {extra} extra: from the repository, pip install \".[{extra}]\" "
+            f"(torch first, as README.md's \"Install pieces separately\" says)")
+
+
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    threads, argv = take_threads_flag(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     # Parse the command name first, then let its module define its own flags.
     known, rest = parser.parse_known_args(argv)
-    module_name, help_text = COMMANDS[known.command]
+    try:
+        return run_command(known, rest, threads)
+    except ModuleNotFoundError as exc:
+        message = missing_extra_message(known.command, exc)
+        if message is None:
+            raise
+        print(message, file=sys.stderr)
+        return 1
+
+
+def run_command(known: argparse.Namespace, rest: list[str], threads: int | None) -> int:
+    module_name, help_text, _ = COMMANDS[known.command]
     module = importlib.import_module(module_name)
     sub_parser = argparse.ArgumentParser(prog=f"magnet {known.command}", description=help_text)
+    sub_parser.add_argument(THREADS_FLAG, type=int, metavar="N", help=THREADS_HELP)  # for --help: taken above
     module.add_arguments(sub_parser)
     args = sub_parser.parse_args(rest)
     logging.basicConfig(level=known.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from magnet.threads import configure_threads
+
+    try:
+        configure_threads(threads)
+    except ValueError as exc:
+        sub_parser.error(str(exc))
     return int(module.run(args) or 0)
 
 

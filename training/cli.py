@@ -8,6 +8,7 @@ Data parallel: the same command under `accelerate launch` or `torchrun` (see doc
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from magnet.cli import add_flag_table, given_flags
 from magnet.training.config import TrainConfig
@@ -80,10 +81,27 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig.from_file(args.config, **overrides) if args.config else TrainConfig.from_dict(overrides)
 
 
+def check_input_files(config: TrainConfig) -> None:
+    """Every file and folder the run reads, checked before the model loads: a missing one
+    ends the command with one line naming its flag (not a traceback after the load)."""
+    files = [*(("--data", p) for p in config.data), *(("--pairs", p) for p in config.pairs),
+             *(("--exclude", p) for p in config.exclude), ("--select-stsb", config.select_stsb)]
+    for flag, path in files:
+        if path and not Path(path).is_file():
+            raise SystemExit(f"magnet train {flag} {path}: no such file (the data sits in ../shared/data, "
+                             "e.g. ../shared/data/wikitext2/wiki.valid.raw)")
+    for flag, path in (("--model", config.model), ("--init-adapter", config.init_adapter)):
+        if path and not Path(path).is_dir():
+            raise SystemExit(f"magnet train {flag} {path}: no such folder")
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.config and not Path(args.config).is_file():
+        raise SystemExit(f"magnet train --config {args.config}: no such file")
+    config = config_from_args(args)
+    check_input_files(config)
     from magnet.training.loop import train
 
-    config = config_from_args(args)
     adapter = train(config, resume=args.resume, progress=not args.no_progress, stop_after=args.stop_after)
     if adapter is not None:  # None: stopped early, or not the main process of a data-parallel run
         print(f"adapter written to {adapter}")

@@ -1,0 +1,60 @@
+"""`magnet` sub-commands fail in one line, before loading a model: a missing input file names
+its flag, and a missing optional package names the `pip install` that adds it."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from magnet.cli import main
+
+
+def run_magnet(code: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("flags, named", [
+    (["--data", "wiki.train.raw"], "--data wiki.train.raw: no such file"),
+    (["--data", "{data}", "--pairs", "nope.tsv"], "--pairs nope.tsv: no such file"),
+    (["--data", "{data}", "--init-adapter", "no/adapter"], "--init-adapter no/adapter: no such folder"),
+    (["--config", "missing.json"], "--config missing.json: no such file"),
+])
+def test_train_names_a_missing_input_before_loading_anything(flags, named, tmp_path, monkeypatch):
+    data = tmp_path / "text.raw"
+    data.write_text("Some text.\n")
+    monkeypatch.chdir(tmp_path)
+    loads = []
+    monkeypatch.setattr("magnet.training.loop.train", lambda *a, **k: loads.append(a))
+    argv = ["train", "--output", str(tmp_path / "run"), *[f.format(data=data) for f in flags]]
+    with pytest.raises(SystemExit) as raised:
+        main(argv)
+    assert named in str(raised.value) and "\n" not in str(raised.value) and loads == []
+
+
+@pytest.mark.parametrize("argv, missing, extra", [
+    (["serve", "--help"], "pydantic_settings", "server"),
+    (["serve", "--port", "1"], "fastapi", "server"),     # --help needs no fastapi: serving does
+    (["train", "--data", __file__, "--output", "o"], "torch", "train"),
+    (["eval", "sts", "--help"], "torch", "train"),
+])
+def test_a_missing_extra_is_named_with_its_install_command(argv, missing, extra):
+    # The module is made unimportable as in a client-only install (None in sys.modules).
+    command = argv[0]
+    out = run_magnet(f"import sys; sys.modules[{missing!r}] = None\n"
+                     f"from magnet.cli import main; sys.exit(main({argv!r}))")
+    assert out.returncode == 1
+    assert out.stderr.strip().splitlines()[-1] == (
+        f"magnet {command}: No module named {missing!r}. The bare install is the client only; add the {extra} "
+        f"extra: from the repository, pip install \".[{extra}]\" (torch first, as README.md's "
+        "\"Install pieces separately\" says)")
+    assert "Traceback" not in out.stderr
+
+
+def test_a_module_no_extra_provides_still_raises():
+    out = run_magnet("import sys; sys.modules['vllm'] = None\n"
+                     "import magnet.server.cli as c\n"
+                     "def run(args):\n    import vllm\n"
+                     "c.run = run\n"
+                     "from magnet.cli import main; sys.exit(main(['serve']))")
+    assert "ModuleNotFoundError" in out.stderr and "pip install" not in out.stderr
