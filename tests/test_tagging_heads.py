@@ -10,7 +10,7 @@ import torch
 
 from magnet.manifest import BaseIdentity
 from magnet.tagging.heads import AdapterIdentity, HeadsManifest, TagHead, load_heads, save_heads
-from magnet.training.tagger_train import HeadTrainConfig, train_head
+from magnet.tagging.head_training import HeadTrainConfig, train_head
 
 BASE = BaseIdentity("tiny", "llama", 16, 2, 300)
 

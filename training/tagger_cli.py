@@ -19,7 +19,7 @@ from magnet.tagging.features import conll_features, engine_identity
 from magnet.tagging.heads import HeadsManifest, save_heads
 from magnet.model_options import add_model_arguments, load_engine
 from magnet.tagging.options import add_feature_arguments, feature_mode
-from magnet.training.tagger_train import HeadTrainConfig, train_head
+from magnet.tagging.head_training import HeadTrainConfig, train_head
 
 log = logging.getLogger(__name__)
 

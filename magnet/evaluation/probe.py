@@ -11,7 +11,7 @@ from pathlib import Path
 
 from magnet.tagging.conll import TASKS
 from magnet.tagging.features import conll_features
-from magnet.training.tagger_train import HeadTrainConfig, score, train_head
+from magnet.tagging.head_training import HeadTrainConfig, score, train_head
 
 
 def selection_cut(total: int, n_train: int, n_select: int) -> int:
