@@ -30,12 +30,19 @@ FLAGS = {  # flag -> (settings field, type, help)
     "--api-key-file": ("api_key_file", str, "read the API key from this file"),
     "--body-timeout-s": ("body_timeout_s", float, "seconds to receive a request body (408 after; default 30)"),
     "--graceful-shutdown-s": ("graceful_shutdown_s", float, "on SIGTERM, seconds for in-flight requests (30)"),
-    "--max-request-tokens": ("max_request_tokens", int, "input tokens per request (413 above; default 65536)"),
-    "--max-queued-tokens": ("max_queued_tokens", int, "input tokens waiting before 429 (default 262144)"),
+    "--max-request-tokens": ("max_request_tokens", int, "one request's price: input tokens plus rows x max_tokens "
+                             "(413 above; default 65536)"),
+    "--max-queued-tokens": ("max_queued_tokens", int, "tokens of work waiting before 429 (default 262144)"),
+    "--max-queue-wait-s": ("max_queue_wait_s", float, "estimated queue wait before 429 (default 5)"),
     "--max-body-bytes": ("max_body_bytes", int, "request body limit (413 above)"),
-    "--max-batch-tokens": ("max_batch_tokens", int, "token budget of one embed/tag batch (default 8192)"),
+    "--max-header-bytes": ("max_header_bytes", int, "request line + headers limit (431 above; default 65536)"),
+    "--header-timeout-s": ("header_timeout_s", float, "seconds to receive the request headers (default 10)"),
+    "--max-batch-tokens": ("max_batch_tokens", int, "token budget of one model call: a batch, a slice, a prefill "
+                           "(default 8192)"),
     "--max-wait-ms": ("max_wait_ms", float, "how long a batch waits for more requests (default 5)"),
     "--max-queue": ("max_queue", int, "queued requests before 429 (default 256)"),
+    "--max-client-batch-size": ("max_client_batch_size", int, "inputs per embeddings/rerank request "
+                                "(413 above; default 2048)"),
     "--generate-backend": ("generate_backend", str, "vllm, torch or auto (default: vllm if it imports)"),
     "--vllm-adapters": ("vllm_adapters", str, "with vLLM, named adapters generate as LoRAs on its engine (lora) "
                         "or on the torch backend (torch); default auto: lora on GPUs, torch on CPU"),

@@ -19,7 +19,7 @@ import logging
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from magnet.sampling import Completion, SamplingParams, StreamChunk
+from magnet.sampling import Completion, SamplingParams, StreamChunk, completion_of
 from magnet.server.settings import Settings
 from magnet.server.worker import ModelWorker
 
@@ -60,7 +60,7 @@ class TorchGenerateBackend:
 
     async def start(self) -> None:
         if self._own_worker:
-            self.worker = ModelWorker(max_queue=256, max_batch_tokens=1, max_wait_s=0.0)
+            self.worker = ModelWorker(max_queue=256, max_batch_tokens=8192, max_wait_s=0.0)
             self.worker.start()
 
     async def close(self) -> None:
@@ -69,22 +69,18 @@ class TorchGenerateBackend:
 
     async def generate(self, prompt: str, params: SamplingParams) -> Completion:
         """The stream, gathered: a caller that leaves stops the decode at its next token."""
-        pieces, last = [], None
-        async for chunk in self.stream(prompt, params):
-            pieces.append(chunk.text)
-            last = chunk
-        return Completion("".join(pieces), last.finish_reason, last.prompt_tokens, last.completion_tokens)
+        return completion_of([chunk async for chunk in self.stream(prompt, params)])
 
     async def stream(self, prompt: str, params: SamplingParams) -> AsyncIterator[StreamChunk]:
         engine = self.engine
-        # its share of the KV cache: the prompt and every token it may add
-        tokens = await asyncio.to_thread(engine.count_tokens, prompt) + params.max_tokens
+        tokens = await asyncio.to_thread(engine.count_tokens, prompt)  # its prefill; its KV share adds max_tokens
 
         def start(payloads: list[tuple]):
             return engine.start_generate([p[0] for p in payloads], [p[1] for p in payloads])
 
         key = ("generate", self.model)  # one prefill call, one engine
-        async for chunk in self.worker.stream_decode("generate", key, (prompt, params), start, tokens, model=self.model):
+        async for chunk in self.worker.stream_decode("generate", key, (prompt, params), start, tokens, model=self.model,
+                                                     new_tokens=params.max_tokens):
             yield chunk
 
 

@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from magnet.errors import MagnetError, NotReadyError, UnknownTaskError
+from magnet.errors import BackendError, MagnetError, NotReadyError, UnknownTaskError
 from magnet.protocol import Backends, HealthResponse
 from magnet.sampling import Completion, InfillCompletion, SamplingParams, StreamChunk
 from magnet.server import metrics
@@ -52,7 +52,8 @@ class Service:
         self.worker = ModelWorker(settings.max_queue, settings.max_batch_tokens,
                                   settings.max_wait_ms / 1000, settings.retry_after_s,
                                   settings.max_request_tokens, settings.max_queued_tokens,
-                                  settings.max_running_rows, settings.max_running_tokens)
+                                  settings.max_running_rows, settings.max_running_tokens,
+                                  settings.max_queue_wait_s)
         self._tokenize = ThreadPoolExecutor(max_workers=1, thread_name_prefix="magnet-tokenize")
         self.ready = False
         self.load_error: str | None = None
@@ -188,11 +189,12 @@ class Service:
 
         def run(payloads: list[list[str]]) -> list[list[list[float]]]:
             flat = [text for texts_ in payloads for text in texts_]
-            rows = engine.embed(flat, instruction, normalize, truncate).embeddings.tolist()  # (N, H)
-            return split_back(rows, [len(p) for p in payloads])
+            embeddings = engine.embed(flat, instruction, normalize, truncate).embeddings  # (N, H)
+            require_finite(embeddings, model_id)
+            return split_back(embeddings.tolist(), [len(p) for p in payloads])
 
         key = ("embed", model_id, instruction, normalize, truncate)
-        vectors = await self.worker.submit("embed", key, texts, run, sum(counts))
+        vectors = await self.worker.submit("embed", key, texts, run, sizes=counts)  # big ones run in slices
         metrics.PROMPT_TOKENS.labels("embed").inc(sum(counts))
         return Embeddings(vectors, sum(counts))
 
@@ -224,7 +226,7 @@ class Service:
             results = tagger.tag(texts=flat, task=task) if source == "texts" else tagger.tag(words=flat, task=task)
             return split_back(results, [len(p) for p in payloads])
 
-        results = await self.worker.submit("tag", ("tag", model_id, task, source), items, run, sum(counts))
+        results = await self.worker.submit("tag", ("tag", model_id, task, source), items, run, sizes=counts)
         metrics.PROMPT_TOKENS.labels("tag").inc(sum(counts))
         return results
 
@@ -241,17 +243,19 @@ class Service:
     async def infill(self, segments: list[str], params: SamplingParams, model: str | None = None) -> InfillCompletion:
         self.require_ready()
         model_id, engine = self.engine_for(model)
-        rows = len(engine.candidate_gaps(params))  # decode rows: one per distinct candidate
-        # input tokens = the context, plus what the fills of every row may add (the work asked for)
-        tokens = await self.tokenize("infill", lambda: sum(engine.count_tokens(s) for s in segments)
-                                     + params.max_tokens * (len(segments) - 1) * rows)
+        gaps = engine.candidate_gaps(params)  # decode rows: one per distinct candidate gap length
+        rows, fills = len(gaps), len(segments) - 1
+        # the price: every row's prefill (the context, an anchor and an EOS), and what the fills of
+        # every row may add
+        context = await self.tokenize("infill", lambda: sum(engine.count_tokens(s) for s in segments))
+        tokens = rows * (context + 2)
 
         def start(payloads: list[tuple]):
             # Requests that meet in the queue are prefilled together, then join the running batch.
             return engine.start_infill([p[0] for p in payloads], [p[1] for p in payloads])
 
         result = await self.worker.submit_decode("infill", ("infill", model_id), (segments, params), start, tokens,
-                                                 rows, model=model_id)
+                                                 rows, model=model_id, new_tokens=rows * fills * params.max_tokens)
         count_usage("infill", result.prompt_tokens, result.completion_tokens)
         return result
 
@@ -293,6 +297,15 @@ async def counted_stream(first: StreamChunk, chunks: AsyncIterator[StreamChunk])
 def count_usage(kind: str, prompt_tokens: int, completion_tokens: int) -> None:
     metrics.PROMPT_TOKENS.labels(kind).inc(prompt_tokens)
     metrics.GENERATED_TOKENS.labels(kind).inc(completion_tokens)
+
+
+def require_finite(values, model_id: str) -> None:
+    """A model that outputs NaN or inf fails the request (no `null` where floats are promised)."""
+    import torch
+
+    if not bool(torch.isfinite(values).all()):
+        raise BackendError(f"model {model_id!r} produced non-finite values (NaN or inf): its weights or "
+                           "adapter are broken; see the server log")
 
 
 def split_back(flat: list, sizes: list[int]) -> list[list]:

@@ -29,14 +29,24 @@ class Settings(BaseSettings):
     api_key_file: str | None = Field(None, description="read the API key from this file (not visible in ps)")
     max_body_bytes: int = Field(2 * 1024 * 1024, ge=1024)
     body_timeout_s: float = Field(30.0, gt=0, description="a request body not fully sent by then: 408")
+    max_header_bytes: int = Field(64 * 1024, ge=1024, description="request line + headers; more: 431, closed")
+    header_timeout_s: float = Field(10.0, gt=0, description="request line + headers not fully sent by then: "
+                                                            "the connection is closed")
     graceful_shutdown_s: float = Field(30.0, gt=0, description="on SIGTERM, in-flight requests get this long")
 
     # The model worker's queue and dynamic batcher.
-    max_batch_tokens: int = Field(8192, ge=1, description="token budget of one embed/tag batch")
+    max_batch_tokens: int = Field(8192, ge=1, description="token budget of one model call: an embed/tag batch, "
+                                                          "a slice of a bigger request, the prefill of joining "
+                                                          "decodes")
     max_wait_ms: float = Field(5.0, ge=0, description="how long a batch waits for company")
     max_queue: int = Field(256, ge=1, description="queued requests before 429")
-    max_request_tokens: int = Field(65536, ge=1, description="input tokens one request may bring (413 above)")
-    max_queued_tokens: int = Field(262144, ge=1, description="input tokens waiting for the model before 429")
+    max_client_batch_size: int = Field(2048, ge=1, description="inputs one embeddings or rerank request may bring "
+                                       "(413 above; GET /info reports it); the worker runs them in slices")
+    max_request_tokens: int = Field(65536, ge=1, description="one request's price, 413 above: input tokens, plus "
+                                                             "rows x max_tokens of every decode it asks for")
+    max_queued_tokens: int = Field(262144, ge=1, description="tokens of work waiting for the model before 429")
+    max_queue_wait_s: float = Field(5.0, gt=0, description="estimated wait (work queued ahead / measured drain "
+                                                           "rate) before 429")
     retry_after_s: float = Field(1.0, gt=0, description="Retry-After sent with 429")
     # The running decode batch (infill, and generate on the torch backend).
     max_running_rows: int = Field(64, ge=1, description="decode rows stepping together; more wait in the queue")

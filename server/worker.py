@@ -2,30 +2,35 @@
 
 The engine is synchronous and thread-confined, so every model call (embed, tag,
 infill, generate, and loading) runs on one thread, and the event loop only
-awaits. Requests wait in a bounded queue; a full queue refuses at once
-(OverloadedError -> 429 with Retry-After) instead of letting latency grow.
+awaits. Requests are priced and admitted (server/admission.py: 413 over the
+per-request limits, 429 with Retry-After once the estimated wait is too long),
+then wait in the queue.
 
 Each iteration of the loop does, on the model thread:
 
-    queue ──► one-shot batch (embed / tag, equal keys merged)   ──► futures
-          └─► decodes that fit (infill / generate): prefill ─┐
-                                                              ▼
+    queue ──► one-shot slices (embed / tag, equal keys merged)   ──► futures (or back in the queue)
+          └─► decodes that join (infill / generate): prefill ─┐
+                                                               ▼
               running DecodeBatch per model ── step: one token per open span ──► streams, futures
                    ▲   finished and cancelled rows leave at once   │
                    └────────────────────────────────────────────────┘
 
-One-shot jobs carry a `key`: jobs with equal keys are merged into one engine call
-by their `run` function, up to `max_batch_tokens`. While nothing decodes, a batch
-waits up to `max_wait` for company; while rows decode, nothing waits: an embed runs
-between two decode steps instead of behind a whole generation. Decode jobs join
+What runs is chosen by server/scheduling.py, bounded by one token budget
+(`max_batch_tokens`): one-shot jobs with equal keys merge into one engine call up
+to the budget, and a job bigger than the budget runs one slice per iteration, going
+back to the end of the queue in between, so other requests run between its slices
+and a job whose client has gone stops at the next one. While nothing decodes, a
+batch waits up to `max_wait` for company; while rows decode, nothing waits: an embed
+runs between two decode steps instead of behind a whole generation. Decode jobs join
 the running batch at the next step (magnet/batch.py) while it has rows
-(`max_running_rows`) and KV-cache room (`max_running_tokens`) for them. A batch
-runs one model's weights, so with several models served (named adapters) there
-is one running batch per model (a decode job's `model`), each stepped once per
-iteration; the two limits are totals over all of them. One-shot keys hold the
-model id too, so requests for different models never merge into one call. Each job
-keeps its own future, so each request gets its own result or its own error: when
-a merged call fails on bad input, its jobs are re-run one by one to find whose it was.
+(`max_running_rows`) and KV-cache room (`max_running_tokens`) for them. A batch runs
+one model's weights, so with several models served (named adapters) there is one
+running batch per model (a decode job's `model`), each stepped once per iteration;
+the two limits are totals over all of them. One-shot keys hold the model id too, so
+requests for different models never merge into one call. Each job keeps its own
+future, so each request gets its own result or its own error: when a merged call
+fails on bad input, its jobs are re-run one by one to find whose it was (one rule,
+`own_outcomes`, for one-shot calls and prefills alike).
 """
 from __future__ import annotations
 
@@ -40,6 +45,15 @@ from typing import Any
 
 from magnet.errors import BackendError, MagnetError, NotReadyError, OverloadedError, PayloadTooLargeError
 from magnet.server import metrics
+from magnet.server.admission import (
+    REQUEST_CHARGE,
+    DrainRate,
+    estimated_wait_s,
+    retry_after_s,
+    too_costly,
+    too_many_rows,
+)
+from magnet.server.scheduling import Slice, plan_joining, plan_oneshot
 
 log = logging.getLogger(__name__)
 
@@ -50,34 +64,56 @@ _END = object()  # end of a stream
 
 @dataclass(eq=False)
 class Job:
+    """One request's work item: what admission prices and the scheduler reads."""
+
     kind: str  # "embed", "tag", "infill", "generate", ... (a metrics label)
     key: tuple | None  # equal keys batch together; None = runs alone
-    payload: Any
+    payload: Any  # sliceable jobs: a list of items
     run: RunGroup | StartGroup
-    tokens: int  # input tokens (decodes: plus what they may generate: their KV-cache share)
+    tokens: int  # input tokens (decodes: what their prefill encodes, every row)
     future: asyncio.Future
     enqueued: float = field(default_factory=time.perf_counter)
     decode: bool = False  # `run` starts decodes that join the running batch
     model: str = ""  # decodes: the model whose running batch they join (one batch per model)
     rows: int = 1  # decode rows it takes (an infill: one per distinct candidate gap)
+    new_tokens: int = 0  # decodes: what every row may add in all (rows x max_tokens per row)
     emit: Callable[[Any], None] | None = None  # streaming decodes: partial output, on the worker thread
     cancelled: bool = False  # the caller left after the job left the queue
-    started: float = 0.0  # when it left the queue for the model
+    started: float = 0.0  # when it first left the queue for the model
+    sizes: list[int] | None = None  # one-shot jobs over a list of items: input tokens per item (run in slices)
+    done: int = 0  # items already run (slices)
+    partial: list = field(default_factory=list)  # their results
+
+    @property
+    def kv_tokens(self) -> int:
+        """A decode's share of the KV cache: its context and every token it may add."""
+        return self.tokens + self.new_tokens
+
+    @property
+    def cost(self) -> int:
+        """The model work still to do, in tokens: the price admission and the wait estimate use."""
+        if self.sizes is not None:
+            return sum(self.sizes[self.done:])
+        return self.tokens + self.new_tokens
 
 
 class ModelWorker:
     def __init__(self, max_queue: int, max_batch_tokens: int, max_wait_s: float, retry_after_s: float = 1.0,
                  max_request_tokens: int | None = None, max_queued_tokens: int | None = None,
-                 max_running_rows: int = 64, max_running_tokens: int = 65536):
+                 max_running_rows: int = 64, max_running_tokens: int = 65536,
+                 max_queue_wait_s: float | None = None):
         self.max_queue = max_queue
-        self.max_request_tokens = max_request_tokens  # one request's input tokens (413 above)
-        self.max_queued_tokens = max_queued_tokens  # input tokens waiting, all requests (429 above)
-        self.max_batch_tokens = max_batch_tokens
+        self.max_request_tokens = max_request_tokens  # one request's price, all its jobs (413 above)
+        self.max_queued_tokens = max_queued_tokens  # tokens of work waiting, all requests (429 above)
+        self.max_queue_wait_s = max_queue_wait_s  # the estimated wait before a new job runs (429 above)
+        self.max_batch_tokens = max_batch_tokens  # one model call's tokens: a slice, a prefill
         self.max_wait_s = max_wait_s
         self.retry_after_s = retry_after_s
         self.max_running_rows = max_running_rows  # decode rows stepping together
         self.max_running_tokens = max_running_tokens  # their context + new tokens: the KV cache's size
+        self.drain = DrainRate()  # tokens of model work per second, measured
         self._queue: collections.deque[Job] = collections.deque()
+        self._slicing: list[Job] = []  # one-shot jobs whose slice is running (out of the queue meanwhile)
         self._arrived = asyncio.Event()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="magnet-model")
         self._task: asyncio.Task | None = None
@@ -92,35 +128,44 @@ class ModelWorker:
 
     @property
     def queued_tokens(self) -> int:
-        return sum(job.tokens for job in self._queue)
+        """The work ahead of a new job, in tokens: the queue and the rest of the jobs being sliced."""
+        return sum(job.cost for job in self._queue) + sum(job.cost for job in self._slicing)
 
     @property
     def running(self) -> int:
         """Decode requests in flight."""
         return len(self._running_jobs)
 
+    def estimated_wait_s(self) -> float:
+        return estimated_wait_s(self.queued_tokens, self.drain.per_second)
+
     # --- submitting --------------------------------------------------------------------
 
-    async def submit(self, kind: str, key: tuple | None, payload: Any, run: RunGroup, tokens: int = 0) -> Any:
-        """Queue one job and wait for its own result (or raise its own error)."""
-        return await self.enqueue(Job(kind, key, payload, run, tokens, self.new_future()))
+    async def submit(self, kind: str, key: tuple | None, payload: Any, run: RunGroup, tokens: int = 0,
+                     sizes: list[int] | None = None) -> Any:
+        """Queue one job and wait for its own result (or raise its own error). With `sizes` (input
+        tokens per item of the list `payload`), the job may run in slices: `run` gets item lists
+        and returns one result list per payload, and the job's result is their concatenation."""
+        if sizes is not None:
+            tokens = sum(sizes)
+        return await self.enqueue(Job(kind, key, payload, run, tokens, self.new_future(), sizes=sizes))
 
     async def submit_decode(self, kind: str, key: tuple, payload: Any, start: StartGroup, tokens: int = 0,
-                            rows: int = 1, model: str = "") -> Any:
+                            rows: int = 1, model: str = "", new_tokens: int = 0) -> Any:
         """Queue a decode: `start(payloads)` prefills jobs of one key together (the key must name
         the model), their decodes join `model`'s running batch, and each job's result is its
         decode's `result()`."""
         return await self.enqueue(Job(kind, key, payload, start, tokens, self.new_future(), decode=True, rows=rows,
-                                      model=model))
+                                      model=model, new_tokens=new_tokens))
 
     async def stream_decode(self, kind: str, key: tuple, payload: Any, start: StartGroup,
-                            tokens: int = 0, model: str = "") -> AsyncIterator[Any]:
+                            tokens: int = 0, model: str = "", new_tokens: int = 0) -> AsyncIterator[Any]:
         """A decode's `poll()` items as they come, then its `result()`. Closing the iterator early
         (client gone) drops its row at the next step."""
         loop = asyncio.get_running_loop()
         items: asyncio.Queue = asyncio.Queue()
         job = Job(kind, key, payload, start, tokens, self.new_future(), decode=True, model=model,
-                  emit=lambda item: loop.call_soon_threadsafe(items.put_nowait, item))
+                  new_tokens=new_tokens, emit=lambda item: loop.call_soon_threadsafe(items.put_nowait, item))
 
         def finished(future: asyncio.Future) -> None:
             if not future.cancelled() and future.exception() is None:
@@ -147,7 +192,7 @@ class ModelWorker:
     async def enqueue(self, job: Job) -> Any:
         if self._closing:
             raise NotReadyError("the server is shutting down: retry on another replica")
-        self.admit(job.kind, job.tokens)
+        self.admit(job)
         self._queue.append(job)
         metrics.QUEUE_DEPTH.set(len(self._queue))
         self._arrived.set()
@@ -156,26 +201,39 @@ class ModelWorker:
         except asyncio.CancelledError:  # the caller left: a queued job gives its slot back at once
             if job in self._queue:
                 self._pop(self._queue.index(job))
-            job.cancelled = True  # a running decode leaves the batch at the next step
+            job.cancelled = True  # a running decode leaves the batch at the next step, a sliced job stops
             raise
 
-    def admit(self, kind: str, tokens: int) -> None:
-        """Bound the work, not only the number of requests: 413 for a request no batch could
-        take, 429 (with Retry-After) while the queue is full of requests or of tokens."""
+    def admit(self, job: Job) -> None:
+        """Price the job (with the other jobs of its HTTP request) and refuse it early: 413 above
+        what one request may cost, 429 (with Retry-After) while the queue is full or the work
+        ahead would make it wait too long. Admitted, it is charged to its request."""
+        charge = REQUEST_CHARGE.get()
+        tokens = job.cost + (charge.tokens if charge else 0)
+        rows = (job.rows if job.decode else 0) + (charge.rows if charge else 0)
         if self.max_request_tokens is not None and tokens > self.max_request_tokens:
-            metrics.REJECTED.labels(kind).inc()
-            raise PayloadTooLargeError(
-                f"this request brings {tokens} input tokens, over the limit of {self.max_request_tokens} per "
-                "request: split it into smaller requests (or raise MAGNET_MAX_REQUEST_TOKENS)")
-        full = len(self._queue) >= self.max_queue
-        if not full and self.max_queued_tokens is not None and self._queue:
-            full = self.queued_tokens + tokens > self.max_queued_tokens
-        if full:
-            metrics.REJECTED.labels(kind).inc()
-            raise OverloadedError(
-                f"the model queue is full ({len(self._queue)} requests, {self.queued_tokens} tokens waiting): "
-                f"retry after {self.retry_after_s:g} s", retry_after=self.retry_after_s,
-            )
+            self.refuse(job, PayloadTooLargeError(too_costly(job.kind, tokens, self.max_request_tokens)))
+        if rows > self.max_running_rows:
+            self.refuse(job, PayloadTooLargeError(too_many_rows(rows, self.max_running_rows)))
+        queued = self.queued_tokens
+        if len(self._queue) >= self.max_queue or (
+                self.max_queued_tokens is not None and self._queue and queued + job.cost > self.max_queued_tokens):
+            self.refuse(job, OverloadedError(
+                f"the model queue is full ({len(self._queue)} requests, {queued} tokens waiting): "
+                f"retry after {self.retry_after_s:g} s", retry_after=self.retry_after_s))
+        rate, wait = self.drain.per_second, self.estimated_wait_s()
+        if self.max_queue_wait_s is not None and rate and wait > self.max_queue_wait_s:
+            after = retry_after_s(queued, rate, self.max_queue_wait_s)
+            self.refuse(job, OverloadedError(
+                f"the model is busy: this request would wait ~{wait:.0f} s behind {queued} tokens of work "
+                f"(the limit is {self.max_queue_wait_s:g} s): retry after {after:g} s", retry_after=after))
+        if charge is not None:
+            charge.tokens, charge.rows = tokens, rows
+
+    @staticmethod
+    def refuse(job: Job, error: MagnetError) -> None:
+        metrics.REJECTED.labels(job.kind).inc()
+        raise error
 
     # --- the loop ----------------------------------------------------------------------
 
@@ -194,29 +252,46 @@ class ModelWorker:
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
         while (work := await self._next_work()) is not None:
-            oneshot, joining = work
+            slices, joining = work
             started = time.perf_counter()
-            for job in oneshot + joining:
-                job.started = started
-                metrics.STAGE_LATENCY.labels("queue", job.kind).observe(started - job.enqueued)
-            self._settle(await loop.run_in_executor(self._executor, self._iterate, oneshot, joining))
+            for job in [*{id(part.job): part.job for part in slices}.values(), *joining]:
+                if not job.started:
+                    job.started = started
+                    metrics.STAGE_LATENCY.labels("queue", job.kind).observe(started - job.enqueued)
+            ended, processed = await loop.run_in_executor(self._executor, self._iterate, slices, joining)
+            self.drain.record(processed, time.perf_counter() - started)
+            self._settle(ended)
+            self._slicing = []
             metrics.RUNNING.set(len(self._running_jobs))
 
-    def _settle(self, outcomes: list[tuple[Job, bool, Any]]) -> None:
-        """Complete the jobs that ended (on the event loop)."""
+    def _settle(self, outcomes: list[tuple[Job | Slice, bool, Any]]) -> None:
+        """Complete the jobs that ended, and put sliced jobs with items left back in the queue
+        (on the event loop)."""
         ended = time.perf_counter()
-        for job, ok, value in outcomes:
+        for item, ok, value in outcomes:
+            job = item.job if isinstance(item, Slice) else item
+            if job in self._slicing:
+                self._slicing.remove(job)
             if job.decode:  # prefill to last token (a one-shot job's model time is its batch's)
                 metrics.STAGE_LATENCY.labels("model", job.kind).observe(ended - job.started)
-            if job.future.done():
-                continue
-            if ok:
-                job.future.set_result(value)
-            else:
+            if job.future.done() or job.cancelled:
+                continue  # its client has gone: no more slices
+            if not ok:
                 job.future.set_exception(value)
+            elif isinstance(item, Slice) and job.sizes is not None:
+                job.partial.extend(value)
+                job.done = item.stop
+                if item.last:
+                    job.future.set_result(job.partial)
+                else:  # the rest waits its turn: what came meanwhile runs first
+                    self._queue.append(job)
+                    metrics.QUEUE_DEPTH.set(len(self._queue))
+                    self._arrived.set()
+            else:
+                job.future.set_result(value)
 
-    async def _next_work(self) -> tuple[list[Job], list[Job]] | None:
-        """(one-shot batch, decodes joining) for the next iteration; None once closed and idle."""
+    async def _next_work(self) -> tuple[list[Slice], list[Job]] | None:
+        """(one-shot slices, decodes joining) for the next iteration; None once closed and idle."""
         while not self._queue:
             if self._running_jobs:
                 return [], []  # keep stepping
@@ -225,61 +300,40 @@ class ModelWorker:
             self._arrived.clear()
             await self._arrived.wait()
         joining = self._take_joining()
-        oneshot = await self._next_batch(wait=not (joining or self._running_jobs))
-        return oneshot, joining
+        slices = await self._next_slices(wait=not (joining or self._running_jobs))
+        return slices, joining
 
     def _take_joining(self) -> list[Job]:
-        """Queued decodes, oldest first, while the running batches (all models together) have rows
-        and KV room for them (an idle worker always takes the first, however big)."""
-        rows = sum(job.rows for job in self._running_jobs)
-        tokens = sum(job.tokens for job in self._running_jobs)
-        joining = []
-        for job in list(self._queue):
-            if not job.decode:
-                continue
-            fits = rows + job.rows <= self.max_running_rows and tokens + job.tokens <= self.max_running_tokens
-            if not fits and (rows or joining):
-                break  # first come, first served: a later small job does not overtake
+        running = self._running_jobs
+        joining = plan_joining(self._queue, sum(job.rows for job in running), sum(job.kv_tokens for job in running),
+                               self.max_running_rows, self.max_running_tokens, self.max_batch_tokens)
+        for job in joining:
             self._pop(self._queue.index(job))
-            if not job.cancelled:
-                joining.append(job)
-            rows, tokens = rows + job.rows, tokens + job.tokens
         self._running_jobs.extend(joining)
         return joining
 
-    async def _next_batch(self, wait: bool) -> list[Job]:
-        """The oldest one-shot job plus queued jobs of its key that fit the token budget; waits up
-        to max_wait for company only when `wait` (nothing else to do)."""
-        index = next((i for i, job in enumerate(self._queue) if not job.decode), None)
-        if index is None:
+    async def _next_slices(self, wait: bool) -> list[Slice]:
+        """The one-shot slices to run (plan_oneshot); waits up to max_wait for company only when
+        `wait` (nothing else to do) and the budget is not full yet."""
+        slices = plan_oneshot(self._queue, self.max_batch_tokens)
+        if not slices:
             return []
-        first = self._pop(index)
-        batch, tokens = [first], first.tokens
-        if first.key is None:
-            return batch
+        first = slices[0].job
         deadline = first.enqueued + self.max_wait_s
-        while tokens < self.max_batch_tokens:
-            index = self._find_fitting(self.max_batch_tokens - tokens)
-            if index is not None:
-                job = self._pop(index)
-                batch.append(job)
-                tokens += job.tokens
-                continue
+        while wait and first.key is not None and sum(s.tokens for s in slices) < self.max_batch_tokens:
             remaining = deadline - time.perf_counter()
-            if not wait or remaining <= 0 or self._closing:
+            if remaining <= 0 or self._closing:
                 break
             self._arrived.clear()
             try:
                 await asyncio.wait_for(self._arrived.wait(), remaining)
             except asyncio.TimeoutError:
                 break
-        return [job for job in batch if not job.future.done()]  # drop requests already gone
-
-    def _find_fitting(self, budget: int) -> int | None:
-        for index, job in enumerate(self._queue):
-            if not job.decode and job.key is not None and job.tokens <= budget:
-                return index
-        return None
+            slices = plan_oneshot(self._queue, self.max_batch_tokens)
+        for part in slices:
+            self._pop(self._queue.index(part.job))
+        self._slicing = [part.job for part in slices if not part.last]
+        return [part for part in slices if not part.job.future.done()]  # drop requests already gone
 
     def _pop(self, index: int) -> Job:
         job = self._queue[index]
@@ -289,47 +343,50 @@ class ModelWorker:
 
     # --- one iteration, on the worker thread -------------------------------------------
 
-    def _iterate(self, oneshot: list[Job], joining: list[Job]) -> list[tuple[Job, bool, Any]]:
-        """Run the one-shot batch, prefill the joining decodes into their model's running batch,
-        then step every running batch once. Returns (job, ok, result-or-error) for every job that ended."""
-        ended = []
-        if oneshot:  # answered now, not after the decode step: an embed waits for at most one step
-            done = [(job, ok, value) for job, (ok, value) in zip(oneshot, run_batch(oneshot))]
+    def _iterate(self, slices: list[Slice], joining: list[Job]) -> tuple[list[tuple[Any, bool, Any]], int]:
+        """Run the one-shot slices, prefill the joining decodes into their model's running batch,
+        then step every running batch once. Returns (job or slice, ok, result-or-error) for every
+        one that ended, and the tokens of model work done (for the drain rate)."""
+        ended, processed = [], 0
+        if slices:  # answered now, not after the decode step: an embed waits for at most one step
+            done = [(part, ok, value) for part, (ok, value) in zip(slices, run_batch(slices))]
+            processed += sum(part.tokens for part in slices)
             if self._running or joining:
                 self.loop.call_soon_threadsafe(self._settle, done)
             else:
                 ended = done
         for group in group_by_key(joining):
             ended += self._join(group)
+            processed += sum(job.tokens for job in group)
         for model, running in list(self._running.items()):
+            rows = running.rows
             ended += self._step(running)
+            processed += rows
             if not running:  # empty: the model's next decode starts a batch of its own
                 del self._running[model]
         gone = {id(job) for job, _, _ in ended}
         self._running_jobs = [job for job in self._running_jobs if id(job) not in gone and not job.cancelled]
-        return ended
+        return ended, processed
 
     def _join(self, group: list[Job]) -> list[tuple[Job, bool, Any]]:
-        """Prefill a group of one key together; on bad input retry alone to find whose it was."""
+        """Prefill a group of one key together into its model's running batch; returns the jobs
+        that failed (on bad input, each alone: `own_outcomes`)."""
         started = time.perf_counter()
-        try:
-            batch = group[0].run([job.payload for job in group])
-        except MagnetError as exc:
-            if len(group) == 1:
-                return [(group[0], False, exc)]
-            return [outcome for job in group for outcome in self._join([job])]
-        except Exception as exc:  # a bug or a backend failure: a 500 for these requests only
-            log.exception("model worker failed to prefill a %s batch of %d", group[0].kind, len(group))
-            return [(job, False, BackendError(f"{job.kind} failed: {type(exc).__name__}: {exc}")) for job in group]
-        for job, decode in zip(group, batch.decodes):
-            decode.owner = job
+
+        def prefill(jobs: list[Job]) -> list[None]:
+            batch = jobs[0].run([job.payload for job in jobs])
+            for job, decode in zip(jobs, batch.decodes):
+                decode.owner = job
+            model = jobs[0].model  # one key, one model
+            if model in self._running:
+                self._running[model].merge(batch)
+            elif batch:
+                self._running[model] = batch
+            return [None] * len(jobs)
+
+        outcomes = own_outcomes(group, prefill, "prefill")
         metrics.STAGE_LATENCY.labels("prefill", group[0].kind).observe(time.perf_counter() - started)
-        model = group[0].model  # one key, one model
-        if model in self._running:
-            self._running[model].merge(batch)
-        elif batch:
-            self._running[model] = batch
-        return []
+        return [(job, ok, value) for job, (ok, value) in zip(group, outcomes) if not ok]
 
     def _step(self, running) -> list[tuple[Job, bool, Any]]:
         """One step of one model's running batch; a failed step fails that batch's rows only."""
@@ -362,38 +419,41 @@ class ModelWorker:
 # --- on the worker thread -------------------------------------------------------------
 
 
-def run_batch(batch: list[Job]) -> list[tuple[bool, Any]]:
-    """Run a batch group by group; one (ok, result-or-error) per job, in order."""
+def run_batch(slices: list[Slice]) -> list[tuple[bool, Any]]:
+    """Run one-shot slices group by group (one engine call per key); one (ok, result-or-error) each."""
     outcomes: dict[int, tuple[bool, Any]] = {}
-    for group in group_by_key(batch):
+    for group in group_by_key(slices):
         started = time.perf_counter()
-        for job, outcome in zip(group, run_group(group)):
-            outcomes[id(job)] = outcome
+        results = own_outcomes(group, lambda parts: parts[0].run([part.payload for part in parts]), "batch")
+        for part, outcome in zip(group, results):
+            outcomes[id(part)] = outcome
         elapsed = time.perf_counter() - started
         kind = group[0].kind
         metrics.BATCH_SIZE.labels(kind).observe(len(group))
-        metrics.BATCH_TOKENS.labels(kind).observe(sum(job.tokens for job in group))
-        for job in group:
-            metrics.STAGE_LATENCY.labels("model", job.kind).observe(elapsed)
-    return [outcomes[id(job)] for job in batch]
+        metrics.BATCH_TOKENS.labels(kind).observe(sum(part.tokens for part in group))
+        for part in group:
+            metrics.STAGE_LATENCY.labels("model", part.kind).observe(elapsed)
+    return [outcomes[id(part)] for part in slices]
 
 
-def group_by_key(batch: list[Job]) -> list[list[Job]]:
-    groups: dict[Any, list[Job]] = {}
-    for job in batch:
-        groups.setdefault(job.key if job.key is not None else id(job), []).append(job)
+def group_by_key(batch: list) -> list[list]:
+    groups: dict[Any, list] = {}
+    for item in batch:
+        groups.setdefault(item.key if item.key is not None else id(item), []).append(item)
     return list(groups.values())
 
 
-def run_group(group: list[Job]) -> list[tuple[bool, Any]]:
+def own_outcomes(group: list, call: Callable[[list], list], what: str) -> list[tuple[bool, Any]]:
+    """`call(group)` -> (ok, result-or-error) per member. The one retry-alone rule: when a merged
+    call fails on bad input (a MagnetError), its members run again one by one, so one request's
+    bad input does not fail its neighbours; any other failure fails the whole group (a 500 for
+    these requests only)."""
     try:
-        results = group[0].run([job.payload for job in group])
-        return [(True, result) for result in results]
+        return [(True, result) for result in call(group)]
     except MagnetError as exc:
         if len(group) == 1:
             return [(False, exc)]
-        # One request's bad input must not fail its neighbours: retry them alone.
-        return [outcome for job in group for outcome in run_group([job])]
-    except Exception as exc:  # a bug or a backend failure: a 500 for these requests only
-        log.exception("model worker failed on a %s batch of %d", group[0].kind, len(group))
+        return [outcome for member in group for outcome in own_outcomes([member], call, what)]
+    except Exception as exc:
+        log.exception("model worker failed on a %s %s of %d", group[0].kind, what, len(group))
         return [(False, BackendError(f"{group[0].kind} failed: {type(exc).__name__}: {exc}"))] * len(group)
