@@ -38,6 +38,7 @@ class GenerateDecode(Decode):
     def __init__(self, span: Span):
         super().__init__([span])
         self.sent = 0  # characters handed out so far
+        self.sent_tokens = 0  # token logprobs handed out so far
 
     def poll(self) -> list[StreamChunk]:
         span = self.spans[0]
@@ -45,17 +46,28 @@ class GenerateDecode(Decode):
         if ready <= self.sent:
             return []
         piece, self.sent = span.text[self.sent:ready], ready
-        return [StreamChunk(piece)]
+        return [StreamChunk(piece, logprobs=self.new_logprobs())]
 
     def result(self) -> StreamChunk:
         span = self.spans[0]
-        return StreamChunk(span.text[self.sent:], span.finish_reason, len(span.prompt_ids), len(span.ids))
+        return StreamChunk(span.text[self.sent:], span.finish_reason, len(span.prompt_ids), len(span.ids),
+                           logprobs=self.new_logprobs(), prompt_logprobs=span.prompt_logprobs)
+
+    def new_logprobs(self):
+        """The logprobs of the tokens decoded since the last chunk (None when not asked for)."""
+        logprobs = self.spans[0].logprobs
+        if logprobs is None:
+            return None
+        fresh, self.sent_tokens = logprobs[self.sent_tokens:], len(logprobs)
+        return fresh
 
 
 def collect_fills(lay: InfillLayout, spans: list[Span]) -> InfillCompletion:
     # The space cut from before the gap belongs to the fill's first word.
     fills = [drop_leading_spaces(s.text, n) for s, n in zip(spans, lay.trimmed_spaces)]
-    return InfillCompletion(fills, [s.finish_reason for s in spans], len(lay.ids), sum(len(s.ids) for s in spans))
+    logprobs = [s.logprobs for s in spans] if spans[0].logprobs is not None else None
+    return InfillCompletion(fills, [s.finish_reason for s in spans], len(lay.ids), sum(len(s.ids) for s in spans),
+                            logprobs)
 
 
 def joined(segments: list[str], fills: list[str]) -> str:

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from magnet.sampling import SamplingParams
+from magnet.logprobs import token_logprob
+from magnet.sampling import SamplingParams, TokenLogprob
 
 
 @dataclass
@@ -37,6 +38,14 @@ class Span:
     finish_reason: str | None = None
     text: str = ""  # decoded ids, cut at a stop string
     logits: torch.Tensor | None = None  # (V,) pending: they predict the next token
+    logprobs: list[TokenLogprob] | None = None  # one per kept token, when params.logprobs is set
+    prompt_logprobs: list[TokenLogprob] | None = None  # the prompt's, read at prefill (params.prompt_logprobs)
+
+    def __post_init__(self):
+        if self.params.logprobs is not None:
+            self.logprobs = []
+        if self.params.max_tokens == 0:  # scoring the prompt only (echo): nothing to generate
+            self.finish_reason = "length"
 
     @property
     def open(self) -> bool:
@@ -71,6 +80,8 @@ def accept(span: Span, token: int, eos_id: int | None, tokenizer) -> bool:
         span.finish_reason = "stop"
         return False
     span.ids.append(token)
+    if span.logprobs is not None:  # span.logits are still the raw ones that predicted `token`
+        span.logprobs.append(token_logprob(span.logits, token, span.params.logprobs))
     span.text = tokenizer.decode(span.ids, skip_special_tokens=True)
     cut = first_stop(span.text, span.params.stop)
     if cut is not None:

@@ -23,10 +23,12 @@ from magnet.forward import encode_last_token, hidden_states, logits, pad_batch
 from magnet.layout import embedding_ids, infill_layout, split_trailing_spaces
 from magnet.limits import prompt_token_ids, require_fits, require_max_tokens
 from magnet.loading import LoadedModel, ModelSpec, load_model
+from magnet.logprobs import sequence_logprobs
 from magnet.manifest import DEFAULT_INSTRUCTION
 from magnet.masks import AttentionMode, context_mode, positions_from_padding, roles_for_mode
 from magnet.pooling import shifted_token_states, word_means, word_membership
-from magnet.sampling import INFILL_DEFAULTS, Completion, InfillCompletion, SamplingParams, StreamChunk
+from magnet.sampling import (INFILL_DEFAULTS, Completion, InfillCompletion, SamplingParams, StreamChunk,
+                             completion_of)
 
 
 @dataclass(frozen=True)
@@ -201,6 +203,10 @@ class Engine:
         first = logits(self.model, torch.stack([hidden[span.row, slot] for span, slot in starts]))  # (N, V)
         for (span, _), span_logits in zip(starts, first):
             span.logits = span_logits
+        for span, slot in starts:  # echo: a causal prompt's own tokens, read from the same forward
+            if span.params.prompt_logprobs is not None:
+                span.prompt_logprobs = sequence_logprobs(self.model, hidden[span.row, :slot], rows[span.row][:slot + 1],
+                                                         span.params.prompt_logprobs)
         return DecodeBatch(self.model, self.tokenizer, cache, roles, position_ids, decodes)
 
     @torch.inference_mode()
@@ -234,6 +240,8 @@ class Engine:
         if not isinstance(segments, list) or len(segments) < 2:
             raise InvalidInputError("infill needs at least two segments (the text before and after a gap)")
         require_max_tokens(params)
+        if params.prompt_logprobs is not None:
+            raise InvalidInputError("prompt_logprobs (echo) scores a prompt read left to right: it does not apply to infill")
         stripped = [split_trailing_spaces(s) if k < len(segments) - 1 else (s, 0) for k, s in enumerate(segments)]
         segment_ids = [self.tokens(text) for text, _ in stripped]
         if not any(segment_ids):
@@ -255,12 +263,7 @@ class Engine:
     # ---- causal: generation ---------------------------------------------------
 
     def generate(self, prompt: str, params: SamplingParams = SamplingParams()) -> Completion:
-        last = None
-        text = []
-        for chunk in self.generate_stream(prompt, params):
-            text.append(chunk.text)
-            last = chunk
-        return Completion("".join(text), last.finish_reason, last.prompt_tokens, last.completion_tokens)
+        return completion_of(list(self.generate_stream(prompt, params)))
 
     def generate_stream(self, prompt: str, params: SamplingParams = SamplingParams()) -> Iterator[StreamChunk]:
         """Text pieces as they are decoded; the last chunk has finish_reason and usage."""

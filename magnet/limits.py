@@ -14,8 +14,11 @@ def require_fits(n_tokens: int, limit: int, what: str, hint: str = "set truncate
 
 
 def require_max_tokens(params: SamplingParams) -> None:
+    """At least one token, or 0 when the prompt's own logprobs are asked for (echo: score only)."""
+    if params.max_tokens == 0 and params.prompt_logprobs is not None:
+        return
     if params.max_tokens < 1:
-        raise InvalidInputError(f"max_tokens must be at least 1, got {params.max_tokens}")
+        raise InvalidInputError(f"max_tokens must be at least 1 (0 only with echo and logprobs), got {params.max_tokens}")
 
 
 def prompt_token_ids(tokenizer, prompt: str, params: SamplingParams, limit: int) -> list[int]:

@@ -20,6 +20,26 @@ class SamplingParams:
     stop: tuple[str, ...] = ()
     best_of: int = 1  # infill: fill n ways (each a different gap length), keep the likeliest whole text
     ignore_eos: bool = False  # EOS does not end the text (benchmarks); a gap still ends where its suffix starts
+    # Log-probabilities (TokenLogprob): None = not recorded; k = each token's own plus the k
+    # likeliest alternatives. `prompt_logprobs` scores the prompt's tokens (echo); with it,
+    # max_tokens may be 0 (score only, generate nothing).
+    logprobs: int | None = None
+    prompt_logprobs: int | None = None
+
+
+MAX_LOGPROBS = 20  # alternatives per token at most (vLLM's max_logprobs default, OpenAI's top_logprobs bound)
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """One token's log-probability under the model's raw next-token distribution: the
+    log-softmax of the logits before penalties, temperature, top-k/top-p/min-p and end rules
+    (what vLLM returns by default, `logprobs_mode="raw_logprobs"`), so a sampled text is
+    scored the same whatever the sampling settings."""
+
+    token: int
+    logprob: float | None  # None: the prompt's first token (nothing before it predicts it)
+    top: tuple[tuple[int, float], ...] = ()  # the k likeliest (token id, logprob), likeliest first
 
 
 # /v1/infill's defaults: greedy fills must not loop ("hold hold hold", a sentence twice).
@@ -33,6 +53,17 @@ class Completion:
     finish_reason: str  # "stop" (stop string, EOS, end of span) or "length"
     prompt_tokens: int
     completion_tokens: int
+    logprobs: list[TokenLogprob] | None = None  # one per generated token (params.logprobs set)
+    prompt_logprobs: list[TokenLogprob] | None = None  # one per prompt token (params.prompt_logprobs set)
+
+
+def completion_of(chunks: list["StreamChunk"]) -> Completion:
+    """A whole completion from its stream (at least the last chunk, which has the usage)."""
+    last = chunks[-1]
+    logprobs = [lp for c in chunks for lp in c.logprobs or ()] if any(c.logprobs is not None for c in chunks) else None
+    prompt_logprobs = next((c.prompt_logprobs for c in chunks if c.prompt_logprobs is not None), None)
+    return Completion("".join(c.text for c in chunks), last.finish_reason, last.prompt_tokens,
+                      last.completion_tokens, logprobs, prompt_logprobs)
 
 
 @dataclass
@@ -43,6 +74,7 @@ class InfillCompletion:
     finish_reasons: list[str]
     prompt_tokens: int
     completion_tokens: int
+    logprobs: list[list[TokenLogprob]] | None = None  # per gap, one per fill token (params.logprobs set)
 
     @property
     def text(self) -> str:
@@ -62,3 +94,5 @@ class StreamChunk:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     extra: dict = field(default_factory=dict)
+    logprobs: list[TokenLogprob] | None = None  # the tokens decoded since the previous chunk
+    prompt_logprobs: list[TokenLogprob] | None = None  # on the first chunk that carries them

@@ -10,15 +10,17 @@
               {"content"} pieces, the last with finish_reason), then `data: [DONE]`.
 
 `n` choices are n independent samples (indices 0..n-1; streamed, their chunks interleave).
-Tools, images and logprobs are refused with a 422 naming the field.
+Tools and images are refused with a 422 naming the field. `logprobs` (+ `top_logprobs`)
+adds each generated token's log-probability (server/logprobs.py).
 """
 from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
 
 from magnet.protocol import MAX_NEW_TOKENS, FinishReason, TextChecked, Usage
+from magnet.sampling import MAX_LOGPROBS
 from magnet.server.openai_models import GenerationOptions
 
 # The template's own roles; "developer" (OpenAI's newer name for system) is rendered as "system".
@@ -60,8 +62,8 @@ class ChatRequest(GenerationOptions):
     max_completion_tokens: int | None = Field(None, ge=1, le=MAX_NEW_TOKENS, description="OpenAI's newer name")
     stream_options: StreamOptions | None = None
     best_of: int | None = None
-    logprobs: StrictBool | None = None
-    top_logprobs: int | None = None
+    logprobs: StrictBool | None = Field(None, description="each generated token's log-probability")
+    top_logprobs: int | None = Field(None, ge=0, le=MAX_LOGPROBS, description="with logprobs: this many alternatives")
     tools: list[Any] | None = None
     response_format: dict | None = None
 
@@ -72,7 +74,18 @@ class ChatRequest(GenerationOptions):
             raise ValueError("best_of applies to infill (/v1/completions with a suffix): omit it")
         return value
 
-    @field_validator("logprobs", "top_logprobs", "tools")
+    @model_validator(mode="after")
+    def top_logprobs_need_logprobs(self):
+        if self.top_logprobs is not None and not self.logprobs:
+            raise ValueError("top_logprobs needs logprobs=true: set it, or omit top_logprobs")
+        return self
+
+    @property
+    def logprob_count(self) -> int | None:
+        """SamplingParams.logprobs: None (not asked), else the alternatives per token."""
+        return (self.top_logprobs or 0) if self.logprobs else None
+
+    @field_validator("tools")
     @classmethod
     def refuse_unsupported(cls, value, info):
         if value:
@@ -101,10 +114,24 @@ class AssistantMessage(BaseModel):
     content: str
 
 
+class TopLogprob(BaseModel):
+    token: str
+    logprob: float
+    bytes: list[int] | None  # the token's UTF-8 bytes
+
+
+class ChatTokenLogprob(TopLogprob):
+    top_logprobs: list[TopLogprob]  # the `top_logprobs` likeliest tokens at this position
+
+
+class ChatLogprobs(BaseModel):
+    content: list[ChatTokenLogprob] | None  # one per generated token
+
+
 class ChatChoice(BaseModel):
     index: int
     message: AssistantMessage
-    logprobs: None = None
+    logprobs: ChatLogprobs | None = None
     finish_reason: FinishReason
 
 
@@ -120,7 +147,7 @@ class ChatCompletion(BaseModel):
 class ChunkChoice(BaseModel):
     index: int = 0
     delta: dict[str, str]  # {"role": "assistant"} first, then {"content": piece}; {} may end it
-    logprobs: None = None
+    logprobs: ChatLogprobs | None = None  # the tokens of this piece (logprobs=true)
     finish_reason: FinishReason | None = None
 
 

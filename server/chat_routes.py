@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
 from fastapi import APIRouter, Request
 
@@ -22,6 +23,7 @@ from magnet.server.chat_models import (
 from magnet.server.chat_prompt import chat_prompt
 from magnet.server.choices import gather_all, interleaved, params_of_choices, started_streams
 from magnet.server.disconnect import unless_client_leaves
+from magnet.server.logprobs import chat_logprobs
 from magnet.server.middleware import request_id_of
 from magnet.server.model_ids import require_known_model
 from magnet.server.routes import ERRORS, SSE_RESPONSES, event_stream, service_of
@@ -33,22 +35,24 @@ async def chat_completions(body: ChatRequest, request: Request):
     model = require_known_model(service, body.model)
     messages = [m.for_template() for m in body.messages]
     prompt, max_tokens = await chat_prompt(service, messages, body.requested_max_tokens)
-    params = body.sampling(SamplingParams(), max_tokens, body.stops)
+    params = replace(body.sampling(SamplingParams(), max_tokens, body.stops), logprobs=body.logprob_count)
+    tokenizer = service.engines[model].tokenizer  # logprobs' token texts
     answer_id = f"chatcmpl-{request_id_of(request)}"
     choice_params = params_of_choices(params, body.n)
     if body.stream:  # bad input: a 4xx here, before any byte
         streams = await started_streams([service.generate_stream(prompt, p, model) for p in choice_params])
-        return event_stream(sse_chat(answer_id, model, body.n, interleaved(streams), body.include_usage))
+        return event_stream(sse_chat(answer_id, model, body.n, interleaved(streams), body.include_usage, tokenizer))
     results = await gather_all([unless_client_leaves(request, service.generate(prompt, p, model), "generate")
                                 for p in choice_params])  # the n choices decode side by side
-    choices = [ChatChoice(index=k, message=AssistantMessage(content=r.text), finish_reason=r.finish_reason)
+    choices = [ChatChoice(index=k, message=AssistantMessage(content=r.text), finish_reason=r.finish_reason,
+                          logprobs=None if r.logprobs is None else chat_logprobs(tokenizer, r.logprobs))
                for k, r in enumerate(results)]
     usage = Usage(prompt_tokens=results[0].prompt_tokens, completion_tokens=sum(r.completion_tokens for r in results))
     return ChatCompletion(id=answer_id, created=int(time.time()), model=model, choices=choices, usage=usage)
 
 
 async def sse_chat(answer_id: str, model: str, n: int, chunks: AsyncIterator[tuple[int, StreamChunk]],
-                   include_usage: bool) -> AsyncIterator[str]:
+                   include_usage: bool, tokenizer) -> AsyncIterator[str]:
     """Each choice's role first, then content pieces (each choice's last with its
     finish_reason), the usage if asked (the prompt counted once, every choice's tokens)."""
     created = int(time.time())
@@ -61,9 +65,10 @@ async def sse_chat(answer_id: str, model: str, n: int, chunks: AsyncIterator[tup
         yield event([ChunkChoice(index=index, delta={"role": "assistant", "content": ""})])
     prompt_tokens, completion_tokens = 0, 0
     async for index, chunk in chunks:
-        if chunk.text or chunk.finish_reason is not None:
+        if chunk.text or chunk.finish_reason is not None or chunk.logprobs:
             delta = {"content": chunk.text} if chunk.text else {}
-            yield event([ChunkChoice(index=index, delta=delta, finish_reason=chunk.finish_reason)])
+            logprobs = chat_logprobs(tokenizer, chunk.logprobs) if chunk.logprobs is not None else None
+            yield event([ChunkChoice(index=index, delta=delta, logprobs=logprobs, finish_reason=chunk.finish_reason)])
         if chunk.finish_reason is not None:
             prompt_tokens, completion_tokens = chunk.prompt_tokens, completion_tokens + chunk.completion_tokens
     if include_usage:

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, 
 
 from magnet.protocol import (MAX_BEST_OF, MAX_CHOICES, MAX_INPUTS, MAX_NEW_TOKENS, MAX_STOP, Backends, SamplingControls, TextChecked, Usage,
                              as_list, check_texts)
+from magnet.sampling import MAX_LOGPROBS
 
 
 class OpenAIRequest(TextChecked):
@@ -96,10 +97,11 @@ class GenerationOptions(OpenAIRequest, SamplingControls):
 class CompletionsRequest(GenerationOptions):
     prompt: str | list[str]
     suffix: str | None = Field(None, description="text after the gap: the completion becomes an infill")
-    max_tokens: int = Field(16, ge=1, le=MAX_NEW_TOKENS)
+    max_tokens: int = Field(16, ge=0, le=MAX_NEW_TOKENS, description="0 only with echo: score the prompt")
     best_of: int | None = Field(None, ge=1, le=MAX_BEST_OF, description="with suffix: infill candidates")
-    echo: StrictBool = False
-    logprobs: int | None = None
+    echo: StrictBool = Field(False, description="the prompt before the completion (with logprobs: its tokens' too)")
+    logprobs: int | None = Field(None, ge=0, le=MAX_LOGPROBS,
+                                 description="each token's log-probability and this many likeliest alternatives")
 
     @field_validator("prompt")
     @classmethod
@@ -121,22 +123,39 @@ class CompletionsRequest(GenerationOptions):
             raise ValueError("best_of applies to infill (a request with suffix): omit it or send a suffix")
         return self
 
-    @field_validator("echo", "logprobs")
-    @classmethod
-    def refuse_unsupported(cls, value, info):
-        if value:
-            raise ValueError(f"{info.field_name} is not supported: omit it")
-        return value
+    @model_validator(mode="after")
+    def echo_rules(self):
+        if self.echo and self.suffix is not None:
+            raise ValueError("echo does not apply to infill (a request with suffix): omit one of them")
+        if self.echo and self.stream:
+            raise ValueError("echo is not supported with stream: send stream=false")
+        if self.max_tokens == 0 and not self.echo:
+            raise ValueError("max_tokens 0 generates nothing: it needs echo=true (to score the prompt), else set it >= 1")
+        return self
+
+    def logprob_params(self) -> dict:
+        """SamplingParams fields: logprobs for what is generated, and with echo for the prompt."""
+        return {"logprobs": self.logprobs, "prompt_logprobs": self.logprobs if self.echo else None}
+
 
     @property
     def prompts(self) -> list[str]:
         return as_list(self.prompt)
 
 
+class CompletionLogprobs(BaseModel):
+    """OpenAI's legacy shape, one entry per token (echo: the prompt's first, whose logprob is null)."""
+
+    tokens: list[str]
+    token_logprobs: list[float | None]
+    top_logprobs: list[dict[str, float] | None]  # the token itself and the `logprobs` likeliest
+    text_offset: list[int]  # each token's first character in the choice's text
+
+
 class CompletionChoice(BaseModel):
     text: str
     index: int
-    logprobs: None = None
+    logprobs: CompletionLogprobs | None = None
     finish_reason: Literal["stop", "length"] | None
 
 

@@ -8,16 +8,17 @@ from __future__ import annotations
 
 import base64
 import struct
-from dataclasses import asdict
+from dataclasses import asdict, replace
 import time
 from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, Request
 
 from magnet.protocol import ErrorBody, Usage
-from magnet.sampling import INFILL_DEFAULTS, SamplingParams, StreamChunk
+from magnet.sampling import INFILL_DEFAULTS, InfillCompletion, SamplingParams, StreamChunk
 from magnet.server.choices import gather_all, interleaved, params_of_choices, started_streams
 from magnet.server.disconnect import unless_client_leaves
+from magnet.server.logprobs import completion_logprobs
 from magnet.server.middleware import request_id_of
 from magnet.server.model_ids import aliases_of, require_known_model
 from magnet.server.openai_models import (
@@ -57,13 +58,13 @@ async def completions(body: CompletionsRequest, request: Request):
     service = service_of(request)
     model = require_known_model(service, body.model)
     defaults = INFILL_DEFAULTS if body.suffix is not None else SamplingParams()
-    params = body.sampling(defaults, body.max_tokens, body.stops)
+    params = replace(body.sampling(defaults, body.max_tokens, body.stops), **body.logprob_params())
     choice_params = params_of_choices(params, body.n)
     answer_id = f"cmpl-{request_id_of(request)}"
     if body.stream and body.suffix is None and len(body.prompts) == 1:
         # bad input: a 4xx here, before any byte
         streams = await started_streams([service.generate_stream(body.prompts[0], p, model) for p in choice_params])
-        return event_stream(sse_completion(model, answer_id, interleaved(streams)))
+        return event_stream(sse_completion(model, answer_id, interleaved(streams), tokenizer_of(service, model)))
 
     def answer_to(prompt: str, choice: SamplingParams):
         if body.suffix is not None:
@@ -73,7 +74,9 @@ async def completions(body: CompletionsRequest, request: Request):
     # Every prompt's n choices decode side by side (rows of one running batch); choice k of
     # prompt i is index i * n + k, as OpenAI numbers them. One failing cancels the rest.
     results = await gather_all([answer_to(prompt, choice) for prompt in body.prompts for choice in choice_params])
-    choices = [CompletionChoice(text=r.text, index=i, finish_reason=r.finish_reason) for i, r in enumerate(results)]
+    prompts = [prompt for prompt in body.prompts for _ in choice_params]  # choice i's prompt
+    choices = [completion_choice(i, r, prompts[i] if body.echo else "", tokenizer_of(service, model))
+               for i, r in enumerate(results)]
     usage = Usage(prompt_tokens=sum(r.prompt_tokens for r in results[::body.n]),  # each prompt counted once
                   completion_tokens=sum(r.completion_tokens for r in results))
     answer = CompletionsResponse(id=answer_id, created=int(time.time()), model=model,
@@ -83,11 +86,32 @@ async def completions(body: CompletionsRequest, request: Request):
     return answer
 
 
-async def sse_completion(model: str, answer_id: str,
-                         chunks: AsyncIterator[tuple[int, StreamChunk]]) -> AsyncIterator[str]:
+def completion_choice(index: int, result, echoed: str, tokenizer) -> CompletionChoice:
+    """One choice: `echoed` (the prompt, with echo) before the text; logprobs when they were
+    recorded: the prompt's (echo) then the completion's, an infill's of its fill."""
+    logprobs = result.logprobs
+    if isinstance(result, InfillCompletion) and logprobs is not None:
+        logprobs = logprobs[0]  # /v1/completions has one gap
+    elif getattr(result, "prompt_logprobs", None) is not None:
+        logprobs = result.prompt_logprobs + (logprobs or [])
+    shaped = completion_logprobs(tokenizer, logprobs) if logprobs is not None else None
+    return CompletionChoice(text=echoed + result.text, index=index, logprobs=shaped, finish_reason=result.finish_reason)
+
+
+def tokenizer_of(service, model: str):
+    return service.engines[model].tokenizer
+
+
+async def sse_completion(model: str, answer_id: str, chunks: AsyncIterator[tuple[int, StreamChunk]],
+                         tokenizer) -> AsyncIterator[str]:
     created = int(time.time())
+    offsets: dict[int, int] = {}  # choice -> characters its tokens covered so far
     async for index, chunk in chunks:
-        choice = CompletionChoice(text=chunk.text, index=index, finish_reason=chunk.finish_reason)
+        logprobs = None
+        if chunk.logprobs is not None:
+            logprobs = completion_logprobs(tokenizer, chunk.logprobs, offsets.get(index, 0))
+            offsets[index] = offsets.get(index, 0) + sum(len(t) for t in logprobs.tokens)
+        choice = CompletionChoice(text=chunk.text, index=index, logprobs=logprobs, finish_reason=chunk.finish_reason)
         event = CompletionsResponse(id=answer_id, created=created, model=model, choices=[choice])
         yield f"data: {event.model_dump_json()}\n\n"
     yield "data: [DONE]\n\n"

@@ -37,7 +37,7 @@ from magnet.limits import prompt_token_ids
 from magnet.loading import ModelSpec, load_tokenizer, resolve_adapter_path
 from magnet.lora_delta import adapter_rank, delta_adapter
 from magnet.merged import merged_checkpoint
-from magnet.sampling import Completion, SamplingParams, StreamChunk
+from magnet.sampling import Completion, SamplingParams, StreamChunk, TokenLogprob, completion_of
 
 if TYPE_CHECKING:
     from magnet.server.generation import GenerateBackend
@@ -242,10 +242,7 @@ class VllmGenerateBackend:
     # ---- requests --------------------------------------------------------------
 
     async def generate(self, prompt: str, params: SamplingParams, model_id: str | None = None) -> Completion:
-        pieces: list[str] = []
-        async for chunk in self.stream(prompt, params, model_id):
-            pieces.append(chunk.text)
-        return Completion("".join(pieces), chunk.finish_reason, chunk.prompt_tokens, chunk.completion_tokens)
+        return completion_of([chunk async for chunk in self.stream(prompt, params, model_id)])
 
     async def stream(self, prompt: str, params: SamplingParams,
                      model_id: str | None = None) -> AsyncIterator[StreamChunk]:
@@ -269,11 +266,23 @@ class VllmGenerateBackend:
             async for output in outputs:
                 piece = output.outputs[0]
                 generated += len(piece.token_ids)  # DELTA: only this step's tokens
+                logprobs = None if params.logprobs is None else token_logprobs(piece.token_ids, piece.logprobs, params.logprobs)
+                prompt_logprobs = None
+                if output.prompt_logprobs and params.prompt_logprobs is not None:  # the first output only
+                    prompt_logprobs = token_logprobs(ids, output.prompt_logprobs, params.prompt_logprobs)
                 if piece.finish_reason is not None:  # the last output: vLLM's generator ends after it
-                    generated -= ended_on_stop_token(piece)
-                    yield StreamChunk(piece.text, finish_reason(piece.finish_reason), len(ids), generated)
-                elif piece.text:
-                    yield StreamChunk(piece.text)
+                    stop_token = ended_on_stop_token(piece)
+                    generated -= stop_token
+                    if stop_token and logprobs:  # EOS: not part of the text, the usage or the logprobs
+                        logprobs = logprobs[:-1]
+                    if params.max_tokens == 0:  # echo only: the one token vLLM had to make is dropped
+                        yield StreamChunk("", "length", len(ids), 0, logprobs=None if logprobs is None else [],
+                                          prompt_logprobs=prompt_logprobs)
+                        continue
+                    yield StreamChunk(piece.text, finish_reason(piece.finish_reason), len(ids), generated,
+                                      logprobs=logprobs, prompt_logprobs=prompt_logprobs)
+                elif piece.text or logprobs or prompt_logprobs:
+                    yield StreamChunk(piece.text, logprobs=logprobs, prompt_logprobs=prompt_logprobs)
         except MagnetError:
             raise
         except Exception as exc:
@@ -324,7 +333,7 @@ def vllm_params(params: SamplingParams, kind):
     from vllm import SamplingParams as VllmSamplingParams
 
     return VllmSamplingParams(
-        max_tokens=params.max_tokens,
+        max_tokens=max(params.max_tokens, 1),  # 0 (echo only): vLLM makes one token, stream() drops it
         temperature=params.temperature,
         top_p=params.top_p,
         top_k=params.top_k,
@@ -335,8 +344,23 @@ def vllm_params(params: SamplingParams, kind):
         ignore_eos=params.ignore_eos,
         seed=params.seed,
         stop=list(params.stop) or None,
+        logprobs=params.logprobs,  # raw log-softmax (vLLM's default logprobs_mode), as the torch path
+        prompt_logprobs=params.prompt_logprobs,
         output_kind=kind,
     )
+
+
+def token_logprobs(ids, positions, k: int) -> list[TokenLogprob]:
+    """vLLM's per-position {token id: Logprob} (None for a prompt's first token) -> ours: each
+    token's own logprob and the alternatives ranked 1..k (vLLM's dict adds the token itself)."""
+    out = []
+    for token, position in zip(ids, positions):
+        if position is None:
+            out.append(TokenLogprob(token, None))
+            continue
+        ranked = sorted((lp.rank, t, lp.logprob) for t, lp in position.items() if lp.rank is not None and lp.rank <= k)
+        out.append(TokenLogprob(token, position[token].logprob, tuple((t, lp) for _, t, lp in ranked)))
+    return out
 
 
 def backend_error(exc: Exception) -> MagnetError:

@@ -103,7 +103,7 @@ def test_unknown_model_is_404_naming_the_served_ids(sdk, tiny_chat_engine):
      ["only text parts", "image_url"]),
     ({"messages": []}, ["messages"]),
     ({"messages": MESSAGES, "n": 17}, ["n", "16"]),
-    ({"messages": MESSAGES, "logprobs": True}, ["logprobs is not supported"]),
+    ({"messages": MESSAGES, "logprobs": True, "top_logprobs": 21}, ["top_logprobs", "20"]),
     ({"messages": MESSAGES, "tools": [{"type": "function", "function": {"name": "f"}}]}, ["tools"]),
     ({"messages": MESSAGES, "response_format": {"type": "json_object"}}, ["response_format"]),
     ({"messages": MESSAGES, "max_tokens": 0}, ["max_tokens"]),

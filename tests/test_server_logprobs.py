@@ -1,0 +1,154 @@
+"""logprobs, top_logprobs and echo through the official `openai` SDK (tiny model, torch path):
+the numbers are the model's own raw log-softmax, read by a plain causal forward here."""
+from __future__ import annotations
+
+import httpx
+import pytest
+import torch
+from openai import OpenAI, UnprocessableEntityError
+
+from magnet.sampling import SamplingParams
+from magnet.server.testing import app_with, serve_on_loopback
+
+PROMPT = "The quick brown"
+
+
+@pytest.fixture(scope="module")
+def served(tiny_chat_engine):
+    with serve_on_loopback(app_with(tiny_chat_engine)) as base_url:
+        with OpenAI(base_url=f"{base_url}/v1", api_key="unused", max_retries=0) as client:
+            yield client, base_url
+
+
+@pytest.fixture(scope="module")
+def client(served):
+    return served[0]
+
+
+def raw_logprobs(engine, ids: list[int]) -> list[float]:
+    """log p(ids[i] | ids[:i]) for i >= 1, from the model's plain causal forward."""
+    with torch.inference_mode():
+        rows = torch.log_softmax(engine.model(torch.tensor([ids])).logits[0].float(), dim=-1)
+    return [float(rows[i - 1, ids[i]]) for i in range(1, len(ids))]
+
+
+def close(a, b, tol=1e-4) -> bool:
+    return len(a) == len(b) and all(abs(x - y) < tol for x, y in zip(a, b))
+
+
+def test_completion_logprobs_are_the_models_raw_logprobs(client, tiny_chat_engine):
+    answer = client.completions.create(model="magnet", prompt=PROMPT, max_tokens=5, temperature=0, logprobs=3)
+    choice = answer.choices[0]
+    lp = choice.logprobs
+    assert "".join(lp.tokens) == choice.text and len(lp.tokens) == answer.usage.completion_tokens == 5
+    generated = tiny_chat_engine.generate(PROMPT, SamplingParams(max_tokens=5, logprobs=0)).logprobs
+    prompt_ids = tiny_chat_engine.tokenizer(PROMPT)["input_ids"]
+    ids = prompt_ids + [entry.token for entry in generated]
+    assert close(lp.token_logprobs, raw_logprobs(tiny_chat_engine, ids)[len(prompt_ids) - 1:])
+    for token, logprob, top in zip(lp.tokens, lp.token_logprobs, lp.top_logprobs):
+        assert top[token] == logprob and 3 <= len(top) <= 4  # the token itself and the 3 likeliest
+        assert logprob == max(top.values())  # greedy picks the likeliest
+    assert lp.text_offset == [sum(len(t) for t in lp.tokens[:i]) for i in range(len(lp.tokens))]
+
+
+def test_logprobs_are_raw_whatever_the_sampling(client, tiny_chat_engine):
+    """Temperature, top_k and penalties change what is drawn, not the reported numbers."""
+    answer = client.completions.create(model="magnet", prompt=PROMPT, max_tokens=6, temperature=1.7, seed=3,
+                                       logprobs=0, extra_body={"top_k": 5, "repetition_penalty": 1.3})
+    lp = answer.choices[0].logprobs
+    same_draw = tiny_chat_engine.generate(PROMPT, SamplingParams(max_tokens=6, temperature=1.7, seed=3, top_k=5,
+                                                                 repetition_penalty=1.3, logprobs=0))
+    assert same_draw.text == answer.choices[0].text
+    prompt_ids = tiny_chat_engine.tokenizer(PROMPT)["input_ids"]
+    ids = prompt_ids + [entry.token for entry in same_draw.logprobs]
+    assert len(lp.tokens) == 6 and "".join(lp.tokens) == answer.choices[0].text
+    assert close(lp.token_logprobs, raw_logprobs(tiny_chat_engine, ids)[len(prompt_ids) - 1:])
+    assert all(len(top) == 1 for top in lp.top_logprobs)  # logprobs=0: the token alone
+
+
+def test_echo_with_max_tokens_0_scores_the_prompt(client, tiny_chat_engine):
+    """What lm-evaluation-harness's loglikelihood reads: the prompt's tokens, the first null."""
+    answer = client.completions.create(model="magnet", prompt=PROMPT, max_tokens=0, echo=True, logprobs=1)
+    choice = answer.choices[0]
+    ids = tiny_chat_engine.tokenizer(PROMPT)["input_ids"]
+    assert choice.text == PROMPT and answer.usage.completion_tokens == 0 and answer.usage.prompt_tokens == len(ids)
+    lp = choice.logprobs
+    assert "".join(lp.tokens) == PROMPT and lp.token_logprobs[0] is None and lp.top_logprobs[0] is None
+    assert close(lp.token_logprobs[1:], raw_logprobs(tiny_chat_engine, ids))
+    assert all(1 <= len(top) <= 2 for top in lp.top_logprobs[1:])
+
+
+def test_echo_then_generate_continues_the_offsets(client, tiny_chat_engine):
+    answer = client.completions.create(model="magnet", prompt=PROMPT, max_tokens=2, echo=True, logprobs=1,
+                                       temperature=0)
+    choice, n_prompt = answer.choices[0], answer.usage.prompt_tokens
+    alone = client.completions.create(model="magnet", prompt=PROMPT, max_tokens=2, logprobs=1, temperature=0)
+    assert choice.text == PROMPT + alone.choices[0].text
+    assert len(choice.logprobs.tokens) == n_prompt + 2
+    assert close(choice.logprobs.token_logprobs[n_prompt:], alone.choices[0].logprobs.token_logprobs)
+    assert choice.logprobs.text_offset[n_prompt] == len(PROMPT)
+    echoed = client.completions.create(model="magnet", prompt=PROMPT, max_tokens=2, echo=True, temperature=0)
+    assert echoed.choices[0].text == choice.text and echoed.choices[0].logprobs is None
+
+
+def test_streamed_logprobs_add_up(client):
+    whole = client.completions.create(model="magnet", prompt=PROMPT, max_tokens=6, temperature=0, logprobs=2)
+    pieces = list(client.completions.create(model="magnet", prompt=PROMPT, max_tokens=6, temperature=0, logprobs=2,
+                                            stream=True))
+    tokens = [t for p in pieces if p.choices[0].logprobs for t in p.choices[0].logprobs.tokens]
+    values = [v for p in pieces if p.choices[0].logprobs for v in p.choices[0].logprobs.token_logprobs]
+    offsets = [o for p in pieces if p.choices[0].logprobs for o in p.choices[0].logprobs.text_offset]
+    assert tokens == whole.choices[0].logprobs.tokens and close(values, whole.choices[0].logprobs.token_logprobs)
+    assert offsets == whole.choices[0].logprobs.text_offset
+
+
+def test_infill_returns_its_fills_logprobs(client):
+    answer = client.completions.create(model="magnet", prompt="The quick ", suffix=" the lazy dog.", max_tokens=4,
+                                       temperature=0, logprobs=2)
+    choice = answer.choices[0]
+    lp = choice.logprobs
+    assert len(lp.tokens) == answer.usage.completion_tokens >= 1
+    assert "".join(lp.tokens).lstrip(" ") == choice.text.lstrip(" ")  # the space before the gap joins the fill
+    assert all(v <= 0 and top[t] == v and len(top) <= 3 for t, v, top in zip(lp.tokens, lp.token_logprobs,
+                                                                               lp.top_logprobs))
+    plain = client.completions.create(model="magnet", prompt="The quick ", suffix=" the lazy dog.", max_tokens=4,
+                                      temperature=0)
+    assert plain.choices[0].text == choice.text and plain.choices[0].logprobs is None
+
+
+def test_chat_logprobs_and_top_logprobs(client):
+    messages = [{"role": "user", "content": "Say something."}]
+    answer = client.chat.completions.create(model="magnet", messages=messages, max_tokens=5, temperature=0,
+                                            logprobs=True, top_logprobs=2)
+    content = answer.choices[0].logprobs.content
+    assert len(content) == answer.usage.completion_tokens == 5
+    assert "".join(c.token for c in content) == answer.choices[0].message.content
+    for c in content:
+        assert len(c.top_logprobs) == 2 and c.top_logprobs[0].logprob == c.logprob  # greedy: the token is the top one
+        assert c.bytes == list(c.token.encode("utf-8"))
+    streamed = list(client.chat.completions.create(model="magnet", messages=messages, max_tokens=5, temperature=0,
+                                                   logprobs=True, stream=True))
+    pieces = [c for chunk in streamed if chunk.choices and chunk.choices[0].logprobs
+              for c in chunk.choices[0].logprobs.content]
+    assert [c.token for c in pieces] == [c.token for c in content] and all(not c.top_logprobs for c in pieces)
+    plain = client.chat.completions.create(model="magnet", messages=messages, max_tokens=5, temperature=0)
+    assert plain.choices[0].logprobs is None
+
+
+@pytest.mark.parametrize("route, body, named", [
+    ("completions", {"prompt": PROMPT, "max_tokens": 0}, "echo"),
+    ("completions", {"prompt": PROMPT, "logprobs": 21}, "logprobs"),
+    ("completions", {"prompt": PROMPT, "suffix": "x", "echo": True}, "echo"),
+    ("completions", {"prompt": PROMPT, "echo": True, "stream": True}, "stream"),
+    ("chat/completions", {"messages": [{"role": "user", "content": "hi"}], "top_logprobs": 2}, "logprobs=true"),
+    ("chat/completions", {"messages": [{"role": "user", "content": "hi"}], "logprobs": True, "top_logprobs": 21},
+     "top_logprobs"),
+])
+def test_bad_logprob_requests_are_422_naming_the_field(served, route, body, named):
+    response = httpx.post(f"{served[1]}/v1/{route}", json=body, timeout=30)
+    assert response.status_code == 422 and named in response.text
+
+
+def test_sdk_raises_unprocessable_for_max_tokens_0_without_echo(client):
+    with pytest.raises(UnprocessableEntityError):
+        client.completions.create(model="magnet", prompt=PROMPT, max_tokens=0)
