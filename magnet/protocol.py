@@ -100,11 +100,13 @@ def describe_errors(errors: list[dict]) -> str:
     return "; ".join(lines) or "the request is invalid"
 
 
-def check_texts(texts: list[str], field: str) -> list[str]:
+def check_texts(texts: list[str], field: str, limit: int | None = MAX_INPUTS) -> list[str]:
+    """Non-empty, every text non-blank, at most `limit` of them (None: the server counts them
+    against its own limit, as its TEI, rerank and OpenAI embeddings routes do)."""
     if not texts:
         raise ValueError(f"{field} is an empty list: send at least one text")
-    if len(texts) > MAX_INPUTS:
-        raise ValueError(f"{field} has {len(texts)} texts: send at most {MAX_INPUTS} per request")
+    if limit is not None and len(texts) > limit:
+        raise ValueError(f"{field} has {len(texts)} texts: send at most {limit} per request")
     for i, text in enumerate(texts):
         if not text.strip():
             raise ValueError(f"{field}[{i}] is empty: every text needs some non-blank content")

@@ -23,10 +23,12 @@ from magnet.server.errors import install_error_handlers
 from magnet.server.auth import ApiKeyAuth, read_api_key
 from magnet.server.middleware import BodyLimit, RequestId, RequestMetrics
 from magnet.server.openai_routes import openai_api
+from magnet.server.rerank_routes import rerank_api
 from magnet.server.routes import api, probes
 from magnet.server.score_routes import score_api
 from magnet.server.service import Service
 from magnet.server.settings import Settings
+from magnet.server.tei_routes import tei_api
 from magnet.server.token_routes import token_api
 
 log = logging.getLogger(__name__)
@@ -57,6 +59,8 @@ def create_app(settings: Settings | None = None, engine=None, tagger=None) -> Fa
     app.include_router(openai_api)
     app.include_router(chat_api)
     app.include_router(token_api)
+    app.include_router(rerank_api)  # /v1/rerank, /v2/rerank (Cohere/Jina)
+    app.include_router(tei_api)  # TEI's /embed, /, /rerank, /info
     app.include_router(probes, tags=["probes"])
     app.router.redirect_slashes = False  # POST /v1/embed/ is a 404, not a 307 that skips the checks
     install_error_handlers(app)

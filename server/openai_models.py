@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, 
 
 from magnet.protocol import (MAX_BEST_OF, MAX_CHOICES, MAX_INPUTS, MAX_NEW_TOKENS, MAX_STOP, Backends, SamplingControls, TextChecked, Usage,
                              as_list, check_texts)
+from magnet.server.token_inputs import TextsOrIds, as_id_lists, check_inputs, has_ids, refuse_mixed_inputs
 from magnet.sampling import MAX_LOGPROBS
 
 
@@ -22,23 +23,21 @@ class OpenAIRequest(TextChecked):
 
 
 class EmbeddingsRequest(OpenAIRequest):
-    input: str | list[str]
+    input: TextsOrIds = Field(description="a text, a list of texts, or this model's token ids (a list, or a list "
+                                          "of lists: server/token_inputs.py); up to max_client_batch_size inputs")
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = None
     user: str | None = None
 
     @field_validator("input", mode="before")
     @classmethod
-    def refuse_token_ids(cls, value):
-        if isinstance(value, list) and value and not all(isinstance(v, str) for v in value):
-            raise ValueError("send text (a string or a list of strings); token-id input is not supported")
-        return value
+    def one_kind_of_input(cls, value):
+        return refuse_mixed_inputs(value, "input")
 
     @field_validator("input")
     @classmethod
     def check_input(cls, value):
-        check_texts(as_list(value), "input")
-        return value
+        return check_inputs(value, "input")  # the count: server/large_inputs.py (413)
 
     @field_validator("dimensions")
     @classmethod
@@ -95,7 +94,8 @@ class GenerationOptions(OpenAIRequest, SamplingControls):
         return tuple([] if self.stop is None else as_list(self.stop))
 
 class CompletionsRequest(GenerationOptions):
-    prompt: str | list[str]
+    prompt: TextsOrIds = Field(description="a text, a list of texts, or this model's token ids (a list, or a list "
+                                           "of lists: server/token_inputs.py)")
     suffix: str | None = Field(None, description="text after the gap: the completion becomes an infill")
     max_tokens: int = Field(16, ge=0, le=MAX_NEW_TOKENS, description="0 only with echo: score the prompt")
     best_of: int | None = Field(None, ge=1, le=MAX_BEST_OF, description="with suffix: infill candidates")
@@ -106,8 +106,8 @@ class CompletionsRequest(GenerationOptions):
     @field_validator("prompt")
     @classmethod
     def check_prompt(cls, value):
-        check_texts(as_list(value), "prompt")
-        if len(as_list(value)) > MAX_INPUTS:
+        check_inputs(value, "prompt", limit=MAX_INPUTS)
+        if has_ids(value) and len(as_id_lists(value)) > MAX_INPUTS:
             raise ValueError(f"send at most {MAX_INPUTS} prompts")
         return value
 
@@ -140,7 +140,8 @@ class CompletionsRequest(GenerationOptions):
 
     @property
     def prompts(self) -> list[str]:
-        return as_list(self.prompt)
+        """The prompts (id lists until the route has decoded them: server/token_inputs.py)."""
+        return as_id_lists(self.prompt) if has_ids(self.prompt) else as_list(self.prompt)
 
 
 class CompletionLogprobs(BaseModel):

@@ -19,6 +19,7 @@ from magnet.sampling import INFILL_DEFAULTS, InfillCompletion, SamplingParams, S
 from magnet.server.choices import gather_all, interleaved, params_of_choices, started_streams
 from magnet.server.disconnect import unless_client_leaves
 from magnet.server.logprobs import completion_logprobs
+from magnet.server.large_inputs import embed_many
 from magnet.server.middleware import request_id_of
 from magnet.server.model_ids import aliases_of, require_known_model
 from magnet.server.openai_models import (
@@ -32,6 +33,7 @@ from magnet.server.openai_models import (
     ModelList,
 )
 from magnet.server.routes import ERRORS, SSE_RESPONSES, event_stream, service_of
+from magnet.server.token_inputs import resolve_texts
 
 openai_api = APIRouter(prefix="/v1", responses=ERRORS, tags=["openai"])
 STARTED = int(time.time())
@@ -41,9 +43,8 @@ STARTED = int(time.time())
 async def embeddings(body: EmbeddingsRequest, request: Request) -> EmbeddingsResponse:
     service = service_of(request)
     model = require_known_model(service, body.model)
-    texts = [body.input] if isinstance(body.input, str) else body.input
-    result = await unless_client_leaves(
-        request, service.embed(texts, instruction=None, normalize=True, truncate=False, model=model), "embed")
+    texts = await resolve_texts(service, model, body.input, "input")  # token ids decoded
+    result = await unless_client_leaves(request, embed_many(service, texts, "input", model=model), "embed")
     encode = as_base64 if body.encoding_format == "base64" else (lambda v: v)
     data = [EmbeddingData(index=i, embedding=encode(v)) for i, v in enumerate(result.vectors)]
     return EmbeddingsResponse(data=data, model=model, usage=Usage(prompt_tokens=result.prompt_tokens))
@@ -57,6 +58,8 @@ def as_base64(vector: list[float]) -> str:
 async def completions(body: CompletionsRequest, request: Request):
     service = service_of(request)
     model = require_known_model(service, body.model)
+    # token-id prompts become the text they spell
+    body = body.model_copy(update={"prompt": await resolve_texts(service, model, body.prompt, "prompt")})
     defaults = INFILL_DEFAULTS if body.suffix is not None else SamplingParams()
     params = replace(body.sampling(defaults, body.max_tokens, body.stops), **body.logprob_params())
     choice_params = params_of_choices(params, body.n)

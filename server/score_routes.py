@@ -3,8 +3,8 @@
     {"query": str, "texts": [str], "return_text": false, "truncate": false, "instruction": null}
     -> [{"index": i, "score": cosine, "text"?: str}, ...]   best first (ties: input order)
 
-The query and the texts are embedded in one service.embed call, so they are
-batched with other embed requests; score = cosine of the normalized vectors.
+Ranked by server/ranking.py (score = cosine of the normalized vectors), as TEI's
+/rerank and the Cohere/Jina /v1/rerank are.
 """
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from magnet.protocol import Request as NativeRequest
 from magnet.protocol import check_texts
 from magnet.server.disconnect import unless_client_leaves
 from magnet.server.model_ids import require_known_model
+from magnet.server.ranking import rank_texts
 from magnet.server.routes import ERRORS, service_of
 
 score_api = APIRouter(prefix="/v1", responses=ERRORS, tags=["magnet"])
@@ -51,9 +52,8 @@ class ScoreResult(BaseModel):
 async def score(body: ScoreRequest, request: Request) -> list[ScoreResult]:
     service = service_of(request)
     model = require_known_model(service, body.model)
-    embedded = service.embed([body.query, *body.texts], body.instruction, normalize=True, truncate=body.truncate,
-                             model=model)
-    query, *texts = (await unless_client_leaves(request, embedded, "embed")).vectors
-    scores = [sum(q * t for q, t in zip(query, vector)) for vector in texts]
-    order = sorted(range(len(texts)), key=lambda i: (-scores[i], i))
-    return [ScoreResult(index=i, score=scores[i], text=body.texts[i] if body.return_text else None) for i in order]
+    ranking = rank_texts(service, body.query, body.texts, "texts", instruction=body.instruction,
+                         truncate=body.truncate, model=model)
+    ranked = await unless_client_leaves(request, ranking, "embed")
+    return [ScoreResult(index=i, score=ranked.scores[i], text=body.texts[i] if body.return_text else None)
+            for i in ranked.order]

@@ -1,0 +1,75 @@
+"""The TEI dialect, for clients written for Hugging Face text-embeddings-inference
+(huggingface_hub's InferenceClient.feature_extraction, LangChain's HuggingFaceEndpointEmbeddings,
+LlamaIndex's TextEmbeddingsInference, Haystack's HuggingFaceAPITextEmbedder and HuggingFaceTEIRanker):
+
+    POST /embed, POST /   {"inputs": str | [str] | ids, "normalize", "truncate", "truncation_direction"}
+                          -> [[float]]                      one row per input (a lone text: one row)
+    POST /rerank          {"query", "texts": [str], "raw_scores", "return_text", "truncate"}
+                          -> [{"index", "score", "text"?}]  best first
+    GET /info             model id, dtype, max input length, max client batch size, ...
+
+At the root, as TEI serves them (Magnet's own routes are under /v1/). The default model
+serves them; the embeddings are /v1/embed's, the scores /v1/score's.
+"""
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+
+import magnet
+from magnet.server.disconnect import unless_client_leaves
+from magnet.server.large_inputs import embed_many
+from magnet.server.left_truncation import cut_from_left
+from magnet.server.ranking import rank_texts
+from magnet.server.routes import ERRORS, service_of
+from magnet.server.tei_models import (TeiEmbeddingModel, TeiEmbedRequest, TeiInfo, TeiModelType, TeiRank,
+                                      TeiRerankRequest)
+from magnet.server.token_inputs import resolve_texts
+
+tei_api = APIRouter(responses=ERRORS, tags=["tei"])
+POOLING = "last_token"  # MAGNET reads the last token's state (TEI's name for it)
+
+
+@tei_api.post("/embed", response_model=list[list[float]], summary="Embeddings (TEI's /embed)")
+async def embed(body: TeiEmbedRequest, request: Request) -> list[list[float]]:
+    service = service_of(request)
+    model = service.model_name
+    texts = await resolve_texts(service, model, body.inputs, "inputs")
+    texts = await cut_left_if_asked(service, model, body.cuts_left, texts)
+    embedded = embed_many(service, texts, "inputs", normalize=body.normalize, truncate=bool(body.truncate),
+                          model=model)
+    return (await unless_client_leaves(request, embedded, "embed")).vectors
+
+
+# TEI serves its model's task at the root too; Magnet's is embedding.
+tei_api.post("/", response_model=list[list[float]], summary="Embeddings (TEI's POST /)")(embed)
+
+
+@tei_api.post("/rerank", response_model=list[TeiRank], response_model_exclude_none=True,
+              summary="Rank texts by similarity to a query (TEI's /rerank)")
+async def rerank(body: TeiRerankRequest, request: Request) -> list[TeiRank]:
+    service = service_of(request)
+    model = service.model_name
+    query, *texts = await cut_left_if_asked(service, model, body.cuts_left, [body.query, *body.texts])
+    ranking = rank_texts(service, query, texts, "texts", truncate=bool(body.truncate), model=model)
+    ranked = await unless_client_leaves(request, ranking, "embed")
+    return [TeiRank(index=i, score=ranked.scores[i], text=body.texts[i] if body.return_text else None)
+            for i in ranked.order]
+
+
+@tei_api.get("/info", response_model=TeiInfo, summary="The served model and the limits (TEI's /info)")
+async def info(request: Request) -> TeiInfo:
+    service = service_of(request)
+    model = service.model_name  # 503 while loading
+    settings, engine = service.settings, service.engines[model]
+    return TeiInfo(model_id=model, model_dtype=service.describe()["dtype"], served_model_name=model,
+                   model_type=TeiModelType(embedding=TeiEmbeddingModel(pooling=POOLING)),
+                   max_concurrent_requests=settings.max_queue, max_input_length=engine.max_length,
+                   max_batch_tokens=settings.max_batch_tokens, max_client_batch_size=settings.max_client_batch_size,
+                   auto_truncate=False, tokenization_workers=1, version=magnet.__version__)
+
+
+async def cut_left_if_asked(service, model: str, cuts_left: bool, texts: list[str]) -> list[str]:
+    if not cuts_left:
+        return texts
+    engine = service.engines[model]
+    return await service.tokenize("embed", lambda: cut_from_left(engine, texts, None))
