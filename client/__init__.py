@@ -7,11 +7,13 @@ Errors are the classes of `magnet.errors`, raised with the server's message:
 InvalidInputError (and InputTooLongError, UnknownTaskError) 422,
 UnauthorizedError 401, PayloadTooLargeError 413, OverloadedError 429,
 BackendError 500, NotReadyError 503; any other status is a MagnetError whose
-`.status` is the HTTP status. Results are the pydantic models of
-`magnet.protocol`, the same the server answers with.
+`.status` is the HTTP status. No answer at all (refused, dropped, timed out, after
+the retries) raises ConnectionFailedError; a base URL ending in /v1, WrongBaseUrlError.
+Results are the pydantic models of `magnet.protocol`, the same the server answers with.
 """
 from magnet.client.aio import AsyncMagnetClient
 from magnet.client.base import Retry
+from magnet.client.errors import ConnectionFailedError, WrongBaseUrlError
 from magnet.client.mteb import MagnetEncoder
 from magnet.client.sync import MagnetClient
 from magnet.errors import (
@@ -30,4 +32,5 @@ __all__ = [
     "MagnetClient", "AsyncMagnetClient", "Retry", "MagnetEncoder",
     "MagnetError", "InvalidInputError", "InputTooLongError", "UnknownTaskError", "UnauthorizedError",
     "PayloadTooLargeError", "OverloadedError", "BackendError", "NotReadyError",
+    "ConnectionFailedError", "WrongBaseUrlError",
 ]

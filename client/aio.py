@@ -13,6 +13,7 @@ import httpx
 
 from magnet.client.base import BaseClient, EventDecoder, Retry, error_from
 from magnet.client.encode import ASYNC_CONCURRENCY, Progress, require_numpy, shaped
+from magnet.client.errors import connection_error
 from magnet.protocol import (
     EmbedResponse,
     GenerateChunk,
@@ -104,9 +105,12 @@ class AsyncMagnetClient(BaseClient):
                 await response.aread()
                 raise error_from(response)
             decoder = EventDecoder()
-            async for line in response.aiter_lines():
-                if (chunk := decoder.feed(line)) is not None:
-                    yield chunk
+            try:
+                async for line in response.aiter_lines():
+                    if (chunk := decoder.feed(line)) is not None:
+                        yield chunk
+            except httpx.TransportError as exc:  # dropped mid-stream: not retried (text was delivered)
+                raise connection_error(self.base_url, exc, 1) from exc
         finally:
             await response.aclose()
 
@@ -116,11 +120,19 @@ class AsyncMagnetClient(BaseClient):
     # --- I/O ---------------------------------------------------------------------------
 
     async def send(self, method: str, path: str, body: dict | None = None, stream: bool = False) -> httpx.Response:
-        """One request, retried on 429/503 per `self.retry` (before any byte of a stream)."""
+        """One request, retried on 429/503 and on refused or dropped connections per `self.retry`
+        (before any byte of a stream); a connection that fails for good is a ConnectionFailedError."""
         attempt = 0
         while True:
             request = self.http.build_request(method, path, json=body)
-            response = await self.http.send(request, stream=stream)
+            try:
+                response = await self.http.send(request, stream=stream)
+            except httpx.TransportError as exc:
+                if not self.retry.should_retry_error(exc, attempt):
+                    raise connection_error(self.base_url, exc, attempt + 1) from exc
+                await asyncio.sleep(self.retry.wait(None, attempt))
+                attempt += 1
+                continue
             if not self.retry.should_retry(response, attempt):
                 return response
             await response.aclose()

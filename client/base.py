@@ -13,6 +13,7 @@ import httpx
 from pydantic import BaseModel, ValidationError
 
 from magnet.client.encode import as_text_list, batches
+from magnet.client.errors import check_base_url
 from magnet.errors import (
     ERRORS_BY_CODE,
     BackendError,
@@ -37,9 +38,18 @@ ERRORS_BY_STATUS = {401: UnauthorizedError, 413: PayloadTooLargeError, 422: Inva
                     429: OverloadedError, 500: BackendError, 503: NotReadyError}
 
 
+# Failures before an answer that are retried: the connection was refused (nothing reached the
+# server) or dropped before the answer. Every Magnet route only computes and stores nothing, so
+# sending a request again is safe: at worst the server repeats work. A read timeout is not
+# retried: the server is busy with the request, and a second copy would add to its load.
+RETRIED_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError, httpx.ReadError,
+                  httpx.WriteError)
+
+
 @dataclass(frozen=True)
 class Retry:
-    """Retries of overloaded (429) and not-ready (503) answers, with exponential backoff.
+    """Retries of overloaded (429) and not-ready (503) answers, and of refused or dropped
+    connections (RETRIED_ERRORS), with exponential backoff.
 
     Wait before retry k (0-based): backoff * 2**k, at least the server's
     Retry-After, at most max_wait. `Retry(attempts=0)` turns retries off.
@@ -49,12 +59,17 @@ class Retry:
     backoff: float = 0.5
     max_wait: float = 8.0
     statuses: frozenset[int] = frozenset({429, 503})
+    errors: tuple[type[Exception], ...] = RETRIED_ERRORS
 
     def should_retry(self, response: httpx.Response, attempt: int) -> bool:
         return response.status_code in self.statuses and attempt < self.attempts
 
-    def wait(self, response: httpx.Response, attempt: int) -> float:
-        told = retry_after(response) or 0.0
+    def should_retry_error(self, error: Exception, attempt: int) -> bool:
+        return isinstance(error, self.errors) and attempt < self.attempts
+
+    def wait(self, response: httpx.Response | None, attempt: int) -> float:
+        """Seconds before retry `attempt`; `response` is None after a connection error."""
+        told = (retry_after(response) if response is not None else None) or 0.0
         return min(max(self.backoff * 2**attempt, told), self.max_wait)
 
 
@@ -68,7 +83,8 @@ def retry_after(response: httpx.Response) -> float | None:
 class BaseClient:
     def __init__(self, base_url: str | None = None, api_key: str | None = None, timeout: float = 120.0,
                  retry: Retry = Retry()):
-        self.base_url = (base_url or os.environ.get("MAGNET_URL") or DEFAULT_URL).rstrip("/")
+        source = "base_url" if base_url else "MAGNET_URL" if os.environ.get("MAGNET_URL") else "the default URL"
+        self.base_url = check_base_url(base_url or os.environ.get("MAGNET_URL") or DEFAULT_URL, source).rstrip("/")
         self.api_key = api_key if api_key is not None else os.environ.get("MAGNET_API_KEY")
         self.timeout = timeout
         self.retry = retry
@@ -121,6 +137,9 @@ def error_from(response: httpx.Response) -> MagnetError:
         code, message = detail["code"], detail["message"]
     except (ValueError, KeyError, TypeError):
         code, message = None, f"HTTP {response.status_code}: {response.text[:500]}"
+    if response.status_code == 404 and code in (None, "not_found"):
+        message += (f" ({request_line(response)}): no such route here; is the client's base_url this "
+                    "server's root (http://host:8000, no path)?")
     cls = ERRORS_BY_CODE.get(code) or ERRORS_BY_STATUS.get(response.status_code, MagnetError)
     if cls is OverloadedError:
         error = OverloadedError(message, retry_after=retry_after(response) or 1.0)
@@ -130,6 +149,13 @@ def error_from(response: httpx.Response) -> MagnetError:
     if code and code not in ERRORS_BY_CODE:
         error.code = code
     return error
+
+
+def request_line(response: httpx.Response) -> str:
+    try:
+        return f"{response.request.method} {response.request.url}"
+    except RuntimeError:  # a response built by hand, with no request
+        return "the request"
 
 
 class EventDecoder:

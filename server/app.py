@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 
 import magnet
+from magnet.server.api_docs import install_api_docs
 from magnet.server.chat_routes import chat_api
 from magnet.server.errors import install_error_handlers
 from magnet.server.auth import ApiKeyAuth, read_api_key
@@ -52,6 +53,8 @@ def create_app(settings: Settings | None = None, engine=None, tagger=None) -> Fa
         version=magnet.__version__,
         summary="One decoder-only LLM as encoder, tagger, infiller and generator.",
         lifespan=lifespan,
+        docs_url=None,  # served by install_api_docs, from local files
+        redoc_url=None,
     )
     app.state.service = service
     app.include_router(api, tags=["magnet"])
@@ -62,6 +65,7 @@ def create_app(settings: Settings | None = None, engine=None, tagger=None) -> Fa
     app.include_router(rerank_api)  # /v1/rerank, /v2/rerank (Cohere/Jina)
     app.include_router(tei_api)  # TEI's /embed, /, /rerank, /info
     app.include_router(probes, tags=["probes"])
+    install_api_docs(app)
     app.router.redirect_slashes = False  # POST /v1/embed/ is a 404, not a 307 that skips the checks
     install_error_handlers(app)
     # Outermost last: request id -> metrics -> API key (before any body is read) -> body limits.

@@ -14,9 +14,9 @@ from pathlib import Path
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from magnet.errors import UnauthorizedError
+from magnet.server.api_docs import DOCS_PATHS
 
-OPEN_PATHS = frozenset({"/health", "/ready", "/metrics", "/docs", "/docs/oauth2-redirect", "/redoc",
-                        "/openapi.json"})
+OPEN_PATHS = frozenset({"/health", "/ready", "/metrics"}) | DOCS_PATHS
 
 
 def read_api_key(api_key: str | None, api_key_file: str | None) -> str | None:

@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import json
+import socket
 
 import httpx
 import pytest
 
 from magnet.client import (
     AsyncMagnetClient,
+    ConnectionFailedError,
     InputTooLongError,
     InvalidInputError,
     MagnetClient,
@@ -16,6 +18,7 @@ from magnet.client import (
     OverloadedError,
     Retry,
     UnauthorizedError,
+    WrongBaseUrlError,
 )
 
 FAST = Retry(attempts=3, backoff=0.001, max_wait=0.01)
@@ -134,3 +137,102 @@ async def test_async_client_retries_too():
     async with AsyncMagnetClient("http://magnet", retry=FAST, transport=httpx.MockTransport(script)) as client:
         assert (await client.embed(["hi"])).usage.prompt_tokens == 3
     assert len(script.requests) == 2
+
+
+# --- no answer at all: refused, dropped, timed out ------------------------------------------
+
+
+class Failing:
+    """Raises the given httpx errors (instances) in order, then answers with `then`."""
+
+    def __init__(self, *errors: Exception, then: httpx.Response | None = None):
+        self.errors, self.then, self.calls = list(errors), then, 0
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.calls += 1
+        if self.errors:
+            raise self.errors.pop(0)
+        return self.then
+
+
+def test_a_refused_connection_is_retried_then_raised_as_connection_failed():
+    failing = Failing(*[httpx.ConnectError("[Errno 111] Connection refused")] * 4)
+    with pytest.raises(ConnectionFailedError, match=r"ConnectError \(4 tries\).*nothing answered at "
+                                                    r"http://magnet: start the server \(magnet serve\)"):
+        MagnetClient("http://magnet", retry=FAST, transport=httpx.MockTransport(failing)).embed("hi")
+    assert failing.calls == 4
+
+
+def test_a_dropped_connection_is_retried_until_an_answer():
+    failing = Failing(httpx.RemoteProtocolError("Server disconnected without sending a response."),
+                      httpx.ReadError("connection reset"), then=httpx.Response(200, json=EMBED_OK))
+    client = MagnetClient("http://magnet", retry=FAST, transport=httpx.MockTransport(failing))
+    assert client.embed("hi").embeddings == [[0.6, 0.8]] and failing.calls == 3
+
+
+def test_a_read_timeout_is_not_retried_and_names_the_timeout():
+    failing = Failing(httpx.ReadTimeout("timed out"), then=httpx.Response(200, json=EMBED_OK))
+    with pytest.raises(ConnectionFailedError, match="larger timeout="):
+        MagnetClient("http://magnet", retry=FAST, transport=httpx.MockTransport(failing)).embed("hi")
+    assert failing.calls == 1
+
+
+def test_a_connection_that_drops_mid_stream_raises_connection_failed():
+    def answer(request: httpx.Request) -> httpx.Response:
+        def body():
+            yield b'data: {"id": "r1", "model": "m", "text": "a"}\n\n'
+            raise httpx.ReadError("connection reset")
+        return httpx.Response(200, content=body(), headers={"content-type": "text/event-stream"})
+
+    received = []
+    with pytest.raises(ConnectionFailedError, match="dropped"):
+        for chunk in MagnetClient("http://magnet", retry=FAST, transport=httpx.MockTransport(answer)).generate_stream("x"):
+            received.append(chunk.text)
+    assert received == ["a"]
+
+
+def test_no_server_listening_is_a_connection_failed_error():
+    with socket.socket() as sock:  # a port nobody listens on: bound, never listening
+        sock.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        with pytest.raises(ConnectionFailedError, match=f"nothing answered at {url}") as raised:
+            MagnetClient(url, retry=Retry(attempts=1, backoff=0.001)).health()
+    assert isinstance(raised.value, MagnetError) and raised.value.status is None
+
+
+async def test_the_async_client_retries_a_refused_connection_and_raises_its_error():
+    failing = Failing(httpx.ConnectError("refused"), then=httpx.Response(200, json=EMBED_OK))
+    async with AsyncMagnetClient("http://magnet", retry=FAST, transport=httpx.MockTransport(failing)) as client:
+        assert (await client.embed("hi")).embeddings == [[0.6, 0.8]]
+    refused = Failing(*[httpx.ConnectError("refused")] * 2)
+    async with AsyncMagnetClient("http://magnet", retry=Retry(attempts=1, backoff=0.001),
+                                 transport=httpx.MockTransport(refused)) as client:
+        with pytest.raises(ConnectionFailedError, match="start the server"):
+            await client.embed("hi")
+    assert refused.calls == 2
+
+
+# --- the base URL --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("url", ["http://localhost:8000/v1", "http://localhost:8000/v1/", "https://h/magnet/v1"])
+def test_a_base_url_ending_in_v1_says_to_drop_it(url):
+    root = url.rstrip("/")[:-3]
+    with pytest.raises(WrongBaseUrlError, match=f"drop it and give the server's root, '{root}'"):
+        MagnetClient(url)
+    with pytest.raises(WrongBaseUrlError, match="base_url"):
+        AsyncMagnetClient(url)
+
+
+def test_magnet_url_ending_in_v1_is_named(monkeypatch):
+    monkeypatch.setenv("MAGNET_URL", "http://localhost:8000/v1")
+    with pytest.raises(WrongBaseUrlError, match="^MAGNET_URL 'http://localhost:8000/v1' ends in /v1"):
+        MagnetClient()
+
+
+def test_a_404_says_to_check_the_base_url():
+    script = Script(error(404, "not_found", "Not Found"))
+    with pytest.raises(MagnetError, match=r"Not Found \(POST http://magnet/api/v1/embed\): no such route here; "
+                                          "is the client's base_url this server's root") as raised:
+        MagnetClient("http://magnet/api", retry=FAST, transport=httpx.MockTransport(script)).embed("hi")
+    assert raised.value.status == 404
