@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -85,91 +86,204 @@ def passing_results() -> dict:
     probe = lambda s: {t: {"score": s} for t in ("pos", "chunk", "ner")}  # noqa: E731
     rep = {"base": {"rep_4": 0.10, "rep_sen": 0.0, "spaced_punctuation": 0.0},
            "adapted": {"rep_4": 0.11, "rep_sen": 0.0, "spaced_punctuation": 0.005}}
-    return {"roc": {"adapted_hybrid": 15.0, "base_causal": 20.0},
+    return {"roc": {"adapted_hybrid": 15.0, "adapted_causal": 17.0, "adapted_wrong_suffix": 19.0, "base_causal": 20.0},
             "conll": {"base_causal": probe(0.8), "adapted": probe(0.9)},
-            "stsb": {"adapted": 81.0}, "wikitext": {"base": 20.0, "adapted": 22.0},
-            "repetition": {"wikitext": rep, "roc": rep}, "cloze": {"adapted_infill": 0.5, "base_left_guess": 0.2}}
+            "stsb": {"adapted": 83.0}, "wikitext": {"base": 20.0, "adapted": 21.0},
+            "repetition": {"wikitext": rep, "roc": rep},
+            "cloze": {"adapted_infill": 0.65, "base_left_guess": 0.2, "adapted_left_guess": 0.3}}
 
 
-def test_criteria_mark_a_row_that_misses_its_target_fail():
-    assert all(c["pass"] for c in check_criteria(passing_results()))
+def test_criteria_mark_a_row_that_misses_its_target_fail_and_a_seen_row_seen():
+    assert all(c["status"] == "PASS" for c in check_criteria(passing_results()))
     results = passing_results()
-    results["stsb"]["adapted"] = 79.9
-    results["roc"]["adapted_hybrid"] = 16.5  # > 0.8 x 20
+    results["stsb"]["adapted"] = 81.9
+    results["roc"]["adapted_hybrid"] = 15.4  # > 0.9 x the adapter's own left to right (17.0)
+    results["wikitext"]["adapted"] = 22.1  # > 1.1 x base
+    results["cloze"]["adapted_left_guess"] = 0.7  # its own left guess beats its fill
+    failed = {c["target"] for c in check_criteria(results) if c["status"] == "FAIL"}
+    assert failed == {"STS-B Spearman >= 82", "ROC hybrid fill PPL <= 0.9 x the same adapter's left-to-right PPL",
+                      "WikiText-2 PPL <= 1.1 x base",
+                      "cloze greedy infill above the better left-context guess (base or adapted)"}
+    results["roc"]["adapted_wrong_suffix"] = 15.0  # another story's suffix as good as the true one: not read
+    assert "ROC PPL with another story's sentences 4-5 above the true suffix's (the suffix is read)" in {
+        c["target"] for c in check_criteria(results) if c["status"] == "FAIL"}
     del results["cloze"]
-    failed = {c["target"] for c in check_criteria(results) if not c["pass"]}
-    assert failed == {"STS-B dev Spearman >= 80", "ROC hybrid infill PPL <= 0.8 x base left-to-right PPL",
-                      "cloze infill hit rate above the base's left-context guess"}
     lines = format_criteria(check_criteria(results))
-    assert "FAIL  STS-B dev Spearman >= 80 (value 79.9, bound 80)" in lines
-    assert any(line.startswith("FAIL  cloze") and "missing" in line for line in lines)
+    assert "FAIL  STS-B Spearman >= 82 (value 81.9, bound 82)" in lines
+    assert any(line.startswith("FAIL  cloze greedy infill hit rate >= 60%") and "missing" in line for line in lines)
+    seen = check_criteria(results, {"roc": "trained on it", "stsb": "trained on it"})
+    judged = {c["row"]: c["status"] for c in seen}
+    assert judged["roc"] == judged["stsb"] == "SEEN" and judged["conll"] == "PASS"
+    assert all(c["value"] is None and c["pass"] is None for c in seen if c["status"] == "SEEN")
+    assert sum(line.startswith("SEEN  ") for line in format_criteria(seen)) == 3  # 2 ROC targets + STS-B
 
 
 def test_spread_takes_evenly_spaced_items_in_order():
     assert spread(list(range(10)), 3) == [0, 3, 6] and spread([1, 2], 0) == [1, 2] and spread([1, 2], 5) == [1, 2]
 
 
-STORY = "Tom was hungry.,He went to the store.,He bought a sandwich.,He ate it.,He was full.,Nope.,1"
-WIKI = """ = Tiny Article =
+NAMES = ["Tom", "Ana", "Raj", "Eve", "Bo", "Kim", "Lee", "Max", "Sam", "Ola", "Ivy", "Ned"]
+FOODS = ["a sandwich", "some milk", "an apple", "rice", "bread", "soup"]
+PARAGRAPHS = [
+    " The fox , which is quick and brown , jumps over the lazy dog in the field every single morning .",
+    " A man is playing a guitar on the stage while the crowd sings along to every word of the old song .",
+    " Paris is the capital of France , and Berlin is the capital of Germany , as every pupil learns .",
+    " She walked to the store , bought some milk , and came back home before the rain started to fall .",
+]
+STSB_PAIRS = [("A man plays.", "A man is playing.", 4.5), ("A dog runs.", "Stocks fell.", 0.2),
+              ("Kids swim.", "Children are swimming.", 4.0), ("The sky is blue.", "A cat sleeps.", 1.0)]
 
- The fox , which is quick and brown , jumps over the lazy dog in the field every single morning .
- A man is playing a guitar on the stage while the crowd sings along to every word of the old song .
- Paris is the capital of France , and Berlin is the capital of Germany , as every pupil learns .
- She walked to the store , bought some milk , and came back home before the rain started to fall .
-"""
+
+def roc_row(i: int) -> str:
+    name, food = NAMES[i % len(NAMES)], FOODS[i % len(FOODS)]
+    return (f"id{i},{name} was hungry.,{name} went to the store.,{name} bought {food}.,{name} ate it.,"
+            f"{name} was full.,Nope.,1")
 
 
 def write_data(tmp_path) -> list[str]:
-    """Tiny files in the real formats -> the paper command's data flags."""
-    sts = tmp_path / "sts.csv"
-    pairs = [("A man plays.", "A man is playing.", 4.5), ("A dog runs.", "Stocks fell.", 0.2),
-             ("Kids swim.", "Children are swimming.", 4.0), ("The sky is blue.", "A cat sleeps.", 1.0)]
-    sts.write_text("".join(f"main\tx\t2012\t{i}\t{s}\t{a}\t{b}\n" for i, (a, b, s) in enumerate(pairs)))
-    conll = tmp_path / "conll.txt"
-    conll.write_text(SAMPLE)
-    roc = tmp_path / "roc.csv"
+    """Tiny files in the real formats, under the names magnet/splits.py has rules for (so each is
+    split as the real file is) -> the paper command's data flags. Report split: ROC stories 2, 4,
+    9, 11; WikiText articles 6 and 15; CoNLL train.txt's document 1 is select, the rest train."""
+    data = tmp_path / "data"
+    for folder in ("stsb", "conll2003", "rocstories", "wikitext2"):
+        (data / folder).mkdir(parents=True, exist_ok=True)
+    sts = data / "stsb" / "sts-dev.csv"
+    sts.write_text("".join(f"main\tx\t2012\t{i}\t{s}\t{a}\t{b}\n" for i, (a, b, s) in enumerate(STSB_PAIRS)))
+    (data / "conll2003" / "train.txt").write_text((SAMPLE.rstrip("\n") + "\n\n") * 4)
+    (data / "conll2003" / "valid.txt").write_text(SAMPLE)
+    roc = data / "rocstories" / "cloze_test_val_spring2016.csv"
     roc.write_text("InputStoryid,InputSentence1,InputSentence2,InputSentence3,InputSentence4,"
                    "RandomFifthSentenceQuiz1,RandomFifthSentenceQuiz2,AnswerRightEnding\n"
-                   + "".join(f"id{i},{STORY}\n" for i in range(3)))
-    wiki = tmp_path / "wiki.valid.raw"
-    wiki.write_text(WIKI)
-    return ["--stsb", str(sts), "--conll-train", str(conll), "--conll-valid", str(conll), "--roc", str(roc),
-            "--wikitext", str(wiki)]
+                   + "".join(roc_row(i) + "\n" for i in range(12)))
+    wiki = data / "wikitext2" / "wiki.valid.raw"
+    wiki.write_text("".join(f" = Article {i} =\n\n" + "\n".join(PARAGRAPHS[i % 4:] + PARAGRAPHS[:i % 4]) + "\n"
+                            for i in range(16)))
+    return ["--stsb", str(sts), "--conll-train", str(data / "conll2003" / "train.txt"),
+            "--conll-valid", str(data / "conll2003" / "valid.txt"), "--roc", str(roc), "--wikitext", str(wiki)]
 
 
-TINY = sizes.EvalSizes(stsb_pairs=0, conll_train=2, conll_select=1, conll_valid=0, probe_steps=20, roc_stories=2,
+TINY = sizes.EvalSizes(stsb_pairs=0, conll_train=0, conll_select=0, conll_valid=0, probe_steps=20, roc_stories=0,
                        wikitext_windows=3, window_tokens=24, wikitext_prefixes=2, roc_prefixes=2,
-                       continuation_tokens=12, fill_tokens=4)
+                       continuation_tokens=12, fill_tokens=4, cloze_items=5)
 
 
-def test_paper_runs_end_to_end_and_writes_every_row(tiny_loaded, tiny_model_dir, tmp_path, monkeypatch, capsys):
+def paper_argv(tmp_path, tiny_model_dir, adapter, *extra) -> list[str]:
+    return ["eval", "paper", "--quick", *write_data(tmp_path), "--model", str(tiny_model_dir),
+            "--adapter", str(adapter), "--device", "cpu", "--output", str(tmp_path / "out"), *extra]
+
+
+def test_paper_runs_end_to_end_on_the_report_split(tiny_loaded, tiny_model_dir, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("MAGNET_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setattr("magnet.evaluation.paper.QUICK", TINY)
     adapter = save_random_lora(tiny_loaded, tmp_path / "adapter")
-    argv = ["eval", "paper", "--quick", *write_data(tmp_path), "--model", str(tiny_model_dir),
-            "--adapter", str(adapter), "--device", "cpu", "--output", str(tmp_path / "out")]
-    assert main(argv) == 0
+    assert main(paper_argv(tmp_path, tiny_model_dir, adapter)) == 0
     printed = capsys.readouterr().out
     report = json.loads((tmp_path / "out" / "paper.json").read_text())
     assert (tmp_path / "out" / "paper.md").read_text() in printed
     assert (tmp_path / "out" / "paper.png").stat().st_size > 0
-    assert set(report["results"]) == {"stsb", "conll", "roc", "wikitext", "repetition", "cloze"}
+    assert report["split"] == "report" and set(report["results"]) == set(report["rows"]) == {
+        "stsb", "conll", "roc", "wikitext", "repetition", "cloze"}
     assert all(row["seconds"] >= 0 for row in report["results"].values())
     expected = [line.metric for line in paper_report.table_lines(report["results"])]
-    assert [line["metric"] for line in report["table"]] == expected and len(expected) == 17
+    assert [line["metric"] for line in report["table"]] == expected and len(expected) == 20
     for line in report["table"]:
-        assert line["base"] is not None and math.isfinite(line["base"])
+        assert line["first"] is not None and math.isfinite(line["first"]) and line["seen"] is None
         assert f"| {line['metric']} |" in printed
+    assert "seen in training" not in printed
     assert report["model"]["adapter"]["sha256"] and report["model"]["adapted"].endswith("+adapter")
-    assert report["results"]["conll"]["adapted"]["sentences"] == {"train": 2, "selection": 1, "valid": 3}
-    assert report["results"]["wikitext"]["tokens"] == 3 * 24
-    assert report["results"]["cloze"]["items"] == len(load_items())
-    assert len(report["criteria"]) == 11 and printed.count("PASS  ") + printed.count("FAIL  ") == 11
+    # probes: fit on train.txt's train documents (2-4), chosen on its select document (1), scored on valid
+    assert report["results"]["conll"]["adapted"]["sentences"] == {"train": 9, "selection": 3, "valid": 3}
+    roc = report["results"]["roc"]
+    assert roc["stories"] == 4  # the report stories only
+    assert set(roc) >= {"adapted_causal", "adapted_no_suffix", "adapted_hybrid", "adapted_wrong_suffix", "base_causal"}
+    assert report["data"]["--roc"]["split"] == "report" and report["data"]["--stsb"]["split"] == "report"
+    assert report["results"]["cloze"]["items"] == 5
+    assert len(report["criteria"]) == 13 and printed.count("PASS  ") + printed.count("FAIL  ") == 13
     # the adapter changes the model: base and adapted differ (the same numbers would mean one model twice)
     assert report["results"]["wikitext"]["base"] != pytest.approx(report["results"]["wikitext"]["adapted"])
     cached = sorted(p.name.split("-", 2)[2].rsplit("-", 1)[0] for p in (tmp_path / "cache" / "generations").iterdir())
     # 2 models x (2 prefix sets + cloze guesses) + the adapted model's fills, best_of 1 and 4
     assert cached == ["continue"] * 6 + ["infill-best-of-1", "infill-best-of-4"]
+
+
+def test_paper_marks_rows_seen_in_training_and_resumes_an_interrupted_run(tiny_loaded, tiny_model_dir, tmp_path,
+                                                                        monkeypatch, capsys):
+    from magnet.evaluation import paper_rows
+    from magnet.manifest import AdapterManifest
+    from magnet.splits import data_record
+
+    monkeypatch.setenv("MAGNET_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr("magnet.evaluation.paper.QUICK", TINY)
+    argv_data = write_data(tmp_path)
+    roc, sts = argv_data[argv_data.index("--roc") + 1], argv_data[argv_data.index("--stsb") + 1]
+    adapter = save_random_lora(tiny_loaded, tmp_path / "adapter")
+    manifest = AdapterManifest.load(adapter)
+    # trained on the ROC file's report stories (a record with its hash) and, by an older
+    # adapter's name-only entry, on all of wiki.valid.raw; on STS-B only its train split
+    records = [data_record(roc, "report"), "wiki.valid.raw", {**data_record(sts, "train")}]
+    AdapterManifest(**{**manifest.__dict__, "data": records}).save(adapter)
+
+    def interrupted(run):
+        raise KeyboardInterrupt
+
+    monkeypatch.setitem(paper_rows.ROWS, "cloze", paper_rows.Row(interrupted, paper_rows.ROWS["cloze"].data))
+    with pytest.raises(KeyboardInterrupt):
+        main(paper_argv(tmp_path, tiny_model_dir, adapter))
+    kept = json.loads((tmp_path / "out" / "paper.json").read_text())
+    assert list(kept["results"]) == ["stsb", "conll", "roc", "wikitext", "repetition"]  # all but the cloze row
+    assert "Not measured yet: cloze" in (tmp_path / "out" / "paper.md").read_text()
+    capsys.readouterr()
+
+    def measured_again(run):
+        raise AssertionError("a finished row was measured again")
+
+    monkeypatch.undo()
+    monkeypatch.setenv("MAGNET_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr("magnet.evaluation.paper.QUICK", TINY)
+    for name in ("stsb", "conll", "roc", "wikitext", "repetition"):
+        monkeypatch.setitem(paper_rows.ROWS, name, paper_rows.Row(measured_again, paper_rows.ROWS[name].data))
+    assert main(paper_argv(tmp_path, tiny_model_dir, adapter, "--resume")) == 0
+    printed = capsys.readouterr().out
+    report = json.loads((tmp_path / "out" / "paper.json").read_text())
+    assert report["results"]["cloze"]["items"] == 5
+    for row in ("roc", "wikitext", "repetition"):  # ROC report stories; wiki by name; prefixes of both
+        assert set(report["results"][row]) == {"seen_in_training"}
+    assert "cloze_test_val_spring2016.csv" in report["results"]["roc"]["seen_in_training"]
+    assert "wiki.valid.raw" in report["results"]["wikitext"]["seen_in_training"]
+    assert "seconds" in report["results"]["stsb"]  # dev was not trained on: measured and reported
+    seen_lines = [line for line in report["table"] if line["seen"]]
+    assert {line["row"] for line in seen_lines} == {"roc", "wikitext", "repetition"}
+    assert all(line["first"] is None and line["second"] is None for line in seen_lines)
+    for line in seen_lines:  # printed without a figure
+        assert f"| {line['metric']} | seen in training | | |" in printed
+    statuses = {c["row"]: c["status"] for c in report["criteria"]}
+    assert statuses["roc"] == statuses["wikitext"] == statuses["repetition"] == "SEEN"
+    assert not any(line.startswith(("PASS  ROC", "FAIL  ROC", "PASS  WikiText", "FAIL  WikiText", "PASS  Rep-4",
+                                    "FAIL  Rep-4")) for line in printed.splitlines())
+    assert printed.count("SEEN  ") == 7  # 2 ROC, WikiText, 2 Rep-4, 2 spacing targets
+
+
+def test_overlap_compares_content_and_split_and_counts_an_old_name_as_the_whole_file(tmp_path):
+    from magnet.evaluation.data_files import file_split
+    from magnet.evaluation.overlap import overlap
+    from magnet.splits import data_record
+
+    flags = write_data(tmp_path)
+    roc = Path(flags[flags.index("--roc") + 1])
+    assert overlap([data_record(roc, "train")], roc, "report") is None  # trained on other stories: clean
+    assert "report split" in overlap([data_record(roc, "train"), data_record(roc, "report")], roc, "report")
+    assert overlap([data_record(roc, None)], roc, "report")  # the whole file read
+    assert overlap(["cloze_test_val_spring2016.csv"], roc, "report")  # an older adapter: names only
+    assert overlap(["wiki.valid.raw"], roc, "report") is None
+    other = tmp_path / "elsewhere" / "rocstories" / roc.name  # same name, other content: a hash decides
+    other.parent.mkdir(parents=True)
+    other.write_text(roc.read_text() + roc_row(99) + "\n")
+    assert overlap([data_record(other, "report")], roc, "report") is None
+    sts = flags[flags.index("--stsb") + 1]
+    with pytest.raises(SystemExit, match=r"stsb/sts-dev.csv has no select documents .* its select documents are in "
+                                         r"\.\./shared/data/stsb/sts-train.csv"):
+        file_split(sts, "select", "--stsb")
+    assert file_split(tmp_path / "mine.csv", "report", "--stsb") is None  # your own file: scored whole
 
 
 def test_a_missing_data_file_fails_naming_its_flag_before_loading_a_model(tmp_path, capsys):

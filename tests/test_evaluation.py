@@ -6,8 +6,9 @@ import math
 import pytest
 import torch
 
-from magnet.evaluation.infill import infill_perplexity, span_nll, story_tokens
+from magnet.evaluation.infill import READINGS, infill_perplexity, reading_perplexity, span_nll, story_tokens
 from magnet.evaluation.sts import spearman
+from magnet.masks import AttentionMode
 
 STORY = ["Tom was hungry.", "He went to the store.", "He bought a sandwich.", "He ate it.", "He was full."]
 
@@ -33,6 +34,33 @@ def test_infill_scores_the_same_tokens_in_both_modes_and_context_after_matters(t
     assert ppl == pytest.approx(math.exp(hybrid / n_hybrid), rel=1e-5)
 
 
+OTHER = ["Ana was cold.", "She found a coat.", "She put it on.", "The wind stopped.", "She was warm."]
+
+
+def test_readings_score_one_story_each_way_and_the_wrong_suffix_is_the_next_storys(tiny_engine):
+    model, anchor, eos = tiny_engine.model, tiny_engine.anchor_id, tiny_engine.tokenizer.eos_token_id
+    (b1, m1, a1), (b2, m2, a2) = story_tokens(tiny_engine.tokenizer, STORY), story_tokens(tiny_engine.tokenizer, OTHER)
+    ppl = {reading: reading_perplexity(tiny_engine, [STORY, OTHER], reading) for reading in READINGS}
+    n = len(m1) + len(m2)
+    expect = lambda a, b, **kw: math.exp((span_nll(model, anchor, eos, b1, m1, a, **kw)[0]  # noqa: E731
+                                          + span_nll(model, anchor, eos, b2, m2, b, **kw)[0]) / n)
+    assert ppl["causal"] == pytest.approx(expect(a1, a2, hybrid=False), rel=1e-5)
+    assert ppl["hybrid"] == pytest.approx(expect(a1, a2, hybrid=True), rel=1e-5)
+    assert ppl["wrong_suffix"] == pytest.approx(expect(a2, a1, hybrid=True), rel=1e-5)  # each the other's ending
+    assert ppl["no_suffix"] == pytest.approx(expect(None, None, hybrid=True), rel=1e-5)
+    assert len(set(round(v, 6) for v in ppl.values())) == 4  # four different readings
+
+
+def test_the_fill_reads_its_context_as_the_engine_does(tiny_engine, monkeypatch):
+    """An adapter trained with a left-to-right context: with no suffix its fill is exactly the
+    left-to-right reading, and the readings follow `Engine.infill_context` (what /v1/infill uses)."""
+    bidirectional = reading_perplexity(tiny_engine, [STORY, OTHER], "no_suffix")
+    monkeypatch.setattr(tiny_engine, "infill_context", AttentionMode.LEFT_CONTEXT)
+    causal = reading_perplexity(tiny_engine, [STORY, OTHER], "causal")
+    assert reading_perplexity(tiny_engine, [STORY, OTHER], "no_suffix") == pytest.approx(causal, rel=1e-6)
+    assert abs(bidirectional - causal) > 1e-2  # the random tiny model: PPLs near its vocabulary size
+
+
 def test_eval_commands_run_on_a_local_model(tiny_model_dir, tmp_path, capsys):
     from magnet.cli import main
 
@@ -45,7 +73,13 @@ def test_eval_commands_run_on_a_local_model(tiny_model_dir, tmp_path, capsys):
     roc = tmp_path / "roc.csv"
     header = "InputStoryid,InputSentence1,InputSentence2,InputSentence3,InputSentence4," \
              "RandomFifthSentenceQuiz1,RandomFifthSentenceQuiz2,AnswerRightEnding\n"
-    roc.write_text(header + "id1," + ",".join(STORY[:4]) + f",{STORY[4]},Nope.,1\n")
+    roc.write_text(header + "id1," + ",".join(STORY[:4]) + f",{STORY[4]},Nope.,1\n"
+                   + "id2," + ",".join(OTHER[:4]) + f",{OTHER[4]},Nope.,1\n")
     assert main(["eval", "infill", "--data", str(roc), "--stories", "1", "--model", str(tiny_model_dir),
                  "--adapter", "none", "--causal"]) == 0
     assert "ROC infill PPL (causal)" in capsys.readouterr().out
+    assert main(["eval", "infill", "--data", str(roc), "--model", str(tiny_model_dir), "--adapter", "none"]) == 0
+    printed = capsys.readouterr().out
+    assert "on 2 stories" in printed and "roc.csv, whole file (no split rule)" in printed
+    for reading in READINGS:
+        assert f"  {reading} " in printed

@@ -1,7 +1,10 @@
 """The project's targets for an adapted model, checked on the numbers of `magnet eval paper`.
 
-Each target compares one adapted figure with a bound (a fixed number, or a multiple of the
-base model's figure on the same data); a missing figure fails its target.
+Each target compares one adapted figure with a bound (a fixed number, or a multiple of a
+figure on the same data: the base's, or the same adapter read another way); a missing figure
+fails its target. A target whose row was seen in training (magnet/evaluation/overlap.py) is
+neither passed nor failed: it is marked SEEN, since a figure on training data proves nothing.
+The targets are to be met on the *report* split (magnet/splits.py).
 """
 from __future__ import annotations
 
@@ -9,11 +12,12 @@ import operator
 from dataclasses import dataclass
 from typing import Callable
 
-ROC_INFILL_RATIO = 0.8  # hybrid infill PPL at most this times the base's left-to-right PPL
-STSB_MIN = 80.0  # STS-B dev Spearman x100
-WIKITEXT_PPL_RATIO = 1.15  # left-to-right PPL at most this times the base's
+ROC_HYBRID_RATIO = 0.90  # hybrid fill PPL at most this times the same adapter's left-to-right PPL
+STSB_MIN = 82.0  # STS-B dev Spearman x100
+WIKITEXT_PPL_RATIO = 1.10  # left-to-right PPL at most this times the base's
 REP4_RATIO = 1.2  # Rep-4 at most this times the base's
 SPACED_PUNCTUATION_SLACK = 1.0  # percentage points of " ." / " ," above the base's own rate
+CLOZE_MIN = 60.0  # greedy cloze hit rate, %
 
 Getter = Callable[[dict], float]
 
@@ -21,6 +25,8 @@ Getter = Callable[[dict], float]
 @dataclass(frozen=True)
 class Target:
     text: str
+    row: str  # the results row it reads (a seen row is not judged)
+    line: str  # the table line it is drawn on (paper_report.Line.key)
     value: Getter  # the adapted model's figure
     bound: Getter  # what it is compared with
     compare: str  # "<=", ">=" or ">"
@@ -41,25 +47,42 @@ def spaced(prefixes: str, who: str) -> Getter:
     return lambda r: 100 * r["repetition"][prefixes][who]["spaced_punctuation"]
 
 
+def roc(reading: str) -> Getter:
+    return lambda r: r["roc"][reading]
+
+
+def cloze(key: str) -> Getter:
+    return lambda r: 100 * r["cloze"][key]
+
+
 TARGETS = (
-    Target(f"ROC hybrid infill PPL <= {ROC_INFILL_RATIO} x base left-to-right PPL",
-           lambda r: r["roc"]["adapted_hybrid"], lambda r: ROC_INFILL_RATIO * r["roc"]["base_causal"], "<="),
-    Target("POS accuracy above the base causal probe", probe("pos", "adapted"), probe("pos", "base_causal"), ">"),
-    Target("chunk F1 above the base causal probe", probe("chunk", "adapted"), probe("chunk", "base_causal"), ">"),
-    Target("NER F1 above the base causal probe", probe("ner", "adapted"), probe("ner", "base_causal"), ">"),
-    Target(f"STS-B dev Spearman >= {STSB_MIN:g}", lambda r: r["stsb"]["adapted"], lambda r: STSB_MIN, ">="),
-    Target(f"WikiText-2 PPL <= {WIKITEXT_PPL_RATIO} x base",
+    Target(f"ROC hybrid fill PPL <= {ROC_HYBRID_RATIO} x the same adapter's left-to-right PPL", "roc", "roc_hybrid",
+           roc("adapted_hybrid"), lambda r: ROC_HYBRID_RATIO * roc("adapted_causal")(r), "<="),
+    Target("ROC PPL with another story's sentences 4-5 above the true suffix's (the suffix is read)", "roc",
+           "roc_wrong_suffix", roc("adapted_wrong_suffix"), roc("adapted_hybrid"), ">"),
+    Target("POS accuracy above the base causal probe", "conll", "probe_pos", probe("pos", "adapted"),
+           probe("pos", "base_causal"), ">"),
+    Target("chunk F1 above the base causal probe", "conll", "probe_chunk", probe("chunk", "adapted"),
+           probe("chunk", "base_causal"), ">"),
+    Target("NER F1 above the base causal probe", "conll", "probe_ner", probe("ner", "adapted"),
+           probe("ner", "base_causal"), ">"),
+    Target(f"STS-B Spearman >= {STSB_MIN:g}", "stsb", "stsb", lambda r: r["stsb"]["adapted"], lambda r: STSB_MIN, ">="),
+    Target(f"WikiText-2 PPL <= {WIKITEXT_PPL_RATIO} x base", "wikitext", "wikitext",
            lambda r: r["wikitext"]["adapted"], lambda r: WIKITEXT_PPL_RATIO * r["wikitext"]["base"], "<="),
-    Target(f"Rep-4 (WikiText prefixes) <= {REP4_RATIO} x base",
-           repetition("wikitext", "adapted"), lambda r: REP4_RATIO * repetition("wikitext", "base")(r), "<="),
-    Target(f"Rep-4 (ROC prefixes) <= {REP4_RATIO} x base",
-           repetition("roc", "adapted"), lambda r: REP4_RATIO * repetition("roc", "base")(r), "<="),
-    *(Target(f"punctuation after a space ({prefixes} generations) <= base + {SPACED_PUNCTUATION_SLACK:g} points",
-             spaced(prefixes, "adapted"), lambda r, p=prefixes: spaced(p, "base")(r) + SPACED_PUNCTUATION_SLACK, "<=")
+    *(Target(f"Rep-4 ({prefixes} prefixes) <= {REP4_RATIO} x base", "repetition", f"rep_4_{prefixes}",
+             repetition(prefixes, "adapted"), lambda r, p=prefixes: REP4_RATIO * repetition(p, "base")(r), "<=")
       for prefixes in ("wikitext", "roc")),
-    Target("cloze infill hit rate above the base's left-context guess",
-           lambda r: 100 * r["cloze"]["adapted_infill"], lambda r: 100 * r["cloze"]["base_left_guess"], ">"),
+    *(Target(f"punctuation after a space ({prefixes} generations) <= base + {SPACED_PUNCTUATION_SLACK:g} points",
+             "repetition", f"spaced_{prefixes}", spaced(prefixes, "adapted"),
+             lambda r, p=prefixes: spaced(p, "base")(r) + SPACED_PUNCTUATION_SLACK, "<=")
+      for prefixes in ("wikitext", "roc")),
+    Target(f"cloze greedy infill hit rate >= {CLOZE_MIN:g}%", "cloze", "cloze", cloze("adapted_infill"),
+           lambda r: CLOZE_MIN, ">="),
+    Target("cloze greedy infill above the better left-context guess (base or adapted)", "cloze", "cloze",
+           cloze("adapted_infill"), lambda r: max(cloze("base_left_guess")(r), cloze("adapted_left_guess")(r)), ">"),
 )
+
+PASS, FAIL, SEEN = "PASS", "FAIL", "SEEN"
 
 
 def figure(getter: Getter, results: dict) -> float | None:
@@ -69,20 +92,28 @@ def figure(getter: Getter, results: dict) -> float | None:
         return None
 
 
-def check_criteria(results: dict) -> list[dict]:
-    """[{"target", "value", "bound", "pass"}] in TARGETS order."""
+def check_criteria(results: dict, seen: dict[str, str] | None = None) -> list[dict]:
+    """[{"target", "row", "line", "value", "bound", "pass", "status"}] in TARGETS order. `seen`:
+    row -> why it was seen in training; such a row's targets get status SEEN, no figures."""
+    seen = seen or {}
     checked = []
     for target in TARGETS:
+        if target.row in seen:
+            checked.append({"target": target.text, "row": target.row, "line": target.line, "value": None,
+                            "bound": None, "pass": None, "status": SEEN})
+            continue
         value, bound = figure(target.value, results), figure(target.bound, results)
         passed = value is not None and bound is not None and COMPARE[target.compare](value, bound)
-        checked.append({"target": target.text, "value": value, "bound": bound, "pass": passed})
+        checked.append({"target": target.text, "row": target.row, "line": target.line, "value": value,
+                        "bound": bound, "pass": passed, "status": PASS if passed else FAIL})
     return checked
 
 
 def format_criteria(checked: list[dict]) -> list[str]:
-    """'PASS  target (value 82.10, bound 80.00)' lines."""
+    """'PASS  target (value 82.10, bound 80.00)' lines; 'SEEN  target (seen in training: not judged)'."""
     def number(x):
         return "missing" if x is None else f"{x:.4g}"
 
-    return [f"{'PASS' if c['pass'] else 'FAIL'}  {c['target']} (value {number(c['value'])}, bound {number(c['bound'])})"
+    return [f"{SEEN}  {c['target']} (seen in training: not judged)" if c["status"] == SEEN else
+            f"{c['status']}  {c['target']} (value {number(c['value'])}, bound {number(c['bound'])})"
             for c in checked]

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Callable
 
 from magnet.embedded import cache_dir
+from magnet.progress import progress
 from magnet.sampling import INFILL_DEFAULTS, SamplingParams
 from magnet.tagging.features import code_fingerprint, engine_identity
 
@@ -54,7 +55,7 @@ def cached_outputs(engine, kind: str, max_tokens: int, prompts: list, produce: C
         log.info("%s: cache hit %s", kind, path)
         return json.loads(path.read_text())["outputs"]
     started = time.monotonic()
-    outputs = [produce(p) for p in prompts]
+    outputs = [produce(p) for p in progress(prompts, f"{kind} ({engine.name})", unit="prompt")]
     log.info("%s: %d outputs of %s in %.1fs", kind, len(outputs), engine.name, time.monotonic() - started)
     if use_cache:
         path.parent.mkdir(parents=True, exist_ok=True)

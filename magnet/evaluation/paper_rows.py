@@ -1,15 +1,18 @@
 """The measurements behind `magnet eval paper`: one function per benchmark, each scoring the
-base model and the adapted one on the same subsample, reusing the benchmark's own module."""
+base model and the adapted one on the same subsample of one split, reusing the benchmark's
+own module; and the data each row scores, for the seen-in-training check."""
 from __future__ import annotations
 
 import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from magnet.datasets import read_stsb
-from magnet.evaluation.cloze import cloze_scores, load_items
-from magnet.evaluation.infill import heldout_stories, infill_perplexity
+from magnet.evaluation.cloze import ITEMS_FILE, cloze_scores, load_items
+from magnet.evaluation.infill import infill_controls, roc_stories
+from magnet.evaluation.overlap import first_overlap
 from magnet.evaluation.probe import probe_scores
 from magnet.evaluation.repetition import generation_repetition, roc_prefixes, wikitext_prefixes
 from magnet.evaluation.sizes import EvalSizes, spread
@@ -25,51 +28,52 @@ class PaperRun:
     base: object  # Engine without the adapter
     adapted: object  # Engine with it (merged)
     files: dict[str, Path]  # data flag -> file
+    splits: dict[str, str | None]  # data flag -> the split of it scored (None: the whole file)
     sizes: EvalSizes
     use_cache: bool = True
+
+    def scored(self, flag: str) -> tuple[Path, str | None]:
+        return self.files[flag], self.splits[flag]
 
 
 def stsb_row(run: PaperRun) -> dict:
     """Last-token embeddings with the adapter's instruction; the base read both ways."""
-    rows = spread(read_stsb(run.files["--stsb"]), run.sizes.stsb_pairs)
+    rows = spread(read_stsb(*run.scored("--stsb")), run.sizes.stsb_pairs)
     instruction = run.adapted.instruction
     return {"pairs": len(rows),
-            "adapted": stsb_spearman(run.adapted, rows, instruction),
-            "base_causal": stsb_spearman(run.base, rows, instruction, AttentionMode.CAUSAL),
-            "base_bidirectional": stsb_spearman(run.base, rows, instruction)}
+            "adapted": stsb_spearman(run.adapted, rows, instruction, label="STS-B adapted"),
+            "base_causal": stsb_spearman(run.base, rows, instruction, AttentionMode.CAUSAL, label="STS-B base causal"),
+            "base_bidirectional": stsb_spearman(run.base, rows, instruction, label="STS-B base bidirectional")}
 
 
 def conll_row(run: PaperRun) -> dict:
     """Base: causal word vectors (its own way); adapted: bidirectional with the token shift."""
     s = run.sizes
-    shared = (run.files["--conll-train"], run.files["--conll-valid"], s.conll_train, s.conll_select,
+    shared = (run.files["--conll-train"], *run.scored("--conll-valid"), s.conll_train, s.conll_select,
               s.conll_valid, s.probe_steps, run.use_cache)
     return {"base_causal": probe_scores(run.base, "causal", *shared),
             "adapted": probe_scores(run.adapted, "bidirectional", *shared)}
 
 
 def roc_row(run: PaperRun) -> dict:
-    stories = heldout_stories(run.files["--roc"], run.sizes.roc_stories)
-
-    def ppl(engine, hybrid: bool) -> float:
-        return infill_perplexity(engine.model, engine.tokenizer, engine.anchor_id, stories, hybrid=hybrid)
-
-    return {"stories": len(stories), "adapted_hybrid": ppl(run.adapted, True),
-            "adapted_causal": ppl(run.adapted, False), "base_causal": ppl(run.base, False)}
+    """Every reading of infill.READINGS by the adapted model, and the base left to right."""
+    return infill_controls(run.adapted, run.base, roc_stories(*run.scored("--roc"), run.sizes.roc_stories))
 
 
 def wikitext_row(run: PaperRun) -> dict:
-    s, path = run.sizes, run.files["--wikitext"]
-    base = wikitext_perplexity(run.base, path, s.wikitext_windows, s.window_tokens)
-    adapted = wikitext_perplexity(run.adapted, path, s.wikitext_windows, s.window_tokens)
+    s = run.sizes
+    base = wikitext_perplexity(run.base, *run.scored("--wikitext"), s.wikitext_windows, s.window_tokens,
+                               "WikiText base")
+    adapted = wikitext_perplexity(run.adapted, *run.scored("--wikitext"), s.wikitext_windows, s.window_tokens,
+                                  "WikiText adapted")
     return {"tokens": base.tokens, "windows": base.windows, "window": base.window, "base": base.ppl,
             "adapted": adapted.ppl}
 
 
 def repetition_row(run: PaperRun) -> dict:
     s = run.sizes
-    prefix_sets = {"wikitext": wikitext_prefixes(run.files["--wikitext"], s.wikitext_prefixes),
-                   "roc": roc_prefixes(run.files["--roc"], s.roc_prefixes)}
+    prefix_sets = {"wikitext": wikitext_prefixes(*run.scored("--wikitext"), s.wikitext_prefixes),
+                   "roc": roc_prefixes(*run.scored("--roc"), s.roc_prefixes)}
     result: dict = {"max_tokens": s.continuation_tokens, "prefixes": {k: len(v) for k, v in prefix_sets.items()}}
     for name, prefixes in prefix_sets.items():
         result[name] = {who: generation_repetition(engine, prefixes, s.continuation_tokens, run.use_cache)
@@ -78,20 +82,51 @@ def repetition_row(run: PaperRun) -> dict:
 
 
 def cloze_row(run: PaperRun) -> dict:
-    return cloze_scores(run.base, run.adapted, load_items(), run.sizes.fill_tokens, run.use_cache)
+    return cloze_scores(run.base, run.adapted, spread(load_items(), run.sizes.cloze_items), run.sizes.fill_tokens,
+                        run.use_cache)
 
 
-ROWS = {"stsb": stsb_row, "conll": conll_row, "roc": roc_row, "wikitext": wikitext_row,
-        "repetition": repetition_row, "cloze": cloze_row}
+@dataclass(frozen=True)
+class Row:
+    measure: Callable[[PaperRun], dict]
+    data: Callable[[PaperRun], list[tuple[Path, str | None]]]  # what it scores: (file, split)
 
 
-def measure_rows(run: PaperRun) -> dict[str, dict]:
+ROWS = {
+    "stsb": Row(stsb_row, lambda run: [run.scored("--stsb")]),
+    "conll": Row(conll_row, lambda run: [run.scored("--conll-valid")]),
+    "roc": Row(roc_row, lambda run: [run.scored("--roc")]),
+    "wikitext": Row(wikitext_row, lambda run: [run.scored("--wikitext")]),
+    "repetition": Row(repetition_row, lambda run: [run.scored("--wikitext"), run.scored("--roc")]),
+    "cloze": Row(cloze_row, lambda run: [(ITEMS_FILE, None)]),
+}
+
+
+def seen_rows(run: PaperRun, records: list) -> dict[str, str]:
+    """row -> why its data was seen in training (the adapter's manifest records), for rows that were."""
+    return {name: why for name, row in ROWS.items() if (why := first_overlap(records, row.data(run)))}
+
+
+def measure_rows(run: PaperRun, seen: dict[str, str], done: dict[str, dict] | None = None,
+                 finished: Callable[[dict], None] | None = None) -> dict[str, dict]:
     """{row: its numbers + "seconds" (wall) + "cpu_seconds" (this process's CPU time: what the row
-    costs on a machine shared with other work)}, in table order."""
-    results = {}
-    for name, measure in ROWS.items():
-        started, cpu = time.perf_counter(), time.process_time()
-        results[name] = {**measure(run), "seconds": round(time.perf_counter() - started, 1),
-                         "cpu_seconds": round(time.process_time() - cpu, 1)}
-        log.info("paper: %s done in %.0fs (%.0fs CPU)", name, results[name]["seconds"], results[name]["cpu_seconds"])
+    costs on a machine shared with other work)}, in table order. A row seen in training is not
+    measured: {"seen_in_training": why}. Rows in `done` (a resumed run) are kept as they are;
+    `finished(results so far)` is called after every row, so its caller can write them out."""
+    results: dict[str, dict] = {}
+    for name, row in ROWS.items():
+        if done and name in done:
+            results[name] = done[name]
+            log.info("paper: %s kept from the earlier run", name)
+            continue
+        if name in seen:
+            results[name] = {"seen_in_training": seen[name]}
+        else:
+            started, cpu = time.perf_counter(), time.process_time()
+            results[name] = {**row.measure(run), "seconds": round(time.perf_counter() - started, 1),
+                             "cpu_seconds": round(time.process_time() - cpu, 1)}
+            log.info("paper: %s done in %.0fs (%.0fs CPU)", name, results[name]["seconds"],
+                     results[name]["cpu_seconds"])
+        if finished is not None:
+            finished(results)
     return results

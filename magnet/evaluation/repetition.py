@@ -6,9 +6,10 @@
 Each is computed per generation (the continuation only, not its prefix) and averaged over
 the generations; a generation with no 4-gram (or no sentence) counts as 0, nothing repeated.
 Sentences are split after . ! or ? followed by whitespace. Prefixes, as in the paper: the
-first 5 words of WikiText paragraphs and the first sentence of held-out ROC stories.
+first 5 words of WikiText paragraphs and the first sentence of ROC stories, both of one split
+of their files (--split, report by default; magnet/splits.py).
 
-    magnet eval repetition [--wikitext FILE] [--roc FILE] [--prefixes 32] [--max-tokens 80]
+    magnet eval repetition [--wikitext FILE] [--roc FILE] [--split select] [--prefixes 32] [--max-tokens 80]
 """
 from __future__ import annotations
 
@@ -18,8 +19,8 @@ import time
 
 from magnet.datasets import read_paragraphs
 from magnet.evaluation.generations import continuations
-from magnet.evaluation.infill import heldout_stories
-from magnet.evaluation.sizes import FULL, HELDOUT_STORIES, spread
+from magnet.evaluation.infill import roc_stories
+from magnet.evaluation.sizes import FULL, spread
 
 PREFIX_WORDS = 5  # WikiText prefixes (paper)
 NGRAM = 4
@@ -57,16 +58,16 @@ def repetition_scores(texts: list[str]) -> dict[str, float]:
             "spaced_punctuation": spaced_punctuation(" ".join(texts))}
 
 
-def wikitext_prefixes(path, n: int) -> list[str]:
-    """The first PREFIX_WORDS words of n spread paragraphs of more than twice that many words
-    (so the paragraph goes on after the prefix: no captions or one-line lists)."""
-    paragraphs = [p.split() for p in read_paragraphs(path)]
+def wikitext_prefixes(path, split: str | None, n: int) -> list[str]:
+    """The first PREFIX_WORDS words of n spread paragraphs (of the split's articles) of more than
+    twice that many words (so the paragraph goes on after the prefix: no captions or lists)."""
+    paragraphs = [p.split() for p in read_paragraphs(path, split)]
     return [" ".join(words[:PREFIX_WORDS]) for words in spread([w for w in paragraphs if len(w) > 2 * PREFIX_WORDS], n)]
 
 
-def roc_prefixes(path, n: int) -> list[str]:
-    """The first sentence of n spread stories among those training holds out."""
-    return [story[0] for story in spread(heldout_stories(path, HELDOUT_STORIES), n)]
+def roc_prefixes(path, split: str | None, n: int) -> list[str]:
+    """The first sentence of n stories spread over the split's stories."""
+    return [story[0] for story in roc_stories(path, split, n)]
 
 
 def generation_repetition(engine, prefixes: list[str], max_tokens: int, use_cache: bool = True) -> dict[str, float]:
@@ -74,26 +75,34 @@ def generation_repetition(engine, prefixes: list[str], max_tokens: int, use_cach
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from magnet.evaluation.data_files import add_data_arguments
+    from magnet.evaluation.data_files import add_data_arguments, add_split_argument
     from magnet.model_options import add_model_arguments
 
     add_model_arguments(parser)
     add_data_arguments(parser, "--wikitext", "--roc")
+    add_split_argument(parser)
     parser.add_argument("--prefixes", type=int, default=FULL.wikitext_prefixes, help="prefixes per data set")
     parser.add_argument("--max-tokens", type=int, default=FULL.continuation_tokens, help="tokens per generation")
     parser.add_argument("--no-cache", action="store_true", help="regenerate instead of reading cached generations")
 
 
 def run(args: argparse.Namespace) -> int:
-    from magnet.evaluation.data_files import data_files
+    from magnet.evaluation.data_files import data_files, file_split, split_note
+    from magnet.evaluation.overlap import seen_note
     from magnet.model_options import load_engine
 
     paths = data_files(args, "--wikitext", "--roc")
+    splits = {flag: file_split(path, args.split, flag) for flag, path in paths.items()}
+    prefix_sets = (("WikiText", "--wikitext", wikitext_prefixes(paths["--wikitext"], splits["--wikitext"], args.prefixes)),
+                   ("ROC", "--roc", roc_prefixes(paths["--roc"], splits["--roc"], args.prefixes)))
     engine = load_engine(args)
-    for name, prefixes in (("WikiText", wikitext_prefixes(paths["--wikitext"], args.prefixes)),
-                           ("ROC", roc_prefixes(paths["--roc"], args.prefixes))):
+    for name, flag, prefixes in prefix_sets:
         started = time.perf_counter()
         scores = generation_repetition(engine, prefixes, args.max_tokens, not args.no_cache)
         print(f"{engine.name}\t{name} prefixes: Rep-Sen {scores['rep_sen']:.4f} Rep-4 {scores['rep_4']:.4f}\t"
-              f"({len(prefixes)} generations of <= {args.max_tokens} tokens, {time.perf_counter() - started:.0f} s)")
+              f"({len(prefixes)} generations of <= {args.max_tokens} tokens from {split_note(paths[flag], splits[flag])},"
+              f" {time.perf_counter() - started:.0f} s)")
+        note = seen_note(engine, [(paths[flag], splits[flag])])
+        if note:
+            print(note)
     return 0

@@ -9,39 +9,37 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence, TypeVar
 
-from magnet.training.config import TrainConfig
-
 T = TypeVar("T")
-
-HELDOUT_STORIES = 200  # ROC stories per row (from the report split; magnet.splits)
 
 
 @dataclass(frozen=True)
 class EvalSizes:
-    stsb_pairs: int  # STS-B dev pairs, spread over the file (0 = all 1,500)
-    conll_train: int  # the first N CoNLL train sentences: the probes are fit on them
-    conll_select: int  # the next M train sentences: each head's checkpoint is chosen on them
-    conll_valid: int  # the first N valid sentences: the reported split (0 = all 3,250)
+    # every count is of the split scored (--split, magnet/splits.py); 0 = all of it
+    stsb_pairs: int  # STS-B pairs, spread over the split (report: all 1,500 of dev)
+    conll_train: int  # the first N sentences of CoNLL train's train documents: the probes are fit on them
+    conll_select: int  # the first M of its select documents: each head's checkpoint is chosen on them
+    conll_valid: int  # the first N sentences scored (report: valid, 3,250)
     probe_steps: int  # head training steps (paper: 4000, batch 8 sentences)
-    roc_stories: int  # the last N ROC stories (at most HELDOUT_STORIES: held out from training)
-    wikitext_windows: int  # windows of WikiText-2 valid scored, spread over the file
+    roc_stories: int  # ROC stories spread over the split (report: ~375)
+    wikitext_windows: int  # windows of the split's WikiText-2 articles, spread over them
     window_tokens: int  # tokens per window, each scored after an anchor token
     wikitext_prefixes: int  # 5-word WikiText prefixes for the repetition row
-    roc_prefixes: int  # first sentences of held-out ROC stories, for the repetition row
+    roc_prefixes: int  # first sentences of the split's ROC stories, for the repetition row
     continuation_tokens: int  # greedy tokens generated per repetition prefix (paper: open-ended)
     fill_tokens: int  # max tokens of a cloze fill and of a left-context guess
+    cloze_items: int  # cloze items, spread over the shipped set
 
 
 # Cost with the embedded SmolLM2-135M on CPU (per-item times of a --quick run, scaled up):
 # FULL about 18 min of one core (STS-B 6, CoNLL 5, repetition 3, ROC 2, WikiText 1, cloze 1),
 # about 12 min on two free cores; QUICK about 4.5 min of one core.
 FULL = EvalSizes(stsb_pairs=400, conll_train=600, conll_select=150, conll_valid=400, probe_steps=4000,
-                 roc_stories=HELDOUT_STORIES, wikitext_windows=24, window_tokens=256,
-                 wikitext_prefixes=16, roc_prefixes=16, continuation_tokens=64, fill_tokens=8)
+                 roc_stories=200, wikitext_windows=24, window_tokens=256,
+                 wikitext_prefixes=16, roc_prefixes=16, continuation_tokens=64, fill_tokens=8, cloze_items=0)
 
 QUICK = EvalSizes(stsb_pairs=60, conll_train=120, conll_select=40, conll_valid=120, probe_steps=1000,
                   roc_stories=30, wikitext_windows=4, window_tokens=256,
-                  wikitext_prefixes=5, roc_prefixes=5, continuation_tokens=64, fill_tokens=8)
+                  wikitext_prefixes=5, roc_prefixes=5, continuation_tokens=64, fill_tokens=8, cloze_items=16)
 
 
 def spread(items: Sequence[T], n: int) -> list[T]:

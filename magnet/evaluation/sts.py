@@ -1,6 +1,10 @@
 """STS-B: Spearman correlation between embedding cosine and the gold score.
 
-    magnet eval sts --data ../shared/data/stsb/sts-dev.csv [--model ...] [--adapter ...]
+Scored on one split (--split; magnet/splits.py): report = dev (sts-dev.csv, used for nothing
+else), select = a slice of sts-train.csv that training never reads (for choices made while
+training), train = the rest of sts-train.csv.
+
+    magnet eval sts [--data ../shared/data/stsb/sts-dev.csv] [--split select] [--model ...] [--adapter ...]
 """
 from __future__ import annotations
 
@@ -10,7 +14,11 @@ import time
 import torch
 
 from magnet.datasets import read_stsb
+from magnet.evaluation.sizes import spread
 from magnet.masks import AttentionMode
+from magnet.progress import progress
+
+EMBED_BATCH = 32  # sentences per embed call (one progress step)
 
 
 def spearman(x: torch.Tensor, y: torch.Tensor) -> float:
@@ -36,11 +44,17 @@ def pearson(x: torch.Tensor, y: torch.Tensor) -> float:
 
 
 def stsb_spearman(engine, rows: list[tuple[str, str, float]], instruction: str | None = None,
-                  mode: AttentionMode = AttentionMode.BIDIRECTIONAL) -> float:
+                  mode: AttentionMode = AttentionMode.BIDIRECTIONAL, label: str = "") -> float:
     """x100 Spearman of cos(embed(s1), embed(s2)) against the scores; `mode` is the attention
     the embeddings are read with (causal: a base model's own way)."""
-    left = engine.embed([a for a, _, _ in rows], instruction=instruction, truncate=True, mode=mode).embeddings
-    right = engine.embed([b for _, b, _ in rows], instruction=instruction, truncate=True, mode=mode).embeddings
+    texts = [a for a, _, _ in rows] + [b for _, b, _ in rows]
+    chunks = []
+    for first in progress(range(0, len(texts), EMBED_BATCH), label or f"STS-B {engine.name} ({mode.value})",
+                          unit="batch"):
+        chunks.append(engine.embed(texts[first:first + EMBED_BATCH], instruction=instruction, truncate=True,
+                                   mode=mode).embeddings)
+    embeddings = torch.cat(chunks)
+    left, right = embeddings[: len(rows)], embeddings[len(rows):]
     cosine = (left * right).sum(dim=-1)  # embeddings are normalized
     return 100 * spearman(cosine, torch.tensor([s for _, _, s in rows]))
 
@@ -48,17 +62,30 @@ def stsb_spearman(engine, rows: list[tuple[str, str, float]], instruction: str |
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from magnet.model_options import add_model_arguments
 
+    from magnet.evaluation.data_files import add_data_arguments, add_split_argument
+
     add_model_arguments(parser)
-    parser.add_argument("--data", required=True, help="STS-B file (sts-dev.csv)")
-    parser.add_argument("--limit", type=int, default=0, help="first N pairs only (0 = all)")
+    add_data_arguments(parser, "--stsb", dest={"--stsb": "--data"})
+    add_split_argument(parser)
+    parser.add_argument("--limit", type=int, default=0, help="N pairs spread over the split (0 = all)")
 
 
 def run(args: argparse.Namespace) -> int:
+    from magnet.evaluation.data_files import file_split, find_data_file, flag_value, split_note
+    from magnet.evaluation.overlap import seen_note
     from magnet.model_options import load_engine
 
+    path = find_data_file(flag_value(args, "--stsb"), "--data")
+    split = file_split(path, args.split, "--stsb", "--data")
+    rows = spread(read_stsb(path, split), args.limit)
+    if len(rows) < 2:
+        raise SystemExit(f"--data {path}: {len(rows)} {args.split} pairs; Spearman needs at least 2")
     engine = load_engine(args)
-    rows = read_stsb(args.data)[: args.limit or None]
     started = time.perf_counter()
-    score = stsb_spearman(engine, rows)
-    print(f"{engine.name}\tSTS-B Spearman {score:.2f}\t({len(rows)} pairs, {time.perf_counter() - started:.0f} s)")
+    score = stsb_spearman(engine, rows, engine.instruction)
+    print(f"{engine.name}\tSTS-B Spearman {score:.2f}\t({len(rows)} pairs of {split_note(path, split)}, "
+          f"{time.perf_counter() - started:.0f} s)")
+    note = seen_note(engine, [(path, split)])
+    if note:
+        print(note)
     return 0

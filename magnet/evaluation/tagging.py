@@ -1,7 +1,8 @@
 """`magnet eval tagging`: score the loaded model's tagging heads on a CoNLL file.
 
-    magnet eval tagging --data conll2003/valid.txt                      # default model + heads
-    magnet eval tagging --data ... --adapter none --causal --heads DIR  # the paper's base row
+    magnet eval tagging                                                 # default model + heads, CoNLL valid
+    magnet eval tagging --adapter none --causal --heads DIR             # the paper's base row
+    magnet eval tagging --split select                                  # the select documents of train.txt
 
 POS: token accuracy. NER and chunk: entity-level F1 (exact span and type,
 micro-averaged, as seqeval) and token accuracy.
@@ -18,6 +19,7 @@ from magnet.tagging.conll import ENTITY_TASKS
 from magnet.tagging.features import conll_features
 from magnet.tagging.heads import DEFAULT_HEADS_DIR, HeadsMismatchError
 from magnet.tagging.metrics import entity_scores, token_accuracy
+from magnet.evaluation.data_files import add_data_arguments, add_split_argument
 from magnet.model_options import add_model_arguments, load_engine
 from magnet.tagging.options import add_feature_arguments, feature_mode
 
@@ -25,13 +27,14 @@ log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", required=True, type=Path, help="CoNLL-2003 file (word POS chunk NER)")
     parser.add_argument("--heads", type=Path, default=DEFAULT_HEADS_DIR,
                         help="tagging heads dir (default: the shipped heads)")
     parser.add_argument("--max-sentences", type=int, default=0, help="first N sentences only (0 = all)")
     parser.add_argument("--json", action="store_true", help="print the scores as one JSON object")
     add_model_arguments(parser)
     add_feature_arguments(parser)
+    add_data_arguments(parser, "--conll-valid", dest={"--conll-valid": "--data"})
+    add_split_argument(parser)
 
 
 def score_tasks(tagger, sentences, features) -> dict[str, dict[str, float]]:
@@ -66,9 +69,12 @@ def check_mode(args: argparse.Namespace, heads_mode: str) -> None:
 def run(args: argparse.Namespace) -> int:
     from magnet.tagging.tagger import Tagger
 
+    from magnet.evaluation.data_files import file_split, find_data_file, flag_value, split_note
+    from magnet.evaluation.overlap import seen_note
+
     started = time.monotonic()
-    if not args.data.is_file():
-        raise SystemExit(f"--data {args.data}: no such file")
+    path = find_data_file(flag_value(args, "--conll-valid"), "--data")
+    split = file_split(path, args.split, "--conll-valid", "--data")
     engine = load_engine(args)
     try:
         tagger = Tagger.load(engine, args.heads)
@@ -76,13 +82,17 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit(f"{exc}\ntrain heads for this model with `magnet train-tagger`, or pass --heads DIR")
     mode = tagger.manifest.feature_mode
     check_mode(args, mode)
-    sentences, features = conll_features(engine, mode, args.data, args.max_sentences or None,
-                                         args.feature_batch, not args.no_cache)
+    sentences, features = conll_features(engine, mode, path, args.max_sentences or None,
+                                         args.feature_batch, not args.no_cache, split=split)
     scores = score_tasks(tagger, sentences, features)
     elapsed = time.monotonic() - started
+    note = seen_note(engine, [(path, split)])
     if args.json:
-        print(json.dumps({"model": engine.name, "mode": mode, "data": str(args.data),
-                          "sentences": len(sentences), "seconds": round(elapsed, 1), "scores": scores}))
+        print(json.dumps({"model": engine.name, "mode": mode, "data": str(path), "split": split,
+                          "sentences": len(sentences), "seconds": round(elapsed, 1), "scores": scores,
+                          "seen_in_training": note}))
     else:
-        print(format_row(engine.name, mode, len(sentences), scores) + f"  ({elapsed:.0f}s)")
+        print(format_row(engine.name, mode, len(sentences), scores) + f"  ({split_note(path, split)}, {elapsed:.0f}s)")
+        if note:
+            print(note)
     return 0

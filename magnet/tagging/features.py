@@ -20,6 +20,7 @@ import torch
 
 from magnet.embedded import cache_dir
 from magnet.manifest import BaseIdentity
+from magnet.progress import progress
 from magnet.tagging.heads import FEATURE_MODES, AdapterIdentity, adapter_identity
 from magnet.tagging.words import join_words
 
@@ -51,22 +52,14 @@ def featurize(engine, mode: str, sentences: list[list[str]], batch_size: int = 3
     states = states_function(engine, mode)
     order = sorted(range(len(sentences)), key=lambda i: len(sentences[i]))  # batch similar lengths
     out: list[torch.Tensor | None] = [None] * len(sentences)
-    started = time.monotonic()
-    for first in range(0, len(order), batch_size):
-        batch = order[first:first + batch_size]
-        texts, spans = zip(*(join_words(sentences[i]) for i in batch))
-        for i, vectors in zip(batch, states(list(texts), list(spans))):
-            out[i] = vectors.float().cpu()
-        log_progress(first, first + len(batch), len(order), started)
+    with progress(desc=f"word vectors ({mode})", total=len(order), unit="sentence") as bar:
+        for first in range(0, len(order), batch_size):
+            batch = order[first:first + batch_size]
+            texts, spans = zip(*(join_words(sentences[i]) for i in batch))
+            for i, vectors in zip(batch, states(list(texts), list(spans))):
+                out[i] = vectors.float().cpu()
+            bar.update(len(batch))
     return out
-
-
-def log_progress(before: int, done: int, total: int, started: float) -> None:
-    every = max(1, total // 20)  # about 20 lines per run
-    if done == total or done // every != before // every:
-        elapsed = time.monotonic() - started
-        eta = elapsed / done * (total - done)
-        log.info("features: %d/%d sentences, %.0fs elapsed, ~%.0fs left", done, total, elapsed, eta)
 
 
 def code_fingerprint() -> str:
@@ -80,7 +73,7 @@ def code_fingerprint() -> str:
     return hashlib.sha256("".join(inspect.getsource(m) for m in modules).encode()).hexdigest()[:16]
 
 
-def cache_key(identity: ModelIdentity, mode: str, data: Path, n_sentences: int) -> str:
+def cache_key(identity: ModelIdentity, mode: str, data: Path, n_sentences: int, split: str | None = None) -> str:
     stat = data.stat()
     fields = {
         "model": asdict(identity),
@@ -89,14 +82,15 @@ def cache_key(identity: ModelIdentity, mode: str, data: Path, n_sentences: int) 
         "data": str(data.resolve()),
         "data_size": stat.st_size,
         "data_mtime_ns": stat.st_mtime_ns,
-        "sentences": n_sentences,  # the first n of the file
+        "sentences": n_sentences,  # the first n of the file (of its `split` documents)
+        **({"split": split} if split else {}),
     }
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:24]
 
 
 def features_path(identity: ModelIdentity, mode: str, data: Path, n_sentences: int,
-                  root: Path | None = None) -> Path:
-    name = f"{identity.base.name}-{mode}-{cache_key(identity, mode, data, n_sentences)}.safetensors"
+                  root: Path | None = None, split: str | None = None) -> Path:
+    name = f"{identity.base.name}-{mode}-{cache_key(identity, mode, data, n_sentences, split)}.safetensors"
     return (root or cache_dir() / "features") / name
 
 
@@ -119,9 +113,10 @@ def load_features(path: Path) -> list[torch.Tensor]:
 
 
 def cached_features(engine, mode: str, data: Path, sentences: list[list[str]], batch_size: int = 32,
-                    root: Path | None = None, use_cache: bool = True) -> list[torch.Tensor]:
-    """Word vectors of `sentences` (the first ones of file `data`), from the cache when present."""
-    path = features_path(engine_identity(engine), mode, Path(data), len(sentences), root)
+                    root: Path | None = None, use_cache: bool = True, split: str | None = None) -> list[torch.Tensor]:
+    """Word vectors of `sentences` (the first ones of file `data`, of its `split` documents),
+    from the cache when present."""
+    path = features_path(engine_identity(engine), mode, Path(data), len(sentences), root, split)
     if use_cache and path.is_file():
         log.info("features: cache hit %s", path)
         return load_features(path)
@@ -135,10 +130,12 @@ def cached_features(engine, mode: str, data: Path, sentences: list[list[str]], b
 
 
 def conll_features(engine, mode: str, data: Path, max_sentences: int | None, batch_size: int = 32,
-                   use_cache: bool = True, root: Path | None = None):
-    """-> (sentences of a CoNLL file, their word vectors), featurized at most once."""
+                   use_cache: bool = True, root: Path | None = None, split: str | None = None):
+    """-> (sentences of a CoNLL file, of its `split` documents (magnet.splits; None: all), and
+    their word vectors), featurized at most once."""
     from magnet.tagging.conll import read_conll
 
-    sentences = read_conll(data, max_sentences)
-    features = cached_features(engine, mode, Path(data), [s.words for s in sentences], batch_size, root, use_cache)
+    sentences = read_conll(data, max_sentences, split)
+    features = cached_features(engine, mode, Path(data), [s.words for s in sentences], batch_size, root, use_cache,
+                               split)
     return sentences, features
