@@ -22,6 +22,7 @@ from magnet.server.api_docs import install_api_docs
 from magnet.server.chat_routes import chat_api
 from magnet.server.errors import install_error_handlers
 from magnet.server.auth import ApiKeyAuth, read_api_key
+from magnet.server.lora_routes import lora_api
 from magnet.server.middleware import BodyLimit, RequestId, RequestMetrics
 from magnet.server.openai_routes import openai_api
 from magnet.server.rerank_routes import rerank_api
@@ -64,6 +65,7 @@ def create_app(settings: Settings | None = None, engine=None, tagger=None) -> Fa
     app.include_router(token_api)
     app.include_router(rerank_api)  # /v1/rerank, /v2/rerank (Cohere/Jina)
     app.include_router(tei_api)  # TEI's /embed, /, /rerank, /info
+    app.include_router(lora_api)  # /v1/load_lora_adapter, /v1/unload_lora_adapter (vLLM's)
     app.include_router(probes, tags=["probes"])
     install_api_docs(app)
     app.router.redirect_slashes = False  # POST /v1/embed/ is a 404, not a 307 that skips the checks

@@ -20,11 +20,11 @@ from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from magnet.errors import BackendError, MagnetError, NotReadyError, UnknownTaskError
+from magnet.errors import BackendError, InvalidInputError, MagnetError, NotReadyError, UnknownTaskError
 from magnet.protocol import Backends, HealthResponse
 from magnet.sampling import Completion, InfillCompletion, SamplingParams, StreamChunk
 from magnet.server import metrics
-from magnet.server.generation import GenerateBackend, generate_backends, spec_of
+from magnet.server.generation import GenerateBackend, TorchGenerateBackend, generate_backends, spec_of
 from magnet.server.model_ids import engine_ids, require_known_model
 from magnet.server.settings import Settings
 from magnet.server.worker import ModelWorker
@@ -96,6 +96,23 @@ class Service:
         for model_id in ids[1:]:
             engines[model_id] = await self.worker.call("load", load_variant, default, named.get(model_id))
         return engines
+
+    async def add_model(self, model_id: str, adapter_dir) -> None:
+        """Serve one more adapter under `model_id` from now on (POST /v1/load_lora_adapter, its
+        files and manifest already checked): an engine of the default's base weights with it
+        merged, loaded on the worker; it generates on torch (vLLM's LoRA slots are fixed at start)."""
+        self.require_ready()
+        engine = await self.worker.call("load", load_variant, self.engine, str(adapter_dir))
+        if model_id in self.engines:  # another load of the same name finished first
+            raise InvalidInputError(f"model {model_id!r} is already served: unload it first, or choose another name")
+        self.engines[model_id] = engine
+        self.backends[model_id] = TorchGenerateBackend(engine, self.worker, model_id)
+
+    def remove_model(self, model_id: str) -> None:
+        """Stop serving `model_id` (POST /v1/unload_lora_adapter): new requests naming it get a 404;
+        requests already running finish on the engine they hold."""
+        self.engines.pop(model_id)
+        self.backends.pop(model_id)
 
     async def watch_backend(self, interval_s: float = WATCH_INTERVAL_S) -> None:
         """Notice a dead generation engine: not ready (503 with the reason) until a restart,
