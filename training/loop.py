@@ -80,8 +80,29 @@ def add_lora(model, config: TrainConfig):
     return get_peft_model(model, lora)
 
 
+def compute_dtype(config: TrainConfig, device: torch.device) -> torch.dtype:
+    """What the forwards compute in: `--dtype`, else bf16 where the hardware multiplies it
+    natively (magnet.hardware), else fp32."""
+    from magnet.hardware import default_dtype, parse_dtype
+
+    return parse_dtype(config.dtype) if config.dtype else default_dtype(device)
+
+
+def autocast(dtype: torch.dtype, device: torch.device):
+    """bf16/fp16 autocast around a forward and its loss; nothing for fp32. The frozen base
+    weights are stored in that dtype (no re-cast per forward); peft keeps the LoRA factors,
+    their gradients and the optimizer state in fp32."""
+    if dtype == torch.float32:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
+
+
 def prepare_model(config: TrainConfig, resume_from: Path | None):
-    loaded = load_model(ModelSpec(model=config.model, adapter=None, device=config.device, dtype=config.dtype))
+    from magnet.loading import pick_device
+
+    dtype = compute_dtype(config, pick_device(config.device))
+    loaded = load_model(ModelSpec(model=config.model, adapter=None, device=config.device,
+                                  dtype=str(dtype).removeprefix("torch.")))
     if resume_from is not None or config.init_adapter:
         start = resume_from / "adapter" if resume_from is not None else Path(config.init_adapter)
         model = attach_adapter(loaded.model, start, loaded.base, merge=False)
@@ -139,6 +160,7 @@ def train_step(objective, corpus: Corpus, config: TrainConfig, step: int, pad_id
     losses of the global batch (the same in every process)."""
     rank, world = (accelerator.process_index, accelerator.num_processes) if accelerator else (0, 1)
     w_mntp, w_sscl, w_msg = config.weights_at(step)
+    dtype = next(p.dtype for p in objective.parameters() if not p.requires_grad)  # the frozen base's
     totals = {"mntp": 0.0, "sscl": 0.0, "msg": 0.0, "loss": 0.0}
     for micro in range(config.grad_accum):
         torch.manual_seed(hash((config.seed, step, micro, rank)) % 2**31)  # dropout, reproducible on resume
@@ -147,7 +169,7 @@ def train_step(objective, corpus: Corpus, config: TrainConfig, step: int, pad_id
         counts = all_sum(kinds.sum(dim=1).float(), accelerator).clamp(min=1)  # labels in the global batch
         sscl_views = corpus.sscl_batch(step, micro, rank, world) if w_sscl > 0 else None
         last = micro == config.grad_accum - 1
-        with no_sync(objective, accelerator, last):
+        with no_sync(objective, accelerator, last), autocast(dtype, device):
             nll, anchors, positives = objective(batch, sscl_views, pad_id)
             sums = (kinds * nll.float()).sum(dim=1)  # this process's MNTP and MSG label NLL
             # world x (local sum / global count): DDP's gradient mean makes it the global mean's gradient
@@ -211,6 +233,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True,
         config = config.with_(device=str(accelerator.device))
     loaded, model = prepare_model(config, checkpoint)
     tokenizer, device = loaded.tokenizer, loaded.device
+    log.info("training in %s on %s", str(loaded.dtype).removeprefix("torch."), device)
     corpus = Corpus.build(config, tokenizer, view_spec(config, tokenizer, model.config.vocab_size))
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, betas=config.betas, eps=config.eps,
