@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from magnet.adapter_checks import check_adapter_files, check_test_forward
 from magnet.embedded import EMBEDDED_NAME, embedded_checkpoint
 from magnet.manifest import AdapterManifest, BaseIdentity
 
@@ -154,14 +155,18 @@ def load_model(spec: ModelSpec = ModelSpec()) -> LoadedModel:
     adapter_path = resolve_adapter_path(spec.adapter)
     model = load_base(base_path, device, dtype)
     base = BaseIdentity.of(model.config, base_name(base_path, model.config))
+    if adapter_path is not None:
+        check_adapter_files(adapter_path)  # readable, finite: before anything reads it
     manifest = AdapterManifest.load(adapter_path) if adapter_path else None
     sha256 = None
+    tokenizer = load_tokenizer(base_path)
     if adapter_path is not None:
         check_adapter_fits(base, manifest, adapter_path)
         sha256 = weights_sha256(adapter_path)
         model = attach_adapter(model, adapter_path, base, spec.merge)
         model.eval()
-    return LoadedModel(model, load_tokenizer(base_path), base_path, base, adapter_path, manifest, sha256)
+        check_test_forward(model, tokenizer, adapter_path)  # finite outputs, or it is not served
+    return LoadedModel(model, tokenizer, base_path, base, adapter_path, manifest, sha256)
 
 
 def weights_sha256(adapter_path: Path) -> str:

@@ -8,7 +8,7 @@ what "out of range" means; every message names the field and what to send.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, WithJsonSchema, field_validator, model_validator
 
@@ -42,7 +42,17 @@ def lone_surrogate_at(value, where: str) -> str | None:
 
 
 class TextChecked(BaseModel):
-    """Every request body: no string field may hold a lone surrogate."""
+    """Every request body: no string field may hold a lone surrogate, and no number field takes
+    true/false (JSON's booleans are not 1 and 0: `"max_tokens": true` is a mistake, not 1)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def refuse_booleans_as_numbers(cls, data):
+        if isinstance(data, dict):
+            for name, field in cls.model_fields.items():
+                if isinstance(data.get(field.alias or name), bool) and takes_number_not_bool(field.annotation):
+                    raise ValueError(f"{name} must be a number, not {str(data[field.alias or name]).lower()}")
+        return data
 
     @model_validator(mode="after")
     def refuse_lone_surrogates(self):
@@ -52,6 +62,12 @@ class TextChecked(BaseModel):
                 raise ValueError(f"{where} holds a lone surrogate (an unpaired \\ud800-\\udfff escape): "
                                  "send valid Unicode text")
         return self
+
+
+def takes_number_not_bool(annotation) -> bool:
+    """Whether a field's type is int or float (or optional), and not bool."""
+    kinds = set(get_args(annotation)) or {annotation}
+    return bool(kinds & {int, float}) and bool not in kinds
 
 
 class Request(TextChecked):
@@ -329,3 +345,4 @@ class HealthResponse(BaseModel):
     adapter: str | None = None
     tasks: list[str] = []  # loaded tagging heads
     backends: Backends = Backends()
+    backend_states: dict[str, str] = {}  # backend -> "ready", "loading", "restarting: why", "failed: why", ...

@@ -40,22 +40,24 @@ def too_costly(kind: str, tokens: int, limit: int) -> str:
     if kind in ("embed", "tag"):
         return (f"this request brings {tokens} input tokens, over the limit of {limit} per request: "
                 "split it into smaller requests (or raise MAGNET_MAX_REQUEST_TOKENS)")
-    return (f"this request costs {tokens} tokens of model work (its input, plus max_tokens for every decoded "
-            f"row, n x best_of rows in all), over the limit of {limit} per request: lower max_tokens, n or "
-            "best_of, or shorten the input (or raise MAGNET_MAX_REQUEST_TOKENS)")
+    return (f"this request costs {tokens} tokens of model work or more (its input, plus max_tokens for every "
+            f"decoded row, n x best_of rows in all), over the limit of {limit} per request: lower max_tokens, n "
+            "or best_of, or shorten the input (or raise MAGNET_MAX_REQUEST_TOKENS)")
 
 
 def too_many_rows(rows: int, limit: int) -> str:
-    return (f"this request decodes {rows} rows (n x best_of), over the {limit} rows that decode together: "
+    return (f"this request asks for {rows} decode rows or more (n x best_of), over the {limit} rows that "
+            "decode together: "
             "lower n or best_of (or raise MAGNET_MAX_RUNNING_ROWS)")
 
 
 class DrainRate:
     """Tokens of model work per second, over the last `window_s` seconds of work (idle time
-    does not count). None until a first measurement."""
+    does not count). None until `min_s` seconds of work are measured (a warm-up is no measure)."""
 
-    def __init__(self, window_s: float = 10.0):
+    def __init__(self, window_s: float = 10.0, min_s: float = 0.5):
         self.window_s = window_s
+        self.min_s = min_s
         self._samples: collections.deque[tuple[int, float]] = collections.deque()  # (tokens, seconds)
         self._tokens, self._seconds = 0, 0.0
 
@@ -72,7 +74,7 @@ class DrainRate:
 
     @property
     def per_second(self) -> float | None:
-        return self._tokens / self._seconds if self._seconds > 0 else None
+        return self._tokens / self._seconds if self._seconds >= self.min_s else None
 
 
 def estimated_wait_s(queued_tokens: int, rate: float | None) -> float:

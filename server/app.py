@@ -30,6 +30,7 @@ from magnet.server.routes import api, probes
 from magnet.server.score_routes import score_api
 from magnet.server.service import Service
 from magnet.server.settings import Settings
+from magnet.server.shutdown import ShutdownDeadline
 from magnet.server.tei_routes import tei_api
 from magnet.server.token_routes import token_api
 
@@ -70,9 +71,11 @@ def create_app(settings: Settings | None = None, engine=None, tagger=None) -> Fa
     install_api_docs(app)
     app.router.redirect_slashes = False  # POST /v1/embed/ is a 404, not a 307 that skips the checks
     install_error_handlers(app)
-    # Outermost last: request id -> metrics -> API key (before any body is read) -> body limits.
+    # Outermost last: request id -> metrics -> shutdown deadline -> API key (before any body is
+    # read) -> body limits.
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, timeout_s=settings.body_timeout_s)
     app.add_middleware(ApiKeyAuth, api_key=read_api_key(settings.api_key, settings.api_key_file))
+    app.add_middleware(ShutdownDeadline, draining=service.draining)  # JSON 503 when the grace period ends
     app.add_middleware(RequestMetrics)  # counts 401s and 413s too
     app.add_middleware(RequestId)
     state_token_limits(app, settings.max_length)

@@ -101,17 +101,30 @@ def adapter_settings(entries: list[str]) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from magnet.server.app import create_app
-
     try:
         settings = settings_from(args)
     except ValidationError as exc:  # e.g. a bad NAME=DIR: refuse to start, saying which
         raise SystemExit(f"magnet serve: {exc}") from None
-    app = create_app(settings)
-    # uvicorn handles SIGTERM: stop accepting, let in-flight requests finish, then the
-    # app's lifespan drains the model queue.
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info",
-                timeout_graceful_shutdown=settings.graceful_shutdown_s)
+    server = magnet_server(settings)
+    server.run()
+    if server.service.load_error:  # a model or adapter that does not load (or fails its checks)
+        raise SystemExit(f"magnet serve: the model failed to load: {server.service.load_error}")
     return 0
+
+
+def magnet_server(settings: Settings):
+    """uvicorn around the app, with the transport limits (server/transport.py) and the shutdown
+    deadline (server/shutdown.py): on SIGTERM uvicorn stops accepting, in-flight requests get
+    --graceful-shutdown-s, what is left then gets a JSON 503, and the app's lifespan drains the
+    model queue. A model that fails to load stops the server (exit status 1)."""
+    import uvicorn
+
+    from magnet.server.app import create_app
+    from magnet.server.shutdown import DEADLINE_MARGIN_S, MagnetServer
+    from magnet.server.transport import limited_http_protocol
+
+    app = create_app(settings)
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="info",
+                            http=limited_http_protocol(settings.max_header_bytes, settings.header_timeout_s),
+                            timeout_graceful_shutdown=settings.graceful_shutdown_s + DEADLINE_MARGIN_S)
+    return MagnetServer(config, app.state.service)

@@ -7,6 +7,7 @@ status with a code the client maps back.
 """
 from __future__ import annotations
 
+import json
 import math
 
 from fastapi import FastAPI, Request
@@ -29,8 +30,36 @@ UNREADABLE_BODY = "There was an error parsing the body"
 HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 408: "request_timeout", 413: PayloadTooLargeError.code}
 
 
+def error_body(code: str, message: str) -> dict:
+    return {"error": {"code": code, "message": message}}
+
+
 def error_response(status: int, code: str, message: str, headers: dict | None = None) -> JSONResponse:
-    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
+    return JSONResponse(error_body(code, message), status_code=status, headers=headers)
+
+
+def error_event(code: str, message: str) -> str:
+    """An error after a stream's first byte: a server-sent `error` event of the same shape."""
+    return f"event: error\ndata: {json.dumps(error_body(code, message))}\n\n"
+
+
+def is_json(media_type: str) -> bool:
+    """application/json, or a +json type (what FastAPI reads as JSON)."""
+    main = media_type.split(";", 1)[0].strip().lower()
+    return main == "application/json" or main.endswith("+json")
+
+
+async def why_unreadable(request: Request) -> str:
+    """Bad UTF-8, or JSON nested deeper than the parser's recursion allows."""
+    try:
+        (await request.body()).decode("utf-8")
+    except UnicodeDecodeError:
+        return "the request body could not be read: send JSON encoded as UTF-8"
+    except Exception:  # the body is gone (already streamed): say both
+        pass
+    else:
+        return "the request body nests too deeply (arrays or objects within each other): send flatter JSON"
+    return "the request body could not be read: send JSON encoded as UTF-8, not nested too deeply"
 
 
 def magnet_error_response(exc: MagnetError) -> JSONResponse:
@@ -48,14 +77,17 @@ def install_error_handlers(app: FastAPI) -> None:
         return magnet_error_response(exc)
 
     @app.exception_handler(RequestValidationError)
-    async def on_validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def on_validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        media = request.headers.get("content-type", "")
+        if not is_json(media) and any(tuple(error.get("loc", ())) == ("body",) for error in exc.errors()):
+            return error_response(422, InvalidInputError.code, f"the request body must be JSON sent with "
+                                  f"Content-Type: application/json (this one came as {media or 'no Content-Type'})")
         return error_response(422, InvalidInputError.code, describe_errors(exc.errors()))
 
     @app.exception_handler(HTTPException)
-    async def on_http_error(_request: Request, exc: HTTPException) -> JSONResponse:
-        if exc.status_code == 400 and exc.detail == UNREADABLE_BODY:  # FastAPI's word for bad UTF-8
-            return error_response(422, InvalidInputError.code,
-                                  "the request body could not be read: send JSON encoded as UTF-8")
+    async def on_http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        if exc.status_code == 400 and exc.detail == UNREADABLE_BODY:  # FastAPI's word for a body json can't load
+            return error_response(422, InvalidInputError.code, await why_unreadable(request))
         code = HTTP_CODES.get(exc.status_code, "http_error")
         return error_response(exc.status_code, code, str(exc.detail), getattr(exc, "headers", None))
 

@@ -1,4 +1,5 @@
-"""ASGI middleware: request ids, the request-body size and time limits, per-route metrics."""
+"""ASGI middleware: request ids (and the request's price, server/admission.py), the request-body
+size and time limits, per-route metrics (a stream the client left: 499)."""
 from __future__ import annotations
 
 import asyncio
@@ -12,6 +13,8 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from magnet.server import metrics
+from magnet.server.admission import REQUEST_CHARGE, new_request_charge
+from magnet.server.disconnect import CLIENT_CLOSED
 from magnet.server.errors import error_response
 
 
@@ -38,7 +41,7 @@ class RequestId:
         given = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
         request_id = given if REQUEST_ID_PATTERN.match(given) else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
-        token = REQUEST_ID.set(request_id)
+        token, charge = REQUEST_ID.set(request_id), new_request_charge()
         status, started = 500, time.perf_counter()
 
         async def send_with_id(message: Message) -> None:
@@ -51,9 +54,11 @@ class RequestId:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
+            status = scope["state"].get("status", status)  # RequestMetrics': 499 for a stream the client left
             log.info("%s %s %s %d %.1fms", request_id, scope["method"], scope["path"], status,
                      1000 * (time.perf_counter() - started))
             REQUEST_ID.reset(token)
+            REQUEST_CHARGE.reset(charge)
 
 
 class BodyLimit:
@@ -98,7 +103,9 @@ class BodyLimit:
 
 
 class RequestMetrics:
-    """magnet_requests_total{route,status}, latency per route, and requests in flight."""
+    """magnet_requests_total{route,status}, latency per route, and requests in flight. A response
+    cut short because the client left (a stream it stopped reading) counts as 499, in
+    magnet_cancelled_total too, and `scope["state"]["status"]` tells the access log."""
 
     def __init__(self, app: ASGIApp):
         self.app = app
@@ -108,19 +115,32 @@ class RequestMetrics:
             return await self.app(scope, receive, send)
         status = 500
         started = time.perf_counter()
+        complete = gone = False
+
+        async def receive_watched() -> Message:
+            nonlocal gone
+            message = await receive()
+            gone = gone or message["type"] == "http.disconnect"
+            return message
 
         async def send_with_status(message: Message) -> None:
-            nonlocal status
+            nonlocal status, complete
             if message["type"] == "http.response.start":
                 status = message["status"]
+            elif message["type"] == "http.response.body" and not message.get("more_body", False):
+                complete = True
             await send(message)
 
         metrics.IN_FLIGHT.inc()
         try:
-            await self.app(scope, receive, send_with_status)
+            await self.app(scope, receive_watched, send_with_status)
         finally:
             metrics.IN_FLIGHT.dec()
             route = route_label(scope)
+            if gone and not complete and status != CLIENT_CLOSED:  # started, then the client left
+                status = CLIENT_CLOSED
+                metrics.CANCELLED.labels(route.rsplit("/", 1)[-1] or "stream").inc()
+            scope.setdefault("state", {})["status"] = status
             metrics.REQUESTS.labels(route, str(status)).inc()
             metrics.REQUEST_LATENCY.labels(route).observe(time.perf_counter() - started)
 

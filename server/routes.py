@@ -116,10 +116,10 @@ async def health(request: Request) -> HealthResponse:
 
 
 @probes.get("/ready", response_model=HealthResponse, responses={503: {"model": ErrorBody}},
-            summary="200 once the model is loaded and warm, 503 before")
+            summary="200 once the model is loaded and warm and every backend serves, 503 otherwise")
 async def ready(request: Request) -> HealthResponse:
     service = service_of(request)
-    service.require_ready()  # 503 with the reason: loading, failed, shutting down, engine restarting
+    service.require_every_backend()  # 503 with the reason: loading, failed, shutting down, engine restarting
     return service.health()
 
 

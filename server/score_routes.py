@@ -32,7 +32,8 @@ class ScoreRequest(NativeRequest):
     @field_validator("query")
     @classmethod
     def check_query(cls, value: str) -> str:
-        check_texts([value], "query")
+        if not value.strip():
+            raise ValueError("query is empty: give the text to rank against some non-blank content")
         return value
 
     @field_validator("texts")

@@ -27,6 +27,7 @@ from magnet.server import metrics
 from magnet.server.generation import GenerateBackend, TorchGenerateBackend, generate_backends, spec_of
 from magnet.server.model_ids import engine_ids, require_known_model
 from magnet.server.settings import Settings
+from magnet.server.shutdown import Draining
 from magnet.server.worker import ModelWorker
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,7 @@ class Service:
         self.ready = False
         self.load_error: str | None = None
         self.backend_problem: str | None = None  # set by the watchdog while generation is down
+        self.draining = Draining()  # the shutdown, once it begins (server/shutdown.py)
         self._watchdog: asyncio.Task | None = None
 
     # --- life cycle --------------------------------------------------------------------
@@ -168,21 +170,73 @@ class Service:
         return Backends(tag=tag, generate=self.backends[model_id].name)
 
     def health(self) -> HealthResponse:
-        """The default model's; GET /v1/models says it for every served model."""
+        """The default model's, and each backend's state; GET /v1/models says it for every served model."""
         if not self.ready:
-            return HealthResponse(ready=False)
+            return HealthResponse(ready=False, backend_states=self.backend_states())
         info = self.describe()
-        return HealthResponse(ready=True, model=info["model"], adapter=info["adapter"],
-                              tasks=self.tasks, backends=self.backends_of(self.engine.name))
+        return HealthResponse(ready=self.problem() is None, model=info["model"], adapter=info["adapter"],
+                              tasks=self.tasks, backends=self.backends_of(self.engine.name),
+                              backend_states=self.backend_states())
+
+    def backend_states(self) -> dict[str, str]:
+        """{backend: "ready" | "loading" | "failed: ..." | "restarting: ..." | "shutting down"}. The
+        torch engine serves embed, tag and infill (and generate without vLLM); vLLM, generate."""
+        if self.draining.began:
+            return {name: "shutting down" for name in self.backend_names()}
+        if not self.ready:
+            return {"torch": f"failed: {self.load_error}" if self.load_error else "loading"}
+        states = {"torch": "ready"}
+        if self.backend is not None and self.backend.name != "torch":
+            problem = self.generate_problem()
+            states[self.backend.name] = f"restarting: {problem}" if problem else "ready"
+        return states
+
+    def backend_names(self) -> list[str]:
+        return ["torch"] + ([self.backend.name] if self.backend is not None and self.backend.name != "torch" else [])
+
+    def generate_problem(self) -> str | None:
+        """Why generation cannot run now (its engine died), or None: read live, not only from the
+        watchdog, so /ready and /health say it the moment a request finds the engine dead."""
+        if self.backend_problem is not None:
+            return self.backend_problem
+        problem = getattr(self.backend, "problem", None)
+        return problem() if problem is not None else None
+
+    def problem(self) -> str | None:
+        """Why this replica cannot serve every route now, or None (what /ready answers)."""
+        if self.draining.began:
+            return "the server is shutting down: retry on another replica"
+        if not self.ready:
+            if self.load_error:
+                return f"the model failed to load ({self.load_error}); see the server log"
+            return "the model is still loading: retry in a few seconds"
+        generate = self.generate_problem()
+        if generate is not None:
+            return (f"{generate}; it is being restarted: generation answers 503 meanwhile, embed, tag and "
+                    "infill still serve: retry in a few seconds")
+        return None
+
+    def require_every_backend(self) -> None:
+        """Every route can serve (/ready): 503 with the reason otherwise."""
+        problem = self.problem()
+        if problem is not None:
+            raise NotReadyError(problem)
 
     def require_ready(self) -> None:
-        if self.ready and self.backend_problem is None:
-            return
-        if self.backend_problem:
-            raise NotReadyError(f"{self.backend_problem}; it is being restarted: retry in a few seconds")
-        if self.load_error:
-            raise NotReadyError(f"the model failed to load ({self.load_error}); see the server log")
-        raise NotReadyError("the model is still loading: retry in a few seconds")
+        """The torch engine serves (embed, tag, infill): a dead generation engine does not stop it."""
+        if not self.ready or self.draining.began:
+            raise NotReadyError(self.problem())
+
+    def require_generating(self, model_id: str) -> None:
+        """`model_id`'s generate backend serves (a LoRA view: its engine's health)."""
+        backend = self.backends[model_id]
+        problem = getattr(backend, "problem", None)
+        problem = problem() if problem is not None else None
+        if backend is self.backend or getattr(backend, "engine_backend", None) is self.backend:
+            problem = problem or self.backend_problem
+        if problem is not None:
+            raise NotReadyError(f"{problem}; it is being restarted: retry in a few seconds (embed, tag and "
+                                "infill still serve)")
 
     @property
     def model_name(self) -> str:
@@ -279,6 +333,7 @@ class Service:
     async def generate(self, prompt: str, params: SamplingParams, model: str | None = None) -> Completion:
         self.require_ready()
         model_id, _ = self.engine_for(model)
+        self.require_generating(model_id)
         result = await self.backends[model_id].generate(prompt, params)
         count_usage("generate", result.prompt_tokens, result.completion_tokens)
         return result
@@ -288,6 +343,7 @@ class Service:
         """The backend's chunks; the first is awaited before returning, so bad input raises here."""
         self.require_ready()
         model_id, _ = self.engine_for(model)
+        self.require_generating(model_id)
         chunks = aiter(self.backends[model_id].stream(prompt, params))
         try:
             first = await anext(chunks)

@@ -178,6 +178,7 @@ class VllmGenerateBackend:
         self.tokenizer = None
         self.path: Path | None = None
         self.loras: dict[str, object] = {}  # served id -> vllm LoRARequest, once started
+        self.died = False  # a request found the engine dead (before vLLM's own flag may say so)
 
     # ---- life cycle ----------------------------------------------------------
 
@@ -189,6 +190,7 @@ class VllmGenerateBackend:
         self.tokenizer = await asyncio.to_thread(load_tokenizer, self.path)
         self.loras = await asyncio.to_thread(self.lora_requests)
         self.engine = await asyncio.to_thread(self.build_engine, self.path)
+        self.died = False
         await self.generate("Hello", SamplingParams(max_tokens=1))  # warm up; starts the output loop
         for model_id in self.loras:  # loads each LoRA now, not on its first request
             await self.generate("Hello", SamplingParams(max_tokens=1), model_id)
@@ -227,7 +229,7 @@ class VllmGenerateBackend:
 
     def problem(self) -> str | None:
         """Why this backend cannot serve now (its engine process died), or None."""
-        if self.engine is not None and self.engine.errored:
+        if self.died or self.engine is not None and self.engine.errored:
             return "the vLLM engine process died"
         return None
 
@@ -286,7 +288,9 @@ class VllmGenerateBackend:
         except MagnetError:
             raise
         except Exception as exc:
-            raise backend_error(exc) from exc
+            error = backend_error(exc)
+            self.died = self.died or isinstance(error, NotReadyError)  # /ready says so at once
+            raise error from exc
         finally:
             await outputs.aclose()  # no-op when finished; aborts the request in vLLM otherwise
 
@@ -315,6 +319,9 @@ class VllmLoraView:
 
     async def close(self) -> None:
         pass
+
+    def problem(self) -> str | None:
+        return self.engine_backend.problem()
 
     async def generate(self, prompt: str, params: SamplingParams) -> Completion:
         return await self.engine_backend.generate(prompt, params, self.model_id)

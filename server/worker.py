@@ -91,10 +91,16 @@ class Job:
 
     @property
     def cost(self) -> int:
-        """The model work still to do, in tokens: the price admission and the wait estimate use."""
+        """The model work still to do, in tokens: the price admission uses."""
         if self.sizes is not None:
             return sum(self.sizes[self.done:])
         return self.tokens + self.new_tokens
+
+    @property
+    def ahead(self) -> int:
+        """What it delays a job queued behind it: its cost, or a decode's prefill only (its new
+        tokens are decoded beside the others, in the running batch, and slow the drain rate)."""
+        return self.tokens if self.decode else self.cost
 
 
 class ModelWorker:
@@ -136,8 +142,13 @@ class ModelWorker:
         """Decode requests in flight."""
         return len(self._running_jobs)
 
+    @property
+    def work_ahead(self) -> int:
+        """Tokens of work a new job waits behind (`Job.ahead` of the queue and the jobs being sliced)."""
+        return sum(job.ahead for job in self._queue) + sum(job.ahead for job in self._slicing)
+
     def estimated_wait_s(self) -> float:
-        return estimated_wait_s(self.queued_tokens, self.drain.per_second)
+        return estimated_wait_s(self.work_ahead, self.drain.per_second)
 
     # --- submitting --------------------------------------------------------------------
 
@@ -221,11 +232,12 @@ class ModelWorker:
             self.refuse(job, OverloadedError(
                 f"the model queue is full ({len(self._queue)} requests, {queued} tokens waiting): "
                 f"retry after {self.retry_after_s:g} s", retry_after=self.retry_after_s))
-        rate, wait = self.drain.per_second, self.estimated_wait_s()
+        rate, ahead = self.drain.per_second, self.work_ahead
+        wait = estimated_wait_s(ahead, rate)
         if self.max_queue_wait_s is not None and rate and wait > self.max_queue_wait_s:
-            after = retry_after_s(queued, rate, self.max_queue_wait_s)
+            after = retry_after_s(ahead, rate, self.max_queue_wait_s)
             self.refuse(job, OverloadedError(
-                f"the model is busy: this request would wait ~{wait:.0f} s behind {queued} tokens of work "
+                f"the model is busy: this request would wait ~{wait:.0f} s behind {ahead} tokens of work "
                 f"(the limit is {self.max_queue_wait_s:g} s): retry after {after:g} s", retry_after=after))
         if charge is not None:
             charge.tokens, charge.rows = tokens, rows
