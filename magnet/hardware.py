@@ -43,3 +43,12 @@ def default_dtype(device: torch.device) -> torch.dtype:
     if device.type == "cpu" and cpu_has_native_bf16():
         return torch.bfloat16
     return torch.float32
+
+
+# What a `--dtype` flag says, for every command that takes one.
+DTYPE_HELP = "float32, bfloat16 or float16 (default: bf16 on CUDA and on CPUs with native bf16, else fp32)"
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """torch.bfloat16 -> "bfloat16": how the API, logs and metrics name a dtype."""
+    return str(dtype).removeprefix("torch.")

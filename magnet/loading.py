@@ -19,6 +19,7 @@ import torch
 
 from magnet.adapter_checks import check_adapter_files, check_test_forward
 from magnet.embedded import EMBEDDED_NAME, embedded_checkpoint
+from magnet.hardware import default_dtype, parse_dtype
 from magnet.manifest import AdapterManifest, BaseIdentity
 
 log = logging.getLogger(__name__)
@@ -35,7 +36,7 @@ class ModelSpec:
     model: str | None = None  # local HF checkpoint dir; None = the embedded default
     adapter: str | None = "default"  # dir; "default" = shipped adapter; None = base only
     device: str | None = None  # None = cuda if available, else cpu
-    dtype: str | None = None  # None = bf16 on CUDA, fp32 on CPU
+    dtype: str | None = None  # None = the device's fast dtype (magnet.hardware.default_dtype)
     merge: bool = True
 
 
@@ -72,15 +73,9 @@ def pick_device(device: str | None) -> torch.device:
 
 
 def pick_dtype(dtype: str | None, device: torch.device) -> torch.dtype:
-    if dtype:
-        try:
-            return {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
-                    "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}[dtype]
-        except KeyError:
-            raise ValueError(f"unknown dtype {dtype!r}: use float32, bfloat16 or float16") from None
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.float32
+    """`dtype` by name, or the device's fast one (magnet/hardware.py: bf16 on CUDA and on CPUs
+    with native bf16, fp32 on other CPUs)."""
+    return parse_dtype(dtype) if dtype else default_dtype(device)
 
 
 def resolve_base_path(model: str | None) -> Path:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 
+from magnet.hardware import DTYPE_HELP
 from magnet.loading import ModelSpec
 
 
@@ -12,7 +13,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--adapter", default="default",
                        help="adapter dir, 'default' (the shipped one) or 'none' (base model only)")
     group.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
-    group.add_argument("--dtype", default=None, help="float32, bfloat16, float16 (default: fp32 on CPU)")
+    group.add_argument("--dtype", default=None, help=DTYPE_HELP)
 
 
 def model_spec(args: argparse.Namespace) -> ModelSpec:

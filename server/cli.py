@@ -16,13 +16,14 @@ from typing import Literal, get_args, get_origin
 from pydantic import ValidationError
 
 from magnet.cli import add_flag_table, given_flags
+from magnet.hardware import DTYPE_HELP
 from magnet.server.settings import Settings
 
 FLAGS = {  # flag -> (settings field, type, help)
     "--model": ("model", str, "local HF checkpoint dir (default: the embedded SmolLM2-135M-Instruct)"),
     "--heads": ("heads", str, "tagging heads dir, 'default' or 'none'"),
     "--device": ("device", str, "cpu, cuda, cuda:1 ... (default: cuda if available)"),
-    "--dtype": ("dtype", str, "float32, bfloat16 or float16 (default: bf16 on CUDA, fp32 on CPU)"),
+    "--dtype": ("dtype", str, DTYPE_HELP),
     "--max-length": ("max_length", int, "token limit per input (default 2048)"),
     "--host": ("host", str, "bind address (default 127.0.0.1; 0.0.0.0 in containers)"),
     "--port": ("port", int, "port (default 8000)"),

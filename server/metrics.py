@@ -36,6 +36,8 @@ CANCELLED = Counter("magnet_cancelled", "Requests whose client left before the a
 BACKEND_RESTARTS = Counter("magnet_backend_restarts", "Restarts of a dead generation engine (tries)")
 REJECTED = Counter("magnet_rejected", "Requests refused because the queue was full", ["kind"])
 MODEL_INFO = Info("magnet_model", "The served model, adapter and backends")
+MODEL_DTYPE = Gauge("magnet_model_dtype", "1 for each served model and backend, labelled with the dtype it runs in",
+                    ["model", "backend", "dtype"])
 
 
 def render() -> tuple[bytes, str]:

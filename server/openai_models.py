@@ -176,6 +176,7 @@ class ModelCard(BaseModel):
     owned_by: str = "magnet"
     aliases: list[str]  # other ids accepted as `model` for the same model
     backends: Backends  # which backend serves embed, tag, infill and generate
+    dtypes: dict[str, str] = {}  # the dtype each backend runs it in: {"torch": "bfloat16", "vllm": "bfloat16"}
     engine: str  # the loaded weights: "<base>+<adapter folder>", or the base's name
     manifest: dict | None = None  # the adapter's magnet.json as loaded; null for the base
 

@@ -144,4 +144,5 @@ def model_card(service, model_id: str) -> ModelCard:
     loaded = service.engines[model_id].loaded
     manifest = asdict(loaded.manifest) if loaded.manifest is not None else None
     return ModelCard(id=model_id, created=STARTED, aliases=aliases_of(service, model_id),
-                     backends=service.backends_of(model_id), engine=loaded.name, manifest=manifest)
+                     backends=service.backends_of(model_id), dtypes=service.dtypes_of(model_id),
+                     engine=loaded.name, manifest=manifest)

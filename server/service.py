@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from magnet.errors import BackendError, InvalidInputError, MagnetError, NotReadyError, UnknownTaskError
+from magnet.hardware import dtype_name
 from magnet.protocol import Backends, HealthResponse
 from magnet.sampling import Completion, InfillCompletion, SamplingParams, StreamChunk
 from magnet.server import metrics
@@ -84,6 +85,7 @@ class Service:
             log.exception("the model failed to load")
             raise
         metrics.MODEL_INFO.info(self.describe())
+        self.label_dtypes()
         self.ready = True
         if hasattr(self.backend, "problem"):
             self._watchdog = asyncio.create_task(self.watch_backend(), name="magnet-backend-watchdog")
@@ -157,8 +159,24 @@ class Service:
             "generate_backend": self.backend.name if self.backend else "none",
             "tasks": ",".join(self.tasks),
             "device": str(loaded.device),
-            "dtype": str(loaded.dtype).removeprefix("torch."),
+            "dtype": dtype_name(loaded.dtype),  # the torch engine's: embed, tag, infill
+            "generate_dtype": self.dtypes_of(self.engine.name).get(self.backend.name, "") if self.backend else "",
         }
+
+    def dtypes_of(self, model_id: str) -> dict[str, str]:
+        """{backend: the dtype it runs `model_id` in}: the torch engine's weights, and vLLM's when
+        it generates (both follow magnet.hardware.default_dtype unless --dtype says otherwise)."""
+        dtypes = {"torch": dtype_name(self.engines[model_id].loaded.dtype)}
+        backend = self.backends.get(model_id)
+        if backend is not None and getattr(backend, "dtype", None):
+            dtypes[backend.name] = backend.dtype
+        return dtypes
+
+    def label_dtypes(self) -> None:
+        """magnet_model_dtype{model, backend, dtype} = 1 for every served model and backend."""
+        for model_id in self.engines:
+            for backend, dtype in self.dtypes_of(model_id).items():
+                metrics.MODEL_DTYPE.labels(model_id, backend, dtype).set(1)
 
     @property
     def tasks(self) -> list[str]:

@@ -32,7 +32,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import torch
+
 from magnet.errors import BackendError, InvalidInputError, MagnetError, NotReadyError
+from magnet.hardware import default_dtype, dtype_name
 from magnet.limits import prompt_token_ids
 from magnet.loading import ModelSpec, load_tokenizer, resolve_adapter_path
 from magnet.lora_delta import adapter_rank, delta_adapter
@@ -71,8 +74,8 @@ def engine_args(path: Path, name: str | None, settings, spec: ModelSpec, lora_ra
     from vllm.platforms import current_platform
 
     dtype = spec.dtype or getattr(settings, "dtype", None)
-    if dtype is None:  # auto picks bf16 on CPU, 3x slower without avx512_bf16
-        dtype = "float32" if current_platform.is_cpu() else "auto"
+    if dtype is None:  # the torch engine's rule: bf16 where the CPU has it natively, else fp32
+        dtype = dtype_name(default_dtype(torch.device("cpu"))) if current_platform.is_cpu() else "auto"
     kv_cache_gb = getattr(settings, "vllm_kv_cache_gb", 1.0)
     memory_share = getattr(settings, "vllm_gpu_memory_utilization", None)
     # Big models: unset, each is vLLM's own default (one device, no quantization).
@@ -194,8 +197,13 @@ class VllmGenerateBackend:
         await self.generate("Hello", SamplingParams(max_tokens=1))  # warm up; starts the output loop
         for model_id in self.loras:  # loads each LoRA now, not on its first request
             await self.generate("Hello", SamplingParams(max_tokens=1), model_id)
-        log.info("vLLM engine ready on %s (max_model_len %d, LoRAs: %s)", self.path, self.max_model_len,
-                 ", ".join(self.loras) or "none")
+        log.info("vLLM engine ready on %s (%s, max_model_len %d, LoRAs: %s)", self.path, self.dtype,
+                 self.max_model_len, ", ".join(self.loras) or "none")
+
+    @property
+    def dtype(self) -> str | None:
+        """The dtype vLLM runs the model in ("bfloat16"), once started."""
+        return dtype_name(self.engine.model_config.dtype) if self.engine is not None else None
 
     def lora_requests(self) -> dict[str, object]:
         """{served id: LoRARequest} of the difference LoRAs (written once, cached)."""
@@ -319,6 +327,10 @@ class VllmLoraView:
 
     async def close(self) -> None:
         pass
+
+    @property
+    def dtype(self) -> str | None:
+        return self.engine_backend.dtype
 
     def problem(self) -> str | None:
         return self.engine_backend.problem()

@@ -75,7 +75,8 @@ def tiny_model_dir(tmp_path_factory):
 def tiny_loaded(tiny_model_dir):
     from magnet.loading import ModelSpec, load_model
 
-    return load_model(ModelSpec(model=str(tiny_model_dir), adapter=None, device="cpu"))
+    # float32 pinned: the default (bf16 on CPUs with native bf16) would make exact comparisons machine-dependent
+    return load_model(ModelSpec(model=str(tiny_model_dir), adapter=None, device="cpu", dtype="float32"))
 
 
 @pytest.fixture(scope="session")

@@ -67,8 +67,14 @@ def test_missing_paths_say_what_to_pass(tmp_path):
         resolve_adapter_path(str(tmp_path))
 
 
-def test_dtype_defaults_fp32_on_cpu_and_refuses_unknown_names():
+def test_dtype_defaults_to_bf16_only_on_cpus_with_native_bf16_and_refuses_unknown_names(monkeypatch):
+    import magnet.hardware
+
+    monkeypatch.setattr(magnet.hardware, "cpu_has_native_bf16", lambda: False)
     assert pick_dtype(None, torch.device("cpu")) == torch.float32
+    monkeypatch.setattr(magnet.hardware, "cpu_has_native_bf16", lambda: True)
+    assert pick_dtype(None, torch.device("cpu")) == torch.bfloat16
+    assert pick_dtype("float32", torch.device("cpu")) == torch.float32  # --dtype wins
     assert pick_dtype("bf16", torch.device("cpu")) == torch.bfloat16
     with pytest.raises(ValueError, match="float32, bfloat16 or float16"):
         pick_dtype("int3", torch.device("cpu"))
