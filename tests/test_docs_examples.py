@@ -10,6 +10,10 @@ new one is a visible decision.
 """
 from __future__ import annotations
 
+import ast
+import contextlib
+import io
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,6 +72,38 @@ def test_the_docs_have_examples_and_few_are_skipped():
     assert sorted((b.file, b.no_run) for b in ALL_BLOCKS if b.no_run) == sorted(EXPECTED_NO_RUN)
 
 
+# Flags of `magnet` commands whose values are input files the reader must have.
+INPUT_FLAGS = ("data", "train", "valid", "pairs", "exclude", "stsb", "select-stsb", "conll-train", "conll-valid",
+               "roc", "wikitext")
+INPUT_VALUES = re.compile(r"--(?:%s)((?:[ \t]+(?!--|#|\[)[^\s`|\\\[\]]+)+)" % "|".join(INPUT_FLAGS))
+PLACEHOLDERS = re.compile(r"^(\.\.\.|[A-Z]+(\.\.\.)?)$")  # FILE, FILE..., ...
+SHARED_DATA_VARIABLE = ("$D/", "../shared/data/")  # docs/training.md's D=../shared/data
+
+
+def documented_input_files() -> list[tuple[str, int, str]]:
+    """(file, line, path) of every input file a documented command names."""
+    found = []
+    for path in DOC_FILES:
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            for values in INPUT_VALUES.findall(line):
+                found += [(path.name, number, value.replace(*SHARED_DATA_VARIABLE))
+                          for value in values.split() if not PLACEHOLDERS.match(value)]
+    return found
+
+
+def test_every_documented_data_file_exists_from_the_repository_root():
+    """A reader runs the commands from a clone whose ../shared/data holds the data."""
+    files = documented_input_files()
+    assert len(files) >= 20 and all(p.startswith("../shared/data/") for _, _, p in files), [
+        f for f in files if not f[2].startswith("../shared/data/")]
+    assert [f for f in files if not (ROOT / f[2]).is_file()] == []
+
+
+def test_the_data_file_scan_sees_a_bare_name():
+    line = "magnet train --data wiki.train.raw ../x.csv [--output runs/x]   # comment --pairs FILE`"
+    assert [v.split() for v in INPUT_VALUES.findall(line)] == [["wiki.train.raw", "../x.csv"], ["FILE"]]
+
+
 def tiny_heads(engine, directory: Path) -> Path:
     """Untrained heads for every task, made for the tiny engine (so they load, and tag at random)."""
     identity = engine_identity(engine)
@@ -92,16 +128,148 @@ def docs_server(tiny_chat_engine, tmp_path_factory):
             yield base_url
 
 
-@pytest.mark.parametrize("path", FILES_WITH_EXAMPLES, ids=lambda p: p.name)
-def test_the_examples_of_a_file_run(path, docs_server, capsys):
-    runnable = [b for b in python_blocks(path) if b.no_run is None]
+@dataclass
+class Shown:
+    """What the docs show a statement gives: a value (a literal in the comment lines right
+    under an expression) or, under a print(), the printed text."""
+
+    file: str
+    line: int  # of the statement
+    value: object = None
+    printed: str | None = None
+
+
+def comment_under(lines: list[str], end: int) -> str | None:
+    """The text of the '#' lines right under line `end` (0-based index of the next line)."""
+    texts = []
+    while end < len(lines) and lines[end].lstrip().startswith("#"):
+        texts.append(lines[end].lstrip()[1:].removeprefix(" "))
+        end += 1
+    return "\n".join(texts) if texts else None
+
+
+def literal(text: str):
+    """The documented value, JSON or Python literal; NOT_A_LITERAL for prose."""
+    for parse in (json.loads, ast.literal_eval):
+        try:
+            return parse(text)
+        except (ValueError, SyntaxError):
+            pass
+    return NOT_A_LITERAL
+
+
+NOT_A_LITERAL = object()
+
+
+def run_block(block: Block, namespace: dict, url: str) -> list[tuple[Shown, object]]:
+    """Run a block statement by statement; (what the docs show, what it gave) for each
+    statement with a documented output."""
+    source = block.source.replace(DOCUMENTED_URL, url)
+    lines = block.source.splitlines()  # the outputs as documented
+    checked = []
+    for statement in ast.parse(source).body:
+        shown_text = comment_under(lines, statement.end_lineno)
+        line = block.line + statement.lineno
+        code = ast.Module(body=[statement], type_ignores=[])
+        ast.increment_lineno(code, block.line)  # a traceback's line number is the markdown file's
+        value = literal(shown_text) if shown_text is not None else NOT_A_LITERAL
+        is_print = (isinstance(statement, ast.Expr) and isinstance(statement.value, ast.Call)
+                    and getattr(statement.value.func, "id", None) == "print")
+        if shown_text is not None and is_print:
+            out = io.StringIO()
+            with contextlib.redirect_stdout(out):
+                exec(compile(code, block.file, "exec"), namespace)
+            checked.append((Shown(block.file, line, printed=shown_text), out.getvalue().replace(url, DOCUMENTED_URL)))
+        elif value is not NOT_A_LITERAL and isinstance(statement, ast.Expr):
+            got = eval(compile(ast.Expression(body=statement.value), block.file, "eval"), namespace)
+            checked.append((Shown(block.file, line, value=value), plain(got)))
+        else:
+            exec(compile(code, block.file, "exec"), namespace)
+    return checked
+
+
+def plain(value):
+    """Results as the docs write them: pydantic models and numpy arrays as plain data."""
+    if hasattr(value, "model_dump"):
+        return value.model_dump(mode="json")
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    return value
+
+
+def same_shape(real, shown) -> bool:
+    """The documented shape: same dict keys, list items shaped like the documented first item,
+    same kinds of scalars (the tiny random model's words and numbers differ)."""
+    if isinstance(shown, dict):
+        return isinstance(real, dict) and set(real) == set(shown) and all(same_shape(real[k], v) for k, v in shown.items())
+    if isinstance(shown, (list, tuple)):
+        return isinstance(real, (list, tuple)) and (not shown or all(same_shape(r, shown[0]) for r in real))
+    if isinstance(shown, bool) or shown is None:
+        return type(real) is type(shown)
+    if isinstance(shown, (int, float)):
+        return isinstance(real, (int, float)) and not isinstance(real, bool)
+    return isinstance(real, type(shown))
+
+
+def same_value(real, shown, tolerance: float) -> bool:
+    """The documented value itself; numbers within `tolerance` (docs round them)."""
+    if isinstance(shown, dict):
+        return isinstance(real, dict) and set(real) == set(shown) and all(
+            same_value(real[k], v, tolerance) for k, v in shown.items())
+    if isinstance(shown, (list, tuple)):
+        return isinstance(real, (list, tuple)) and len(real) == len(shown) and all(
+            same_value(r, v, tolerance) for r, v in zip(real, shown))
+    if isinstance(shown, float):
+        return isinstance(real, (int, float)) and abs(real - shown) <= tolerance
+    return real == shown
+
+
+def check_shown(checked: list[tuple[Shown, object]], exact: bool) -> list[str]:
+    """One line per documented output that the code does not give today."""
+    wrong = []
+    for shown, got in checked:
+        if shown.printed is not None:
+            ok = got.rstrip("\n") == shown.printed
+        else:
+            ok = same_value(got, shown.value, SCORE_TOLERANCE) if exact else same_shape(got, shown.value)
+        if not ok:
+            wrong.append(f"{shown.file}:{shown.line}: the docs show {shown.printed or shown.value!r}, "
+                         f"the code gives {got!r}")
+    return wrong
+
+
+# Outputs shown under examples, at least (a literal under an expression, or a print's text).
+SHOWN_OUTPUTS = {"service.md": 2, "tagging.md": 2, "client.md": 1}
+# Documented numbers are rounded, and a retrained adapter moves a cosine a little.
+SCORE_TOLERANCE = 0.02
+
+
+def run_file(path: Path, url: str) -> list[tuple[Shown, object]]:
     namespace = {"__name__": "__docs__"}
-    for block in runnable:
-        # Padded so a traceback's line number is the markdown file's.
-        source = "\n" * block.line + block.source.replace(DOCUMENTED_URL, docs_server)
-        exec(compile(source, block.file, "exec"), namespace)
+    return [pair for block in python_blocks(path) if block.no_run is None for pair in run_block(block, namespace, url)]
+
+
+@pytest.mark.parametrize("path", FILES_WITH_EXAMPLES, ids=lambda p: p.name)
+def test_the_examples_of_a_file_run_and_give_the_documented_shapes(path, docs_server, capsys):
+    checked = run_file(path, docs_server)
+    assert len(checked) >= SHOWN_OUTPUTS.get(path.name, 0)  # none goes unchecked by a change of form
+    assert check_shown(checked, exact=False) == []
     printed = capsys.readouterr().out
     assert "model='" not in printed and "Chunk(" not in printed  # examples print text, not pydantic objects
+
+
+def test_the_output_check_catches_a_wrong_shape_and_a_wrong_print(docs_server):
+    block = Block("x.md", 1, 'import httpx\n'
+                             'httpx.post("http://localhost:8000/tokenize", json={"prompt": "a"}).json()\n'
+                             '# {"tokens": [1], "count": 1}\n'
+                             'print("hello")\n'
+                             '# hullo\n', None)
+    wrong = check_shown(run_block(block, {}, docs_server), exact=False)
+    assert len(wrong) == 2 and "max_model_len" in wrong[0] and "'hello\\n'" in wrong[1]
 
 
 def test_the_print_check_catches_a_printed_object(docs_server, capsys):
@@ -110,3 +278,28 @@ def test_the_print_check_catches_a_printed_object(docs_server, capsys):
     with MagnetClient() as client:
         print(next(iter(client.generate_stream("Once upon a time", max_tokens=2))), end="")
     assert "model='" in capsys.readouterr().out
+
+
+@pytest.fixture(scope="module")
+def real_docs_server():
+    """The embedded model with the default adapter and shipped heads, served as the docs say."""
+    from magnet.loading import ModelSpec
+
+    engine = Engine.from_spec(ModelSpec(device="cpu"))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Engine, "from_spec", classmethod(lambda cls, spec=None, config=None: engine))
+        patch.delenv("MAGNET_API_KEY", raising=False)
+        with serve_on_loopback(create_app(Settings(generate_backend="torch", api_key=None), engine=engine)) as url:
+            patch.setenv("MAGNET_URL", url)
+            yield url
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["tagging.md", "service.md"])
+def test_the_documented_outputs_are_the_default_models(name, real_docs_server):
+    """The values the docs show (tags, token ids, scores to SCORE_TOLERANCE) are what the
+    embedded model with the default adapter and heads gives. A new default adapter or new
+    heads: run this test, and copy the outputs it reports into the docs."""
+    checked = run_file(ROOT / "docs" / name, real_docs_server)
+    assert len(checked) >= SHOWN_OUTPUTS[name]
+    assert check_shown(checked, exact=True) == []
