@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 
+import httpx
 import numpy as np
 import pytest
 
@@ -136,3 +137,39 @@ def test_langchain_openai_embeddings_without_tiktoken(base_url, expected):
                                   check_embedding_ctx_length=False)  # send text, not tiktoken ids
     assert_rows(embeddings.embed_documents(TEXTS), expected)
     assert_rows([embeddings.embed_query(TEXTS[0])], expected[:1])
+
+
+def test_langchain_sends_its_1000_text_chunks_as_single_requests(base_url, tiny_engine):
+    from langchain_openai import OpenAIEmbeddings
+
+    texts = [f"Text number {i}." for i in range(1200)]  # chunk_size 1000: two requests, each within
+    # max_request_tokens (the tiny tokenizer spends about a token per character)
+    embeddings = OpenAIEmbeddings(model="magnet", base_url=f"{base_url}/v1", api_key="unused",
+                                  check_embedding_ctx_length=False)
+    rows = embeddings.embed_documents(texts)
+    assert len(rows) == 1200
+    assert_rows([rows[0], rows[999], rows[1000], rows[1199]],
+                tiny_engine.embed([texts[0], texts[999], texts[1000], texts[1199]]).embeddings.numpy())
+
+
+# --- the real model -------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_the_real_model_ranks_the_relevant_document_first_through_the_clients():
+    from haystack import Document
+    from haystack_integrations.components.rankers.huggingface_api import HuggingFaceTEIRanker
+    from huggingface_hub import InferenceClient
+
+    from magnet.engine import Engine
+    from magnet.loading import ModelSpec
+
+    engine = Engine.from_spec(ModelSpec(device="cpu"))  # SmolLM2-135M with the shipped adapter
+    documents = ["The stock market fell sharply today.", "Someone is playing a guitar.", "It is raining in Paris."]
+    with serve_on_loopback(app_with(engine)) as url:
+        top = HuggingFaceTEIRanker(url=url, top_k=1).run(query=QUERY, documents=[Document(content=d) for d in documents])
+        assert [d.content for d in top["documents"]] == [documents[1]]
+        results = httpx.post(f"{url}/v1/rerank", json={"query": QUERY, "documents": documents}).json()["results"]
+        assert results[0]["index"] == 1
+        vectors = InferenceClient(model=url).feature_extraction(documents)
+        assert_rows(vectors, engine.embed(documents).embeddings.numpy())
