@@ -39,3 +39,59 @@ async def test_models_and_metrics_say_which_dtype_each_backend_runs(tiny_engine)
         table = await scrape(http)
     assert cards[0]["dtypes"] == {"torch": "float32"}  # the tiny fixture is pinned to float32
     assert value(table, "magnet_model_dtype", model=tiny_engine.name, backend="torch", dtype="float32") == 1
+
+
+# ---- parity on the embedded model: bf16 against fp32 ---------------------------------------
+
+PARITY_TEXTS = ["A man is playing a guitar.", "The cat sat on the mat.", "Stocks fell sharply on Monday.",
+                "She is cooking dinner for her family.", "A dog runs through the snow."]
+PARITY_PROMPTS = ["The capital of France is", "Once upon a time, in a small village,",
+                  "The best way to learn a language is", "Here is a list of fruits:"]
+PARITY_STORIES = [["Tom wanted a dog for his birthday. ", " He named the puppy Max and walked him every day."],
+                  ["Anna studied hard for her math test. ", " She got the best grade in her class."],
+                  ["The power went out during the storm. ", " When the lights came back, everyone cheered."],
+                  ["Jake forgot his lunch at home. ", " His friend shared a sandwich with him."]]
+# Greedy decoding in bf16 may pick another token only where fp32's two best logits nearly tie:
+# measured, every disagreement had a top-2 gap under 0.13 (logit units); 0.25 leaves room.
+CLEAR_MARGIN = 0.25
+
+
+@pytest.fixture(scope="module")
+def fp32_and_bf16():
+    from magnet.engine import Engine
+
+    return (Engine.from_spec(ModelSpec(device="cpu", dtype="float32")),
+            Engine.from_spec(ModelSpec(device="cpu", dtype="bfloat16")))
+
+
+@pytest.mark.slow
+def test_bf16_embeddings_and_greedy_choices_match_fp32(fp32_and_bf16):
+    fp32, bf16 = fp32_and_bf16
+    cosine = torch.nn.functional.cosine_similarity(fp32.embed(PARITY_TEXTS).embeddings,
+                                                   bf16.embed(PARITY_TEXTS).embeddings)
+    assert cosine.min() >= 0.999
+    from magnet.sampling import SamplingParams
+
+    with torch.inference_mode():
+        for prompt in PARITY_PROMPTS:  # fp32's greedy text, read by both: same choice wherever it is clear
+            ids = fp32.prompt_ids(prompt, SamplingParams())
+            text = torch.tensor([ids + fp32.tokens(fp32.generate(prompt, SamplingParams(max_tokens=32)).text)])
+            reference = fp32.model(text).logits[0, len(ids) - 1:-1]  # (T, V): what predicts each new token
+            choices = bf16.model(text).logits[0, len(ids) - 1:-1].argmax(-1)
+            best = reference.topk(2, dim=-1).values
+            clear = best[:, 0] - best[:, 1] >= CLEAR_MARGIN
+            assert clear.sum() >= len(clear) // 2
+            assert (choices == reference.argmax(-1))[clear].all(), prompt
+
+
+@pytest.mark.slow
+def test_bf16_greedy_infills_mostly_equal_fp32_texts(fp32_and_bf16):
+    """Measured: 3 of these 4 fills are equal; the other differs from its first token (a near tie)."""
+    from dataclasses import replace
+
+    from magnet.sampling import INFILL_DEFAULTS
+
+    fp32, bf16 = fp32_and_bf16
+    params = replace(INFILL_DEFAULTS, max_tokens=24)
+    equal = [fp32.infill(story, params).fills == bf16.infill(story, params).fills for story in PARITY_STORIES]
+    assert sum(equal) >= 3, equal
