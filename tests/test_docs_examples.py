@@ -104,6 +104,54 @@ def test_the_data_file_scan_sees_a_bare_name():
     assert [v.split() for v in INPUT_VALUES.findall(line)] == [["wiki.train.raw", "../x.csv"], ["FILE"]]
 
 
+COMMAND = re.compile(r"(?:^|\s)(?:magnet|-m magnet\.cli)\s+(serve|train-tagger|train|eval)\s(.*)")
+SHELL_FENCES = ("```bash", "```sh")
+
+
+def documented_commands() -> list[tuple[str, int, str, list[str]]]:
+    """(file, line, sub-command, its arguments) of every `magnet` command in a shell block;
+    an optional part written [--flag value] is kept (it is a usage too)."""
+    found = []
+    for path in DOC_FILES:
+        lines, shell = path.read_text(encoding="utf-8").splitlines(), False
+        number = 0
+        while number < len(lines):
+            line = lines[number]
+            if line.strip().startswith("```"):
+                shell = not shell and line.strip() in SHELL_FENCES
+            elif shell:
+                start = number
+                while line.rstrip().endswith("\\") and number + 1 < len(lines):
+                    number += 1
+                    line = line.rstrip()[:-1] + " " + lines[number].strip()
+                match = COMMAND.search(line.split(" #")[0])
+                if match:
+                    words = match[2].replace("[", " ").replace("]", " ").replace(*SHARED_DATA_VARIABLE).split()
+                    found.append((path.name, start + 1, match[1], words))
+            number += 1
+    return found
+
+
+def test_every_documented_magnet_command_parses(capsys):
+    """Each documented command's flags exist and take the values shown (parsed, not run)."""
+    import argparse
+    import importlib
+
+    from magnet.cli import COMMANDS, take_threads_flag
+
+    commands = documented_commands()
+    assert len(commands) >= 20 and {c[2] for c in commands} == {"serve", "train", "train-tagger", "eval"}
+    wrong = []
+    for name, line, command, words in commands:
+        parser = argparse.ArgumentParser(prog=f"magnet {command}", exit_on_error=False)
+        importlib.import_module(COMMANDS[command][0]).add_arguments(parser)
+        try:
+            parser.parse_args(take_threads_flag(words)[1])
+        except (argparse.ArgumentError, SystemExit) as exc:
+            wrong.append(f"{name}:{line}: magnet {command} {' '.join(words)}: {exc}")
+    assert wrong == [], "\n".join(wrong) + capsys.readouterr().err
+
+
 def tiny_heads(engine, directory: Path) -> Path:
     """Untrained heads for every task, made for the tiny engine (so they load, and tag at random)."""
     identity = engine_identity(engine)
