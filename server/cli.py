@@ -39,7 +39,7 @@ FLAGS = {  # flag -> (settings field, type, help)
     "--max-header-bytes": ("max_header_bytes", int, "request line + headers limit (431 above; default 65536)"),
     "--header-timeout-s": ("header_timeout_s", float, "seconds to receive the request headers (default 10)"),
     "--max-batch-tokens": ("max_batch_tokens", int, "token budget of one model call: a batch, a slice, a prefill "
-                           "(default 8192)"),
+                           "(default 2048)"),
     "--max-wait-ms": ("max_wait_ms", float, "how long a batch waits for more requests (default 5)"),
     "--max-queue": ("max_queue", int, "queued requests before 429 (default 256)"),
     "--max-client-batch-size": ("max_client_batch_size", int, "inputs per embeddings/rerank request "

@@ -35,7 +35,7 @@ class Settings(BaseSettings):
     graceful_shutdown_s: float = Field(30.0, gt=0, description="on SIGTERM, in-flight requests get this long")
 
     # The model worker's queue and dynamic batcher.
-    max_batch_tokens: int = Field(8192, ge=1, description="token budget of one model call: an embed/tag batch, "
+    max_batch_tokens: int = Field(2048, ge=1, description="token budget of one model call: an embed/tag batch, "
                                                           "a slice of a bigger request, the prefill of joining "
                                                           "decodes")
     max_wait_ms: float = Field(5.0, ge=0, description="how long a batch waits for company")

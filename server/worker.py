@@ -53,7 +53,7 @@ from magnet.server.admission import (
     too_costly,
     too_many_rows,
 )
-from magnet.server.scheduling import Slice, plan_joining, plan_oneshot
+from magnet.server.scheduling import Slice, fitting_slice, plan_joining, plan_oneshot
 
 log = logging.getLogger(__name__)
 
@@ -96,11 +96,13 @@ class Job:
             return sum(self.sizes[self.done:])
         return self.tokens + self.new_tokens
 
-    @property
-    def ahead(self) -> int:
-        """What it delays a job queued behind it: its cost, or a decode's prefill only (its new
-        tokens are decoded beside the others, in the running batch, and slow the drain rate)."""
-        return self.tokens if self.decode else self.cost
+    def ahead(self, budget: int) -> int:
+        """What it delays a job queued behind it: a sliced job, one slice (`budget`: the job
+        behind runs before its next one); a decode, its prefill (its new tokens are decoded
+        beside the others, in the running batch, and slow the drain rate); else its cost."""
+        if self.decode:
+            return self.tokens
+        return fitting_slice(self, budget, first=True).tokens if self.sizes is not None else self.cost
 
 
 class ModelWorker:
@@ -145,7 +147,8 @@ class ModelWorker:
     @property
     def work_ahead(self) -> int:
         """Tokens of work a new job waits behind (`Job.ahead` of the queue and the jobs being sliced)."""
-        return sum(job.ahead for job in self._queue) + sum(job.ahead for job in self._slicing)
+        budget = self.max_batch_tokens
+        return sum(job.ahead(budget) for job in self._queue) + sum(job.ahead(budget) for job in self._slicing)
 
     def estimated_wait_s(self) -> float:
         return estimated_wait_s(self.work_ahead, self.drain.per_second)
