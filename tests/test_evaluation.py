@@ -47,18 +47,21 @@ def test_readings_score_one_story_each_way_and_the_wrong_suffix_is_the_next_stor
     assert ppl["causal"] == pytest.approx(expect(a1, a2, hybrid=False), rel=1e-5)
     assert ppl["hybrid"] == pytest.approx(expect(a1, a2, hybrid=True), rel=1e-5)
     assert ppl["wrong_suffix"] == pytest.approx(expect(a2, a1, hybrid=True), rel=1e-5)  # each the other's ending
-    assert ppl["no_suffix"] == pytest.approx(expect(None, None, hybrid=True), rel=1e-5)
+    assert ppl["no_suffix"] == pytest.approx(expect([], [], hybrid=True), rel=1e-5)  # the text ends at the gap
     assert len(set(round(v, 6) for v in ppl.values())) == 4  # four different readings
 
 
 def test_the_fill_reads_its_context_as_the_engine_does(tiny_engine, monkeypatch):
-    """An adapter trained with a left-to-right context: with no suffix its fill is exactly the
-    left-to-right reading, and the readings follow `Engine.infill_context` (what /v1/infill uses)."""
-    bidirectional = reading_perplexity(tiny_engine, [STORY, OTHER], "no_suffix")
+    """The readings follow `Engine.infill_context` (what /v1/infill prefills with): an adapter
+    trained with a left-to-right context is scored with its context read left to right."""
+    model, anchor, eos = tiny_engine.model, tiny_engine.anchor_id, tiny_engine.tokenizer.eos_token_id
+    before, missing, after = story_tokens(tiny_engine.tokenizer, STORY)
+    bidirectional = reading_perplexity(tiny_engine, [STORY, OTHER], "hybrid")
     monkeypatch.setattr(tiny_engine, "infill_context", AttentionMode.LEFT_CONTEXT)
-    causal = reading_perplexity(tiny_engine, [STORY, OTHER], "causal")
-    assert reading_perplexity(tiny_engine, [STORY, OTHER], "no_suffix") == pytest.approx(causal, rel=1e-6)
-    assert abs(bidirectional - causal) > 1e-2  # the random tiny model: PPLs near its vocabulary size
+    left = reading_perplexity(tiny_engine, [STORY], "hybrid")
+    nll, n = span_nll(model, anchor, eos, before, missing, after, hybrid=True, context=AttentionMode.LEFT_CONTEXT)
+    assert left == pytest.approx(math.exp(nll / n), rel=1e-6)
+    assert abs(reading_perplexity(tiny_engine, [STORY, OTHER], "hybrid") - bidirectional) > 1e-2
 
 
 def test_eval_commands_run_on_a_local_model(tiny_model_dir, tmp_path, capsys):

@@ -7,7 +7,8 @@ is known when scoring). The readings of one story, side by side on the same stor
 
     causal        sentences 1-2 left to right: a decoder's own way
     no_suffix     sentences 1-2 read as the adapter's fill reads its context
-                  (`Engine.infill_context`: bidirectional, or left to right), nothing after the gap
+                  (`Engine.infill_context`: bidirectional, or left to right), then the end of
+                  the text right after the gap: what /v1/infill does with an empty suffix
     hybrid        sentences 1-2 + the true sentences 4-5 (then EOS): what /v1/infill does
     wrong_suffix  sentences 1-2 + *another* story's sentences 4-5: a suffix that is read
                   must make this worse than `hybrid`
@@ -39,7 +40,7 @@ MISSING = 2  # index of the removed sentence
 # reading -> what the span reads (the controls above, in table order)
 READINGS = {
     "causal": "sentences 1-2, left to right",
-    "no_suffix": "sentences 1-2 read as the fill reads them, nothing after the gap",
+    "no_suffix": "sentences 1-2 read as the fill reads them, the text ending at the gap",
     "hybrid": "sentences 1-2 + the true sentences 4-5 (/v1/infill)",
     "wrong_suffix": "sentences 1-2 + another story's sentences 4-5",
 }
@@ -58,11 +59,9 @@ def story_tokens(tokenizer, story: list[str]) -> tuple[list[int], list[int], lis
 def span_nll(model, anchor_id: int, eos_id: int, before, missing, after, hybrid: bool,
              context: AttentionMode = AttentionMode.BIDIRECTIONAL) -> tuple[float, int]:
     """Summed NLL of the missing tokens and their count, for one story. In hybrid mode the
-    context is read as `context` says (the adapter's `Engine.infill_context`) and, when there
-    is a suffix (`after` not None), the story ends with EOS, as training examples and the
-    service's infill layout do; `after` None: no suffix, nothing after the span."""
-    suffix = after + [eos_id] if hybrid and after is not None else []
-    ids = [anchor_id] + before + missing + suffix
+    story ends with EOS, as training examples and the service's infill layout do, and the
+    context is read as `context` says (the adapter's `Engine.infill_context`)."""
+    ids = [anchor_id] + before + missing + (after + [eos_id] if hybrid else [])
     start = 1 + len(before)
     roles = [MODE_ROLES[context]] * len(ids) if hybrid else [1] * len(ids)
     if hybrid:
@@ -96,7 +95,7 @@ def reading_perplexity(engine, stories: list[list[str]], reading: str, label: st
     total, count = 0.0, 0
     for i in progress(range(len(stories)), label or f"ROC {engine.name} {reading}", unit="story"):
         before, missing, after = tokens[i]
-        suffix = {"causal": after, "no_suffix": None, "hybrid": after,
+        suffix = {"causal": after, "no_suffix": [], "hybrid": after,
                   "wrong_suffix": tokens[(i + 1) % len(tokens)][2]}[reading]
         nll, n = span_nll(engine.model, engine.anchor_id, engine.tokenizer.eos_token_id, before, missing, suffix,
                           hybrid=reading != "causal", context=engine.infill_context)

@@ -238,7 +238,7 @@ def write_report(report: dict, directory: Path) -> list[Path]:
     """paper.json, paper.md and (with matplotlib) paper.png."""
     paths = write_tables(report, directory)
     png = directory / "paper.png"
-    if plot_table(table_lines(report["results"]), report.get("criteria", []), png):
+    if plot_table(table_lines(report["results"]), report.get("criteria", []), png, plot_caption(report)):
         paths.append(png)
     return paths
 
@@ -247,7 +247,13 @@ def panel_values(line: Line, targets: list[dict]) -> list[float]:
     return [x for x in (line.first, line.second, line.paper_value, *(t["bound"] for t in targets)) if x is not None]
 
 
-def plot_table(lines: list[Line], criteria: list[dict], png: Path) -> bool:
+def plot_caption(report: dict) -> str:
+    seen = [name for name, row in report["results"].items() if "seen_in_training" in row]
+    return (f"{report['model']['base']} vs {report['model']['adapted']}, {report['split']} split"
+            + (f"; seen in training, not drawn: {', '.join(seen)}" if seen else ""))
+
+
+def plot_table(lines: list[Line], criteria: list[dict], png: Path, caption: str = "") -> bool:
     """One panel per measured line: its two figures as bars, each target on it as a dashed line
     (green when met, red when not; the panel titled PASS/FAIL), the paper's after figure as a
     dotted line, and which way is better. Seen rows, and lines with no target whose figures are
@@ -293,6 +299,8 @@ def plot_table(lines: list[Line], criteria: list[dict], png: Path) -> bool:
         ax.tick_params(labelsize=7)
     for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")
+    if caption:
+        fig.suptitle(caption, fontsize=9)
     fig.tight_layout()
     fig.savefig(png, dpi=100)
     plt.close(fig)

@@ -114,19 +114,21 @@ def measure_rows(run: PaperRun, seen: dict[str, str], done: dict[str, dict] | No
     measured: {"seen_in_training": why}. Rows in `done` (a resumed run) are kept as they are;
     `finished(results so far)` is called after every row, so its caller can write them out."""
     results: dict[str, dict] = {}
-    for name, row in ROWS.items():
+    for number, (name, row) in enumerate(ROWS.items(), 1):
+        where = f"paper: row {number}/{len(ROWS)} {name}"
         if done and name in done:
             results[name] = done[name]
-            log.info("paper: %s kept from the earlier run", name)
+            log.info("%s kept from the earlier run", where)
             continue
         if name in seen:
             results[name] = {"seen_in_training": seen[name]}
+            log.info("%s seen in training, not measured: %s", where, seen[name])
         else:
+            log.info("%s ...", where)
             started, cpu = time.perf_counter(), time.process_time()
             results[name] = {**row.measure(run), "seconds": round(time.perf_counter() - started, 1),
                              "cpu_seconds": round(time.process_time() - cpu, 1)}
-            log.info("paper: %s done in %.0fs (%.0fs CPU)", name, results[name]["seconds"],
-                     results[name]["cpu_seconds"])
+            log.info("%s done in %.0fs (%.0fs CPU)", where, results[name]["seconds"], results[name]["cpu_seconds"])
         if finished is not None:
             finished(results)
     return results

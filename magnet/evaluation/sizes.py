@@ -30,9 +30,10 @@ class EvalSizes:
     cloze_items: int  # cloze items, spread over the shipped set
 
 
-# Cost with the embedded SmolLM2-135M on CPU (per-item times of a --quick run, scaled up):
-# FULL about 18 min of one core (STS-B 6, CoNLL 5, repetition 3, ROC 2, WikiText 1, cloze 1),
-# about 12 min on two free cores; QUICK about 4.5 min of one core.
+# Cost with the embedded SmolLM2-135M on CPU, cold caches, every row measured: QUICK 4.0 min of
+# one core (`time magnet eval paper --quick`, user CPU: STS-B 26 s, CoNLL 48, ROC 21, WikiText 6,
+# repetition 88, cloze 42, the rest loading). FULL about 19 min of one core (scaled from QUICK's
+# per-item times), about 12 min on two free cores.
 FULL = EvalSizes(stsb_pairs=400, conll_train=600, conll_select=150, conll_valid=400, probe_steps=4000,
                  roc_stories=200, wikitext_windows=24, window_tokens=256,
                  wikitext_prefixes=16, roc_prefixes=16, continuation_tokens=64, fill_tokens=8, cloze_items=0)
