@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 
 ENV_VAR = "MAGNET_THREADS"
 CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")  # cgroup v2: "QUOTA PERIOD" or "max PERIOD"
+CGROUP_V1_CPU = Path("/sys/fs/cgroup/cpu")  # cgroup v1: cpu.cfs_quota_us (-1: none), cpu.cfs_period_us
 
 
 @dataclass(frozen=True)
@@ -33,19 +34,25 @@ class ThreadChoice:
     reason: str
 
 
-def usable_cores(cpu_max: Path = CGROUP_CPU_MAX) -> int:
+def usable_cores(cpu_max: Path = CGROUP_CPU_MAX, v1: Path = CGROUP_V1_CPU) -> int:
     """CPUs this process may run on: its affinity mask, capped by a cgroup CPU quota."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    quota = cgroup_quota(cpu_max)
+    quota = cgroup_quota(cpu_max, v1)
     return max(1, min(cores, quota) if quota else cores)
 
 
-def cgroup_quota(cpu_max: Path = CGROUP_CPU_MAX) -> int | None:
+def cgroup_quota(cpu_max: Path = CGROUP_CPU_MAX, v1: Path = CGROUP_V1_CPU) -> int | None:
     """The cgroup's CPU quota in whole cores (rounded up), or None when unlimited or unknown."""
     try:
         quota, period = cpu_max.read_text().split()[:2]
-        return None if quota == "max" else max(1, math.ceil(int(quota) / int(period)))
     except (OSError, ValueError):
+        try:
+            quota, period = ((v1 / name).read_text().strip() for name in ("cpu.cfs_quota_us", "cpu.cfs_period_us"))
+        except OSError:
+            return None
+    try:
+        return None if quota in ("max", "-1") else max(1, math.ceil(int(quota) / int(period)))
+    except (ValueError, ZeroDivisionError):
         return None
 
 

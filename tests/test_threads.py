@@ -9,7 +9,7 @@ import pytest
 
 from magnet import threads
 from magnet.cli import take_threads_flag
-from magnet.threads import choose_threads, usable_cores
+from magnet.threads import cgroup_quota, choose_threads, usable_cores
 
 
 def cpu_max(tmp_path, text: str):
@@ -42,10 +42,20 @@ def test_a_cgroup_quota_caps_the_cores(tmp_path):
     affinity = len(os.sched_getaffinity(0))
     assert usable_cores(cpu_max(tmp_path, "50000 100000")) == 1          # half a core: one thread
     assert usable_cores(cpu_max(tmp_path, "max 100000")) == affinity
-    assert usable_cores(tmp_path / "absent") == affinity
+    assert usable_cores(tmp_path / "absent", tmp_path / "absent-v1") == affinity
     quota = cpu_max(tmp_path, "150000 100000")                             # 1.5 cores: two
     assert usable_cores(quota) == min(affinity, 2)
     assert choose_threads(None, {}, quota) == threads.ThreadChoice(min(affinity, 2), f"{min(affinity, 2)} cores usable")
+
+
+def test_a_cgroup_v1_quota_counts_too(tmp_path):
+    v1 = tmp_path / "cpu"
+    v1.mkdir()
+    (v1 / "cpu.cfs_quota_us").write_text("250000\n")
+    (v1 / "cpu.cfs_period_us").write_text("100000\n")
+    assert cgroup_quota(tmp_path / "no-v2", v1) == 3
+    (v1 / "cpu.cfs_quota_us").write_text("-1\n")
+    assert cgroup_quota(tmp_path / "no-v2", v1) is None
 
 
 def test_busy_cores_are_left_to_the_work_already_running(tmp_path, monkeypatch):
