@@ -299,3 +299,12 @@ def test_relative_data_paths_fall_back_to_the_repo_root(tmp_path, monkeypatch):
     assert find_data_file("pyproject.toml", "--x") == tmp_path / "pyproject.toml"  # the working directory first
     with pytest.raises(SystemExit, match="--wikitext missing.raw: no such file"):
         find_data_file("missing.raw", "--wikitext")
+
+
+def test_eval_tagging_notes_when_the_heads_read_the_scored_file():
+    from magnet.evaluation.tagging import heads_note
+
+    training = {"train": "train.txt", "valid": "valid.txt"}  # as the shipped heads' manifest has it
+    assert "fit on train.txt" in heads_note(training, Path("data/conll2003/train.txt"))
+    assert "chosen on valid.txt" in heads_note(training, Path("data/conll2003/valid.txt"))
+    assert heads_note(training, Path("other.txt")) is None and heads_note({}, Path("valid.txt")) is None

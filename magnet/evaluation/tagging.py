@@ -60,6 +60,17 @@ def format_row(name: str, mode: str, n: int, scores: dict) -> str:
     return "  ".join(cells)
 
 
+def heads_note(training: dict, path: Path) -> str | None:
+    """A note when the heads themselves read the scored file: fit on it, or their checkpoint
+    chosen on it (the heads manifest's `training` train/valid file names)."""
+    if training.get("train") == path.name:
+        return f"note: these heads were fit on {path.name}: the figure is on their own training data"
+    if training.get("valid") == path.name:
+        return (f"note: these heads' checkpoints were chosen on {path.name}: the figure is slightly optimistic "
+                "(magnet eval paper's probes choose on select documents)")
+    return None
+
+
 def check_mode(args: argparse.Namespace, heads_mode: str) -> None:
     if feature_mode(args) != heads_mode:
         hint = "add --causal" if heads_mode == "causal" else "drop --causal"
@@ -87,12 +98,14 @@ def run(args: argparse.Namespace) -> int:
     scores = score_tasks(tagger, sentences, features)
     elapsed = time.monotonic() - started
     note = seen_note(engine, [(path, split)])
+    chosen = heads_note(tagger.manifest.training, path)
     if args.json:
         print(json.dumps({"model": engine.name, "mode": mode, "data": str(path), "split": split,
                           "sentences": len(sentences), "seconds": round(elapsed, 1), "scores": scores,
-                          "seen_in_training": note}))
+                          "seen_in_training": note, "heads_note": chosen}))
     else:
         print(format_row(engine.name, mode, len(sentences), scores) + f"  ({split_note(path, split)}, {elapsed:.0f}s)")
-        if note:
-            print(note)
+        for line in (note, chosen):
+            if line:
+                print(line)
     return 0
