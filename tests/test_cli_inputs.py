@@ -58,3 +58,18 @@ def test_a_module_no_extra_provides_still_raises():
                      "c.run = run\n"
                      "from magnet.cli import main; sys.exit(main(['serve']))")
     assert "ModuleNotFoundError" in out.stderr and "pip install" not in out.stderr
+
+
+@pytest.mark.parametrize("argv", [
+    ["eval", "sts", "--data", "nope.csv"],
+    ["eval", "infill", "--data", "nope.csv"],
+    ["eval", "tagging", "--data", "nope.txt"],
+    ["train-tagger", "--train", "nope.txt", "--valid", "nope.txt", "--out", "heads"],
+])
+def test_every_command_names_a_missing_input_file_in_one_line(argv, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("magnet.model_options.load_engine", lambda *a, **k: pytest.fail("loaded a model first"))
+    with pytest.raises(SystemExit) as raised:
+        main(argv)
+    message = str(raised.value)
+    assert "nope." in message and "no such file" in message and "\n" not in message
