@@ -21,6 +21,7 @@ MAX_BEST_OF = 16  # infill candidates per request
 MAX_CHOICES = 16  # `n`: choices per prompt on the OpenAI routes
 
 FinishReason = Literal["stop", "length"]
+EncodingFormat = Literal["float", "base64"]  # of embeddings: base64 = little-endian float32 bytes
 
 # A text that must hold a non-space character: stated in the OpenAPI schema (pattern), enforced
 # by the models' validators with messages that name the field and the index.
@@ -141,6 +142,8 @@ class EmbedRequest(Request):
     instruction: str | None = Field(None, description="null = the adapter's instruction")
     normalize: StrictBool = True
     truncate: StrictBool = Field(False, description="cut inputs to the token limit instead of a 422")
+    encoding_format: EncodingFormat = Field(
+        "float", description="base64: each vector as the base64 of its little-endian float32 bytes (as OpenAI's)")
 
     @field_validator("input")
     @classmethod
@@ -156,7 +159,7 @@ class EmbedRequest(Request):
 class EmbedResponse(BaseModel):
     id: str = Field(description="the request id (X-Request-Id, generated when the request had none)")
     model: str
-    embeddings: list[list[float]]  # (N, H), one row per input, in order
+    embeddings: list[list[float]] | list[str]  # (N, H), one row per input, in order (str: base64 float32)
     usage: Usage
 
 

@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
 
-from magnet.protocol import (MAX_BEST_OF, MAX_CHOICES, MAX_INPUTS, MAX_NEW_TOKENS, MAX_STOP, Backends, SamplingControls, TextChecked, Usage,
+from magnet.protocol import (MAX_BEST_OF, MAX_CHOICES, MAX_INPUTS, MAX_NEW_TOKENS, MAX_STOP, Backends, EncodingFormat, SamplingControls, TextChecked, Usage,
                              as_list, check_texts)
 from magnet.server.token_inputs import TextsOrIds, as_id_lists, check_inputs, has_ids, refuse_mixed_inputs
 from magnet.sampling import MAX_LOGPROBS
@@ -25,7 +25,7 @@ class OpenAIRequest(TextChecked):
 class EmbeddingsRequest(OpenAIRequest):
     input: TextsOrIds = Field(description="a text, a list of texts, or this model's token ids (a list, or a list "
                                           "of lists: server/token_inputs.py); up to max_client_batch_size inputs")
-    encoding_format: Literal["float", "base64"] = "float"
+    encoding_format: EncodingFormat = "float"
     dimensions: int | None = None
     user: str | None = None
 

@@ -6,8 +6,6 @@ one of server/model_ids.py's ids, or left out.
 """
 from __future__ import annotations
 
-import base64
-import struct
 from dataclasses import asdict, replace
 import time
 from collections.abc import AsyncIterator
@@ -18,6 +16,7 @@ from magnet.protocol import ErrorBody, Usage
 from magnet.sampling import INFILL_DEFAULTS, InfillCompletion, SamplingParams, StreamChunk
 from magnet.server.choices import gather_all, interleaved, params_of_choices, started_streams
 from magnet.server.disconnect import unless_client_leaves
+from magnet.server.fast_json import encode_vectors, vectors_response
 from magnet.server.logprobs import completion_logprobs
 from magnet.server.large_inputs import embed_many
 from magnet.server.middleware import request_id_of
@@ -45,13 +44,11 @@ async def embeddings(body: EmbeddingsRequest, request: Request) -> EmbeddingsRes
     model = require_known_model(service, body.model)
     texts = await resolve_texts(service, model, body.input, "input")  # token ids decoded
     result = await unless_client_leaves(request, embed_many(service, texts, "input", model=model), "embed")
-    encode = as_base64 if body.encoding_format == "base64" else (lambda v: v)
-    data = [EmbeddingData(index=i, embedding=encode(v)) for i, v in enumerate(result.vectors)]
-    return EmbeddingsResponse(data=data, model=model, usage=Usage(prompt_tokens=result.prompt_tokens))
-
-
-def as_base64(vector: list[float]) -> str:
-    return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode("ascii")  # little-endian float32
+    rows = encode_vectors(result.array, body.encoding_format)
+    fields = EmbeddingData.model_construct(index=0).model_dump(exclude={"embedding"})  # object, index
+    data = [{**fields, "index": i, "embedding": row} for i, row in enumerate(rows)]
+    answer = EmbeddingsResponse.model_construct(model=model, usage=Usage(prompt_tokens=result.prompt_tokens))
+    return vectors_response(answer, data=data)
 
 
 @openai_api.post("/completions", response_model=CompletionsResponse, responses=SSE_RESPONSES)

@@ -24,6 +24,7 @@ from magnet.protocol import (
 from magnet.sampling import INFILL_DEFAULTS, SamplingParams, StreamChunk
 from magnet.server import metrics
 from magnet.server.disconnect import unless_client_leaves
+from magnet.server.fast_json import encode_vectors, vectors_response
 from magnet.server.middleware import request_id_of
 from magnet.server.model_ids import require_known_model
 from magnet.server.service import Service
@@ -44,8 +45,9 @@ async def embed(body: EmbedRequest, request: Request) -> EmbedResponse:
     model = require_known_model(service, body.model)
     result = await unless_client_leaves(
         request, service.embed(body.texts, body.instruction, body.normalize, body.truncate, model), "embed")
-    return EmbedResponse(id=request_id_of(request), model=model, embeddings=result.vectors,
-                         usage=Usage(prompt_tokens=result.prompt_tokens))
+    answer = EmbedResponse.model_construct(id=request_id_of(request), model=model,
+                                           usage=Usage(prompt_tokens=result.prompt_tokens))
+    return vectors_response(answer, embeddings=encode_vectors(result.array, body.encoding_format))
 
 
 @api.post("/tag", response_model=TagResponse, summary="NER, POS or chunk tags per word")

@@ -20,6 +20,8 @@ from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+import numpy as np
+
 from magnet.errors import BackendError, InvalidInputError, MagnetError, NotReadyError, UnknownTaskError
 from magnet.hardware import dtype_name
 from magnet.protocol import Backends, HealthResponse
@@ -39,8 +41,12 @@ MAX_RESTART_BACKOFF_S = 60.0
 
 @dataclass
 class Embeddings:
-    vectors: list[list[float]]  # (N, H)
+    array: np.ndarray  # (N, H) float32: what the routes write out (server/fast_json.py)
     prompt_tokens: int
+
+    @property
+    def vectors(self) -> list[list[float]]:  # (N, H) as Python floats
+        return self.array.tolist()
 
 
 class Service:
@@ -276,16 +282,17 @@ class Service:
         instruction = engine.instruction if instruction is None else instruction
         counts = await self.tokenize("embed", lambda: [len(engine.embed_ids(t, instruction, truncate)) for t in texts])
 
-        def run(payloads: list[list[str]]) -> list[list[list[float]]]:
+        def run(payloads: list[list[str]]) -> list[list[np.ndarray]]:  # per payload, its (H,) rows
             flat = [text for texts_ in payloads for text in texts_]
             embeddings = engine.embed(flat, instruction, normalize, truncate).embeddings  # (N, H)
             require_finite(embeddings, model_id)
-            return split_back(embeddings.tolist(), [len(p) for p in payloads])
+            return split_back(list(embeddings.numpy()), [len(p) for p in payloads])
 
         key = ("embed", model_id, instruction, normalize, truncate)
         vectors = await self.worker.submit("embed", key, texts, run, sizes=counts)  # big ones run in slices
         metrics.PROMPT_TOKENS.labels("embed").inc(sum(counts))
-        return Embeddings(vectors, sum(counts))
+        rows = np.stack(vectors) if vectors else np.zeros((0, engine.model.config.hidden_size), np.float32)
+        return Embeddings(rows, sum(counts))
 
     async def tag(self, texts: list[str] | None, words: list[list[str]] | None, task: str,
                   model: str | None = None) -> list[dict]:

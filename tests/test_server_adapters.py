@@ -39,8 +39,8 @@ def legal_engine(tiny_model_dir, adapter_dir, tiny_engine):
     from magnet.engine import Engine
     from magnet.loading import ModelSpec
 
-    return Engine.from_spec(ModelSpec(model=str(tiny_model_dir), adapter=str(adapter_dir), device="cpu"),
-                            tiny_engine.config)
+    return Engine.from_spec(ModelSpec(model=str(tiny_model_dir), adapter=str(adapter_dir), device="cpu",
+                                      dtype="float32"), tiny_engine.config)  # as the tiny fixture
 
 
 @pytest.fixture

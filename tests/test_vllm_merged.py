@@ -38,7 +38,8 @@ def adapters(tiny_model_dir, tmp_path_factory):
 
 
 def tiny_spec(model_dir: Path, adapter: Path | None) -> ModelSpec:
-    return ModelSpec(model=str(model_dir), adapter=str(adapter) if adapter else None, device="cpu")
+    return ModelSpec(model=str(model_dir), adapter=str(adapter) if adapter else None, device="cpu",
+                     dtype="float32")  # exact comparisons: not the machine's default dtype
 
 
 def test_merged_weights_equal_peft_merge(tiny_model_dir, adapters, tmp_path):
