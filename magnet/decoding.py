@@ -17,6 +17,7 @@ import torch
 
 from magnet.logprobs import token_logprob
 from magnet.sampling import SamplingParams, TokenLogprob
+from magnet.structured import SpanGrammar
 
 
 @dataclass
@@ -40,6 +41,7 @@ class Span:
     logits: torch.Tensor | None = None  # (V,) pending: they predict the next token
     logprobs: list[TokenLogprob] | None = None  # one per kept token, when params.logprobs is set
     prompt_logprobs: list[TokenLogprob] | None = None  # the prompt's, read at prefill (params.prompt_logprobs)
+    grammar: SpanGrammar | None = None  # params.structured, compiled for this span (magnet/structured.py)
 
     def __post_init__(self):
         if self.params.logprobs is not None:
@@ -64,6 +66,10 @@ def end_rules(span: Span, logits_row: torch.Tensor, eos_id: int | None) -> torch
     """Apply the span's end rules before sampling: None if the span ends here, else the
     (possibly edited) logits. Too early, the end tokens are masked out."""
     ends = [t for t in (span.end_token, eos_id) if t is not None]
+    if span.grammar is not None:  # only what can continue the match; the ends once it is complete
+        logits_row, must_end = span.grammar.mask(logits_row, ends)
+        if must_end:
+            return None
     if len(span.ids) < span.min_tokens:
         logits_row = logits_row.clone()
         logits_row[ends] = float("-inf")
@@ -80,6 +86,8 @@ def accept(span: Span, token: int, eos_id: int | None, tokenizer) -> bool:
         span.finish_reason = "stop"
         return False
     span.ids.append(token)
+    if span.grammar is not None:
+        span.grammar.accept(token)
     if span.logprobs is not None:  # span.logits are still the raw ones that predicted `token`
         span.logprobs.append(token_logprob(span.logits, token, span.params.logprobs))
     span.text = tokenizer.decode(span.ids, skip_special_tokens=True)

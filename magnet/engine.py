@@ -29,6 +29,7 @@ from magnet.masks import AttentionMode, context_mode, positions_from_padding, ro
 from magnet.pooling import shifted_token_states, word_means, word_membership
 from magnet.sampling import (INFILL_DEFAULTS, Completion, InfillCompletion, SamplingParams, StreamChunk,
                              completion_of)
+from magnet.structured import span_grammar
 
 
 @dataclass(frozen=True)
@@ -182,6 +183,8 @@ class Engine:
             generator = make_generator(p.seed, self.device)
             spans = [Span(row, k + 1, start, lay.end_tokens[k], p, generator, self.config.min_fill_tokens,
                           self.config.end_threshold, lay.ids[1:-1]) for k, start in enumerate(lay.gap_starts)]
+            for span, spaces in zip(spans, lay.trimmed_spaces):  # each fill matches the constraint
+                span.grammar = self.grammar(p, spaces)
             starts += zip(spans, lay.predictors)
             candidates[i].append((lay, spans))
         decodes = [InfillDecode(segments, rows, self.causal_logprobs) for segments, rows in zip(requests, candidates)]
@@ -242,6 +245,9 @@ class Engine:
         require_max_tokens(params)
         if params.prompt_logprobs is not None:
             raise InvalidInputError("prompt_logprobs (echo) scores a prompt read left to right: it does not apply to infill")
+        if params.structured is not None and (params.structured.json is not None or params.structured.json_object):
+            raise InvalidInputError("a JSON constraint (response_format, structured_outputs.json) applies to generation, "
+                                    "not to an infill's fill: constrain a fill with a choice list or a regex")
         stripped = [split_trailing_spaces(s) if k < len(segments) - 1 else (s, 0) for k, s in enumerate(segments)]
         segment_ids = [self.tokens(text) for text, _ in stripped]
         if not any(segment_ids):
@@ -278,11 +284,16 @@ class Engine:
     def start_generate(self, prompts: list[str], params: list[SamplingParams]) -> DecodeBatch:
         """Prefill every prompt (causal): a batch of GenerateDecodes, one per prompt."""
         seqs = [self.prompt_ids(prompt, p) for prompt, p in zip(prompts, params)]
-        spans = [Span(row, 1, len(ids), None, p, make_generator(p.seed, self.device), prompt_ids=ids)
-                 for row, (ids, p) in enumerate(zip(seqs, params))]
+        spans = [Span(row, 1, len(ids), None, p, make_generator(p.seed, self.device), prompt_ids=ids,
+                      grammar=self.grammar(p)) for row, (ids, p) in enumerate(zip(seqs, params))]
         return self.prefill(seqs, [list(range(len(ids))) for ids in seqs], AttentionMode.CAUSAL,
                             [(span, len(ids) - 1) for span, ids in zip(spans, seqs)],
                             [GenerateDecode(span) for span in spans])
+
+    def grammar(self, params: SamplingParams, leading_spaces: int = 0):
+        """A new matcher of params.structured for one span (None without a constraint)."""
+        vocab_size = self.model.get_output_embeddings().weight.shape[0]  # the logits' width
+        return span_grammar(self.tokenizer, vocab_size, params.structured, leading_spaces)
 
     def prompt_ids(self, prompt: str, params: SamplingParams) -> list[int]:
         return prompt_token_ids(self.tokenizer, prompt, params, self.max_length)

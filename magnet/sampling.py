@@ -5,6 +5,25 @@ from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
+class StructuredOutput:
+    """What the text must be (exactly one field): vLLM's `structured_outputs`, and what
+    OpenAI's `response_format` json_object / json_schema become. magnet/structured.py applies it
+    on the torch path; vLLM applies its own."""
+
+    choice: tuple[str, ...] | None = None  # one of these strings, exactly
+    regex: str | None = None  # a full match of this regular expression
+    json: str | None = None  # a JSON value valid under this JSON schema (the schema as JSON text)
+    json_object: bool = False  # any JSON object
+
+    def __post_init__(self):
+        given = [self.choice is not None, self.regex is not None, self.json is not None, self.json_object]
+        if sum(given) != 1:
+            raise ValueError("give exactly one of choice, regex, json and json_object")
+        if self.choice is not None and (not self.choice or not all(self.choice)):
+            raise ValueError("choice needs at least one non-empty string")
+
+
+@dataclass(frozen=True)
 class SamplingParams:
     """vLLM's names and meanings; magnet/sampler.py applies them on the torch path."""
 
@@ -25,6 +44,7 @@ class SamplingParams:
     # max_tokens may be 0 (score only, generate nothing).
     logprobs: int | None = None
     prompt_logprobs: int | None = None
+    structured: StructuredOutput | None = None  # what the text (an infill: each fill) must match
 
 
 MAX_LOGPROBS = 20  # alternatives per token at most (vLLM's max_logprobs default, OpenAI's top_logprobs bound)

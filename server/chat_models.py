@@ -65,7 +65,6 @@ class ChatRequest(GenerationOptions):
     logprobs: StrictBool | None = Field(None, description="each generated token's log-probability")
     top_logprobs: int | None = Field(None, ge=0, le=MAX_LOGPROBS, description="with logprobs: this many alternatives")
     tools: list[Any] | None = None
-    response_format: dict | None = None
 
     @field_validator("best_of")
     @classmethod
@@ -90,13 +89,6 @@ class ChatRequest(GenerationOptions):
     def refuse_unsupported(cls, value, info):
         if value:
             raise ValueError(f"{info.field_name} is not supported: omit it")
-        return value
-
-    @field_validator("response_format")
-    @classmethod
-    def text_only(cls, value):
-        if value and value.get("type") != "text":
-            raise ValueError("response_format: only {'type': 'text'} is supported (no JSON mode): omit it")
         return value
 
     @property

@@ -33,10 +33,11 @@ chat_api = APIRouter(prefix="/v1", responses=ERRORS, tags=["openai"])
 async def chat_completions(body: ChatRequest, request: Request):
     service = service_of(request)
     model = require_known_model(service, body.model)
+    tokenizer = service.engines[model].tokenizer  # logprobs' token texts (now: the model may be unloaded)
     messages = [m.for_template() for m in body.messages]
     prompt, max_tokens = await chat_prompt(service, messages, body.requested_max_tokens)
-    params = replace(body.sampling(SamplingParams(), max_tokens, body.stops), logprobs=body.logprob_count)
-    tokenizer = service.engines[model].tokenizer  # logprobs' token texts
+    params = replace(body.sampling(SamplingParams(), max_tokens, body.stops), logprobs=body.logprob_count,
+                     structured=body.structured())
     answer_id = f"chatcmpl-{request_id_of(request)}"
     choice_params = params_of_choices(params, body.n)
     if body.stream:  # bad input: a 4xx here, before any byte

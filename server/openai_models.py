@@ -14,6 +14,7 @@ from magnet.protocol import (MAX_BEST_OF, MAX_CHOICES, MAX_INPUTS, MAX_NEW_TOKEN
                              as_list, check_texts)
 from magnet.server.token_inputs import TextsOrIds, as_id_lists, check_inputs, has_ids, refuse_mixed_inputs
 from magnet.sampling import MAX_LOGPROBS
+from magnet.server.structured_models import StructuredFields
 
 
 class OpenAIRequest(TextChecked):
@@ -60,9 +61,10 @@ class EmbeddingsResponse(BaseModel):
     usage: Usage
 
 
-class GenerationOptions(OpenAIRequest, SamplingControls):
+class GenerationOptions(OpenAIRequest, SamplingControls, StructuredFields):
     """What /v1/completions and /v1/chat/completions share: OpenAI's sampling fields (OpenAI's
-    defaults: temperature 1) plus vLLM's (SamplingControls)."""
+    defaults: temperature 1) plus vLLM's (SamplingControls), and structured output
+    (response_format, structured_outputs: server/structured_models.py)."""
 
     temperature: float = Field(1.0, ge=0.0, le=2.0, allow_inf_nan=False)
     top_p: float = Field(1.0, gt=0.0, le=1.0, allow_inf_nan=False)

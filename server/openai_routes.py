@@ -55,16 +55,18 @@ async def embeddings(body: EmbeddingsRequest, request: Request) -> EmbeddingsRes
 async def completions(body: CompletionsRequest, request: Request):
     service = service_of(request)
     model = require_known_model(service, body.model)
+    tokenizer = tokenizer_of(service, model)  # now: the model may be unloaded before the answer
     # token-id prompts become the text they spell
     body = body.model_copy(update={"prompt": await resolve_texts(service, model, body.prompt, "prompt")})
     defaults = INFILL_DEFAULTS if body.suffix is not None else SamplingParams()
-    params = replace(body.sampling(defaults, body.max_tokens, body.stops), **body.logprob_params())
+    params = replace(body.sampling(defaults, body.max_tokens, body.stops), **body.logprob_params(),
+                     structured=body.structured())
     choice_params = params_of_choices(params, body.n)
     answer_id = f"cmpl-{request_id_of(request)}"
     if body.stream and body.suffix is None and len(body.prompts) == 1:
         # bad input: a 4xx here, before any byte
         streams = await started_streams([service.generate_stream(body.prompts[0], p, model) for p in choice_params])
-        return event_stream(sse_completion(model, answer_id, interleaved(streams), tokenizer_of(service, model)))
+        return event_stream(sse_completion(model, answer_id, interleaved(streams), tokenizer))
 
     def answer_to(prompt: str, choice: SamplingParams):
         if body.suffix is not None:
@@ -75,7 +77,7 @@ async def completions(body: CompletionsRequest, request: Request):
     # prompt i is index i * n + k, as OpenAI numbers them. One failing cancels the rest.
     results = await gather_all([answer_to(prompt, choice) for prompt in body.prompts for choice in choice_params])
     prompts = [prompt for prompt in body.prompts for _ in choice_params]  # choice i's prompt
-    choices = [completion_choice(i, r, prompts[i] if body.echo else "", tokenizer_of(service, model))
+    choices = [completion_choice(i, r, prompts[i] if body.echo else "", tokenizer)
                for i, r in enumerate(results)]
     usage = Usage(prompt_tokens=sum(r.prompt_tokens for r in results[::body.n]),  # each prompt counted once
                   completion_tokens=sum(r.completion_tokens for r in results))

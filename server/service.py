@@ -112,6 +112,10 @@ class Service:
         files and manifest already checked): an engine of the default's base weights with it
         merged, loaded on the worker; it generates on torch (vLLM's LoRA slots are fixed at start)."""
         self.require_ready()
+        if any(job.model == model_id for job in [*self.worker._running_jobs, *self.worker._queue]):
+            # its decodes would join the running batch of the previous weights under that name
+            raise InvalidInputError(f"requests on the unloaded {model_id!r} are still running: load it again once "
+                                    "they have finished, or choose another name")
         engine = await self.worker.call("load", load_variant, self.engine, str(adapter_dir))
         if model_id in self.engines:  # another load of the same name finished first
             raise InvalidInputError(f"model {model_id!r} is already served: unload it first, or choose another name")

@@ -365,8 +365,19 @@ def vllm_params(params: SamplingParams, kind):
         stop=list(params.stop) or None,
         logprobs=params.logprobs,  # raw log-softmax (vLLM's default logprobs_mode), as the torch path
         prompt_logprobs=params.prompt_logprobs,
+        structured_outputs=vllm_structured(params.structured),
         output_kind=kind,
     )
+
+
+def vllm_structured(spec):
+    """Our StructuredOutput -> vLLM's StructuredOutputsParams (its own backend applies it)."""
+    if spec is None:
+        return None
+    from vllm.sampling_params import StructuredOutputsParams
+
+    return StructuredOutputsParams(choice=list(spec.choice) if spec.choice is not None else None, regex=spec.regex,
+                                   json=spec.json, json_object=True if spec.json_object else None)
 
 
 def token_logprobs(ids, positions, k: int) -> list[TokenLogprob]:

@@ -8,7 +8,7 @@ import shutil
 import pytest
 from test_loading import save_random_lora  # a tiny LoRA adapter that changes outputs
 
-from magnet.server.testing import app_with, assert_error, running_app
+from magnet.server.testing import app_with, assert_error, occupy_worker, running_app
 
 NAME = "legal"
 KEY = {"Authorization": "Bearer k"}
@@ -25,7 +25,8 @@ def legal_engine(tiny_model_dir, adapter_dir, tiny_engine):
     from magnet.engine import Engine
     from magnet.loading import ModelSpec
 
-    return Engine.from_spec(ModelSpec(model=str(tiny_model_dir), adapter=str(adapter_dir), device="cpu"),
+    dtype = str(tiny_engine.loaded.dtype).removeprefix("torch.")  # what a load beside it uses
+    return Engine.from_spec(ModelSpec(model=str(tiny_model_dir), adapter=str(adapter_dir), device="cpu", dtype=dtype),
                             tiny_engine.config)
 
 
@@ -101,3 +102,24 @@ async def test_two_adapters_load_side_by_side(http, adapter_dir, tiny_loaded, tm
         http.post("/v1/load_lora_adapter", json={"lora_name": "med", "lora_path": str(second)}))
     assert [a.status_code for a in answers] == [200, 200]
     assert set((await served(http))[1:]) == {NAME, "med"}
+
+
+async def test_a_name_is_loaded_again_only_once_its_previous_requests_are_done(tiny_engine, adapter_dir):
+    """A queued request keeps the unloaded weights; loading the name again waits for it (422)."""
+    app = app_with(tiny_engine)
+    body = {"lora_name": NAME, "lora_path": str(adapter_dir)}
+    async with running_app(app) as http:
+        assert (await http.post("/v1/load_lora_adapter", json=body)).status_code == 200
+        worker = app.state.service.worker
+        release, held = await occupy_worker(worker)
+        queued = asyncio.ensure_future(http.post("/v1/completions", json={"model": NAME, "prompt": "The quick",
+                                                                          "max_tokens": 3, "temperature": 0}))
+        while not any(job.model == NAME for job in worker._queue):
+            await asyncio.sleep(0.01)
+        assert (await http.post("/v1/unload_lora_adapter", json={"lora_name": NAME})).status_code == 200
+        assert_error(await http.post("/v1/load_lora_adapter", json=body), 422, "invalid_input", "still running")
+        release.set()
+        await held
+        finished = await queued
+        assert finished.status_code == 200 and finished.json()["model"] == NAME
+        assert (await http.post("/v1/load_lora_adapter", json=body)).status_code == 200

@@ -1,0 +1,106 @@
+"""Structured output on /v1/completions and /v1/chat/completions (infill included), in the two
+dialects clients send; both become one magnet.sampling.StructuredOutput:
+
+    response_format      OpenAI: {"type": "text" | "json_object"}
+                         | {"type": "json_schema", "json_schema": {"name", "schema", "strict"}}
+    structured_outputs   vLLM: {"choice": [...]} | {"regex": "..."} | {"json": schema} | {"json_object": true}
+
+An infill's fill takes choice or regex (JSON constrains generation only). vLLM's `grammar`
+and `structural_tag` are refused with a 422.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from magnet.sampling import StructuredOutput
+
+MAX_CHOICES = 256  # strings in a choice list
+MAX_PATTERN_CHARS = 4096  # a regex's length
+
+
+class JsonSchemaFormat(BaseModel):
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    name: str | None = None
+    description: str | None = None
+    schema_: dict[str, Any] = Field(default_factory=dict, alias="schema")  # {} = any JSON value
+    strict: bool | None = None
+
+
+class ResponseFormat(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = None
+
+    @model_validator(mode="after")
+    def schema_given(self):
+        if self.type == "json_schema" and self.json_schema is None:
+            raise ValueError("response_format json_schema needs its json_schema: {'name': ..., 'schema': {...}}")
+        return self
+
+
+class StructuredOutputs(BaseModel):
+    model_config = ConfigDict(extra="ignore")  # vLLM's whitespace options and the like
+
+    choice: list[str] | None = Field(None, max_length=MAX_CHOICES)
+    regex: str | None = Field(None, max_length=MAX_PATTERN_CHARS)
+    json_: dict[str, Any] | str | None = Field(None, alias="json")
+    json_object: bool | None = None
+    grammar: str | None = None
+    structural_tag: str | None = None
+
+    @field_validator("grammar", "structural_tag")
+    @classmethod
+    def refuse_unsupported(cls, value, info):
+        if value is not None:
+            raise ValueError(f"structured_outputs.{info.field_name} is not supported: use choice, regex, json or "
+                             "json_object")
+        return value
+
+
+class StructuredFields(BaseModel):
+    """The two fields of a generating OpenAI route; `structured()` is what they ask for."""
+
+    response_format: ResponseFormat | None = None
+    structured_outputs: StructuredOutputs | None = None
+
+    @model_validator(mode="after")
+    def one_constraint(self):
+        self.structured()  # a constraint that cannot be built is a 422 here
+        return self
+
+    def structured(self) -> StructuredOutput | None:
+        given = []
+        if self.response_format is not None and self.response_format.type != "text":
+            given.append(from_response_format(self.response_format))
+        if self.structured_outputs is not None:
+            given.append(from_structured_outputs(self.structured_outputs))
+        if len(given) > 1:
+            raise ValueError("send one of response_format (json) and structured_outputs, not both")
+        return given[0] if given else None
+
+
+def from_response_format(fmt: ResponseFormat) -> StructuredOutput:
+    if fmt.type == "json_object":
+        return StructuredOutput(json_object=True)
+    schema = fmt.json_schema.schema_
+    return StructuredOutput(json=json.dumps(schema)) if schema else StructuredOutput(json_object=True)
+
+
+def from_structured_outputs(fields: StructuredOutputs) -> StructuredOutput:
+    schema = fields.json_
+    if isinstance(schema, str):
+        try:
+            json.loads(schema)
+        except ValueError as exc:
+            raise ValueError(f"structured_outputs.json is not JSON: {exc}") from None
+    try:
+        return StructuredOutput(choice=tuple(fields.choice) if fields.choice is not None else None, regex=fields.regex,
+                                json=schema if isinstance(schema, str) or schema is None else json.dumps(schema),
+                                json_object=bool(fields.json_object))
+    except ValueError as exc:
+        raise ValueError(f"structured_outputs: {exc}") from None

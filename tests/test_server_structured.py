@@ -1,0 +1,76 @@
+"""Structured output through the official `openai` SDK (tiny random model, torch path): whatever
+the weights want, the text matches the constraint: generation, chat (streamed) and infill."""
+from __future__ import annotations
+
+import json
+import re
+
+import httpx
+import pytest
+from openai import OpenAI
+
+from magnet.server.testing import app_with, serve_on_loopback
+
+CHOICES = ["lazy dog", "brown fox", "guitar"]
+ANSWER_SCHEMA = {"type": "object", "properties": {"answer": {"enum": ["yes", "no"]}, "n": {"type": "integer"}},
+                 "required": ["answer", "n"], "additionalProperties": False}
+
+
+@pytest.fixture(scope="module")
+def served(tiny_chat_engine):
+    with serve_on_loopback(app_with(tiny_chat_engine)) as base_url:
+        with OpenAI(base_url=f"{base_url}/v1", api_key="unused", max_retries=0) as client:
+            yield client, base_url
+
+
+@pytest.fixture(scope="module")
+def client(served):
+    return served[0]
+
+
+def test_choice_and_regex_constrain_sampled_completions(client):
+    picked = client.completions.create(model="magnet", prompt="The quick", max_tokens=16, temperature=1.0, seed=1,
+                                       n=4, extra_body={"structured_outputs": {"choice": CHOICES}})
+    assert all(c.text in CHOICES and c.finish_reason == "stop" for c in picked.choices)
+    matched = client.completions.create(model="magnet", prompt="Call", max_tokens=12, temperature=1.0, seed=2, n=3,
+                                        extra_body={"structured_outputs": {"regex": "[0-9]{3}-[a-c]{2}"}})
+    assert all(re.fullmatch("[0-9]{3}-[a-c]{2}", c.text) for c in matched.choices)
+
+
+def test_chat_stream_follows_a_json_schema(client):
+    stream = client.chat.completions.create(
+        model="magnet", messages=[{"role": "user", "content": "Answer."}], max_tokens=40, temperature=0.8, seed=4,
+        stream=True, response_format={"type": "json_schema", "json_schema": {"name": "a", "schema": ANSWER_SCHEMA}})
+    text = "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
+    value = json.loads(text)
+    assert set(value) == {"answer", "n"} and value["answer"] in ("yes", "no") and isinstance(value["n"], int)
+
+
+def test_json_object_starts_an_object(client):
+    answer = client.chat.completions.create(model="magnet", messages=[{"role": "user", "content": "JSON."}],
+                                            max_tokens=6, temperature=0, response_format={"type": "json_object"})
+    assert answer.choices[0].message.content.startswith("{")
+
+
+def test_infill_fill_is_one_of_the_choices_or_matches_the_regex(client, tiny_chat_engine):
+    for seed in range(3):
+        filled = client.completions.create(model="magnet", prompt="The quick brown fox jumps over the ",
+                                           suffix=" and runs.", max_tokens=16, temperature=1.0, seed=seed,
+                                           extra_body={"structured_outputs": {"choice": CHOICES}})
+        assert filled.choices[0].text in CHOICES
+    matched = client.completions.create(model="magnet", prompt="She bought ", suffix=" of milk.", max_tokens=16,
+                                        temperature=1.0, seed=5, extra_body={"structured_outputs": {"regex": "[0-9]{1,3} l"}})
+    assert re.fullmatch("[0-9]{1,3} l", matched.choices[0].text)
+
+
+@pytest.mark.parametrize("body, named", [
+    ({"prompt": "x", "structured_outputs": {"regex": "("}}, "regex"),
+    ({"prompt": "x", "structured_outputs": {"grammar": "root ::= \"a\""}}, "grammar"),
+    ({"prompt": "x", "structured_outputs": {"choice": []}}, "choice"),
+    ({"prompt": "x", "structured_outputs": {"choice": ["a"], "regex": "a"}}, "exactly one"),
+    ({"prompt": "x", "response_format": {"type": "json_object"}, "structured_outputs": {"choice": ["a"]}}, "not both"),
+    ({"prompt": "x", "suffix": "y", "response_format": {"type": "json_object"}}, "infill"),
+])
+def test_bad_constraints_are_422_naming_what_to_change(served, body, named):
+    response = httpx.post(f"{served[1]}/v1/completions", json=body, timeout=60)
+    assert response.status_code == 422 and named in response.text, response.text
