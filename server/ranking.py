@@ -24,7 +24,6 @@ async def rank_texts(service: Service, query: str, texts: list[str], field: str,
                      truncate: bool = False, model: str | None = None) -> Ranking:
     require_batch_size(service, len(texts), field)
     embedded = await service.embed([query, *texts], instruction, True, truncate, model)
-    query_vector, *vectors = embedded.vectors
-    scores = [sum(q * t for q, t in zip(query_vector, vector)) for vector in vectors]
+    scores = (embedded.array[1:] @ embedded.array[0]).tolist()  # (N,): unit vectors, so cosines
     order = sorted(range(len(texts)), key=lambda i: (-scores[i], i))
     return Ranking(scores, order, embedded.prompt_tokens)

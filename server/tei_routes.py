@@ -17,6 +17,7 @@ from fastapi import APIRouter, Request
 
 import magnet
 from magnet.server.disconnect import unless_client_leaves
+from magnet.server.fast_json import FastJSONResponse
 from magnet.server.large_inputs import embed_many
 from magnet.server.left_truncation import cut_from_left
 from magnet.server.ranking import rank_texts
@@ -37,7 +38,7 @@ async def embed(body: TeiEmbedRequest, request: Request) -> list[list[float]]:
     texts = await cut_left_if_asked(service, model, body.cuts_left, texts)
     embedded = embed_many(service, texts, "inputs", normalize=body.normalize, truncate=bool(body.truncate),
                           model=model)
-    return (await unless_client_leaves(request, embedded, "embed")).vectors
+    return FastJSONResponse((await unless_client_leaves(request, embedded, "embed")).array)  # (N, H), as TEI
 
 
 # TEI serves its model's task at the root too; Magnet's is embedding.
