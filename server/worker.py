@@ -122,6 +122,7 @@ class ModelWorker:
         self.drain = DrainRate()  # tokens of model work per second, measured
         self._queue: collections.deque[Job] = collections.deque()
         self._slicing: list[Job] = []  # one-shot jobs whose slice is running (out of the queue meanwhile)
+        self._in_flight = 0  # tokens of the iteration running now (slices and prefills)
         self._arrived = asyncio.Event()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="magnet-model")
         self._task: asyncio.Task | None = None
@@ -146,9 +147,9 @@ class ModelWorker:
 
     @property
     def work_ahead(self) -> int:
-        """Tokens of work a new job waits behind (`Job.ahead` of the queue and the jobs being sliced)."""
-        budget = self.max_batch_tokens
-        return sum(job.ahead(budget) for job in self._queue) + sum(job.ahead(budget) for job in self._slicing)
+        """Tokens of work a new job waits behind: the model call running now, and `Job.ahead` of
+        each queued job (a job being sliced goes back behind it after its current slice)."""
+        return self._in_flight + sum(job.ahead(self.max_batch_tokens) for job in self._queue)
 
     def estimated_wait_s(self) -> float:
         return estimated_wait_s(self.work_ahead, self.drain.per_second)
@@ -273,7 +274,9 @@ class ModelWorker:
                 if not job.started:
                     job.started = started
                     metrics.STAGE_LATENCY.labels("queue", job.kind).observe(started - job.enqueued)
+            self._in_flight = sum(part.tokens for part in slices) + sum(job.tokens for job in joining)
             ended, processed = await loop.run_in_executor(self._executor, self._iterate, slices, joining)
+            self._in_flight = 0
             self.drain.record(processed, time.perf_counter() - started)
             self._settle(ended)
             self._slicing = []
