@@ -2,8 +2,8 @@
 echo + logprobs) and its log-likelihoods are the engine's own. The task is a small local JSONL
 written here (no hub download); the tokenizer is the served checkpoint's own directory.
 
-lm-eval tokenizes every request itself; `tokenized_requests=False` sends the text those tokens
-spell (the server tokenizes it again), and its context length comes from its own tokenization.
+lm-eval tokenizes every request itself and sends the token ids (its default), or with
+`tokenized_requests=False` the text they spell; its context length comes from its own tokenization.
 """
 from __future__ import annotations
 
@@ -46,7 +46,9 @@ def engine_loglikelihood(engine, context: str, continuation: str) -> float:
     return sum(e.logprob for e in scored.prompt_logprobs[n_context:])
 
 
-def test_lm_eval_local_completions_scores_equal_the_engines(tiny_engine, tiny_model_dir, tmp_path, monkeypatch):
+@pytest.mark.parametrize("tokenized", [True, False])  # lm-eval's default sends token ids; False, their text
+def test_lm_eval_local_completions_scores_equal_the_engines(tokenized, tiny_engine, tiny_model_dir, tmp_path,
+                                                            monkeypatch):
     for key in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
         monkeypatch.setenv(key, "1")
     monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "datasets"))
@@ -61,7 +63,7 @@ def test_lm_eval_local_completions_scores_equal_the_engines(tiny_engine, tiny_mo
         results = lm_eval.simple_evaluate(
             model="local-completions",
             model_args={"model": "magnet", "base_url": f"{base_url}/v1/completions", "tokenizer": str(tiny_model_dir),
-                        "tokenizer_backend": "huggingface", "tokenized_requests": False, "max_retries": 1},
+                        "tokenizer_backend": "huggingface", "tokenized_requests": tokenized, "max_retries": 1},
             tasks=["magnet_local"], task_manager=TaskManager(include_path=str(tmp_path)), log_samples=True)
     samples = sorted(results["samples"]["magnet_local"], key=lambda s: s["doc_id"])
     assert len(samples) == len(DOCS)
