@@ -11,6 +11,8 @@ import logging
 import os
 from pathlib import Path
 
+from magnet.atomic import atomic_dir
+
 log = logging.getLogger(__name__)
 
 EMBEDDED_NAME = "SmolLM2-135M-Instruct"
@@ -53,7 +55,6 @@ def convert_gguf(gguf_file: Path, target: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     log.info("converting %s to safetensors in %s (once)", gguf_file.name, target)
-    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
     tokenizer = AutoTokenizer.from_pretrained(gguf_file.parent, gguf_file=gguf_file.name)
     model = AutoModelForCausalLM.from_pretrained(
         gguf_file.parent, gguf_file=gguf_file.name, dtype=torch.float32
@@ -63,15 +64,9 @@ def convert_gguf(gguf_file: Path, target: Path) -> None:
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    model.save_pretrained(tmp, safe_serialization=True)
-    tokenizer.save_pretrained(tmp)
-    tmp.parent.mkdir(parents=True, exist_ok=True)
-    if target.exists():  # a concurrent conversion won the race
-        import shutil
-
-        shutil.rmtree(tmp)
-        return
-    tmp.rename(target)
+    with atomic_dir(target, "config.json") as tmp:  # a concurrent conversion's copy is kept
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
 
 
 if __name__ == "__main__":  # python -m magnet.embedded: prepare the cache, print its path

@@ -21,8 +21,9 @@ from pathlib import Path
 
 import torch
 
+from magnet.atomic import atomic_dir
 from magnet.embedded import cache_dir
-from magnet.merged import update_with_files, written_atomically
+from magnet.merged import update_with_files
 
 WEIGHTS_FILE = "adapter_model.safetensors"
 CONFIG_FILE = "adapter_config.json"
@@ -93,6 +94,6 @@ def write_delta(merged_adapter: Path, target_adapter: Path | None, target: Path)
               "target_modules": targets, "lora_dropout": 0.0, "bias": "none", "fan_in_fan_out": False,
               "base_model_name_or_path": merged_config.get("base_model_name_or_path"),
               "use_rslora": False, "use_dora": False, "modules_to_save": None}
-    with written_atomically(target, CONFIG_FILE) as tmp:
+    with atomic_dir(target, CONFIG_FILE) as tmp:
         save_file(tensors, str(tmp / WEIGHTS_FILE))
         (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")

@@ -14,14 +14,12 @@ new directory and a stale merge is never served.
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
-import os
-import shutil
 from pathlib import Path
 
+from magnet.atomic import atomic_dir
 from magnet.embedded import cache_dir
 from magnet.loading import ModelSpec, load_model, resolve_adapter_path, resolve_base_path
 
@@ -80,29 +78,8 @@ def write_merged(base_path: Path, adapter_path: Path, target: Path) -> None:
     merge_spec = ModelSpec(model=str(base_path), adapter=str(adapter_path), device="cpu",
                            dtype=stored_dtype(base_path), merge=True)
     loaded = load_model(merge_spec)
-    with written_atomically(target, MERGE_INFO_FILE) as tmp:
+    with atomic_dir(target, MERGE_INFO_FILE) as tmp:
         loaded.model.save_pretrained(tmp, safe_serialization=True)
         loaded.tokenizer.save_pretrained(tmp)
         info = {"base": str(base_path), "adapter": str(adapter_path), "name": loaded.name}
         (tmp / MERGE_INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
-
-
-@contextlib.contextmanager
-def written_atomically(target: Path, marker: str):
-    """A fresh folder beside `target` to write into, renamed to `target` when done: readers
-    never see half a checkpoint (they look for `marker`, written last). If a concurrent
-    writer got there first, its copy is kept; if writing fails, the folder is removed."""
-    tmp = target.with_name(f"{target.name}.tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    try:
-        tmp.rename(target)
-    except OSError:  # a concurrent writer won the race: keep its copy
-        if not (target / marker).is_file():
-            raise
-        shutil.rmtree(tmp, ignore_errors=True)

@@ -7,13 +7,13 @@ files, never half of one.
 """
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 from typing import Callable
 
 import torch
 
+from magnet.atomic import atomic_dir
 from magnet.manifest import AdapterManifest
 from magnet.permissions import make_readable
 
@@ -25,24 +25,13 @@ def latest_checkpoint(output: Path) -> Path | None:
     return found[-1] if found else None
 
 
-def replace_dir(tmp: Path, target: Path) -> None:
-    old = target.with_name(target.name + ".old")
-    if target.exists():
-        os.replace(target, old)
-    os.replace(tmp, target)
-    shutil.rmtree(old, ignore_errors=True)
-
-
 def publish(target: Path, fill: Callable[[Path], None]) -> Path:
     """`fill(tmp)` writes an adapter dir beside `target`, which then replaces it in one rename,
     world-readable (a container's non-root user must read a mounted adapter)."""
     target = Path(target)
-    tmp = target.with_name(target.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    fill(tmp)
-    make_readable([tmp, *tmp.rglob("*")])
-    replace_dir(tmp, target)
+    with atomic_dir(target) as tmp:
+        fill(tmp)
+        make_readable([tmp, *tmp.rglob("*")])
     return target
 
 
@@ -50,13 +39,11 @@ def save_checkpoint(output: Path, step: int, model, optimizer, manifest: Adapter
     """checkpoints/step-N/: the adapter (with its manifest, so a later phase started from it
     knows what it is) and the optimizer state for --resume."""
     target = output / "checkpoints" / f"step-{step:06d}"
-    tmp = target.with_name(target.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp / "adapter")
-    if manifest is not None:
-        manifest.save(tmp / "adapter")
-    torch.save({"optimizer": optimizer.state_dict(), "step": step}, tmp / "optimizer.pt")
-    replace_dir(tmp, target)
+    with atomic_dir(target) as tmp:
+        model.save_pretrained(tmp / "adapter")
+        if manifest is not None:
+            manifest.save(tmp / "adapter")
+        torch.save({"optimizer": optimizer.state_dict(), "step": step}, tmp / "optimizer.pt")
     for stale in sorted((output / "checkpoints").glob("step-??????"))[:-KEEP_CHECKPOINTS]:
         shutil.rmtree(stale, ignore_errors=True)
     return target

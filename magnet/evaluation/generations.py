@@ -11,12 +11,12 @@ import hashlib
 import inspect
 import json
 import logging
-import os
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Callable
 
+from magnet.atomic import atomic_file
 from magnet.embedded import cache_dir
 from magnet.progress import progress
 from magnet.sampling import INFILL_DEFAULTS, SamplingParams
@@ -58,10 +58,8 @@ def cached_outputs(engine, kind: str, max_tokens: int, prompts: list, produce: C
     outputs = [produce(p) for p in progress(prompts, f"{kind} ({engine.name})", unit="prompt")]
     log.info("%s: %d outputs of %s in %.1fs", kind, len(outputs), engine.name, time.monotonic() - started)
     if use_cache:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps({"model": engine.name, "prompts": prompts, "outputs": outputs}, indent=1))
-        tmp.replace(path)
+        with atomic_file(path) as tmp:
+            tmp.write_text(json.dumps({"model": engine.name, "prompts": prompts, "outputs": outputs}, indent=1))
     return outputs
 
 

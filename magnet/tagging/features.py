@@ -11,13 +11,13 @@ import hashlib
 import inspect
 import json
 import logging
-import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 
+from magnet.atomic import atomic_file
 from magnet.embedded import cache_dir
 from magnet.manifest import BaseIdentity
 from magnet.progress import progress
@@ -98,11 +98,9 @@ def save_features(path: Path, features: list[torch.Tensor]) -> None:
     """One (total_words, H) float16 matrix + per-sentence lengths; written atomically."""
     from safetensors.torch import save_file
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
     lengths = torch.tensor([len(f) for f in features], dtype=torch.int64)
-    save_file({"words": torch.cat(features).half().contiguous(), "lengths": lengths}, tmp)
-    tmp.replace(path)
+    with atomic_file(path) as tmp:
+        save_file({"words": torch.cat(features).half().contiguous(), "lengths": lengths}, tmp)
 
 
 def load_features(path: Path) -> list[torch.Tensor]:
