@@ -39,6 +39,7 @@ class GenerateDecode(Decode):
         super().__init__([span])
         self.sent = 0  # characters handed out so far
         self.sent_tokens = 0  # token logprobs handed out so far
+        self.sent_prompt = False  # the prompt's logprobs (echo) go out with the first chunk
 
     def poll(self) -> list[StreamChunk]:
         span = self.spans[0]
@@ -46,12 +47,19 @@ class GenerateDecode(Decode):
         if ready <= self.sent:
             return []
         piece, self.sent = span.text[self.sent:ready], ready
-        return [StreamChunk(piece, logprobs=self.new_logprobs())]
+        return [StreamChunk(piece, logprobs=self.new_logprobs(), prompt_logprobs=self.unsent_prompt_logprobs())]
 
     def result(self) -> StreamChunk:
         span = self.spans[0]
         return StreamChunk(span.text[self.sent:], span.finish_reason, len(span.prompt_ids), len(span.ids),
-                           logprobs=self.new_logprobs(), prompt_logprobs=span.prompt_logprobs)
+                           logprobs=self.new_logprobs(), prompt_logprobs=self.unsent_prompt_logprobs())
+
+    def unsent_prompt_logprobs(self):
+        """The prompt's logprobs (echo) on the first chunk only."""
+        if self.sent_prompt:
+            return None
+        self.sent_prompt = True
+        return self.spans[0].prompt_logprobs
 
     def new_logprobs(self):
         """The logprobs of the tokens decoded since the last chunk (None when not asked for)."""

@@ -129,16 +129,15 @@ class CompletionsRequest(GenerationOptions):
     def echo_rules(self):
         if self.echo and self.suffix is not None:
             raise ValueError("echo does not apply to infill (a request with suffix): omit one of them")
-        if self.echo and self.stream:
-            raise ValueError("echo is not supported with stream: send stream=false")
         if self.max_tokens == 0 and not self.echo:
             raise ValueError("max_tokens 0 generates nothing: it needs echo=true (to score the prompt), else set it >= 1")
         return self
 
     def logprob_params(self) -> dict:
-        """SamplingParams fields: logprobs for what is generated, and with echo for the prompt."""
-        return {"logprobs": self.logprobs, "prompt_logprobs": self.logprobs if self.echo else None}
-
+        """SamplingParams fields: logprobs for what is generated, and with echo for the prompt
+        (echo alone with max_tokens 0 still scores it: that is how a backend runs without generating)."""
+        prompt = self.logprobs if self.logprobs is not None or self.max_tokens > 0 else 0
+        return {"logprobs": self.logprobs, "prompt_logprobs": prompt if self.echo else None}
 
     @property
     def prompts(self) -> list[str]:

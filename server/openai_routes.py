@@ -66,7 +66,8 @@ async def completions(body: CompletionsRequest, request: Request):
     if body.stream and body.suffix is None and len(body.prompts) == 1:
         # bad input: a 4xx here, before any byte
         streams = await started_streams([service.generate_stream(body.prompts[0], p, model) for p in choice_params])
-        return event_stream(sse_completion(model, answer_id, interleaved(streams), tokenizer))
+        return event_stream(sse_completion(model, answer_id, interleaved(streams), tokenizer,
+                                           body.prompts[0] if body.echo else "", body.logprobs is not None))
 
     def answer_to(prompt: str, choice: SamplingParams):
         if body.suffix is not None:
@@ -77,7 +78,7 @@ async def completions(body: CompletionsRequest, request: Request):
     # prompt i is index i * n + k, as OpenAI numbers them. One failing cancels the rest.
     results = await gather_all([answer_to(prompt, choice) for prompt in body.prompts for choice in choice_params])
     prompts = [prompt for prompt in body.prompts for _ in choice_params]  # choice i's prompt
-    choices = [completion_choice(i, r, prompts[i] if body.echo else "", tokenizer)
+    choices = [completion_choice(i, r, prompts[i] if body.echo else "", tokenizer, body.logprobs is not None)
                for i, r in enumerate(results)]
     usage = Usage(prompt_tokens=sum(r.prompt_tokens for r in results[::body.n]),  # each prompt counted once
                   completion_tokens=sum(r.completion_tokens for r in results))
@@ -88,15 +89,15 @@ async def completions(body: CompletionsRequest, request: Request):
     return answer
 
 
-def completion_choice(index: int, result, echoed: str, tokenizer) -> CompletionChoice:
-    """One choice: `echoed` (the prompt, with echo) before the text; logprobs when they were
-    recorded: the prompt's (echo) then the completion's, an infill's of its fill."""
+def completion_choice(index: int, result, echoed: str, tokenizer, show_logprobs: bool) -> CompletionChoice:
+    """One choice: `echoed` (the prompt, with echo) before the text; logprobs when asked for:
+    the prompt's (echo) then the completion's, an infill's of its fill."""
     logprobs = result.logprobs
     if isinstance(result, InfillCompletion) and logprobs is not None:
         logprobs = logprobs[0]  # /v1/completions has one gap
     elif getattr(result, "prompt_logprobs", None) is not None:
         logprobs = result.prompt_logprobs + (logprobs or [])
-    shaped = completion_logprobs(tokenizer, logprobs) if logprobs is not None else None
+    shaped = completion_logprobs(tokenizer, logprobs) if logprobs is not None and show_logprobs else None
     return CompletionChoice(text=echoed + result.text, index=index, logprobs=shaped, finish_reason=result.finish_reason)
 
 
@@ -105,15 +106,19 @@ def tokenizer_of(service, model: str):
 
 
 async def sse_completion(model: str, answer_id: str, chunks: AsyncIterator[tuple[int, StreamChunk]],
-                         tokenizer) -> AsyncIterator[str]:
+                         tokenizer, echoed: str = "", show_logprobs: bool = False) -> AsyncIterator[str]:
+    """Each choice's chunks as events; with echo, its first event starts with the prompt
+    (`echoed`) and, with logprobs, the prompt's tokens (the backends send them first)."""
     created = int(time.time())
     offsets: dict[int, int] = {}  # choice -> characters its tokens covered so far
     async for index, chunk in chunks:
+        text = chunk.text if index in offsets else echoed + chunk.text
+        entries = (chunk.prompt_logprobs or []) + (chunk.logprobs or [])
         logprobs = None
-        if chunk.logprobs is not None:
-            logprobs = completion_logprobs(tokenizer, chunk.logprobs, offsets.get(index, 0))
-            offsets[index] = offsets.get(index, 0) + sum(len(t) for t in logprobs.tokens)
-        choice = CompletionChoice(text=chunk.text, index=index, logprobs=logprobs, finish_reason=chunk.finish_reason)
+        if show_logprobs and (chunk.logprobs is not None or chunk.prompt_logprobs is not None):
+            logprobs = completion_logprobs(tokenizer, entries, offsets.get(index, 0))
+        offsets[index] = offsets.get(index, 0) + (sum(len(t) for t in logprobs.tokens) if logprobs else 0)
+        choice = CompletionChoice(text=text, index=index, logprobs=logprobs, finish_reason=chunk.finish_reason)
         event = CompletionsResponse(id=answer_id, created=created, model=model, choices=[choice])
         yield f"data: {event.model_dump_json()}\n\n"
     yield "data: [DONE]\n\n"

@@ -102,6 +102,24 @@ def test_streamed_logprobs_add_up(client):
     assert offsets == whole.choices[0].logprobs.text_offset
 
 
+def test_streamed_echo_starts_with_the_prompt(client):
+    whole = client.completions.create(model="magnet", prompt=PROMPT, max_tokens=4, temperature=0, logprobs=1,
+                                      echo=True)
+    pieces = list(client.completions.create(model="magnet", prompt=PROMPT, max_tokens=4, temperature=0, logprobs=1,
+                                            echo=True, stream=True))
+    assert pieces[0].choices[0].text.startswith(PROMPT)
+    assert "".join(p.choices[0].text for p in pieces) == whole.choices[0].text
+    lps = [p.choices[0].logprobs for p in pieces if p.choices[0].logprobs]
+    assert [t for lp in lps for t in lp.tokens] == whole.choices[0].logprobs.tokens
+    assert [o for lp in lps for o in lp.text_offset] == whole.choices[0].logprobs.text_offset
+    assert close([v for lp in lps for v in lp.token_logprobs][1:], whole.choices[0].logprobs.token_logprobs[1:])
+    only = list(client.completions.create(model="magnet", prompt=PROMPT, max_tokens=0, echo=True, stream=True))
+    assert "".join(p.choices[0].text for p in only) == PROMPT and only[-1].choices[0].finish_reason == "length"
+    assert all(p.choices[0].logprobs is None for p in only)  # not asked for
+    alone = client.completions.create(model="magnet", prompt=PROMPT, max_tokens=0, echo=True)
+    assert alone.choices[0].text == PROMPT and alone.choices[0].logprobs is None
+
+
 def test_infill_returns_its_fills_logprobs(client):
     answer = client.completions.create(model="magnet", prompt="The quick ", suffix=" the lazy dog.", max_tokens=4,
                                        temperature=0, logprobs=2)
@@ -139,7 +157,6 @@ def test_chat_logprobs_and_top_logprobs(client):
     ("completions", {"prompt": PROMPT, "max_tokens": 0}, "echo"),
     ("completions", {"prompt": PROMPT, "logprobs": 21}, "logprobs"),
     ("completions", {"prompt": PROMPT, "suffix": "x", "echo": True}, "echo"),
-    ("completions", {"prompt": PROMPT, "echo": True, "stream": True}, "stream"),
     ("chat/completions", {"messages": [{"role": "user", "content": "hi"}], "top_logprobs": 2}, "logprobs=true"),
     ("chat/completions", {"messages": [{"role": "user", "content": "hi"}], "logprobs": True, "top_logprobs": 21},
      "top_logprobs"),
