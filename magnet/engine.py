@@ -28,8 +28,8 @@ from magnet.manifest import DEFAULT_INSTRUCTION
 from magnet.masks import AttentionMode, context_mode, positions_from_padding, roles_for_mode
 from magnet.pooling import shifted_token_states, word_means, word_membership
 from magnet.sampling import (INFILL_DEFAULTS, Completion, InfillCompletion, SamplingParams, StreamChunk,
-                             completion_of)
-from magnet.structured import span_grammar
+                             StructuredOutput, completion_of)
+from magnet.structured import compile_spec, span_grammar
 
 
 @dataclass(frozen=True)
@@ -292,8 +292,16 @@ class Engine:
 
     def grammar(self, params: SamplingParams, leading_spaces: int = 0):
         """A new matcher of params.structured for one span (None without a constraint)."""
-        vocab_size = self.model.get_output_embeddings().weight.shape[0]  # the logits' width
-        return span_grammar(self.tokenizer, vocab_size, params.structured, leading_spaces)
+        return span_grammar(self.tokenizer, self.vocab_size, params.structured, leading_spaces)
+
+    def compile_structured(self, spec: StructuredOutput) -> None:
+        """Compile a constraint ahead (off the model thread): a bad one raises here, and the
+        tokenizer's grammar index (~1 s, once) is built before any decode waits for it."""
+        compile_spec(self.tokenizer, self.vocab_size, spec)
+
+    @property
+    def vocab_size(self) -> int:
+        return self.model.get_output_embeddings().weight.shape[0]  # the logits' width
 
     def prompt_ids(self, prompt: str, params: SamplingParams) -> list[int]:
         return prompt_token_ids(self.tokenizer, prompt, params, self.max_length)

@@ -27,6 +27,7 @@ from magnet.server.logprobs import chat_logprobs
 from magnet.server.middleware import request_id_of
 from magnet.server.model_ids import require_known_model
 from magnet.server.routes import ERRORS, SSE_RESPONSES, event_stream, service_of
+from magnet.server.structured_models import compiled_ahead
 
 chat_api = APIRouter(prefix="/v1", responses=ERRORS, tags=["openai"])
 @chat_api.post("/chat/completions", response_model=ChatCompletion, responses=SSE_RESPONSES)
@@ -38,6 +39,7 @@ async def chat_completions(body: ChatRequest, request: Request):
     prompt, max_tokens = await chat_prompt(service, messages, body.requested_max_tokens)
     params = replace(body.sampling(SamplingParams(), max_tokens, body.stops), logprobs=body.logprob_count,
                      structured=body.structured())
+    await compiled_ahead(service.engines[model], params.structured)
     answer_id = f"chatcmpl-{request_id_of(request)}"
     choice_params = params_of_choices(params, body.n)
     if body.stream:  # bad input: a 4xx here, before any byte

@@ -32,6 +32,7 @@ from magnet.server.openai_models import (
     ModelList,
 )
 from magnet.server.routes import ERRORS, SSE_RESPONSES, event_stream, service_of
+from magnet.server.structured_models import compiled_ahead
 from magnet.server.token_inputs import resolve_texts
 
 openai_api = APIRouter(prefix="/v1", responses=ERRORS, tags=["openai"])
@@ -61,6 +62,7 @@ async def completions(body: CompletionsRequest, request: Request):
     defaults = INFILL_DEFAULTS if body.suffix is not None else SamplingParams()
     params = replace(body.sampling(defaults, body.max_tokens, body.stops), **body.logprob_params(),
                      structured=body.structured())
+    await compiled_ahead(service.engines[model], params.structured)
     choice_params = params_of_choices(params, body.n)
     answer_id = f"cmpl-{request_id_of(request)}"
     if body.stream and body.suffix is None and len(body.prompts) == 1:

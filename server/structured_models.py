@@ -10,6 +10,7 @@ and `structural_tag` are refused with a 422.
 """
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any, Literal
 
@@ -82,6 +83,13 @@ class StructuredFields(BaseModel):
         if len(given) > 1:
             raise ValueError("send one of response_format (json) and structured_outputs, not both")
         return given[0] if given else None
+
+
+async def compiled_ahead(engine, spec: StructuredOutput | None) -> None:
+    """Compile the request's constraint on a thread before it is queued: a regex or schema that
+    does not compile is a 422 now, and the model thread never builds the grammar index."""
+    if spec is not None:
+        await asyncio.to_thread(engine.compile_structured, spec)
 
 
 def from_response_format(fmt: ResponseFormat) -> StructuredOutput:
