@@ -123,6 +123,7 @@ class ModelWorker:
         self._queue: collections.deque[Job] = collections.deque()
         self._slicing: list[Job] = []  # one-shot jobs whose slice is running (out of the queue meanwhile)
         self._in_flight = 0  # tokens of the iteration running now (slices and prefills)
+        self._in_flight_since = 0.0  # when it started
         self._arrived = asyncio.Event()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="magnet-model")
         self._task: asyncio.Task | None = None
@@ -147,12 +148,17 @@ class ModelWorker:
 
     @property
     def work_ahead(self) -> int:
-        """Tokens of work a new job waits behind: the model call running now, and `Job.ahead` of
-        each queued job (a job being sliced goes back behind it after its current slice)."""
+        """Tokens of work a new job waits behind: `Job.ahead` of each queued job (a job being
+        sliced goes back behind it after its current slice), and the model call running now."""
         return self._in_flight + sum(job.ahead(self.max_batch_tokens) for job in self._queue)
 
     def estimated_wait_s(self) -> float:
-        return estimated_wait_s(self.work_ahead, self.drain.per_second)
+        """Seconds until a job queued now starts: the work ahead at the measured rate, less what
+        the running model call has already done."""
+        rate = self.drain.per_second
+        running_for = time.perf_counter() - self._in_flight_since if self._in_flight else 0.0
+        done = min(running_for, estimated_wait_s(self._in_flight, rate))
+        return max(0.0, estimated_wait_s(self.work_ahead, rate) - done)
 
     # --- submitting --------------------------------------------------------------------
 
@@ -236,10 +242,9 @@ class ModelWorker:
             self.refuse(job, OverloadedError(
                 f"the model queue is full ({len(self._queue)} requests, {queued} tokens waiting): "
                 f"retry after {self.retry_after_s:g} s", retry_after=self.retry_after_s))
-        rate, ahead = self.drain.per_second, self.work_ahead
-        wait = estimated_wait_s(ahead, rate)
+        rate, ahead, wait = self.drain.per_second, self.work_ahead, self.estimated_wait_s()
         if self.max_queue_wait_s is not None and rate and wait > self.max_queue_wait_s:
-            after = retry_after_s(ahead, rate, self.max_queue_wait_s)
+            after = retry_after_s(wait * rate, rate, self.max_queue_wait_s)
             self.refuse(job, OverloadedError(
                 f"the model is busy: this request would wait ~{wait:.0f} s behind {ahead} tokens of work "
                 f"(the limit is {self.max_queue_wait_s:g} s): retry after {after:g} s", retry_after=after))
@@ -275,6 +280,7 @@ class ModelWorker:
                     job.started = started
                     metrics.STAGE_LATENCY.labels("queue", job.kind).observe(started - job.enqueued)
             self._in_flight = sum(part.tokens for part in slices) + sum(job.tokens for job in joining)
+            self._in_flight_since = started
             ended, processed = await loop.run_in_executor(self._executor, self._iterate, slices, joining)
             self._in_flight = 0
             self.drain.record(processed, time.perf_counter() - started)
