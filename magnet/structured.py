@@ -14,6 +14,7 @@ those spaces first (`leading_spaces`); the fill returned has them cut again.
 from __future__ import annotations
 
 import json
+import re
 import threading
 
 import torch
@@ -57,7 +58,13 @@ def compile_spec(tokenizer, vocab_size: int, spec: StructuredOutput, leading_spa
         raise
     except Exception as exc:  # xgrammar's parse errors: RuntimeError, ValueError, its own classes
         what = "regex" if spec.regex is not None else "JSON schema" if spec.json is not None else "choice list"
-        raise InvalidInputError(f"the {what} does not compile: {str(exc).splitlines()[0][:300]}") from None
+        raise InvalidInputError(f"the {what} does not compile: {library_message(exc)}") from None
+
+
+def library_message(exc: Exception) -> str:
+    """xgrammar's message without its log prefix ("[time] /path/file.cc:83: ")."""
+    line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return re.sub(r"^\[[^\]]*\] \S+:\d+: ", "", line)[:300]
 
 
 class SpanGrammar:

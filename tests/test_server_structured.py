@@ -64,7 +64,7 @@ def test_infill_fill_is_one_of_the_choices_or_matches_the_regex(client, tiny_cha
 
 
 @pytest.mark.parametrize("body, named", [
-    ({"prompt": "x", "structured_outputs": {"regex": "("}}, "regex"),
+    ({"prompt": "x", "structured_outputs": {"regex": "("}}, "regex does not compile: Regex parsing error"),
     ({"prompt": "x", "structured_outputs": {"grammar": "root ::= \"a\""}}, "grammar"),
     ({"prompt": "x", "structured_outputs": {"choice": []}}, "choice"),
     ({"prompt": "x", "structured_outputs": {"choice": ["a"], "regex": "a"}}, "exactly one"),
