@@ -6,6 +6,7 @@
 
     python bench/bench_generate.py                     # 64 tokens, greedy, concurrency 1 and 16
     python bench/bench_generate.py --tokens 128 --concurrency 1 4 16 --skip torch
+    python bench/bench_generate.py --dtype float32     # every column in fp32 (default: the machine's rule)
 
 Each level runs max(concurrency, --min-requests) streamed requests through `concurrency`
 client tasks; tokens/s = generated tokens (from usage) / wall time. All three are started
@@ -28,6 +29,10 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+
+import torch
+
+from magnet.hardware import DTYPE_HELP, default_dtype, dtype_name
 
 PROMPTS = [
     "The capital of France is", "def fibonacci(n):", "Once upon a time, in a small village,",
@@ -86,7 +91,7 @@ async def direct_column(args) -> AsyncIterator[Stream]:
     from magnet.server.vllm_backend import engine_args, prepare_environment, shutdown_engine
 
     prepare_environment()
-    spec = ModelSpec(device="cpu")
+    spec = ModelSpec(device="cpu", dtype=args.dtype)
     path = merged_checkpoint(spec)
     tokenizer = load_tokenizer(path)
     engine = AsyncLLM.from_engine_args(engine_args(path, None, args, spec))
@@ -112,7 +117,7 @@ async def torch_column(args) -> AsyncIterator[Stream]:
     from magnet.sampling import SamplingParams
     from magnet.server.generation import TorchGenerateBackend
 
-    backend = TorchGenerateBackend(Engine.from_spec(ModelSpec(device="cpu")))
+    backend = TorchGenerateBackend(Engine.from_spec(ModelSpec(device="cpu", dtype=args.dtype)))
     await backend.start()
     params = SamplingParams(max_tokens=args.tokens, temperature=0.0)
 
@@ -149,8 +154,8 @@ async def service_column(args) -> AsyncIterator[Stream]:
 
 def start_server(args) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "magnet.cli", "serve", "--generate-backend", "vllm", "--port", str(args.port),
-           "--vllm-kv-cache-gb", str(args.vllm_kv_cache_gb), "--vllm-max-model-len", str(args.vllm_max_model_len),
-           "--dtype", "float32"]
+           "--vllm-kv-cache-gb", str(args.vllm_kv_cache_gb), "--vllm-max-model-len", str(args.vllm_max_model_len)]
+    cmd += ["--dtype", args.dtype] if args.dtype else []
     log = open(args.server_log, "w")
     return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy())
 
@@ -177,17 +182,18 @@ def ratio(a: dict, b: dict, c: int) -> str:
 
 
 def print_table(results: dict[str, dict[int, Level]], args) -> None:
-    service, direct, torch = (results.get(k, {}) for k in ("service", "direct", "torch"))
+    service, direct, on_torch = (results.get(k, {}) for k in ("service", "direct", "torch"))
     load = "/".join(f"{x:.1f}" for x in os.getloadavg())
-    print(f"\ngenerate throughput, {args.tokens} tokens per request, greedy; tokens/s (mean first-chunk ms), "
+    print(f"\ngenerate throughput, {args.tokens} tokens per request, greedy, dtype {args.dtype or 'auto'} "
+          f"(auto: {dtype_name(default_dtype(torch.device('cpu')))} here); tokens/s (mean first-chunk ms), "
           f"best of {args.rounds} alternating rounds (torch: 1); {os.cpu_count()} CPUs, load average {load}")
     print("| streams | service | vLLM direct | torch | service/direct | direct/torch | service/torch |")
     print("|---:|---:|---:|---:|---:|---:|---:|")
     for c in args.concurrency:
         cells = [f"{r[c].tokens_per_s:.1f} ({r[c].first_chunk_ms:.0f} ms)" if r else "-"
-                 for r in (service, direct, torch)]
+                 for r in (service, direct, on_torch)]
         print(f"| {c} | " + " | ".join(cells)
-              + f" | {ratio(service, direct, c)} | {ratio(direct, torch, c)} | {ratio(service, torch, c)} |")
+              + f" | {ratio(service, direct, c)} | {ratio(direct, on_torch, c)} | {ratio(service, on_torch, c)} |")
 
 
 def parse_args() -> argparse.Namespace:
@@ -198,6 +204,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds per level (best kept)")
     parser.add_argument("--skip", nargs="*", default=[], choices=["service", "direct", "torch"])
     parser.add_argument("--port", type=int, default=8397)
+    parser.add_argument("--dtype", default=None, help=DTYPE_HELP)
     parser.add_argument("--vllm-kv-cache-gb", type=float, default=1.0)
     parser.add_argument("--vllm-max-model-len", type=int, default=2048)
     parser.add_argument("--server-log", default=os.path.join(tempfile.gettempdir(), "magnet-bench-server.log"))

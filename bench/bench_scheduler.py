@@ -2,17 +2,25 @@
 
     python bench/bench_scheduler.py                 # default adapter, torch generate backend
     python bench/bench_scheduler.py --requests 16 --tokens 32
+    python bench/bench_scheduler.py --skip-vllm     # without the vLLM bf16/fp32 rows
 
 Starts `magnet serve` in this process (uvicorn on loopback, torch generate backend, so
-infill and generation share the running decode batch) and prints one table of ratios:
+infill and generation share the running decode batch; the machine's default dtype, see
+magnet/hardware.py) and prints one table of ratios:
 
     infill       requests/s with 16 concurrent /v1/infill over 1 request at a time
     generate     tokens/s with 16 concurrent /v1/generate over 1 at a time
     embed p99    /v1/embed p99 latency while 4 long generations decode, over idle
     embed tok/s  /v1/embed tokens/s, 32 clients x 8 texts, over a plain transformers forward
-                 of the same token ids at batch 32 in this process (no HTTP, no scheduler)
+                 of the same token ids at batch 32 in this process (no HTTP, no scheduler),
+                 and as a share of the bf16 matmul ceiling (2048^2 matmul, measured here;
+                 the model costs ~2 x parameters FLOP per token)
+    infill/gen   one /v1/infill stream's tokens/s over one /v1/generate stream's (torch),
+                 and over vLLM's own engine in bf16 (what /v1/generate runs by default)
     stream       per-token time of one streamed /v1/generate over Engine.generate_stream
                  called directly (the same decode loop without the server)
+    vLLM         generate tokens/s of vLLM's engine in bf16 over fp32, 1 and 16 streams
+                 (after the server stops; bench_generate.py's direct column)
 
 Every ratio is taken within this run, so the machine's speed cancels out; nothing else
 should run on the machine meanwhile.
@@ -22,12 +30,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import time
 
 import httpx
 import torch
 from bench_core import text_of  # the same filler prose as the core benchmark (bench/ is on the path)
+
+from magnet.hardware import DTYPE_HELP, dtype_name
 
 STORIES = [
     ("Tom wanted a dog for his birthday.", "He named the puppy Max and walked him every day."),
@@ -54,17 +65,53 @@ async def one_by_one(make, n: int) -> float:
     return time.perf_counter() - started
 
 
-async def bench_infill(http: httpx.AsyncClient, n: int, tokens: int) -> tuple[float, float]:
+async def bench_infill(http: httpx.AsyncClient, n: int, tokens: int) -> tuple[float, float, float]:
+    """(requests/s one at a time, requests/s all at once, tokens/s one at a time)."""
+    generated = 0
+
     async def infill(i: int):
+        nonlocal generated
         prefix, suffix = STORIES[i % len(STORIES)]
         body = {"prefix": f"{prefix} ", "suffix": f" {suffix}", "max_tokens": tokens}
         response = await http.post("/v1/infill", json=body)
         response.raise_for_status()
+        generated += response.json()["usage"]["completion_tokens"]
 
     await infill(0)  # warm-up
+    generated = 0
     alone = await one_by_one(infill, n)
+    alone_tokens = generated
     together = await timed_all(infill(i) for i in range(n))
-    return n / alone, n / together
+    return n / alone, n / together, alone_tokens / alone
+
+
+def matmul_ceiling(dtype: torch.dtype, size: int = 2048, repeat: int = 10) -> float:
+    """FLOP/s of a size x size matmul in `dtype` on this CPU: best of `repeat`."""
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+    a @ b
+    best = min(timed_once(lambda: a @ b) for _ in range(repeat))
+    return 2 * size ** 3 / best
+
+
+def timed_once(fn) -> float:
+    started = time.perf_counter()
+    fn()
+    return time.perf_counter() - started
+
+
+async def bench_vllm_dtypes(args) -> dict[str, dict[int, float]]:
+    """{dtype: {streams: tokens/s}} of vLLM's own engine, greedy, args.tokens per request."""
+    from argparse import Namespace
+
+    from bench_generate import direct_column, run_level, warm_up
+
+    results = {}
+    for dtype in ("bfloat16", "float32"):  # one engine at a time
+        column = Namespace(tokens=args.tokens, dtype=dtype, vllm_kv_cache_gb=1.0, vllm_max_model_len=2048)
+        async with direct_column(column) as stream:
+            await warm_up(stream)
+            results[dtype] = {c: (await run_level(stream, c, c)).tokens_per_s for c in (1, args.requests)}
+    return results
 
 
 async def bench_generate(http: httpx.AsyncClient, n: int, tokens: int) -> tuple[float, float]:
@@ -178,25 +225,47 @@ async def main(args) -> None:
     from magnet.server.settings import Settings
     from magnet.server.testing import serve_on_loopback
 
-    settings = Settings(adapter=args.adapter, heads="none", generate_backend="torch")
+    # 32 clients x 8 texts queue ~20 s of work on 2 cores: above the default estimated-wait
+    # limit (429), so the throughput rows raise it; admission is not what they measure.
+    settings = Settings(adapter=args.adapter, heads="none", generate_backend="torch", dtype=args.dtype,
+                        max_queue_wait_s=args.max_queue_wait_s)
     app = create_app(settings)
+    ceiling = matmul_ceiling(torch.bfloat16)
+    fp32_ceiling = matmul_ceiling(torch.float32)
     with serve_on_loopback(app, ready_timeout=600) as url:
         engine = app.state.service.engine
+        served_dtype = dtype_name(engine.loaded.dtype)
+        flop_per_token = 2 * sum(p.numel() for p in engine.model.parameters())
         limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
         async with httpx.AsyncClient(base_url=url, timeout=600, limits=limits) as http:
             rows = []
-            alone, together = await bench_infill(http, args.requests, args.tokens)
+            alone, together, infill_rate = await bench_infill(http, args.requests, args.tokens)
             rows.append((f"infill, {args.requests} concurrent / 1 at a time (req/s)", together, alone, ">= 6"))
             alone, together = await bench_generate(http, args.requests, args.tokens)
+            generate_rate = alone
             rows.append((f"generate, {args.requests} concurrent / 1 at a time (tok/s)", together, alone, ">= 6"))
+            rows.append(("infill 1 stream / generate 1 stream, both torch (tok/s)", infill_rate, generate_rate,
+                         ">= 0.8"))
             idle, busy = await bench_embed_during_generation(http, args.embeds, args.long_tokens)
             rows.append(("embed p99 (s), 4 generations running / idle", busy, idle, "<= 2"))
             served, plain = await bench_embed_throughput(http, engine, 32, 8, args.rounds)
-            rows.append(("embed tok/s, 32 clients x 8 texts / plain forward at batch 32", served, plain, ">= 1.0"))
+            rows.append((f"embed tok/s, 32 clients x 8 texts / plain forward at batch 32 ({served_dtype})",
+                         served, plain, ">= 0.9"))
+            rows.append(("embed FLOP/s, 32 clients x 8 texts / bf16 matmul ceiling", served * flop_per_token,
+                         ceiling, "(share)"))
             server, direct = await bench_stream(http, engine, args.tokens)
             rows.append(("per-token time (s), one stream served / Engine.generate_stream", server, direct, "<= 1.1"))
-    print(f"\n{engine.name}, adapter {args.adapter}, torch threads {torch.get_num_threads()}, "
-          f"{args.tokens} tokens per request\n")
+    if not args.skip_vllm:
+        vllm = await bench_vllm_dtypes(args)
+        rows.append(("infill 1 stream (torch) / vLLM generate 1 stream bf16 (tok/s)", infill_rate,
+                     vllm["bfloat16"][1], ">= 0.8"))
+        for streams in (1, args.requests):
+            rows.append((f"vLLM generate bf16 / fp32, {streams} stream(s) (tok/s)", vllm["bfloat16"][streams],
+                         vllm["float32"][streams], "(> 1: bf16)"))
+    print(f"\n{engine.name}, adapter {args.adapter}, served in {served_dtype}, torch threads "
+          f"{torch.get_num_threads()}, {args.tokens} tokens per request; matmul 2048^2: bf16 "
+          f"{ceiling / 1e9:.0f} GFLOP/s, fp32 {fp32_ceiling / 1e9:.0f} GFLOP/s; load average "
+          f"{'/'.join(f'{x:.1f}' for x in os.getloadavg())}\n")
     print("| measure | this | over | ratio | target |")
     print("| --- | ---: | ---: | ---: | --- |")
     for name, a, b, target in rows:
@@ -211,4 +280,7 @@ if __name__ == "__main__":
     parser.add_argument("--embeds", type=int, default=40, help="embed requests per latency sample")
     parser.add_argument("--long-tokens", type=int, default=400, help="tokens of the 4 long generations")
     parser.add_argument("--rounds", type=int, default=3, help="embed throughput rounds")
+    parser.add_argument("--dtype", default=None, help=DTYPE_HELP)
+    parser.add_argument("--skip-vllm", action="store_true", help="leave out the vLLM bf16/fp32 rows")
+    parser.add_argument("--max-queue-wait-s", type=float, default=300, help="the server's --max-queue-wait-s")
     asyncio.run(main(parser.parse_args()))
