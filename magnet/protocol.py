@@ -7,18 +7,21 @@ what "out of range" means; every message names the field and what to send.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import replace
-from typing import Annotated, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, WithJsonSchema, field_validator, model_validator
 
-from magnet.sampling import SamplingParams
+from magnet.sampling import SamplingParams, StructuredOutput
 
 MAX_INPUTS = 256  # texts per /v1/embed or /v1/tag request
 MAX_NEW_TOKENS = 4096  # upper bound on max_tokens for infill and generate
 MAX_STOP = 8  # stop strings per request
 MAX_BEST_OF = 16  # infill candidates per request
 MAX_CHOICES = 16  # `n`: choices per prompt on the OpenAI routes
+MAX_STRUCTURED_CHOICES = 256  # strings in a structured_outputs choice list
+MAX_PATTERN_CHARS = 4096  # a structured_outputs regex's length
 
 FinishReason = Literal["stop", "length"]
 EncodingFormat = Literal["float", "base64"]  # of embeddings: base64 = little-endian float32 bytes
@@ -246,12 +249,59 @@ class SamplingControls(BaseModel):
         return given
 
 
+class StructuredOutputs(BaseModel):
+    """vLLM's `structured_outputs`: what the text (an infill: each fill) must match, one of
+    choice / regex / json / json_object (magnet.sampling.StructuredOutput; a fill takes choice
+    or regex). The OpenAI routes also take OpenAI's response_format (server/structured_models.py)."""
+
+    model_config = ConfigDict(extra="ignore")  # vLLM's whitespace options and the like
+
+    choice: list[str] | None = Field(None, max_length=MAX_STRUCTURED_CHOICES, description="one of these, exactly")
+    regex: str | None = Field(None, max_length=MAX_PATTERN_CHARS, description="a full match of this regex")
+    json_: dict[str, Any] | str | None = Field(None, alias="json", description="a JSON schema the text follows")
+    json_object: bool | None = Field(None, description="any JSON object")
+    grammar: str | None = None
+    structural_tag: str | None = None
+
+    @field_validator("grammar", "structural_tag")
+    @classmethod
+    def refuse_unsupported(cls, value, info):
+        if value is not None:
+            raise ValueError(f"structured_outputs.{info.field_name} is not supported: use choice, regex, json or "
+                             "json_object")
+        return value
+
+    def constraint(self) -> StructuredOutput:
+        schema = self.json_
+        if isinstance(schema, str):
+            try:
+                json.loads(schema)
+            except ValueError as exc:
+                raise ValueError(f"structured_outputs.json is not JSON: {exc}") from None
+        try:
+            return StructuredOutput(choice=tuple(self.choice) if self.choice is not None else None, regex=self.regex,
+                                    json=schema if isinstance(schema, str) or schema is None else json.dumps(schema),
+                                    json_object=bool(self.json_object))
+        except ValueError as exc:
+            raise ValueError(f"structured_outputs: {exc}") from None
+
+
 class SamplingFields(Request, SamplingControls):
     max_tokens: int = Field(64, ge=1, le=MAX_NEW_TOKENS, description="new tokens per gap (infill) or in all")
     temperature: float = Field(0.0, ge=0.0, le=2.0, allow_inf_nan=False, description="0 = greedy")
     top_p: float = Field(1.0, gt=0.0, le=1.0, allow_inf_nan=False)
     seed: int | None = Field(None, ge=0, lt=2**63)
     stop: list[str] = Field(default_factory=list, max_length=MAX_STOP)
+    structured_outputs: StructuredOutputs | None = Field(None, description="what the text (infill: each fill) "
+                                                                           "must match: choice, regex, json")
+
+    @model_validator(mode="after")
+    def constraint_builds(self):
+        self.constraint()  # a constraint that cannot be built is a 422 here
+        return self
+
+    def constraint(self) -> StructuredOutput | None:
+        return None if self.structured_outputs is None else self.structured_outputs.constraint()
 
     @field_validator("stop", mode="before")
     @classmethod

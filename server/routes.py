@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
@@ -28,6 +29,7 @@ from magnet.server.fast_json import encode_vectors, vectors_response
 from magnet.server.middleware import request_id_of
 from magnet.server.model_ids import require_known_model
 from magnet.server.service import Service
+from magnet.server.structured_models import compiled_ahead
 
 ERRORS = {status: {"model": ErrorBody} for status in (401, 404, 408, 413, 422, 429, 500, 503)}
 
@@ -62,7 +64,8 @@ async def tag(body: TagRequest, request: Request) -> TagResponse:
 async def infill(body: InfillRequest, request: Request) -> InfillResponse:
     service = service_of(request)
     model = require_known_model(service, body.model)
-    params = body.sampling(INFILL_DEFAULTS, body.max_tokens, body.stop)
+    params = replace(body.sampling(INFILL_DEFAULTS, body.max_tokens, body.stop), structured=body.constraint())
+    await compiled_ahead(service.engines[model], params.structured)
     result = await unless_client_leaves(request, service.infill(body.as_segments(), params, model), "infill")
     usage = Usage(prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens)
     return InfillResponse(id=request_id_of(request), model=model, text=result.text,
@@ -77,7 +80,8 @@ SSE_RESPONSES = {200: {"content": {"text/event-stream": {}}, "description": "JSO
 async def generate(body: GenerateRequest, request: Request):
     service = service_of(request)
     model = require_known_model(service, body.model)
-    params = body.sampling(SamplingParams(), body.max_tokens, body.stop)
+    params = replace(body.sampling(SamplingParams(), body.max_tokens, body.stop), structured=body.constraint())
+    await compiled_ahead(service.engines[model], params.structured)
     if body.stream:
         chunks = await service.generate_stream(body.prompt, params, model)
         return event_stream(sse_generate(request_id_of(request), model, chunks))

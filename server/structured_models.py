@@ -4,6 +4,7 @@ dialects clients send; both become one magnet.sampling.StructuredOutput:
     response_format      OpenAI: {"type": "text" | "json_object"}
                          | {"type": "json_schema", "json_schema": {"name", "schema", "strict"}}
     structured_outputs   vLLM: {"choice": [...]} | {"regex": "..."} | {"json": schema} | {"json_object": true}
+                         (magnet/protocol.py: the native /v1/generate and /v1/infill take it too)
 
 An infill's fill takes choice or regex (JSON constrains generation only). vLLM's `grammar`
 and `structural_tag` are refused with a 422.
@@ -14,13 +15,10 @@ import asyncio
 import json
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from magnet.protocol import StructuredOutputs
 from magnet.sampling import StructuredOutput
-
-MAX_CHOICES = 256  # strings in a choice list
-MAX_PATTERN_CHARS = 4096  # a regex's length
-
 
 class JsonSchemaFormat(BaseModel):
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
@@ -44,25 +42,6 @@ class ResponseFormat(BaseModel):
         return self
 
 
-class StructuredOutputs(BaseModel):
-    model_config = ConfigDict(extra="ignore")  # vLLM's whitespace options and the like
-
-    choice: list[str] | None = Field(None, max_length=MAX_CHOICES)
-    regex: str | None = Field(None, max_length=MAX_PATTERN_CHARS)
-    json_: dict[str, Any] | str | None = Field(None, alias="json")
-    json_object: bool | None = None
-    grammar: str | None = None
-    structural_tag: str | None = None
-
-    @field_validator("grammar", "structural_tag")
-    @classmethod
-    def refuse_unsupported(cls, value, info):
-        if value is not None:
-            raise ValueError(f"structured_outputs.{info.field_name} is not supported: use choice, regex, json or "
-                             "json_object")
-        return value
-
-
 class StructuredFields(BaseModel):
     """The two fields of a generating OpenAI route; `structured()` is what they ask for."""
 
@@ -79,7 +58,7 @@ class StructuredFields(BaseModel):
         if self.response_format is not None and self.response_format.type != "text":
             given.append(from_response_format(self.response_format))
         if self.structured_outputs is not None:
-            given.append(from_structured_outputs(self.structured_outputs))
+            given.append(self.structured_outputs.constraint())
         if len(given) > 1:
             raise ValueError("send one of response_format (json) and structured_outputs, not both")
         return given[0] if given else None
@@ -97,18 +76,3 @@ def from_response_format(fmt: ResponseFormat) -> StructuredOutput:
         return StructuredOutput(json_object=True)
     schema = fmt.json_schema.schema_
     return StructuredOutput(json=json.dumps(schema)) if schema else StructuredOutput(json_object=True)
-
-
-def from_structured_outputs(fields: StructuredOutputs) -> StructuredOutput:
-    schema = fields.json_
-    if isinstance(schema, str):
-        try:
-            json.loads(schema)
-        except ValueError as exc:
-            raise ValueError(f"structured_outputs.json is not JSON: {exc}") from None
-    try:
-        return StructuredOutput(choice=tuple(fields.choice) if fields.choice is not None else None, regex=fields.regex,
-                                json=schema if isinstance(schema, str) or schema is None else json.dumps(schema),
-                                json_object=bool(fields.json_object))
-    except ValueError as exc:
-        raise ValueError(f"structured_outputs: {exc}") from None

@@ -74,3 +74,23 @@ def test_infill_fill_is_one_of_the_choices_or_matches_the_regex(client, tiny_cha
 def test_bad_constraints_are_422_naming_what_to_change(served, body, named):
     response = httpx.post(f"{served[1]}/v1/completions", json=body, timeout=60)
     assert response.status_code == 422 and named in response.text, response.text
+
+
+def test_native_infill_and_generate_take_structured_outputs(served):
+    base_url = served[1]
+    for seed in range(2):
+        fill = httpx.post(f"{base_url}/v1/infill", timeout=60, json={
+            "prefix": "The quick brown fox jumps over the ", "suffix": " and runs.", "max_tokens": 16,
+            "temperature": 1.0, "seed": seed, "structured_outputs": {"choice": CHOICES}}).json()
+        assert fill["text"] in CHOICES and fill["fills"] == [fill["text"]]
+    both = httpx.post(f"{base_url}/v1/infill", timeout=60, json={
+        "segments": ["A ", " and a ", "."], "max_tokens": 8, "temperature": 1.0, "seed": 3,
+        "structured_outputs": {"regex": "[a-c]{2}"}}).json()
+    assert all(re.fullmatch("[a-c]{2}", f) for f in both["fills"]) and len(both["fills"]) == 2
+    text = httpx.post(f"{base_url}/v1/generate", timeout=60, json={
+        "prompt": "Call", "max_tokens": 12, "temperature": 1.0, "seed": 2,
+        "structured_outputs": {"regex": "[0-9]{3}"}}).json()["text"]
+    assert re.fullmatch("[0-9]{3}", text)
+    refused = httpx.post(f"{base_url}/v1/infill", timeout=60, json={"prefix": "a", "suffix": "b",
+                                                                     "structured_outputs": {"json_object": True}})
+    assert refused.status_code == 422 and "infill" in refused.text
