@@ -92,12 +92,15 @@ def nbestof(url: str, limit_s: float) -> None:
     with ThreadPoolExecutor(1) as pool:
         smalls = pool.submit(small_latencies, url, done, limit_s)
         started = time.perf_counter()
-        answer = httpx.post(f"{url}/v1/completions", json=NBESTOF, timeout=limit_s)
+        try:
+            status = httpx.post(f"{url}/v1/completions", json=NBESTOF, timeout=limit_s).status_code
+        except httpx.TimeoutException:
+            status = "no answer"
         took = time.perf_counter() - started
         time.sleep(1.0)
         done.set()
         latencies = smalls.result()
-    row("nbestof", completions=f"{answer.status_code} in {took:.1f} s", **summary(latencies))
+    row("nbestof", completions=f"{status} in {took:.1f} s", **summary(latencies))
 
 
 def flood(url: str, clients: int, seconds: float) -> None:

@@ -363,3 +363,116 @@ async def test_misleading_messages_now_say_what_to_change(tiny_engine):
                      "invalid_input", "max_tokens must be a number")
 
 
+
+
+# --- on the real embedded model (slow) ----------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def real_engine():
+    from magnet.engine import Engine
+    from magnet.loading import ModelSpec
+
+    return Engine.from_spec(ModelSpec(device="cpu"))
+
+
+class CallLog:
+    """The real engine, logging the texts of every embed call (one call = one slice or batch)."""
+
+    def __init__(self, engine):
+        self.engine, self.calls = engine, []
+        self.first_call = threading.Event()
+
+    def __getattr__(self, name):
+        return getattr(self.engine, name)
+
+    def embed(self, texts, *args, **kwargs):
+        self.calls.append(list(texts))
+        self.first_call.set()
+        return self.engine.embed(texts, *args, **kwargs)
+
+
+@pytest.mark.slow
+async def test_a_big_embed_on_the_real_model_lets_a_small_one_through_and_stops_when_its_client_leaves(real_engine):
+    """~5k tokens in texts of ~850: slices of one text (budget 1024); a one-word embed sent while
+    the first slice runs is answered in the next call, and a big request cancelled during a
+    slice runs no further slice."""
+    engine = CallLog(real_engine)
+    long_text = "The cat sat on the mat and looked at the bird in the tall tree. " * 57
+    big_texts = [f"{k} {long_text}" for k in range(6)]
+    app = app_with(engine, max_batch_tokens=1024)
+    async with running_app(app, ready_timeout=120) as http:
+        service = app.state.service
+        engine.calls.clear()
+        engine.first_call.clear()
+        big = asyncio.ensure_future(http.post("/v1/embed", json={"input": big_texts}, timeout=300))
+        assert await asyncio.to_thread(engine.first_call.wait, 60)
+        small = await http.post("/v1/embed", json={"input": "hello"}, timeout=300)
+        assert small.status_code == 200
+        assert ["hello"] in [[t for t in call if t == "hello"] for call in engine.calls[:2]]  # right after one slice
+        answer = await big
+        assert answer.status_code == 200 and len(answer.json()["embeddings"]) == 6
+        assert sum(len([t for t in call if t != "hello"]) for call in engine.calls) == 6 and len(engine.calls) >= 6
+        # the client leaves during the first slice: no slice after it
+        engine.calls.clear()
+        engine.first_call.clear()
+        gone = asyncio.ensure_future(service.embed(big_texts, None, True, False))
+        assert await asyncio.to_thread(engine.first_call.wait, 60)
+        gone.cancel()
+        assert (await http.post("/v1/embed", json={"input": "after"}, timeout=300)).status_code == 200
+        assert sum(len([t for t in call if t != "after"]) for call in engine.calls) <= 2
+
+
+@pytest.mark.slow
+def test_the_shipped_adapter_made_nan_or_overflowing_is_refused(tmp_path):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from magnet.adapter_checks import AdapterCheckError
+    from magnet.loading import DEFAULT_ADAPTER_DIR, ModelSpec, load_model
+
+    # "nan": one NaN factor; "huge": every factor of layer 0's MLP at fp16's largest (finite:
+    # the file is fp16), whose merged MLP overflows to inf on any input
+    for name in ("nan", "huge"):
+        adapter = tmp_path / name
+        shutil.copytree(DEFAULT_ADAPTER_DIR, adapter)
+        weights = load_file(adapter / "adapter_model.safetensors")
+        for key in [k for k in sorted(weights) if ".layers.0.mlp." in k][: 1 if name == "nan" else None]:
+            weights[key] = torch.full_like(weights[key], float("nan") if name == "nan" else 60000.0)
+        save_file(weights, adapter / "adapter_model.safetensors")
+        expected = "non-finite weights" if name == "nan" else "non-finite outputs"
+        with pytest.raises(AdapterCheckError, match=expected) as refused:
+            load_model(ModelSpec(adapter=str(adapter), device="cpu"))
+        assert str(adapter) in str(refused.value)
+
+
+@pytest.mark.slow
+def test_a_killed_vllm_engine_leaves_embed_and_infill_at_200_and_ready_says_so_at_once():
+    pytest.importorskip("vllm", exc_type=ImportError)
+    psutil = pytest.importorskip("psutil")
+    import os
+    import signal
+
+    from magnet.server.app import create_app
+    from magnet.server.settings import Settings
+
+    settings = Settings(generate_backend="vllm", device="cpu", dtype="float32", heads="none",
+                        vllm_kv_cache_gb=0.5, vllm_max_model_len=512)
+    with serve_on_loopback(create_app(settings), ready_timeout=600) as url:
+        generate = {"prompt": "The capital of France is", "max_tokens": 4}
+        assert httpx.post(f"{url}/v1/generate", json=generate, timeout=120).status_code == 200
+        engines = psutil.Process(os.getpid()).children(recursive=True)
+        assert engines
+        for process in engines:  # the engine processes this test's server started
+            os.kill(process.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while (answer := httpx.post(f"{url}/v1/generate", json=generate, timeout=120)).status_code == 200:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        assert_error(answer, 503, "not_ready")
+        assert httpx.get(f"{url}/ready", timeout=30).status_code == 503  # at once, not at the next watch
+        assert httpx.post(f"{url}/v1/embed", json={"input": "a fox"}, timeout=120).status_code == 200
+        infill = {"segments": ["The cat", "the mat."], "max_tokens": 3}
+        assert httpx.post(f"{url}/v1/infill", json=infill, timeout=120).status_code == 200
+        assert httpx.get(f"{url}/health", timeout=30).json()["backend_states"]["torch"] == "ready"
