@@ -1,11 +1,14 @@
 """Core engine speed on the embedded model, measured side by side in one run.
 
-    python bench/bench_core.py [--adapter none] [--batch 16] [--context 256] [--tokens 32]
+    python bench/bench_core.py [--adapter none] [--batch 16] [--context 256] [--tokens 32] [--dtype D]
+    python bench/bench_core.py --dtypes float32 bfloat16     # each path in each dtype, side by side
 
 Prints one table:
     embed           tokens/s of Engine.embed vs a plain transformers forward (same model, batch, tokens)
     decode          per-token time of hybrid infill (KV cache) vs causal generation (KV cache)
                     vs a naive infill that re-encodes context + span at every step
+With --dtypes: embed tokens/s and one stream's infill and generate ms/token per dtype (the
+engines take turns, --repeat rounds, median), which decides the dtype of each torch path.
 Ratios are taken within this run, so the machine's speed cancels out.
 """
 from __future__ import annotations
@@ -18,6 +21,7 @@ import torch
 
 from magnet.engine import Engine
 from magnet.forward import hidden_states, logits
+from magnet.hardware import DTYPE_HELP
 from magnet.loading import ModelSpec
 from magnet.masks import CONTEXT
 from magnet.sampling import SamplingParams
@@ -58,7 +62,7 @@ def bench_embed(engine: Engine, batch: int, repeat: int) -> tuple[float, float]:
     return n_tokens / ours, n_tokens / theirs
 
 
-def bench_decode(engine: Engine, context: int, tokens: int, repeat: int) -> dict[str, float]:
+def bench_decode(engine: Engine, context: int, tokens: int, repeat: int, naive: bool = True) -> dict[str, float]:
     half = context // 2
     prefix, suffix = text_of(half), text_of(half, offset=7)
     params = SamplingParams(max_tokens=tokens)  # per-token time uses the tokens actually decoded
@@ -69,7 +73,7 @@ def bench_decode(engine: Engine, context: int, tokens: int, repeat: int) -> dict
     def generate():
         return engine.generate(prefix + " " + suffix, params)
 
-    def naive():
+    def re_encoding():
         lay = engine.layout([prefix, suffix], params)
         span: list[int] = []
         with torch.inference_mode():
@@ -89,8 +93,29 @@ def bench_decode(engine: Engine, context: int, tokens: int, repeat: int) -> dict
         prefill = timed(lambda: engine.infill([prefix, suffix], SamplingParams(max_tokens=1)), repeat) \
             if name == "infill" else timed(lambda: engine.generate(prefix + " " + suffix, SamplingParams(max_tokens=1)), repeat)
         results[name] = (total - prefill) / max(n - 1, 1)
-    results["naive"] = timed(naive, 1) / tokens
+    if naive:
+        results["naive"] = timed(re_encoding, 1) / tokens
     return results
+
+
+def compare_dtypes(args) -> None:
+    """Each torch path in each dtype, the engines taking turns so drifting load hits them alike."""
+    engines = {dtype: Engine.from_spec(ModelSpec(adapter=args.adapter, dtype=dtype)) for dtype in args.dtypes}
+    names = ("embed tokens/s (batch %d)" % args.batch, "infill ms/token, 1 stream", "generate ms/token, 1 stream")
+    values = {dtype: {name: [] for name in names} for dtype in engines}
+    for _ in range(args.repeat):
+        for dtype, engine in engines.items():
+            decode = bench_decode(engine, args.context, args.tokens, 1, naive=False)
+            measured = (bench_embed(engine, args.batch, 1)[0], 1e3 * decode["infill"], 1e3 * decode["generate"])
+            for name, value in zip(names, measured):
+                values[dtype][name].append(value)
+    print(f"model {engines[args.dtypes[0]].name}, {torch.get_num_threads()} threads, context ~{args.context} "
+          f"tokens, {args.tokens} decoded; median of {args.repeat} alternating rounds")
+    print("| measure | " + " | ".join(args.dtypes) + f" | {args.dtypes[-1]} / {args.dtypes[0]} |")
+    print("| --- |" + " ---: |" * (len(args.dtypes) + 1))
+    for name in names:
+        medians = [statistics.median(values[dtype][name]) for dtype in args.dtypes]
+        print(f"| {name} | " + " | ".join(f"{m:,.1f}" for m in medians) + f" | {medians[-1] / medians[0]:.2f} |")
 
 
 def main() -> None:
@@ -100,9 +125,13 @@ def main() -> None:
     parser.add_argument("--context", type=int, default=256, help="context tokens for the decode rows")
     parser.add_argument("--tokens", type=int, default=32, help="tokens decoded per run")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--dtype", default=None, help=DTYPE_HELP)
+    parser.add_argument("--dtypes", nargs="+", default=None, help="compare these dtypes path by path instead")
     args = parser.parse_args()
-    engine = Engine.from_spec(ModelSpec(adapter=args.adapter))
-    print(f"model {engine.name}, {torch.get_num_threads()} threads, {engine.device}")
+    if args.dtypes:
+        return compare_dtypes(args)
+    engine = Engine.from_spec(ModelSpec(adapter=args.adapter, dtype=args.dtype))
+    print(f"model {engine.name}, {torch.get_num_threads()} threads, {engine.device}, {engine.loaded.dtype}")
 
     ours, plain = bench_embed(engine, args.batch, args.repeat)
     decode = bench_decode(engine, args.context, args.tokens, args.repeat)

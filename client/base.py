@@ -103,13 +103,14 @@ class BaseClient:
         except ValidationError as exc:
             raise InvalidInputError(describe_errors(exc.errors())) from None
 
-    def embed_body(self, input, instruction, normalize, truncate, model=None) -> dict:
+    def embed_body(self, input, instruction, normalize, truncate, model=None, encoding_format="float") -> dict:
         return self.build(EmbedRequest, input=input, instruction=instruction, normalize=normalize, truncate=truncate,
-                          model=model)
+                          model=model, encoding_format=encoding_format)
 
-    def encode_bodies(self, sentences, batch_size, normalize, instruction, truncate, model=None) -> list[dict]:
+    def encode_bodies(self, sentences, batch_size, normalize, instruction, truncate, model=None,
+                      encoding_format="float") -> list[dict]:
         """/v1/embed bodies of batch_size texts each, in order; all validated before any is sent."""
-        return [self.embed_body(batch, instruction, normalize, truncate, model)
+        return [self.embed_body(batch, instruction, normalize, truncate, model, encoding_format)
                 for batch in batches(as_text_list(sentences), batch_size)]
 
     def tag_body(self, input, words, task, model=None) -> dict:

@@ -6,6 +6,7 @@ form, the progress bar. No I/O, and numpy/tqdm only imported when asked for.
 """
 from __future__ import annotations
 
+import base64
 import sys
 
 from magnet.errors import InvalidInputError
@@ -42,12 +43,22 @@ def require_numpy():
     return numpy
 
 
-def shaped(rows: list[list[float]], single: bool, convert_to_numpy: bool):
+def wire_format(convert_to_numpy: bool) -> str:
+    """How encode() asks for vectors: base64 float32 when they end in a numpy array (read with
+    frombuffer, no float parsing, ~3x fewer bytes), floats when the caller wants lists."""
+    return "base64" if convert_to_numpy else "float"
+
+
+def shaped(rows: list[list[float]] | list[str], single: bool, convert_to_numpy: bool):
     """(N, H) rows as sentence-transformers returns them: a float32 array (or lists); one row
-    for a single str input."""
+    for a single str input. Rows may be base64 float32 (wire_format)."""
     if convert_to_numpy:
         numpy = require_numpy()
-        array = numpy.asarray(rows, dtype=numpy.float32) if rows else numpy.empty((0, 0), numpy.float32)
+        if rows and isinstance(rows[0], str):
+            array = numpy.stack([numpy.frombuffer(base64.b64decode(row), dtype="<f4") for row in rows])
+            array = array.astype(numpy.float32)  # native byte order, writable
+        else:
+            array = numpy.asarray(rows, dtype=numpy.float32) if rows else numpy.empty((0, 0), numpy.float32)
         return array[0] if single else array
     return rows[0] if single else rows
 

@@ -48,3 +48,27 @@ async def test_openai_embeddings_carry_the_same_vectors_as_float_and_base64(http
     assert [d["index"] for d in floats["data"]] == [0, 1, 2] and floats["data"][0]["object"] == "embedding"
     assert np.array_equal(np.stack([from_base64(d["embedding"]) for d in packed["data"]]),
                           np.asarray([d["embedding"] for d in floats["data"]], np.float32))
+
+
+async def test_the_client_encodes_through_base64_and_embed_passes_the_format_on(tiny_engine):
+    import httpx
+
+    from magnet.client import AsyncMagnetClient
+
+    app = app_with(tiny_engine)
+    sent = []
+    async with running_app(app):
+        transport = httpx.ASGITransport(app=app)
+
+        async def record(request):
+            sent.append(request.content)
+
+        async with AsyncMagnetClient("http://magnet", transport=transport) as magnet:
+            magnet.http.event_hooks = {"request": [record], "response": []}
+            vectors = await magnet.encode(TEXTS, batch_size=2)
+            packed = await magnet.embed(TEXTS[:1], encoding_format="base64")
+            floats = await magnet.encode(TEXTS[:1], convert_to_numpy=False)
+    assert vectors.dtype == np.float32 and np.array_equal(vectors, tiny_engine.embed(TEXTS).embeddings.numpy())
+    assert all(b'"encoding_format":"base64"' in body for body in sent[:2])  # encode's two batches
+    assert np.array_equal(from_base64(packed.embeddings[0]), vectors[0])
+    assert np.array_equal(np.asarray(floats, np.float32)[0], vectors[0])
