@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, WithJsonSchema, field_validator, model_validator
 
-from magnet.sampling import SamplingParams, StructuredOutput
+from magnet.sampling import MAX_LOGPROBS, SamplingParams, StructuredOutput
 
 MAX_INPUTS = 256  # texts per /v1/embed or /v1/tag request
 MAX_NEW_TOKENS = 4096  # upper bound on max_tokens for infill and generate
@@ -328,6 +328,8 @@ class InfillRequest(SamplingFields):
     best_of: int | None = Field(None, ge=1, le=MAX_BEST_OF,
                                 description="fill n ways (n gap lengths), return the fill under which the "
                                             "whole text is likeliest read left to right")
+    logprobs: int | None = Field(None, ge=0, le=MAX_LOGPROBS, description="each fill token's log-probability and "
+                                                                          "this many likeliest alternatives")
 
     @model_validator(mode="after")
     def check_shape(self) -> "InfillRequest":
@@ -346,6 +348,16 @@ class InfillRequest(SamplingFields):
         return [self.prefix or "", self.suffix or ""]
 
 
+class CompletionLogprobs(BaseModel):
+    """OpenAI's legacy logprobs shape, one entry per token (echo: the prompt's first, whose
+    logprob is null); /v1/completions and /v1/infill (one per fill) answer with it."""
+
+    tokens: list[str]
+    token_logprobs: list[float | None]
+    top_logprobs: list[dict[str, float] | None]  # the token itself and the `logprobs` likeliest
+    text_offset: list[int]  # each token's first character in the text
+
+
 class InfillResponse(BaseModel):
     id: str = Field(description="the request id (X-Request-Id, generated when the request had none)")
     model: str
@@ -354,6 +366,8 @@ class InfillResponse(BaseModel):
     fills: list[str]  # one per gap
     finish_reasons: list[FinishReason]
     usage: Usage
+    logprobs: list[CompletionLogprobs] | None = None  # one per fill, when asked for (a fill's first token
+                                                      # carries the space cut from before its gap)
 
 
 class GenerateRequest(SamplingFields):

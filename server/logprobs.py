@@ -12,9 +12,9 @@ sent as -9999.0, as OpenAI and vLLM do: JSON has no infinity.
 """
 from __future__ import annotations
 
+from magnet.protocol import CompletionLogprobs
 from magnet.sampling import TokenLogprob
 from magnet.server.chat_models import ChatLogprobs, ChatTokenLogprob, TopLogprob
-from magnet.server.openai_models import CompletionLogprobs
 
 FLOOR = -9999.0
 

@@ -30,6 +30,8 @@ from magnet.server.routes import ERRORS, service_of
 from magnet.server.settings import adapter_name_problem
 
 lora_api = APIRouter(prefix="/v1", responses=ERRORS, tags=["adapters"])
+# vLLM answers these with a line of text (errors stay JSON, as on every route)
+TEXT_ANSWER = {200: {"content": {"text/plain": {"schema": {"type": "string"}}}, "description": "what was done"}}
 
 
 class LoadLoraRequest(BaseModel):
@@ -45,8 +47,8 @@ class UnloadLoraRequest(BaseModel):
     lora_name: str
 
 
-@lora_api.post("/load_lora_adapter", response_class=PlainTextResponse)
-async def load_lora_adapter(body: LoadLoraRequest, request: Request) -> str:
+@lora_api.post("/load_lora_adapter", response_model=None, responses=TEXT_ANSWER)
+async def load_lora_adapter(body: LoadLoraRequest, request: Request) -> PlainTextResponse:
     service = service_of(request)
     service.require_ready()
     problem = adapter_name_problem(body.lora_name)
@@ -56,11 +58,11 @@ async def load_lora_adapter(body: LoadLoraRequest, request: Request) -> str:
         raise InvalidInputError(f"lora_name {body.lora_name!r} is already served: unload it first, or choose another")
     adapter = await asyncio.to_thread(checked_adapter, service.engine, body.lora_path)
     await service.add_model(body.lora_name, adapter)
-    return f"Success: LoRA adapter '{body.lora_name}' added successfully."
+    return PlainTextResponse(f"Success: LoRA adapter '{body.lora_name}' added successfully.")
 
 
-@lora_api.post("/unload_lora_adapter", response_class=PlainTextResponse)
-async def unload_lora_adapter(body: UnloadLoraRequest, request: Request) -> str:
+@lora_api.post("/unload_lora_adapter", response_model=None, responses=TEXT_ANSWER)
+async def unload_lora_adapter(body: UnloadLoraRequest, request: Request) -> PlainTextResponse:
     service = service_of(request)
     if body.lora_name in (service.model_name, MODEL_ALIAS):
         raise InvalidInputError(f"{body.lora_name!r} is the default model: it cannot be unloaded")
@@ -68,14 +70,19 @@ async def unload_lora_adapter(body: UnloadLoraRequest, request: Request) -> str:
         raise UnknownModelError(f"no adapter {body.lora_name!r} is loaded: the served models are "
                                 f"{', '.join(map(repr, served_ids(service)))}")
     service.remove_model(body.lora_name)
-    return f"Success: LoRA adapter '{body.lora_name}' removed successfully."
+    return PlainTextResponse(f"Success: LoRA adapter '{body.lora_name}' removed successfully.")
 
 
 def checked_adapter(default_engine, lora_path: str) -> Path:
     """The adapter folder, proven servable on the default's base before any weight is loaded:
     its manifest names this base, then its files read and are finite. Else a 422 saying why."""
-    path = Path(lora_path).expanduser()
-    if not (path / CONFIG_FILE).is_file():
+    try:
+        path = Path(lora_path).expanduser()
+        found = (path / CONFIG_FILE).is_file()
+    except (RuntimeError, OSError, ValueError) as exc:  # "~nobody", a NUL byte, an unencodable name
+        raise InvalidInputError(f"lora_path {lora_path!r} is not a usable path ({exc}): send an adapter folder's "
+                                "path on the server") from None
+    if not found:
         raise InvalidInputError(f"lora_path {lora_path!r}: no {CONFIG_FILE} there; point it at an adapter folder "
                                 "on the server (what `magnet train` writes)")
     try:

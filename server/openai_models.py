@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
 
-from magnet.protocol import (MAX_BEST_OF, MAX_CHOICES, MAX_INPUTS, MAX_NEW_TOKENS, MAX_STOP, Backends, EncodingFormat, SamplingControls, TextChecked, Usage,
+from magnet.protocol import (MAX_BEST_OF, CompletionLogprobs, MAX_CHOICES, MAX_INPUTS, MAX_NEW_TOKENS, MAX_STOP, Backends, EncodingFormat, SamplingControls, TextChecked, Usage,
                              as_list, check_texts)
 from magnet.server.token_inputs import TextsOrIds, as_id_lists, check_inputs, has_ids, refuse_mixed_inputs
 from magnet.sampling import MAX_LOGPROBS
@@ -143,15 +143,6 @@ class CompletionsRequest(GenerationOptions):
     def prompts(self) -> list[str]:
         """The prompts (id lists until the route has decoded them: server/token_inputs.py)."""
         return as_id_lists(self.prompt) if has_ids(self.prompt) else as_list(self.prompt)
-
-
-class CompletionLogprobs(BaseModel):
-    """OpenAI's legacy shape, one entry per token (echo: the prompt's first, whose logprob is null)."""
-
-    tokens: list[str]
-    token_logprobs: list[float | None]
-    top_logprobs: list[dict[str, float] | None]  # the token itself and the `logprobs` likeliest
-    text_offset: list[int]  # each token's first character in the choice's text
 
 
 class CompletionChoice(BaseModel):

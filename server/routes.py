@@ -25,6 +25,7 @@ from magnet.protocol import (
 from magnet.sampling import INFILL_DEFAULTS, SamplingParams, StreamChunk
 from magnet.server import metrics
 from magnet.server.disconnect import unless_client_leaves
+from magnet.server.logprobs import completion_logprobs
 from magnet.server.fast_json import encode_vectors, vectors_response
 from magnet.server.middleware import request_id_of
 from magnet.server.model_ids import require_known_model
@@ -64,12 +65,16 @@ async def tag(body: TagRequest, request: Request) -> TagResponse:
 async def infill(body: InfillRequest, request: Request) -> InfillResponse:
     service = service_of(request)
     model = require_known_model(service, body.model)
-    params = replace(body.sampling(INFILL_DEFAULTS, body.max_tokens, body.stop), structured=body.constraint())
+    params = replace(body.sampling(INFILL_DEFAULTS, body.max_tokens, body.stop), structured=body.constraint(),
+                     logprobs=body.logprobs)
     await compiled_ahead(service.engines[model], params.structured)
+    tokenizer = service.engines[model].tokenizer  # now: the model may be unloaded before the answer
     result = await unless_client_leaves(request, service.infill(body.as_segments(), params, model), "infill")
     usage = Usage(prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens)
+    logprobs = None if result.logprobs is None else [completion_logprobs(tokenizer, fill) for fill in result.logprobs]
     return InfillResponse(id=request_id_of(request), model=model, text=result.text,
-                          finish_reason=result.finish_reason, fills=result.fills, finish_reasons=result.finish_reasons, usage=usage)
+                          finish_reason=result.finish_reason, fills=result.fills, finish_reasons=result.finish_reasons,
+                          usage=usage, logprobs=logprobs)
 
 
 # A route that streams with stream=true: its 200 is JSON or server-sent events.

@@ -169,3 +169,15 @@ def test_bad_logprob_requests_are_422_naming_the_field(served, route, body, name
 def test_sdk_raises_unprocessable_for_max_tokens_0_without_echo(client):
     with pytest.raises(UnprocessableEntityError):
         client.completions.create(model="magnet", prompt=PROMPT, max_tokens=0)
+
+
+def test_native_infill_returns_each_fills_logprobs(served):
+    body = {"segments": ["The quick ", " over the ", " dog."], "max_tokens": 4, "temperature": 0}
+    answer = httpx.post(f"{served[1]}/v1/infill", json={**body, "logprobs": 1}, timeout=60).json()
+    assert len(answer["logprobs"]) == len(answer["fills"]) == 2
+    assert sum(len(lp["tokens"]) for lp in answer["logprobs"]) == answer["usage"]["completion_tokens"]
+    for fill, lp in zip(answer["fills"], answer["logprobs"]):
+        assert "".join(lp["tokens"]).lstrip(" ") == fill.lstrip(" ")
+        assert all(top[t] == v <= 0 for t, v, top in zip(lp["tokens"], lp["token_logprobs"], lp["top_logprobs"]))
+    plain = httpx.post(f"{served[1]}/v1/infill", json=body, timeout=60).json()
+    assert plain["fills"] == answer["fills"] and plain["logprobs"] is None

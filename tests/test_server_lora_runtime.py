@@ -90,6 +90,10 @@ async def test_the_manifest_is_checked_before_the_weights(http, adapter_dir, tmp
     assert_error(refused, 422, "invalid_input", "lora_path", "Llama-2-7b")
     assert_error(await http.post("/v1/load_lora_adapter", json={"lora_name": "x", "lora_path": str(tmp_path)}),
                  422, "invalid_input", "adapter_config.json")
+    for odd in ('"~nobody-here/adapter"', '"a\\u0000b"', '"\\udcff"'):  # JSON text: a lone surrogate as sent
+        body = '{"lora_name": "x", "lora_path": %s}' % odd
+        answer = await http.post("/v1/load_lora_adapter", content=body, headers={"content-type": "application/json"})
+        assert_error(answer, 422, "invalid_input", "lora_path")
     assert_error(await http.post("/v1/load_lora_adapter", json={"lora_name": "magnet", "lora_path": str(adapter_dir)}),
                  422, "invalid_input", "alias")
     assert await served(http) == [(await http.get("/v1/models")).json()["data"][0]["id"]]
