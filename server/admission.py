@@ -55,7 +55,7 @@ class DrainRate:
     """Tokens of model work per second, over the last `window_s` seconds of work (idle time
     does not count). None until `min_s` seconds of work are measured (a warm-up is no measure)."""
 
-    def __init__(self, window_s: float = 10.0, min_s: float = 0.5):
+    def __init__(self, window_s: float = 10.0, min_s: float = 0.1):
         self.window_s = window_s
         self.min_s = min_s
         self._samples: collections.deque[tuple[int, float]] = collections.deque()  # (tokens, seconds)

@@ -37,6 +37,10 @@ log = logging.getLogger(__name__)
 
 WATCH_INTERVAL_S = 1.0  # how often the generation engine is checked
 MAX_RESTART_BACKOFF_S = 60.0
+# The warm-up embeds these: long enough to give the worker a first measure of its drain rate
+# (server/admission.py), so the wait estimate holds from the first request on.
+WARMUP_TEXTS = ["A short sentence to warm up the model and measure how fast it runs, number %d." % k
+                for k in range(16)]
 
 
 @dataclass
@@ -85,7 +89,9 @@ class Service:
             for backend in self.backends.values():
                 await backend.start()
             for engine in self.engines.values():
-                await self.worker.call("warmup", engine.embed, ["warm up"])
+                tokens = sum(len(engine.embed_ids(text, engine.instruction, False)) for text in WARMUP_TEXTS)
+                # measured: the worker's first drain rate (the wait estimate holds from the first request)
+                await self.worker.call("warmup", engine.embed, WARMUP_TEXTS, tokens=tokens, priced=False)
         except Exception as exc:
             self.load_error = f"{type(exc).__name__}: {exc}"
             log.exception("the model failed to load")

@@ -203,17 +203,20 @@ class ModelWorker:
             if not done.done():
                 done.cancel()  # still queued: never runs; running: its row leaves at the next step
 
-    async def call(self, kind: str, fn: Callable[..., Any], *args: Any, tokens: int = 0) -> Any:
-        """Run `fn(*args)` alone on the worker thread, through the queue."""
-        return await self.submit(kind, None, None, lambda _payloads: [fn(*args)], tokens)
+    async def call(self, kind: str, fn: Callable[..., Any], *args: Any, tokens: int = 0, priced: bool = True) -> Any:
+        """Run `fn(*args)` alone on the worker thread, through the queue (`priced` False: the
+        server's own work, e.g. the warm-up, which admission does not refuse)."""
+        job = Job(kind, None, None, lambda _payloads: [fn(*args)], tokens, self.new_future())
+        return await self.enqueue(job, priced)
 
     def new_future(self) -> asyncio.Future:
         return asyncio.get_running_loop().create_future()
 
-    async def enqueue(self, job: Job) -> Any:
+    async def enqueue(self, job: Job, priced: bool = True) -> Any:
         if self._closing:
             raise NotReadyError("the server is shutting down: retry on another replica")
-        self.admit(job)
+        if priced:
+            self.admit(job)
         self._queue.append(job)
         metrics.QUEUE_DEPTH.set(len(self._queue))
         self._arrived.set()
