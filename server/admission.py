@@ -24,6 +24,7 @@ class RequestCharge:
 
     tokens: int = 0
     rows: int = 0
+    ahead: int = 0  # what its own queued jobs put ahead of its next one (not a wait: they run together)
 
 
 # Set per HTTP request by the middleware (server/middleware.py); None outside a request.

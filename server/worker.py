@@ -152,13 +152,13 @@ class ModelWorker:
         sliced goes back behind it after its current slice), and the model call running now."""
         return self._in_flight + sum(job.ahead(self.max_batch_tokens) for job in self._queue)
 
-    def estimated_wait_s(self) -> float:
-        """Seconds until a job queued now starts: the work ahead at the measured rate, less what
-        the running model call has already done."""
+    def estimated_wait_s(self, own: int = 0) -> float:
+        """Seconds until a job queued now starts: the work ahead at the measured rate (less `own`,
+        its request's own jobs, which run beside it), less what the running call has done."""
         rate = self.drain.per_second
         running_for = time.perf_counter() - self._in_flight_since if self._in_flight else 0.0
         done = min(running_for, estimated_wait_s(self._in_flight, rate))
-        return max(0.0, estimated_wait_s(self.work_ahead, rate) - done)
+        return max(0.0, estimated_wait_s(max(0, self.work_ahead - own), rate) - done)
 
     # --- submitting --------------------------------------------------------------------
 
@@ -245,7 +245,8 @@ class ModelWorker:
             self.refuse(job, OverloadedError(
                 f"the model queue is full ({len(self._queue)} requests, {queued} tokens waiting): "
                 f"retry after {self.retry_after_s:g} s", retry_after=self.retry_after_s))
-        rate, ahead, wait = self.drain.per_second, self.work_ahead, self.estimated_wait_s()
+        own = charge.ahead if charge else 0
+        rate, ahead, wait = self.drain.per_second, self.work_ahead - own, self.estimated_wait_s(own)
         if self.max_queue_wait_s is not None and rate and wait > self.max_queue_wait_s:
             after = retry_after_s(wait * rate, rate, self.max_queue_wait_s)
             self.refuse(job, OverloadedError(
@@ -253,6 +254,7 @@ class ModelWorker:
                 f"(the limit is {self.max_queue_wait_s:g} s): retry after {after:g} s", retry_after=after))
         if charge is not None:
             charge.tokens, charge.rows = tokens, rows
+            charge.ahead += job.ahead(self.max_batch_tokens)
 
     @staticmethod
     def refuse(job: Job, error: MagnetError) -> None:

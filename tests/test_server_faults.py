@@ -132,6 +132,24 @@ async def test_a_busy_server_answers_429_with_retry_after_over_http(tiny_engine)
         await held
 
 
+async def test_the_choices_of_one_request_do_not_count_as_a_wait_for_each_other(tiny_engine):
+    app = app_with(tiny_engine, max_queue_wait_s=1.0)
+    async with running_app(app) as http:
+        worker = app.state.service.worker
+        release, held = await occupy_worker(worker)
+        worker.drain = type(worker.drain)()
+        worker.drain.record(10, 1.0)  # 10 tokens/s: one choice's prefill alone is a long wait
+        body = {"prompt": "The cat sat", "suffix": "the mat.", "n": 4, "best_of": 2, "max_tokens": 3,
+                "temperature": 1.0}
+        answer = asyncio.ensure_future(http.post("/v1/completions", json=body))
+        while worker.depth < 4:
+            await asyncio.sleep(0.001)
+        assert_error(await http.post("/v1/embed", json={"input": "hi"}), 429, "overloaded")  # others do wait
+        release.set()
+        assert (await answer).status_code == 200 and len((await answer).json()["choices"]) == 4
+        await held
+
+
 # --- 4. the shutdown deadline answers JSON 503, streams an error event
 
 
