@@ -268,3 +268,7 @@ def test_a_killed_engine_is_noticed_answers_503_and_restarts(running):
     assert backend.problem() is None
     assert loop.run(backend.generate(PROMPTS[0], params)).text == before  # the same weights serve again
     print(f"engine death noticed after {noticed:.2f} s, serving again after {back:.1f} s")
+
+
+def test_the_engine_runs_the_dtype_asked_for(running):
+    assert running[1].dtype == "float32"  # SPEC's, as the server passes the torch engine's
