@@ -36,6 +36,9 @@ async def unless_client_leaves(request: Request, work: Awaitable[T], kind: str) 
     watcher = asyncio.ensure_future(client_disconnected(request))
     try:
         await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:  # the request itself is cancelled (the shutdown deadline): so is its work
+        task.cancel()
+        raise
     finally:
         watcher.cancel()
     if task.done():

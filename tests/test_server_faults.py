@@ -165,6 +165,7 @@ async def test_at_the_deadline_a_request_still_running_gets_json_503_not_ready(t
         answer = await asyncio.wait_for(waiting, 10)
         assert_error(answer, 503, "not_ready", "grace period")
         assert_error(await http.get("/ready"), 503, "not_ready", "shutting down")
+        assert service.worker.depth == 0  # its work left the queue: the drain does not run it
         release.set()
         await held
 
