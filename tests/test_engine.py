@@ -93,7 +93,7 @@ def test_a_gap_at_the_end_stops_at_eos():
     assert lay.ids == [1, 10, 11, 2] and lay.positions == [0, 1, 2, 7] and lay.end_tokens == [2]
 
 
-def naive_greedy_infill(engine, segments, max_tokens):
+def naive_greedy_infill(engine, segments, max_tokens, context_role=CONTEXT):
     """Re-encode context + span from scratch at every step (no cache): the reference,
     with the same end rules (never empty; end once the text after the gap is likely)."""
     lay = engine.layout(segments, SamplingParams(max_tokens=max_tokens))
@@ -101,7 +101,7 @@ def naive_greedy_infill(engine, segments, max_tokens):
     span = []
     for _ in range(max_tokens):
         ids = torch.tensor([lay.ids + span])
-        roles = torch.tensor([[CONTEXT] * len(lay.ids) + [1] * len(span)])
+        roles = torch.tensor([[context_role] * len(lay.ids) + [1] * len(span)])
         positions = torch.tensor([lay.positions + list(range(lay.gap_starts[0], lay.gap_starts[0] + len(span)))])
         hidden = hidden_states(engine.model, ids, roles, positions)
         slot = lay.predictors[0] if not span else ids.shape[1] - 1
@@ -124,6 +124,22 @@ def test_cached_infill_equals_re_encoding_everything(tiny_engine):
     assert got.completion_tokens == len(expected)
     assert got.text == tiny_engine.tokenizer.decode(expected, skip_special_tokens=True)
     assert got.finish_reason in ("stop", "length")
+
+
+def test_an_adapter_trained_on_left_to_right_context_is_served_so(tiny_loaded):
+    from dataclasses import replace
+
+    from magnet.engine import Engine
+    from magnet.manifest import AdapterManifest
+    from magnet.masks import LEFT_CONTEXT, AttentionMode
+
+    manifest = AdapterManifest(base=tiny_loaded.base, objectives={"msg": {"context": "causal"}})
+    engine = Engine(replace(tiny_loaded, manifest=manifest))
+    segments = ["The quick brown", " over the lazy dog."]
+    got = engine.infill(segments, SamplingParams(max_tokens=8))
+    expected = naive_greedy_infill(engine, segments, 8, context_role=LEFT_CONTEXT)
+    assert engine.infill_context is AttentionMode.LEFT_CONTEXT
+    assert got.text == engine.tokenizer.decode(expected, skip_special_tokens=True)
 
 
 def test_infill_batched_equals_single_and_spans_are_independent(tiny_engine):

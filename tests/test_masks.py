@@ -89,3 +89,25 @@ def test_padding_rows_get_no_nan_and_roles_mark_them():
     assert positions_from_padding(padding).tolist() == [[0, 0, 1], [0, 1, 0]]
     allowed = allowed_attention(roles, roles, positions_from_padding(padding), positions_from_padding(padding))
     assert allowed.any(dim=-1).all()  # every query row attends to something
+
+
+def test_left_context_reads_left_to_right_and_spans_still_read_all_of_it(tiny_loaded):
+    from magnet.masks import LEFT_CONTEXT
+
+    model = tiny_loaded.model
+    ids = random_ids(tiny_loaded, 10)
+    ones = torch.ones_like(ids)
+    # a prefill of left-to-right context is the model's own causal reading
+    causal = forward(model, ids, roles_for_mode(AttentionMode.CAUSAL, ones))
+    torch.testing.assert_close(forward(model, ids, roles_for_mode(AttentionMode.LEFT_CONTEXT, ones)), causal)
+    # prefix | span | suffix: changing the suffix moves the span, never the prefix or the span's absence
+    hybrid = torch.tensor([[LEFT_CONTEXT] * 4 + [1, 1] + [LEFT_CONTEXT] * 4])
+    changed = ids.clone()
+    changed[0, -1] = (changed[0, -1] + 1) % model.config.vocab_size
+    a, b = forward(model, ids, hybrid), forward(model, changed, hybrid)
+    torch.testing.assert_close(a[0, :4], b[0, :4])  # the prefix reads only what is before it
+    assert not torch.allclose(a[0, 4:6], b[0, 4:6])  # the span reads the suffix
+    # the suffix does not read the span: changing a span token leaves the suffix as it was
+    span_changed = ids.clone()
+    span_changed[0, 4] = (span_changed[0, 4] + 1) % model.config.vocab_size
+    torch.testing.assert_close(forward(model, span_changed, hybrid)[0, 6:], a[0, 6:])

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import random
 
 import pytest
@@ -147,13 +148,13 @@ def test_sscl_positive_is_cut_before_it_is_augmented(tiny_model_dir, data_file, 
 
 
 def test_evaluation_sentences_are_never_trained_on(tiny_model_dir, tmp_path, tiny_loaded):
-    dev = tmp_path / "sts-dev.csv"
+    dev = tmp_path / "sts-dev.csv"  # an evaluation file given with --exclude
     dev.write_text("main-news\tx\t2012\t0001\t4.0\tA man plays a guitar.\tSomeone plays guitar.\n")
     pairs = tmp_path / "pairs.txt"
     pairs.write_text("a man plays a guitar\tA guitarist is playing.\nThe sky is blue.\tThe sky looks blue.\n")
     data = tmp_path / "text.txt"
     data.write_text("Someone plays guitar.\n" + "\n".join(TEXT) + "\n")
-    config = tiny_config(tiny_model_dir, data, tmp_path, pairs=(str(pairs),), select_stsb=str(dev))
+    config = tiny_config(tiny_model_dir, data, tmp_path, pairs=(str(pairs),), exclude=(str(dev),))
     corpus = Corpus.build(config, tiny_loaded.tokenizer, view_spec(config, tiny_loaded.tokenizer, 300))
     assert ("The sky is blue.", "The sky looks blue.") in corpus.sscl_pairs
     assert all(a != "a man plays a guitar" for a, _ in corpus.sscl_pairs)  # matches the dev pair's sentence
@@ -208,7 +209,7 @@ def tiny_config(tiny_model_dir, data_file, tmp_path, **changes) -> TrainConfig:
     base = dict(data=(str(data_file),), model=str(tiny_model_dir), output=str(tmp_path / "run"),
                 max_length=32, batch_size=4, sscl_batch_size=4, sscl_max_length=96, min_sscl_words=5,
                 max_steps=6, lr=1e-2, switch_at=0.5, checkpoint_every=2, quality_check=False,
-                span_min=16, span_max=64, device="cpu")
+                span_min=16, span_max=64, device="cpu", dtype="float32")  # exact on every CPU
     return TrainConfig(**{**base, **changes})
 
 
@@ -217,7 +218,7 @@ def test_each_loss_is_finite_and_falls_on_a_repeated_batch(tiny_loaded, tiny_mod
 
     # all three objectives at equal weight from step 0, so none is traded for another
     config = tiny_config(tiny_model_dir, data_file, tmp_path, switch_at=0.0, weights_after=(1.0, 1.0, 1.0))
-    loaded = load_model(ModelSpec(model=str(tiny_model_dir), adapter=None, device="cpu"))
+    loaded = load_model(ModelSpec(model=str(tiny_model_dir), adapter=None, device="cpu", dtype="float32"))
     torch.manual_seed(0)  # the LoRA init, independent of what ran before
     model = add_lora(loaded.model, config.with_(lora_dropout=0.0))
     corpus = Corpus.build(config, loaded.tokenizer, view_spec(config, loaded.tokenizer, model.config.vocab_size))
@@ -245,7 +246,10 @@ def test_killed_and_resumed_run_matches_an_uninterrupted_one(tiny_model_dir, dat
     from magnet.manifest import AdapterManifest
 
     checkpoint = AdapterManifest.load(tmp_path / "resumed" / "checkpoints" / "step-000003" / "adapter")
-    assert checkpoint.steps == 3 and checkpoint.data == [data_file.name]
+    from magnet.splits import file_sha256
+
+    assert checkpoint.steps == 3 and checkpoint.data == [
+        {"file": data_file.name, "rule": None, "sha256": file_sha256(data_file), "split": "train", "unit": "file"}]
     train(interrupted, resume=True, progress=False)
     a = [json.loads(line) for line in (tmp_path / "straight" / "log.jsonl").read_text().splitlines()]
     b = [json.loads(line) for line in (tmp_path / "resumed" / "log.jsonl").read_text().splitlines()]
@@ -338,7 +342,7 @@ def test_interpolated_adapters_mix_their_factors_and_record_the_mix(tiny_model_d
             torch.testing.assert_close(mix[k], (1 - toward) * a[k] + toward * b[k], atol=1e-6, rtol=0)
     manifest = AdapterManifest.load(tmp_path / "mix0.25")
     assert manifest.extra["interpolated"] == {"toward": 0.25, "start": {"name": "adapter", "steps": 2,
-                                                                         "data": ["text.txt"], **{
+                                                                         "data": AdapterManifest.load(start).data, **{
         k: v for k, v in AdapterManifest.load(start).extra.items() if k != "quality"}}}
     assert "quality" not in manifest.extra and manifest.steps == 4
     texts = ["A fox runs.", "The cat sleeps on the mat."]  # the end itself, through the one loader
@@ -359,3 +363,52 @@ def test_adapters_of_different_shapes_are_not_interpolated(tiny_model_dir, data_
     with pytest.raises(SystemExit, match="--toward 1.5"):
         interpolate_adapters(r8, r8, 1.5, tmp_path / "mix")
     assert not (tmp_path / "mix").exists()
+
+
+def test_causal_context_views_keep_context_clean_and_mntp_views_are_bidirectional():
+    from magnet.masks import LEFT_CONTEXT
+
+    hybrid = mntp_only = 0
+    for seed in range(200):
+        original = [1] + tokens(40, seed) + [2]
+        view = make_view(original[1:-1], spec(context_role=LEFT_CONTEXT, mntp_view_rate=0.3), random.Random(seed))
+        if set(view.roles) == {CONTEXT}:  # an MNTP-only view: bidirectional, corrupted, no spans
+            mntp_only += 1
+            assert view.input_ids != original and set(view.objectives) == {MNTP}
+            continue
+        hybrid += 1
+        assert CONTEXT not in view.roles and LEFT_CONTEXT in view.roles
+        assert view.input_ids == original  # next-token labels on clean text: nothing is masked
+        for p, y, o in zip(view.predictors, view.labels, view.objectives):
+            assert y == original[p + 1]
+            assert o == (MNTP if view.roles[p] == LEFT_CONTEXT and view.roles[p + 1] == LEFT_CONTEXT else MSG)
+    assert mntp_only / 200 == pytest.approx(0.3, abs=0.08) and hybrid > 100
+
+
+def test_an_unknown_context_reading_is_refused_by_name(tiny_model_dir, data_file, tmp_path, tiny_loaded):
+    config = tiny_config(tiny_model_dir, data_file, tmp_path, context="sideways")
+    with pytest.raises(ValueError, match="unknown context reading 'sideways'"):
+        view_spec(config, tiny_loaded.tokenizer, 300)
+
+
+def test_the_manifest_records_how_the_context_was_read(tiny_model_dir, data_file, tmp_path, tiny_loaded):
+    from magnet.training.checkpoints import manifest_for
+
+    config = tiny_config(tiny_model_dir, data_file, tmp_path, context="causal", mntp_view_rate=0.4)
+    manifest = manifest_for(config, tiny_loaded, 3)
+    assert manifest.objectives["msg"]["context"] == "causal"
+    assert manifest.objectives["mntp"]["view_rate"] == 0.4
+
+
+def test_bf16_training_keeps_the_base_in_bf16_and_lora_in_fp32(tiny_model_dir, data_file, tmp_path):
+    from magnet.training.loop import prepare_model
+
+    config = tiny_config(tiny_model_dir, data_file, tmp_path, dtype="bfloat16")
+    loaded, model = prepare_model(config, None)
+    frozen = {p.dtype for p in model.parameters() if not p.requires_grad}
+    trained = {p.dtype for p in model.parameters() if p.requires_grad}
+    assert frozen == {torch.bfloat16} and trained == {torch.float32}
+    corpus = Corpus.build(config, loaded.tokenizer, view_spec(config, loaded.tokenizer, model.config.vocab_size))
+    losses = train_step(MagnetObjective(model), corpus, config, step=0, pad_id=0, device="cpu")
+    assert all(math.isfinite(v) for v in losses.values()) and losses["msg"] > 0
+    assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in model.parameters() if p.requires_grad)

@@ -94,7 +94,7 @@ def autocast(dtype: torch.dtype, device: torch.device):
     their gradients and the optimizer state in fp32."""
     if dtype == torch.float32:
         return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=dtype)
+    return torch.autocast(torch.device(device).type, dtype=dtype)
 
 
 def prepare_model(config: TrainConfig, resume_from: Path | None):
