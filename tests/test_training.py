@@ -338,16 +338,20 @@ def test_interpolated_adapters_mix_their_factors_and_record_the_mix(tiny_model_d
     assert any(not torch.equal(a[k], b[k]) for k in a)
     for toward in (0.0, 0.25, 1.0):
         mix = load_file(interpolate_adapters(start, end, toward, tmp_path / f"mix{toward}") / "adapter_model.safetensors")
-        for k in a:
-            torch.testing.assert_close(mix[k], (1 - toward) * a[k] + toward * b[k], atol=1e-6, rtol=0)
+        for k in (k for k in a if ".lora_A." in k):  # the update B·A is the mix of the two updates
+            kb = k.replace(".lora_A.", ".lora_B.")
+            expected = (1 - toward) * a[kb].float() @ a[k].float() + toward * b[kb].float() @ b[k].float()
+            torch.testing.assert_close(mix[kb] @ mix[k], expected, atol=1e-5, rtol=0)
+            assert mix[k].shape[0] == 2 * a[k].shape[0]
     manifest = AdapterManifest.load(tmp_path / "mix0.25")
     assert manifest.extra["interpolated"] == {"toward": 0.25, "start": {"name": "adapter", "steps": 2,
                                                                          "data": AdapterManifest.load(start).data, **{
         k: v for k, v in AdapterManifest.load(start).extra.items() if k != "quality"}}}
     assert "quality" not in manifest.extra and manifest.steps == 4
     texts = ["A fox runs.", "The cat sleeps on the mat."]  # the end itself, through the one loader
-    same = Engine.from_spec(ModelSpec(model=str(tiny_model_dir), adapter=str(tmp_path / "mix1.0"), device="cpu"))
-    ref = Engine.from_spec(ModelSpec(model=str(tiny_model_dir), adapter=str(end), device="cpu"))
+    same = Engine.from_spec(ModelSpec(model=str(tiny_model_dir), adapter=str(tmp_path / "mix1.0"), device="cpu",
+                                      dtype="float32"))
+    ref = Engine.from_spec(ModelSpec(model=str(tiny_model_dir), adapter=str(end), device="cpu", dtype="float32"))
     torch.testing.assert_close(same.embed(texts).embeddings, ref.embed(texts).embeddings)
 
 
