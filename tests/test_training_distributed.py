@@ -37,13 +37,14 @@ TEXT = [
 
 @pytest.fixture(scope="module")
 def setup(tiny_model_dir, tmp_path_factory):
-    """A config file shared by every run (no LoRA dropout: its masks are drawn per process)."""
+    """A config file shared by every run (no LoRA dropout: its masks are drawn per process; fp32, as
+    bf16 rounding differs between one batch of 4 and two gathered batches of 2)."""
     root = tmp_path_factory.mktemp("ddp")
     data = root / "text.txt"
     data.write_text("\n".join(TEXT * 2) + "\n")
     config = dict(data=[str(data)], model=str(tiny_model_dir), max_length=32, sscl_max_length=64,
                   min_sscl_words=5, max_steps=6, grad_accum=2, lr=1e-2, switch_at=0.5, checkpoint_every=2,
-                  quality_check=False, span_min=16, span_max=64, lora_dropout=0.0, device="cpu",
+                  quality_check=False, span_min=16, span_max=64, lora_dropout=0.0, device="cpu", dtype="float32",
                   **PER_PROCESS)
     path = root / "config.json"
     path.write_text(json.dumps(config))

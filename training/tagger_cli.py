@@ -17,7 +17,8 @@ from pathlib import Path
 from magnet.tagging.conll import TASKS
 from magnet.tagging.features import conll_features, engine_identity
 from magnet.tagging.heads import HeadsManifest, save_heads
-from magnet.model_options import add_model_arguments, load_engine
+from magnet import model_options
+from magnet.model_options import add_model_arguments
 from magnet.tagging.options import add_feature_arguments, feature_mode
 from magnet.tagging.head_training import HeadTrainConfig, train_head
 
@@ -65,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     for path in (args.train, args.valid):
         if not path.is_file():
             raise SystemExit(f"{path}: no such file (expected CoNLL-2003: word POS chunk NER per line)")
-    engine = load_engine(args)
+    engine = model_options.load_engine(args)  # looked up at call time, as tests replace it
     started = time.monotonic()
     train, train_x = conll_features(engine, mode, args.train, args.max_sentences or None, args.feature_batch,
                                     not args.no_cache)

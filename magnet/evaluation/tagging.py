@@ -20,7 +20,8 @@ from magnet.tagging.features import conll_features
 from magnet.tagging.heads import DEFAULT_HEADS_DIR, HeadsMismatchError
 from magnet.tagging.metrics import entity_scores, token_accuracy
 from magnet.evaluation.data_files import add_data_arguments, add_split_argument
-from magnet.model_options import add_model_arguments, load_engine
+from magnet import model_options
+from magnet.model_options import add_model_arguments
 from magnet.tagging.options import add_feature_arguments, feature_mode
 
 log = logging.getLogger(__name__)
@@ -86,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
     started = time.monotonic()
     path = find_data_file(flag_value(args, "--conll-valid"), "--data")
     split = file_split(path, args.split, "--conll-valid", "--data")
-    engine = load_engine(args)
+    engine = model_options.load_engine(args)  # looked up at call time, as tests replace it
     try:
         tagger = Tagger.load(engine, args.heads)
     except (FileNotFoundError, HeadsMismatchError) as exc:  # say what to change, no traceback
