@@ -99,3 +99,14 @@ def tiny_chat_engine(tiny_engine):
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(tiny_engine.tokenizer, "chat_template", TINY_CHAT_TEMPLATE)
         yield tiny_engine
+
+
+@pytest.fixture(scope="module")
+def hub_client_may_reach_loopback():
+    """The test run sets HF_HUB_OFFLINE=1 (no hub downloads), and huggingface_hub then refuses
+    every request, even to a local server: its clients may reach the loopback server again."""
+    import huggingface_hub.constants
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+        yield

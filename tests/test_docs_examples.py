@@ -29,6 +29,8 @@ from magnet.tagging.heads import HeadsManifest, TagHead, save_heads
 from magnet.tagging.tagger import Tagger
 
 ROOT = Path(__file__).resolve().parent.parent
+# The real loaders, kept before docs_server replaces them for this module's life.
+LOAD_ENGINE, LOAD_TAGGER = Engine.__dict__["from_spec"], Tagger.__dict__["load"]
 DOC_FILES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 DOCUMENTED_URL = "http://localhost:8000"
 NO_RUN = re.compile(r"^<!--\s*no-run:\s*(?P<reason>.+?)\s*-->$")
@@ -162,7 +164,7 @@ def tiny_heads(engine, directory: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def docs_server(tiny_chat_engine, tmp_path_factory):
+def docs_server(tiny_chat_engine, tmp_path_factory, hub_client_may_reach_loopback):
     heads = tiny_heads(tiny_chat_engine, tmp_path_factory.mktemp("docs") / "heads")
     load_tagger = Tagger.load.__func__
     with pytest.MonkeyPatch.context() as patch:
@@ -342,12 +344,13 @@ def test_the_print_check_catches_a_printed_object(docs_server, capsys):
 
 
 @pytest.fixture(scope="module")
-def real_docs_server():
+def real_docs_server(hub_client_may_reach_loopback):
     """The embedded model with the default adapter and shipped heads, served as the docs say."""
     from magnet.loading import ModelSpec
 
-    engine = Engine.from_spec(ModelSpec(device="cpu"))
+    engine = LOAD_ENGINE.__func__(Engine, ModelSpec(device="cpu"))
     with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Tagger, "load", LOAD_TAGGER)
         patch.setattr(Engine, "from_spec", classmethod(lambda cls, spec=None, config=None: engine))
         patch.delenv("MAGNET_API_KEY", raising=False)
         with serve_on_loopback(create_app(Settings(generate_backend="torch", api_key=None), engine=engine)) as url:

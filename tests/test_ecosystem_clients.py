@@ -25,15 +25,7 @@ QUERY = "A man is playing a guitar."
 TOL = 1e-5
 
 
-@pytest.fixture(scope="module", autouse=True)
-def hub_client_may_reach_loopback():
-    """The test run sets HF_HUB_OFFLINE=1 (no hub downloads); huggingface_hub then refuses every
-    request, even to a local server. Only loopback is reached here."""
-    import huggingface_hub.constants
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
-        yield
+pytestmark = pytest.mark.usefixtures("hub_client_may_reach_loopback")
 
 
 @pytest.fixture(scope="module")
