@@ -64,7 +64,7 @@ def test_a_module_no_extra_provides_still_raises():
     ["eval", "sts", "--data", "nope.csv"],
     ["eval", "infill", "--data", "nope.csv"],
     ["eval", "tagging", "--data", "nope.txt"],
-    ["train-tagger", "--train", "nope.txt", "--valid", "nope.txt", "--out", "heads"],
+    ["train-tagger", "--train", "nope.txt", "--out", "heads"],
 ])
 def test_every_command_names_a_missing_input_file_in_one_line(argv, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)

@@ -8,7 +8,7 @@ import torch
 
 from magnet.cli import main
 from magnet.errors import InvalidInputError, UnknownTaskError
-from magnet.tagging.features import conll_features, featurize
+from magnet.tagging.features import conll_features, featurize, fit_and_select_features
 from magnet.tagging.heads import HeadsMismatchError
 from magnet.tagging.tagger import Tagger
 
@@ -61,7 +61,7 @@ def model_args(tiny_model_dir) -> list[str]:
 
 
 def train(tiny_model_dir, sample, out, *extra) -> None:
-    argv = ["train-tagger", "--train", str(sample), "--valid", str(sample), "--out", str(out),
+    argv = ["train-tagger", "--train", str(sample), "--out", str(out),
             "--steps", "300", "--eval-every", "50", "--lr", "3e-2", "--dropout", "0", *model_args(tiny_model_dir), *extra]
     assert main(argv) == 0
 
@@ -110,7 +110,7 @@ def test_heads_train_reload_and_tag_text(tiny_engine, heads_dir):
     assert sorted(tagger.tasks) == ["chunk", "ner", "pos"]
     manifest = json.loads((heads_dir / "magnet.json").read_text())
     assert manifest["feature_mode"] == "bidirectional" and manifest["adapter"] is None
-    assert manifest["training"]["train_sentences"] == 3
+    assert (manifest["training"]["train_sentences"], manifest["training"]["select_sentences"]) == (2, 1)
     text = "Peter Blackburn lives in Brussels. The European Commission said on Thursday it disagreed."
     [out] = tagger.tag([text], task="ner")
     assert out["words"][:6] == ["Peter", "Blackburn", "lives", "in", "Brussels", "."]
@@ -122,7 +122,8 @@ def test_heads_train_reload_and_tag_text(tiny_engine, heads_dir):
 
 
 def test_tagger_fits_its_training_sentences(tiny_engine, heads_dir):
-    """Three sentences, 300 steps at lr 3e-2: a linear head memorises them."""
+    """Two sentences fit (a file of one's own: its last third chooses), 300 steps at lr 3e-2: a
+    linear head memorises them."""
     tagger = Tagger.load(tiny_engine, heads_dir)
     words = [["Peter", "Blackburn", "lives", "in", "Brussels", "."]]
     [ner] = tagger.tag(words=words, task="ner")
@@ -176,12 +177,14 @@ def test_causal_heads_read_causal_states(tiny_engine, tiny_model_dir, sample, ca
     assert calls == [1]
 
 
-def test_eval_tagging_prints_scores(tiny_model_dir, sample, heads_dir, capsys):
-    argv = ["eval", "tagging", "--data", str(sample), "--heads", str(heads_dir), "--json",
+def test_eval_tagging_prints_scores(tiny_model_dir, heads_dir, tmp_path, capsys):
+    fitted = tmp_path / "fitted.txt"  # the two sentences the heads fit on (the third chose)
+    fitted.write_text(SAMPLE[:SAMPLE.index("The DT")])
+    argv = ["eval", "tagging", "--data", str(fitted), "--heads", str(heads_dir), "--json",
             *model_args(tiny_model_dir)]
     assert main(argv) == 0
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert report["sentences"] == 3 and report["mode"] == "bidirectional"
+    assert report["sentences"] == 2 and report["mode"] == "bidirectional"
     assert set(report["scores"]) == {"pos", "chunk", "ner"}
     assert report["scores"]["pos"]["accuracy"] == 1.0  # evaluated on its own training data
     assert 0.0 <= report["scores"]["ner"]["f1"] <= 1.0
@@ -201,3 +204,33 @@ def test_engine_code_changes_invalidate_cached_features(tiny_engine, sample, cac
     monkeypatch.setattr("magnet.tagging.features.code_fingerprint", lambda: "edited")
     conll_features(tiny_engine, "bidirectional", sample, None)
     assert sum(calls) == 6
+
+
+def conll_documents(count: int) -> str:
+    """A CoNLL file of `count` one-sentence documents, each sentence naming its document."""
+    return "".join(f"-DOCSTART- -X- -X- O\n\nDocument NN B-NP O\nd{i} CD I-NP O\n. . O O\n\n" for i in range(count))
+
+
+def test_heads_fit_on_train_documents_and_choose_on_select_documents(tiny_engine, cache, tmp_path):
+    """CoNLL train (its split rule, by file name): fit and choose sentences come from disjoint
+    documents of the two splits, as magnet/splits.py assigns them."""
+    from magnet.splits import SELECT, TRAIN, keep
+
+    path = tmp_path / "conll2003" / "train.txt"
+    path.parent.mkdir()
+    path.write_text(conll_documents(40))
+    (fit, _), (select, _) = fit_and_select_features(tiny_engine, "bidirectional", path, 0, 0)
+    fit_docs, select_docs = {s.words[1] for s in fit}, {s.words[1] for s in select}
+    assert fit_docs and select_docs and not fit_docs & select_docs
+    assert len(fit_docs) + len(select_docs) == 40
+    # a document's key is its number in the file, from 1 (the reader's)
+    assert fit_docs == {f"d{i}" for i in range(40) if keep(path, str(i + 1), TRAIN)}
+    assert select_docs == {f"d{i}" for i in range(40) if keep(path, str(i + 1), SELECT)}
+
+
+def test_heads_are_never_chosen_on_the_report_split(tiny_engine, cache, tmp_path):
+    path = tmp_path / "conll2003" / "valid.txt"
+    path.parent.mkdir()
+    path.write_text(conll_documents(4))
+    with pytest.raises(SystemExit, match="report split.*eval tagging"):
+        fit_and_select_features(tiny_engine, "bidirectional", path, 0, 0)

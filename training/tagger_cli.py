@@ -1,7 +1,11 @@
 """`magnet train-tagger`: fit NER / POS / chunk heads on frozen word vectors.
 
-    magnet train-tagger --train conll2003/train.txt --valid conll2003/valid.txt --out heads/
+    magnet train-tagger --train ../shared/data/conll2003/train.txt --out heads/
     magnet train-tagger ... --adapter none --causal --out heads-base-causal/   # the paper's base row
+
+Heads fit on the train file's *train* documents and keep the step that scores best on its
+*select* documents (magnet/splits.py); CoNLL valid is the report split, scored only by
+`magnet eval tagging`. A file of your own (no split rule) is cut: its last sentences choose.
 
 Features are computed once per (model, adapter, mode, file, sentence count)
 and cached in $MAGNET_CACHE_DIR/features; every head and step reuses them.
@@ -15,7 +19,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from magnet.tagging.conll import TASKS
-from magnet.tagging.features import conll_features, engine_identity
+from magnet.tagging.features import engine_identity, fit_and_select_features
 from magnet.tagging.heads import HeadsManifest, save_heads
 from magnet import model_options
 from magnet.model_options import add_model_arguments
@@ -24,17 +28,20 @@ from magnet.tagging.head_training import HeadTrainConfig, train_head
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MAX_SENTENCES = 2000  # of train: ~8 min on 1 busy CPU core; all 14k would take ~1 h
+DEFAULT_MAX_SENTENCES = 2000  # of train: ~8 min on 1 busy CPU core; all 12k would take ~1 h
+DEFAULT_MAX_SELECT_SENTENCES = 1000  # of select (~2.1k in CoNLL train)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--train", required=True, type=Path, help="CoNLL-2003 train file (word POS chunk NER)")
-    parser.add_argument("--valid", required=True, type=Path, help="CoNLL-2003 file the checkpoint is chosen on")
+    parser.add_argument("--train", required=True, type=Path,
+                        help="CoNLL-2003 train file (word POS chunk NER): heads fit on its train documents and "
+                             "choose their checkpoint on its select documents")
     parser.add_argument("--out", required=True, type=Path, help="directory for heads.safetensors, labels, magnet.json")
     parser.add_argument("--tasks", default=",".join(TASKS), help="comma-separated, of pos,chunk,ner (default all)")
     parser.add_argument("--max-sentences", type=int, default=DEFAULT_MAX_SENTENCES,
                         help=f"use the first N train sentences (default {DEFAULT_MAX_SENTENCES}; 0 = all 14k)")
-    parser.add_argument("--max-valid-sentences", type=int, default=0, help="first N valid sentences (0 = all)")
+    parser.add_argument("--max-select-sentences", type=int, default=DEFAULT_MAX_SELECT_SENTENCES,
+                        help=f"choose on the first N select sentences (default {DEFAULT_MAX_SELECT_SENTENCES}; 0 = all)")
     defaults = HeadTrainConfig()
     group = parser.add_argument_group("head training (paper defaults)")
     group.add_argument("--steps", type=int, default=defaults.steps)
@@ -42,7 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--lr", type=float, default=defaults.lr)
     group.add_argument("--dropout", type=float, default=defaults.dropout)
     group.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
-    group.add_argument("--eval-every", type=int, default=defaults.eval_every, help="steps between valid scores")
+    group.add_argument("--eval-every", type=int, default=defaults.eval_every, help="steps between select scores")
     group.add_argument("--seed", type=int, default=defaults.seed)
     add_model_arguments(parser)
     add_feature_arguments(parser)
@@ -63,30 +70,27 @@ def train_config(args: argparse.Namespace) -> HeadTrainConfig:
 
 def run(args: argparse.Namespace) -> int:
     tasks, config, mode = parse_tasks(args.tasks), train_config(args), feature_mode(args)
-    for path in (args.train, args.valid):
-        if not path.is_file():
-            raise SystemExit(f"{path}: no such file (expected CoNLL-2003: word POS chunk NER per line)")
+    if not args.train.is_file():
+        raise SystemExit(f"{args.train}: no such file (expected CoNLL-2003: word POS chunk NER per line)")
     engine = model_options.load_engine(args)  # looked up at call time, as tests replace it
     started = time.monotonic()
-    train, train_x = conll_features(engine, mode, args.train, args.max_sentences or None, args.feature_batch,
-                                    not args.no_cache)
-    valid, valid_x = conll_features(engine, mode, args.valid, args.max_valid_sentences or None,
-                                    args.feature_batch, not args.no_cache)
+    (train, train_x), (select, select_x) = fit_and_select_features(
+        engine, mode, args.train, args.max_sentences, args.max_select_sentences, args.feature_batch, not args.no_cache)
     featurized = time.monotonic() - started
     heads, metrics = {}, {}
     for task in tasks:
         trained = train_head(task, train_x, [s.tags[task] for s in train],
-                             valid_x, [s.tags[task] for s in valid], config)
+                             select_x, [s.tags[task] for s in select], config)
         heads[task] = trained.head
         metrics[task] = {trained.metric: round(trained.score, 4), "step": trained.step}
-        log.info("%s: kept step %d, valid %s %.4f", task, trained.step, trained.metric, trained.score)
+        log.info("%s: kept step %d, select %s %.4f", task, trained.step, trained.metric, trained.score)
     identity = engine_identity(engine)
     training = {**asdict(config), "train": args.train.name, "train_sentences": len(train),
-                "valid": args.valid.name, "valid_sentences": len(valid)}
+                "select": f"{args.train.name} (select)", "select_sentences": len(select)}
     manifest = HeadsManifest(identity.base, identity.adapter, mode, tasks, training, metrics)
     save_heads(args.out, heads, manifest)
     print(f"heads for {', '.join(tasks)} ({mode}, {engine.name}) saved to {args.out}: "
           f"features {featurized:.0f}s, total {time.monotonic() - started:.0f}s")
     for task, m in metrics.items():
-        print(f"  {task}: valid {next(iter(m))} {next(iter(m.values())):.4f} at step {m['step']}")
+        print(f"  {task}: select {next(iter(m))} {next(iter(m.values())):.4f} at step {m['step']}")
     return 0

@@ -11,36 +11,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from magnet.splits import SELECT, TRAIN, USER_TEXT, rule_for
 from magnet.tagging.conll import TASKS
-from magnet.tagging.features import conll_features
+from magnet.tagging.features import conll_features, fit_and_select_features
 from magnet.tagging.head_training import HeadTrainConfig, score, train_head
 from magnet.progress import progress
-
-
-def selection_cut(total: int, n_train: int, n_select: int) -> int:
-    """Where the choosing sentences start in the first `total` sentences of a file with no split
-    rule: n_train when it has enough, else the same fit/choose proportion of what there is."""
-    if total < 2:
-        raise SystemExit(f"the CoNLL train file has {total} sentence(s): the probes need at least 2")
-    if total >= n_train + n_select:
-        return n_train
-    n_select = max(1, round(total * n_select / (n_train + n_select)))
-    return total - n_select
 
 
 def probe_scores(engine, mode: str, train_path: Path, scored_path: Path, scored_split: str | None, n_train: int,
                  n_select: int, n_scored: int, steps: int, use_cache: bool = True) -> dict:
     """{task: {"score", "metric", "selection_score", "step"}, "sentences": {...}} for one model.
     `scored_split` None: all of `scored_path` (a file with no split rule)."""
-    if rule_for(train_path) is USER_TEXT:
-        first, first_x = conll_features(engine, mode, train_path, n_train + n_select, use_cache=use_cache)
-        cut = selection_cut(len(first), n_train, n_select)
-        (train, select), (train_x, select_x) = (first[:cut], first[cut:]), (first_x[:cut], first_x[cut:])
-    else:
-        train, train_x = conll_features(engine, mode, train_path, n_train or None, use_cache=use_cache, split=TRAIN)
-        select, select_x = conll_features(engine, mode, train_path, n_select or None, use_cache=use_cache,
-                                          split=SELECT)
+    (train, train_x), (select, select_x) = fit_and_select_features(engine, mode, train_path, n_train, n_select,
+                                                                   use_cache=use_cache)
     scored, scored_x = conll_features(engine, mode, scored_path, n_scored or None, use_cache=use_cache,
                                       split=scored_split)
     if not train or not select or not scored:

@@ -137,3 +137,41 @@ def conll_features(engine, mode: str, data: Path, max_sentences: int | None, bat
     features = cached_features(engine, mode, Path(data), [s.words for s in sentences], batch_size, root, use_cache,
                                split)
     return sentences, features
+
+
+def selection_cut(total: int, n_train: int, n_select: int) -> int:
+    """Where the choosing sentences start in the first `total` sentences of a file with no split
+    rule: n_train when it has enough, else the same fit/choose proportion of what there is
+    (n_train 0: all but the last n_select, or all but the last 15% when n_select is 0 too)."""
+    if total < 2:
+        raise SystemExit(f"the CoNLL train file has {total} sentence(s): fitting and choosing need at least 2")
+    if n_train == 0:
+        return max(1, total - (n_select or max(1, round(total * 0.15))))
+    if total >= n_train + n_select:
+        return n_train
+    n_select = max(1, round(total * n_select / (n_train + n_select)))
+    return total - n_select
+
+
+def fit_and_select_features(engine, mode: str, data: Path, n_train: int, n_select: int, batch_size: int = 32,
+                            use_cache: bool = True):
+    """-> ((fit sentences, vectors), (select sentences, vectors)) of one CoNLL train file.
+
+    Heads fit on the first n_train sentences of its *train* documents and choose their
+    checkpoint on the first n_select of its *select* documents (magnet/splits.py; 0: all). A
+    file with no split rule (your own) is cut instead: its first n_train fit, the next n_select
+    choose. A file that is all *report* (CoNLL valid) is refused: nothing may be chosen on it."""
+    from magnet.splits import REPORT, SELECT, TRAIN, USER_TEXT, rule_for
+
+    rule = rule_for(data)
+    if rule is USER_TEXT:
+        first, first_x = conll_features(engine, mode, data, (n_train and n_train + n_select) or None, batch_size,
+                                        use_cache)
+        cut = selection_cut(len(first), n_train, n_select)
+        return (first[:cut], first_x[:cut]), (first[cut:], first_x[cut:])
+    if TRAIN not in rule.splits or SELECT not in rule.splits:
+        raise SystemExit(f"{data} is the {'/'.join(rule.splits)} split (magnet/splits.py): fit and choose on "
+                         f"conll2003/train.txt, and score {REPORT} files with `magnet eval tagging`")
+    fit = conll_features(engine, mode, data, n_train or None, batch_size, use_cache, split=TRAIN)
+    select = conll_features(engine, mode, data, n_select or None, batch_size, use_cache, split=SELECT)
+    return fit, select

@@ -56,7 +56,7 @@ class HeadsManifest:
     feature_mode: str = "bidirectional"  # which engine states the heads read
     tasks: list = field(default_factory=list)
     training: dict = field(default_factory=dict)  # steps, lr, data, ...
-    metrics: dict = field(default_factory=dict)  # task -> valid score of the kept checkpoint
+    metrics: dict = field(default_factory=dict)  # task -> select score of the kept checkpoint
 
     def mismatch(self, base: BaseIdentity, adapter: AdapterIdentity | None) -> list[str]:
         """Why these heads do not fit that model (empty if they fit)."""
