@@ -25,27 +25,27 @@ from magnet.server.choices import gather_all, interleaved, params_of_choices, st
 from magnet.server.disconnect import unless_client_leaves
 from magnet.server.logprobs import chat_logprobs
 from magnet.server.middleware import request_id_of
-from magnet.server.model_ids import require_known_model
+from magnet.server.registry import Resolved, resolved
 from magnet.server.routes import ERRORS, SSE_RESPONSES, event_stream, service_of
 from magnet.server.structured_models import compiled_ahead
 
 chat_api = APIRouter(prefix="/v1", responses=ERRORS, tags=["openai"])
 @chat_api.post("/chat/completions", response_model=ChatCompletion, responses=SSE_RESPONSES)
-async def chat_completions(body: ChatRequest, request: Request):
-    service = service_of(request)
-    model = require_known_model(service, body.model)
-    tokenizer = service.engines[model].tokenizer  # logprobs' token texts (now: the model may be unloaded)
+async def chat_completions(request: Request, call: Resolved[ChatRequest] = resolved(ChatRequest)):
+    body, served = call.body, call.model
+    service, model = service_of(request), served.id
+    tokenizer = served.tokenizer  # logprobs' token texts
     messages = [m.for_template() for m in body.messages]
     prompt, max_tokens = await chat_prompt(service, messages, body.requested_max_tokens)
     params = replace(body.sampling(SamplingParams(), max_tokens, body.stops), logprobs=body.logprob_count,
                      structured=body.structured())
-    await compiled_ahead(service.engines[model], params.structured)
+    await compiled_ahead(served.engine, params.structured)
     answer_id = f"chatcmpl-{request_id_of(request)}"
     choice_params = params_of_choices(params, body.n)
     if body.stream:  # bad input: a 4xx here, before any byte
-        streams = await started_streams([service.generate_stream(prompt, p, model) for p in choice_params])
+        streams = await started_streams([service.generate_stream(prompt, p, served) for p in choice_params])
         return event_stream(sse_chat(answer_id, model, body.n, interleaved(streams), body.include_usage, tokenizer))
-    results = await gather_all([unless_client_leaves(request, service.generate(prompt, p, model), "generate")
+    results = await gather_all([unless_client_leaves(request, service.generate(prompt, p, served), "generate")
                                 for p in choice_params])  # the n choices decode side by side
     choices = [ChatChoice(index=k, message=AssistantMessage(content=r.text), finish_reason=r.finish_reason,
                           logprobs=None if r.logprobs is None else chat_logprobs(tokenizer, r.logprobs))

@@ -8,6 +8,7 @@ between them, and it is priced like any request (its input tokens against `max_r
 from __future__ import annotations
 
 from magnet.errors import PayloadTooLargeError
+from magnet.server.registry import ServedModel
 from magnet.server.service import Embeddings, Service
 
 LIMIT_SETTING = "max_client_batch_size"
@@ -22,7 +23,7 @@ def require_batch_size(service: Service, count: int, field: str) -> None:
 
 
 async def embed_many(service: Service, texts: list[str], field: str, *, instruction: str | None = None,
-                     normalize: bool = True, truncate: bool = False, model: str | None = None) -> Embeddings:
+                     normalize: bool = True, truncate: bool = False, model: "ServedModel | str | None" = None) -> Embeddings:
     """(N, H) embeddings of up to max_client_batch_size texts, in order."""
     require_batch_size(service, len(texts), field)
     return await service.embed(texts, instruction, normalize, truncate, model)

@@ -25,7 +25,7 @@ from magnet.adapter_checks import CONFIG_FILE, AdapterCheckError, check_adapter_
 from magnet.errors import InvalidInputError, UnknownModelError
 from magnet.loading import AdapterMismatchError, check_adapter_fits
 from magnet.manifest import AdapterManifest
-from magnet.server.model_ids import MODEL_ALIAS, served_ids
+from magnet.server.model_ids import MODEL_ALIAS
 from magnet.server.routes import ERRORS, service_of
 from magnet.server.settings import adapter_name_problem
 
@@ -54,7 +54,7 @@ async def load_lora_adapter(body: LoadLoraRequest, request: Request) -> PlainTex
     problem = adapter_name_problem(body.lora_name)
     if problem:
         raise InvalidInputError(f"lora_name {body.lora_name!r}: {problem}")
-    if body.lora_name in served_ids(service):
+    if body.lora_name in service.models.ids():
         raise InvalidInputError(f"lora_name {body.lora_name!r} is already served: unload it first, or choose another")
     adapter = await asyncio.to_thread(checked_adapter, service.engine, body.lora_path)
     await service.add_model(body.lora_name, adapter)
@@ -66,9 +66,9 @@ async def unload_lora_adapter(body: UnloadLoraRequest, request: Request) -> Plai
     service = service_of(request)
     if body.lora_name in (service.model_name, MODEL_ALIAS):
         raise InvalidInputError(f"{body.lora_name!r} is the default model: it cannot be unloaded")
-    if body.lora_name not in service.engines:
+    if body.lora_name not in service.models:
         raise UnknownModelError(f"no adapter {body.lora_name!r} is loaded: the served models are "
-                                f"{', '.join(map(repr, served_ids(service)))}")
+                                f"{', '.join(map(repr, service.models.ids()))}")
     service.remove_model(body.lora_name)
     return PlainTextResponse(f"Success: LoRA adapter '{body.lora_name}' removed successfully.")
 

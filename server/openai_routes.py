@@ -20,7 +20,7 @@ from magnet.server.fast_json import encode_vectors, vectors_response
 from magnet.server.logprobs import completion_logprobs
 from magnet.server.large_inputs import embed_many
 from magnet.server.middleware import request_id_of
-from magnet.server.model_ids import aliases_of, require_known_model
+from magnet.server.registry import Resolved, ServedModel, resolved
 from magnet.server.openai_models import (
     CompletionChoice,
     CompletionsRequest,
@@ -40,11 +40,12 @@ STARTED = int(time.time())
 
 
 @openai_api.post("/embeddings", response_model=EmbeddingsResponse)
-async def embeddings(body: EmbeddingsRequest, request: Request) -> EmbeddingsResponse:
-    service = service_of(request)
-    model = require_known_model(service, body.model)
-    texts = await resolve_texts(service, model, body.input, "input")  # token ids decoded
-    result = await unless_client_leaves(request, embed_many(service, texts, "input", model=model), "embed")
+async def embeddings(request: Request,
+                     call: Resolved[EmbeddingsRequest] = resolved(EmbeddingsRequest)) -> EmbeddingsResponse:
+    body, served = call.body, call.model
+    service, model = service_of(request), served.id
+    texts = await resolve_texts(service, served, body.input, "input")  # token ids decoded
+    result = await unless_client_leaves(request, embed_many(service, texts, "input", model=served), "embed")
     rows = encode_vectors(result.array, body.encoding_format)
     fields = EmbeddingData.model_construct(index=0).model_dump(exclude={"embedding"})  # object, index
     data = [{**fields, "index": i, "embedding": row} for i, row in enumerate(rows)]
@@ -53,28 +54,27 @@ async def embeddings(body: EmbeddingsRequest, request: Request) -> EmbeddingsRes
 
 
 @openai_api.post("/completions", response_model=CompletionsResponse, responses=SSE_RESPONSES)
-async def completions(body: CompletionsRequest, request: Request):
-    service = service_of(request)
-    model = require_known_model(service, body.model)
-    tokenizer = tokenizer_of(service, model)  # now: the model may be unloaded before the answer
+async def completions(request: Request, call: Resolved[CompletionsRequest] = resolved(CompletionsRequest)):
+    body, served = call.body, call.model
+    service, model, tokenizer = service_of(request), served.id, served.tokenizer
     # token-id prompts become the text they spell
-    body = body.model_copy(update={"prompt": await resolve_texts(service, model, body.prompt, "prompt")})
+    body = body.model_copy(update={"prompt": await resolve_texts(service, served, body.prompt, "prompt")})
     defaults = INFILL_DEFAULTS if body.suffix is not None else SamplingParams()
     params = replace(body.sampling(defaults, body.max_tokens, body.stops), **body.logprob_params(),
                      structured=body.structured())
-    await compiled_ahead(service.engines[model], params.structured)
+    await compiled_ahead(served.engine, params.structured)
     choice_params = params_of_choices(params, body.n)
     answer_id = f"cmpl-{request_id_of(request)}"
     if body.stream and body.suffix is None and len(body.prompts) == 1:
         # bad input: a 4xx here, before any byte
-        streams = await started_streams([service.generate_stream(body.prompts[0], p, model) for p in choice_params])
+        streams = await started_streams([service.generate_stream(body.prompts[0], p, served) for p in choice_params])
         return event_stream(sse_completion(model, answer_id, interleaved(streams), tokenizer,
                                            body.prompts[0] if body.echo else "", body.logprobs is not None))
 
     def answer_to(prompt: str, choice: SamplingParams):
         if body.suffix is not None:
-            return unless_client_leaves(request, service.infill([prompt, body.suffix], choice, model), "infill")
-        return unless_client_leaves(request, service.generate(prompt, choice, model), "generate")
+            return unless_client_leaves(request, service.infill([prompt, body.suffix], choice, served), "infill")
+        return unless_client_leaves(request, service.generate(prompt, choice, served), "generate")
 
     # Every prompt's n choices decode side by side (rows of one running batch); choice k of
     # prompt i is index i * n + k, as OpenAI numbers them. One failing cancels the rest.
@@ -101,10 +101,6 @@ def completion_choice(index: int, result, echoed: str, tokenizer, show_logprobs:
         logprobs = result.prompt_logprobs + (logprobs or [])
     shaped = completion_logprobs(tokenizer, logprobs) if logprobs is not None and show_logprobs else None
     return CompletionChoice(text=echoed + result.text, index=index, logprobs=shaped, finish_reason=result.finish_reason)
-
-
-def tokenizer_of(service, model: str):
-    return service.engines[model].tokenizer
 
 
 async def sse_completion(model: str, answer_id: str, chunks: AsyncIterator[tuple[int, StreamChunk]],
@@ -136,19 +132,19 @@ async def models(request: Request) -> ModelList:
     """Every served model, the default first (its alias among its `aliases`)."""
     service = service_of(request)
     service.require_ready()
-    return ModelList(data=[model_card(service, model_id) for model_id in service.engines])
+    return ModelList(data=[model_card(service, service.models[model_id]) for model_id in service.models])
 
 
 @openai_api.get("/models/{model_id:path}", response_model=ModelCard, responses={404: {"model": ErrorBody}})
 async def model(model_id: str, request: Request) -> ModelCard:
     """A served model under any of its ids; another id is a 404 naming the served ones."""
     service = service_of(request)
-    return model_card(service, require_known_model(service, model_id))
+    return model_card(service, service.serving(model_id))
 
 
-def model_card(service, model_id: str) -> ModelCard:
-    loaded = service.engines[model_id].loaded
+def model_card(service, served: ServedModel) -> ModelCard:
+    loaded = served.engine.loaded
     manifest = asdict(loaded.manifest) if loaded.manifest is not None else None
-    return ModelCard(id=model_id, created=STARTED, aliases=aliases_of(service, model_id),
-                     backends=service.backends_of(model_id), dtypes=service.dtypes_of(model_id),
+    return ModelCard(id=served.id, created=STARTED, aliases=service.models.aliases_of(served.id),
+                     backends=service.backends_of(served.id), dtypes=service.dtypes_of(served.id),
                      engine=loaded.name, manifest=manifest)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from magnet.server.large_inputs import require_batch_size
+from magnet.server.registry import ServedModel
 from magnet.server.service import Service
 
 
@@ -21,7 +22,7 @@ class Ranking:
 
 
 async def rank_texts(service: Service, query: str, texts: list[str], field: str, *, instruction: str | None = None,
-                     truncate: bool = False, model: str | None = None) -> Ranking:
+                     truncate: bool = False, model: "ServedModel | str | None" = None) -> Ranking:
     require_batch_size(service, len(texts), field)
     embedded = await service.embed([query, *texts], instruction, True, truncate, model)
     scores = (embedded.array[1:] @ embedded.array[0]).tolist()  # (N,): unit vectors, so cosines

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 from magnet.protocol import check_texts, lone_surrogate_at
 from magnet.server.disconnect import unless_client_leaves
 from magnet.server.middleware import request_id_of
-from magnet.server.model_ids import require_known_model
+from magnet.server.registry import Resolved, resolved
 from magnet.server.openai_models import OpenAIRequest
 from magnet.server.ranking import rank_texts
 from magnet.server.routes import ERRORS, service_of
@@ -85,11 +85,11 @@ class RerankResponse(BaseModel):
 
 @rerank_api.post("/v1/rerank", response_model=RerankResponse, response_model_exclude_none=True,
                  summary="Rerank documents against a query (Cohere/Jina, as vLLM serves it)")
-async def rerank(body: RerankRequest, request: Request) -> RerankResponse:
-    service = service_of(request)
-    model = require_known_model(service, body.model)
+async def rerank(request: Request, call: Resolved[RerankRequest] = resolved(RerankRequest)) -> RerankResponse:
+    body, served = call.body, call.model
+    service, model = service_of(request), served.id
     texts = body.texts
-    ranked = await unless_client_leaves(request, rank_texts(service, body.query, texts, "documents", model=model),
+    ranked = await unless_client_leaves(request, rank_texts(service, body.query, texts, "documents", model=served),
                                         "embed")
     top = ranked.order[:body.top_n or None]
     results = [RerankResult(index=i, relevance_score=ranked.scores[i],

@@ -28,7 +28,7 @@ from magnet.server.disconnect import unless_client_leaves
 from magnet.server.logprobs import completion_logprobs
 from magnet.server.fast_json import encode_vectors, vectors_response
 from magnet.server.middleware import request_id_of
-from magnet.server.model_ids import require_known_model
+from magnet.server.registry import Resolved, resolved
 from magnet.server.service import Service
 from magnet.server.structured_models import compiled_ahead
 
@@ -43,36 +43,36 @@ def service_of(request: Request) -> Service:
 
 
 @api.post("/embed", response_model=EmbedResponse, summary="Sentence embeddings (bidirectional)")
-async def embed(body: EmbedRequest, request: Request) -> EmbedResponse:
+async def embed(request: Request, call: Resolved[EmbedRequest] = resolved(EmbedRequest)) -> EmbedResponse:
+    body, served = call.body, call.model
     service = service_of(request)
-    model = require_known_model(service, body.model)
     result = await unless_client_leaves(
-        request, service.embed(body.texts, body.instruction, body.normalize, body.truncate, model), "embed")
-    answer = EmbedResponse.model_construct(id=request_id_of(request), model=model,
+        request, service.embed(body.texts, body.instruction, body.normalize, body.truncate, served), "embed")
+    answer = EmbedResponse.model_construct(id=request_id_of(request), model=served.id,
                                            usage=Usage(prompt_tokens=result.prompt_tokens))
     return vectors_response(answer, embeddings=encode_vectors(result.array, body.encoding_format))
 
 
 @api.post("/tag", response_model=TagResponse, summary="NER, POS or chunk tags per word")
-async def tag(body: TagRequest, request: Request) -> TagResponse:
-    service = service_of(request)
-    model = require_known_model(service, body.model)
-    results = await unless_client_leaves(request, service.tag(body.texts, body.words, body.task, model), "tag")
-    return TagResponse(id=request_id_of(request), model=model, task=body.task, results=results)
+async def tag(request: Request, call: Resolved[TagRequest] = resolved(TagRequest)) -> TagResponse:
+    body, served = call.body, call.model
+    results = await unless_client_leaves(request, service_of(request).tag(body.texts, body.words, body.task, served),
+                                         "tag")
+    return TagResponse(id=request_id_of(request), model=served.id, task=body.task, results=results)
 
 
 @api.post("/infill", response_model=InfillResponse, summary="Fill the gap(s) between text segments")
-async def infill(body: InfillRequest, request: Request) -> InfillResponse:
+async def infill(request: Request, call: Resolved[InfillRequest] = resolved(InfillRequest)) -> InfillResponse:
+    body, served = call.body, call.model
     service = service_of(request)
-    model = require_known_model(service, body.model)
     params = replace(body.sampling(INFILL_DEFAULTS, body.max_tokens, body.stop), structured=body.constraint(),
                      logprobs=body.logprobs)
-    await compiled_ahead(service.engines[model], params.structured)
-    tokenizer = service.engines[model].tokenizer  # now: the model may be unloaded before the answer
-    result = await unless_client_leaves(request, service.infill(body.as_segments(), params, model), "infill")
+    await compiled_ahead(served.engine, params.structured)
+    tokenizer = served.tokenizer
+    result = await unless_client_leaves(request, service.infill(body.as_segments(), params, served), "infill")
     usage = Usage(prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens)
     logprobs = None if result.logprobs is None else [completion_logprobs(tokenizer, fill) for fill in result.logprobs]
-    return InfillResponse(id=request_id_of(request), model=model, text=result.text,
+    return InfillResponse(id=request_id_of(request), model=served.id, text=result.text,
                           finish_reason=result.finish_reason, fills=result.fills, finish_reasons=result.finish_reasons,
                           usage=usage, logprobs=logprobs)
 
@@ -82,17 +82,17 @@ SSE_RESPONSES = {200: {"content": {"text/event-stream": {}}, "description": "JSO
 
 
 @api.post("/generate", response_model=GenerateResponse, summary="Continue a prompt (causal)", responses=SSE_RESPONSES)
-async def generate(body: GenerateRequest, request: Request):
+async def generate(request: Request, call: Resolved[GenerateRequest] = resolved(GenerateRequest)):
+    body, served = call.body, call.model
     service = service_of(request)
-    model = require_known_model(service, body.model)
     params = replace(body.sampling(SamplingParams(), body.max_tokens, body.stop), structured=body.constraint())
-    await compiled_ahead(service.engines[model], params.structured)
+    await compiled_ahead(served.engine, params.structured)
     if body.stream:
-        chunks = await service.generate_stream(body.prompt, params, model)
-        return event_stream(sse_generate(request_id_of(request), model, chunks))
-    result = await unless_client_leaves(request, service.generate(body.prompt, params, model), "generate")
+        chunks = await service.generate_stream(body.prompt, params, served)
+        return event_stream(sse_generate(request_id_of(request), served.id, chunks))
+    result = await unless_client_leaves(request, service.generate(body.prompt, params, served), "generate")
     usage = Usage(prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens)
-    return GenerateResponse(id=request_id_of(request), model=model, text=result.text,
+    return GenerateResponse(id=request_id_of(request), model=served.id, text=result.text,
                             finish_reason=result.finish_reason, usage=usage)
 
 

@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field, StrictBool, field_validator
 from magnet.protocol import Request as NativeRequest
 from magnet.protocol import check_texts
 from magnet.server.disconnect import unless_client_leaves
-from magnet.server.model_ids import require_known_model
+from magnet.server.registry import Resolved, resolved
 from magnet.server.ranking import rank_texts
 from magnet.server.routes import ERRORS, service_of
 
@@ -50,11 +50,10 @@ class ScoreResult(BaseModel):
 
 @score_api.post("/score", response_model=list[ScoreResult], response_model_exclude_none=True,
                 summary="Rank texts by similarity to a query (TEI rerank shape)")
-async def score(body: ScoreRequest, request: Request) -> list[ScoreResult]:
-    service = service_of(request)
-    model = require_known_model(service, body.model)
-    ranking = rank_texts(service, body.query, body.texts, "texts", instruction=body.instruction,
-                         truncate=body.truncate, model=model)
+async def score(request: Request, call: Resolved[ScoreRequest] = resolved(ScoreRequest)) -> list[ScoreResult]:
+    body, served = call.body, call.model
+    ranking = rank_texts(service_of(request), body.query, body.texts, "texts", instruction=body.instruction,
+                         truncate=body.truncate, model=served)
     ranked = await unless_client_leaves(request, ranking, "embed")
     return [ScoreResult(index=i, score=ranked.scores[i], text=body.texts[i] if body.return_text else None)
             for i in ranked.order]

@@ -28,7 +28,8 @@ from magnet.protocol import Backends, HealthResponse
 from magnet.sampling import Completion, InfillCompletion, SamplingParams, StreamChunk
 from magnet.server import metrics
 from magnet.server.generation import GenerateBackend, TorchGenerateBackend, generate_backends, spec_of
-from magnet.server.model_ids import engine_ids, require_known_model
+from magnet.server.model_ids import engine_ids
+from magnet.server.registry import Registry, ServedModel
 from magnet.server.settings import Settings
 from magnet.server.shutdown import Draining
 from magnet.server.worker import ModelWorker
@@ -57,10 +58,9 @@ class Service:
     def __init__(self, settings: Settings, engine=None, tagger=None):
         self.settings = settings
         self.engine = engine  # the default model; None: loaded from settings at start
-        self.engines: dict = {}  # served id -> Engine, the default first (filled at start)
+        self.models = Registry()  # served id -> ServedModel (engine, generate backend), the default first
         self.tagger = tagger  # the default model's heads; None: loaded from settings.heads at start
         self.backend: GenerateBackend | None = None  # the default model's (vLLM or torch)
-        self.backends: dict[str, GenerateBackend] = {}  # served id -> its generate backend
         self.worker = ModelWorker(settings.max_queue, settings.max_batch_tokens,
                                   settings.max_wait_ms / 1000, settings.retry_after_s,
                                   settings.max_request_tokens, settings.max_queued_tokens,
@@ -83,9 +83,11 @@ class Service:
                 self.engine = await self.worker.call("load", load_engine, self.settings)
             if self.tagger is None:
                 self.tagger = await self.worker.call("load", load_tagger, self.engine, self.settings.heads)
-            self.engines = await self.load_engines(self.engine)
-            self.backends = generate_backends(self.settings, self.engines, self.engine, self.worker)
-            self.backend = self.backends[self.engine.name]
+            engines = await self.load_engines(self.engine)
+            backends = generate_backends(self.settings, engines, self.engine, self.worker)
+            for model_id, engine in engines.items():
+                self.models.add(model_id, engine, backends[model_id])
+            self.backend = backends[self.engine.name]
             for backend in self.backends.values():
                 await backend.start()
             for engine in self.engines.values():
@@ -123,16 +125,14 @@ class Service:
             raise InvalidInputError(f"requests on the unloaded {model_id!r} are still running: load it again once "
                                     "they have finished, or choose another name")
         engine = await self.worker.call("load", load_variant, self.engine, str(adapter_dir))
-        if model_id in self.engines:  # another load of the same name finished first
+        if model_id in self.models:  # another load of the same name finished first
             raise InvalidInputError(f"model {model_id!r} is already served: unload it first, or choose another name")
-        self.engines[model_id] = engine
-        self.backends[model_id] = TorchGenerateBackend(engine, self.worker, model_id)
+        self.models.add(model_id, engine, TorchGenerateBackend(engine, self.worker, model_id))
 
     def remove_model(self, model_id: str) -> None:
         """Stop serving `model_id` (POST /v1/unload_lora_adapter): new requests naming it get a 404;
         requests already running finish on the engine they hold."""
-        self.engines.pop(model_id)
-        self.backends.pop(model_id)
+        self.models.remove(model_id)
 
     async def watch_backend(self, interval_s: float = WATCH_INTERVAL_S) -> None:
         """Notice a dead generation engine: not ready (503 with the reason) until a restart,
@@ -166,6 +166,16 @@ class Service:
             if backend is not None:
                 await backend.close()
         self._tokenize.shutdown(wait=True)
+
+    @property
+    def engines(self) -> dict:
+        """{served id: its torch engine}, the default first."""
+        return self.models.engines
+
+    @property
+    def backends(self) -> dict[str, GenerateBackend]:
+        """{served id: its generate backend}, the default first."""
+        return self.models.backends
 
     def describe(self) -> dict[str, str]:
         loaded = self.engine.loaded
@@ -261,9 +271,9 @@ class Service:
         if not self.ready or self.draining.began:
             raise NotReadyError(self.problem())
 
-    def require_generating(self, model_id: str) -> None:
-        """`model_id`'s generate backend serves (a LoRA view: its engine's health)."""
-        backend = self.backends[model_id]
+    def require_generating(self, served: ServedModel) -> None:
+        """The served model's generate backend serves (a LoRA view: its engine's health)."""
+        backend = served.backend
         problem = getattr(backend, "problem", None)
         problem = problem() if problem is not None else None
         if backend is self.backend or getattr(backend, "engine_backend", None) is self.backend:
@@ -278,17 +288,21 @@ class Service:
         self.require_ready()
         return self.engine.name
 
-    def engine_for(self, model: str | None) -> tuple[str, object]:
-        """(served id, engine) for a request's `model`: None or the alias = the default, unknown = 404."""
-        model_id = require_known_model(self, model)
-        return model_id, self.engines[model_id]
+    def serving(self, model: ServedModel | str | None) -> ServedModel:
+        """The served model a request's `model` means, the torch engine ready (503 otherwise):
+        None or the alias = the default, unknown = 404. A ServedModel (what the routes'
+        dependency resolved, server/registry.py) is taken as it is: checked once per request."""
+        if isinstance(model, ServedModel):
+            return model
+        self.require_ready()
+        return self.models.resolve(model)
 
     # --- embed and tag: batched --------------------------------------------------------
 
     async def embed(self, texts: list[str], instruction: str | None, normalize: bool, truncate: bool,
-                    model: str | None = None) -> Embeddings:
-        self.require_ready()
-        model_id, engine = self.engine_for(model)
+                    model: ServedModel | str | None = None) -> Embeddings:
+        served = self.serving(model)
+        model_id, engine = served.id, served.engine
         instruction = engine.instruction if instruction is None else instruction
         counts = await self.tokenize("embed", lambda: [len(engine.embed_ids(t, instruction, truncate)) for t in texts])
 
@@ -305,9 +319,9 @@ class Service:
         return Embeddings(rows, sum(counts))
 
     async def tag(self, texts: list[str] | None, words: list[list[str]] | None, task: str,
-                  model: str | None = None) -> list[dict]:
-        self.require_ready()
-        model_id, engine = self.engine_for(model)
+                  model: ServedModel | str | None = None) -> list[dict]:
+        served = self.serving(model)
+        model_id, engine = served.id, served.engine
         tagger = self.tagger
         if tagger is None or not tagger.tasks:
             raise UnknownTaskError(
@@ -346,9 +360,10 @@ class Service:
 
     # --- infill and generate -----------------------------------------------------------
 
-    async def infill(self, segments: list[str], params: SamplingParams, model: str | None = None) -> InfillCompletion:
-        self.require_ready()
-        model_id, engine = self.engine_for(model)
+    async def infill(self, segments: list[str], params: SamplingParams,
+                     model: ServedModel | str | None = None) -> InfillCompletion:
+        served = self.serving(model)
+        model_id, engine = served.id, served.engine
         gaps = engine.candidate_gaps(params)  # decode rows: one per distinct candidate gap length
         rows, fills = len(gaps), len(segments) - 1
         # the price: every row's prefill (the context, an anchor and an EOS), and what the fills of
@@ -365,21 +380,20 @@ class Service:
         count_usage("infill", result.prompt_tokens, result.completion_tokens)
         return result
 
-    async def generate(self, prompt: str, params: SamplingParams, model: str | None = None) -> Completion:
-        self.require_ready()
-        model_id, _ = self.engine_for(model)
-        self.require_generating(model_id)
-        result = await self.backends[model_id].generate(prompt, params)
+    async def generate(self, prompt: str, params: SamplingParams,
+                       model: ServedModel | str | None = None) -> Completion:
+        served = self.serving(model)
+        self.require_generating(served)
+        result = await served.backend.generate(prompt, params)
         count_usage("generate", result.prompt_tokens, result.completion_tokens)
         return result
 
     async def generate_stream(self, prompt: str, params: SamplingParams,
-                              model: str | None = None) -> AsyncIterator[StreamChunk]:
+                              model: ServedModel | str | None = None) -> AsyncIterator[StreamChunk]:
         """The backend's chunks; the first is awaited before returning, so bad input raises here."""
-        self.require_ready()
-        model_id, _ = self.engine_for(model)
-        self.require_generating(model_id)
-        chunks = aiter(self.backends[model_id].stream(prompt, params))
+        served = self.serving(model)
+        self.require_generating(served)
+        chunks = aiter(served.backend.stream(prompt, params))
         try:
             first = await anext(chunks)
         except MagnetError:

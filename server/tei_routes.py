@@ -13,7 +13,7 @@ serves them; the embeddings are /v1/embed's, the scores /v1/score's.
 """
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 
 import magnet
 from magnet.server.disconnect import unless_client_leaves
@@ -21,6 +21,7 @@ from magnet.server.fast_json import FastJSONResponse
 from magnet.server.large_inputs import embed_many
 from magnet.server.left_truncation import cut_from_left
 from magnet.server.ranking import rank_texts
+from magnet.server.registry import Resolved, ServedModel, default_model, resolved
 from magnet.server.routes import ERRORS, service_of
 from magnet.server.tei_models import (TeiEmbeddingModel, TeiEmbedRequest, TeiInfo, TeiModelType, TeiRank,
                                       TeiRerankRequest)
@@ -31,13 +32,14 @@ POOLING = "last_token"  # MAGNET reads the last token's state (TEI's name for it
 
 
 @tei_api.post("/embed", response_model=list[list[float]], summary="Embeddings (TEI's /embed)")
-async def embed(body: TeiEmbedRequest, request: Request) -> list[list[float]]:
+async def embed(request: Request, call: Resolved[TeiEmbedRequest] = resolved(TeiEmbedRequest, default_only=True)
+                ) -> list[list[float]]:
+    body, served = call.body, call.model
     service = service_of(request)
-    model = service.model_name
-    texts = await resolve_texts(service, model, body.inputs, "inputs")
-    texts = await cut_left_if_asked(service, model, body.cuts_left, texts)
+    texts = await resolve_texts(service, served, body.inputs, "inputs")
+    texts = await cut_left_if_asked(service, served, body.cuts_left, texts)
     embedded = embed_many(service, texts, "inputs", normalize=body.normalize, truncate=bool(body.truncate),
-                          model=model)
+                          model=served)
     return FastJSONResponse((await unless_client_leaves(request, embedded, "embed")).array)  # (N, H), as TEI
 
 
@@ -47,21 +49,21 @@ tei_api.post("/", response_model=list[list[float]], summary="Embeddings (TEI's P
 
 @tei_api.post("/rerank", response_model=list[TeiRank], response_model_exclude_none=True,
               summary="Rank texts by similarity to a query (TEI's /rerank)")
-async def rerank(body: TeiRerankRequest, request: Request) -> list[TeiRank]:
+async def rerank(request: Request,
+                 call: Resolved[TeiRerankRequest] = resolved(TeiRerankRequest, default_only=True)) -> list[TeiRank]:
+    body, served = call.body, call.model
     service = service_of(request)
-    model = service.model_name
-    query, *texts = await cut_left_if_asked(service, model, body.cuts_left, [body.query, *body.texts])
-    ranking = rank_texts(service, query, texts, "texts", truncate=bool(body.truncate), model=model)
+    query, *texts = await cut_left_if_asked(service, served, body.cuts_left, [body.query, *body.texts])
+    ranking = rank_texts(service, query, texts, "texts", truncate=bool(body.truncate), model=served)
     ranked = await unless_client_leaves(request, ranking, "embed")
     return [TeiRank(index=i, score=ranked.scores[i], text=body.texts[i] if body.return_text else None)
             for i in ranked.order]
 
 
 @tei_api.get("/info", response_model=TeiInfo, summary="The served model and the limits (TEI's /info)")
-async def info(request: Request) -> TeiInfo:
+async def info(request: Request, served: ServedModel = Depends(default_model)) -> TeiInfo:
     service = service_of(request)
-    model = service.model_name  # 503 while loading
-    settings, engine = service.settings, service.engines[model]
+    model, settings, engine = served.id, service.settings, served.engine  # 503 while loading
     return TeiInfo(model_id=model, model_dtype=service.describe()["dtype"], served_model_name=model,
                    model_type=TeiModelType(embedding=TeiEmbeddingModel(pooling=POOLING)),
                    max_concurrent_requests=settings.max_queue, max_input_length=engine.max_length,
@@ -69,8 +71,8 @@ async def info(request: Request) -> TeiInfo:
                    auto_truncate=False, tokenization_workers=1, version=magnet.__version__)
 
 
-async def cut_left_if_asked(service, model: str, cuts_left: bool, texts: list[str]) -> list[str]:
+async def cut_left_if_asked(service, served: ServedModel, cuts_left: bool, texts: list[str]) -> list[str]:
     if not cuts_left:
         return texts
-    engine = service.engines[model]
+    engine = served.engine
     return await service.tokenize("embed", lambda: cut_from_left(engine, texts, None))

@@ -85,9 +85,10 @@ def texts_of(value, tokenizer, field: str) -> list[str]:
     return texts
 
 
-async def resolve_texts(service, model: str, value, field: str) -> list[str]:
-    """texts_of with the served model's tokenizer, on the tokenizer thread when there are ids."""
+async def resolve_texts(service, served, value, field: str) -> list[str]:
+    """texts_of with the served model's tokenizer (`served`: server/registry.py's ServedModel),
+    on the tokenizer thread when there are ids."""
     if not has_ids(value):
         return as_list(value)
-    tokenizer = service.engines[model].tokenizer
+    tokenizer = served.tokenizer
     return await service.tokenize("detokenize", lambda: texts_of(value, tokenizer, field))

@@ -14,7 +14,7 @@ from pydantic import BaseModel, StrictBool, StrictInt
 
 from magnet.errors import InvalidInputError
 from magnet.server.context_limit import max_model_len
-from magnet.server.model_ids import require_known_model
+from magnet.server.registry import Resolved, resolved
 from magnet.server.openai_models import OpenAIRequest
 from magnet.server.routes import ERRORS, service_of
 
@@ -44,9 +44,9 @@ class DetokenizeResponse(BaseModel):
 
 @token_api.post("/tokenize", response_model=TokenizeResponse, response_model_exclude_none=True,
                 summary="Token ids of a prompt (vLLM's shape)")
-async def tokenize(body: TokenizeRequest, request: Request) -> TokenizeResponse:
+async def tokenize(request: Request, call: Resolved[TokenizeRequest] = resolved(TokenizeRequest)) -> TokenizeResponse:
+    body, tokenizer = call.body, call.model.tokenizer
     service = service_of(request)
-    tokenizer = service.engines[require_known_model(service, body.model)].tokenizer
 
     def run() -> TokenizeResponse:
         ids = tokenizer(body.prompt, add_special_tokens=body.add_special_tokens)["input_ids"]
@@ -57,9 +57,10 @@ async def tokenize(body: TokenizeRequest, request: Request) -> TokenizeResponse:
 
 
 @token_api.post("/detokenize", response_model=DetokenizeResponse, summary="Text of token ids (vLLM's shape)")
-async def detokenize(body: DetokenizeRequest, request: Request) -> DetokenizeResponse:
+async def detokenize(request: Request,
+                     call: Resolved[DetokenizeRequest] = resolved(DetokenizeRequest)) -> DetokenizeResponse:
+    body, tokenizer = call.body, call.model.tokenizer
     service = service_of(request)
-    tokenizer = service.engines[require_known_model(service, body.model)].tokenizer
     require_known_ids(body.tokens, len(tokenizer))
     return DetokenizeResponse(prompt=await service.tokenize("detokenize", lambda: tokenizer.decode(body.tokens)))
 
