@@ -20,7 +20,7 @@ from magnet.decodes import GenerateDecode, InfillDecode
 from magnet.decoding import Span, make_generator
 from magnet.errors import InvalidInputError
 from magnet.forward import encode_last_token, hidden_states, logits, pad_batch
-from magnet.layout import embedding_ids, infill_layout, split_trailing_spaces
+from magnet.layout import InfillLayout, embedding_ids, infill_layout, split_trailing_spaces
 from magnet.limits import prompt_token_ids, require_fits, require_max_tokens
 from magnet.loading import LoadedModel, ModelSpec, load_model
 from magnet.logprobs import sequence_logprobs
@@ -98,18 +98,42 @@ class Engine:
 
     def embed_ids(self, text: str, instruction: str, truncate: bool) -> list[int]:
         """[anchor] instruction text [EOS]; truncation cuts the text, never the ends."""
-        head, body = self.tokens(instruction), self.tokens(text)
+        return self.embedding_row(self.tokens(instruction), self.tokens(text), truncate)
+
+    def embedding_row(self, head: list[int], body: list[int], truncate: bool) -> list[int]:
         if len(head) + len(body) + 2 > self.max_length and not truncate:
             self.check_length(len(head) + len(body) + 2, "an input (with its instruction)")
         return embedding_ids(self.anchor_id, self.tokenizer.eos_token_id, head, body, self.max_length)
 
-    @torch.inference_mode()
+    def embedding_inputs(self, texts: list[str], instruction: str | None = None,
+                         truncate: bool = False) -> list[list[int]]:
+        """Every text's `embed_ids`, checked (a text too long without `truncate`: a 422), with
+        one tokenizer call for all of them (an instruction's ids are kept once computed):
+        what `embed_token_ids` encodes, and what the server prices."""
+        require_texts(texts)
+        instruction = self.instruction if instruction is None else instruction
+        head = self.instruction_ids(instruction)
+        bodies = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
+        return [self.embedding_row(head, body, truncate) for body in bodies]
+
+    def instruction_ids(self, instruction: str) -> list[int]:
+        known = self.__dict__.setdefault("_instruction_ids", {})  # few distinct instructions in practice
+        ids = known.get(instruction)
+        if ids is None:
+            if len(known) >= 64:
+                known.clear()
+            ids = known[instruction] = self.tokens(instruction)
+        return ids
+
     def embed(self, texts: list[str], instruction: str | None = None, normalize: bool = True,
               truncate: bool = False, mode: AttentionMode = AttentionMode.BIDIRECTIONAL) -> EmbedResult:
         """Last-token embeddings; mode=CAUSAL reads a base model left to right (its own way)."""
-        require_texts(texts)
-        instruction = self.instruction if instruction is None else instruction
-        seqs = [self.embed_ids(t, instruction, truncate) for t in texts]
+        return self.embed_token_ids(self.embedding_inputs(texts, instruction, truncate), normalize, mode)
+
+    @torch.inference_mode()
+    def embed_token_ids(self, seqs: list[list[int]], normalize: bool = True,
+                        mode: AttentionMode = AttentionMode.BIDIRECTIONAL) -> EmbedResult:
+        """`embed` of inputs already tokenized (`embedding_inputs`'s rows)."""
         out = torch.empty(len(seqs), self.model.config.hidden_size, dtype=torch.float32)
         for group in batches_by_tokens([len(s) for s in seqs], self.config.embed_batch_tokens):
             out[group] = encode_last_token(self.model, [seqs[i] for i in group], self.pad_id, self.device,
@@ -169,17 +193,28 @@ class Engine:
         run_to_end(batch)
         return [d.result() for d in decodes]
 
-    @torch.inference_mode()
     def start_infill(self, requests: list[list[str]], params: list[SamplingParams]) -> DecodeBatch:
         """Prefill the context of every request's candidates (read as the adapter was trained:
         bidirectional, or left to right — `infill_context_mode`): a batch of
         InfillDecodes, one per request, ready to step or to join a running batch."""
-        plans = [(i, gap, candidate_params(p, k))  # one row per candidate
-                 for i, p in enumerate(params) for k, gap in enumerate(self.candidate_gaps(p))]
-        layouts = [self.layout(requests[i], p, gap) for i, gap, p in plans]
+        return self.start_infill_rows(requests, [self.infill_rows(s, p) for s, p in zip(requests, params)])
+
+    def infill_rows(self, segments: list[str], params: SamplingParams) -> list[tuple[SamplingParams, InfillLayout]]:
+        """One infill request's decode rows, checked: (candidate params, layout) per candidate gap
+        (`candidate_gaps`), the segments tokenized once for all of them."""
+        gaps = self.candidate_gaps(params)
+        segment_ids, trimmed = self.segment_tokens(segments, params)
+        return [(candidate_params(params, k), self.layout_of(segment_ids, trimmed, params, gap))
+                for k, gap in enumerate(gaps)]
+
+    @torch.inference_mode()
+    def start_infill_rows(self, requests: list[list[str]],
+                          rows: list[list[tuple[SamplingParams, InfillLayout]]]) -> DecodeBatch:
+        """`start_infill` of requests whose rows are prepared (`infill_rows`)."""
+        plans = [(i, p, lay) for i, request_rows in enumerate(rows) for p, lay in request_rows]
         candidates: list[list] = [[] for _ in requests]
         starts = []  # (span, slot whose output predicts its first token)
-        for row, ((i, _, p), lay) in enumerate(zip(plans, layouts)):
+        for row, (i, p, lay) in enumerate(plans):
             generator = make_generator(p.seed, self.device)
             spans = [Span(row, k + 1, start, lay.end_tokens[k], p, generator, self.config.min_fill_tokens,
                           self.config.end_threshold, lay.ids[1:-1]) for k, start in enumerate(lay.gap_starts)]
@@ -188,7 +223,7 @@ class Engine:
             starts += zip(spans, lay.predictors)
             candidates[i].append((lay, spans))
         decodes = [InfillDecode(segments, rows, self.causal_logprobs) for segments, rows in zip(requests, candidates)]
-        return self.prefill([lay.ids for lay in layouts], [lay.positions for lay in layouts],
+        return self.prefill([lay.ids for _, _, lay in plans], [lay.positions for _, _, lay in plans],
                             self.infill_context, starts, decodes)
 
     def prefill(self, rows: list[list[int]], positions: list[list[int]], mode: AttentionMode,
@@ -215,7 +250,7 @@ class Engine:
     @torch.inference_mode()
     def causal_logprobs(self, texts: list[str]) -> list[float]:
         """Summed log-probability of each text read left to right after the anchor."""
-        seqs = [[self.anchor_id] + self.tokens(t) for t in texts]
+        seqs = [[self.anchor_id] + ids for ids in self.tokenizer(texts, add_special_tokens=False)["input_ids"]]
         ids, padding = pad_batch(seqs, self.pad_id, self.device)
         hidden = hidden_states(self.model, ids, roles_for_mode(AttentionMode.CAUSAL, padding),
                                positions_from_padding(padding))  # (B, T, H)
@@ -240,6 +275,10 @@ class Engine:
         return sorted(set(gaps)) if params.temperature <= 0 else gaps  # greedy: one row per length
 
     def layout(self, segments: list[str], params: SamplingParams, gap: int | None = None):
+        return self.layout_of(*self.segment_tokens(segments, params), params, gap)
+
+    def segment_tokens(self, segments: list[str], params: SamplingParams) -> tuple[list[list[int]], list[int]]:
+        """(each segment's ids, the trailing spaces cut before each gap), the request checked."""
         if not isinstance(segments, list) or len(segments) < 2:
             raise InvalidInputError("infill needs at least two segments (the text before and after a gap)")
         require_max_tokens(params)
@@ -249,11 +288,15 @@ class Engine:
             raise InvalidInputError("a JSON constraint (response_format, structured_outputs.json) applies to generation, "
                                     "not to an infill's fill: constrain a fill with a choice list or a regex")
         stripped = [split_trailing_spaces(s) if k < len(segments) - 1 else (s, 0) for k, s in enumerate(segments)]
-        segment_ids = [self.tokens(text) for text, _ in stripped]
+        segment_ids = self.tokenizer([text for text, _ in stripped], add_special_tokens=False)["input_ids"]
         if not any(segment_ids):
             raise InvalidInputError("every segment is empty: give some text around the gap")
+        return segment_ids, [n for _, n in stripped]
+
+    def layout_of(self, segment_ids: list[list[int]], trimmed: list[int], params: SamplingParams,
+                  gap: int | None = None):
         gap = self.gap_positions(params) if gap is None else gap
-        lay = infill_layout(self.anchor_id, self.tokenizer.eos_token_id, segment_ids, [n for _, n in stripped], gap)
+        lay = infill_layout(self.anchor_id, self.tokenizer.eos_token_id, segment_ids, trimmed, gap)
         self.check_length(len(lay.ids) + params.max_tokens * len(lay.gap_starts),
                           "the context plus max_tokens per gap", "lower max_tokens")
         return lay
@@ -280,10 +323,13 @@ class Engine:
             yield from decode.poll() if not decode.done else ()
         yield decode.result()
 
-    @torch.inference_mode()
     def start_generate(self, prompts: list[str], params: list[SamplingParams]) -> DecodeBatch:
         """Prefill every prompt (causal): a batch of GenerateDecodes, one per prompt."""
-        seqs = [self.prompt_ids(prompt, p) for prompt, p in zip(prompts, params)]
+        return self.start_generate_ids([self.prompt_ids(prompt, p) for prompt, p in zip(prompts, params)], params)
+
+    @torch.inference_mode()
+    def start_generate_ids(self, seqs: list[list[int]], params: list[SamplingParams]) -> DecodeBatch:
+        """`start_generate` of prompts already tokenized and checked (`prompt_ids`)."""
         spans = [Span(row, 1, len(ids), None, p, make_generator(p.seed, self.device), prompt_ids=ids,
                       grammar=self.grammar(p)) for row, (ids, p) in enumerate(zip(seqs, params))]
         return self.prefill(seqs, [list(range(len(ids))) for ids in seqs], AttentionMode.CAUSAL,

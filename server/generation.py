@@ -14,7 +14,6 @@ or, with `vllm_adapters` "torch", generate on the torch backend of their own eng
 """
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
@@ -73,14 +72,16 @@ class TorchGenerateBackend:
 
     async def stream(self, prompt: str, params: SamplingParams) -> AsyncIterator[StreamChunk]:
         engine = self.engine
-        tokens = await asyncio.to_thread(engine.count_tokens, prompt)  # its prefill; its KV share adds max_tokens
+        # tokenized and checked once: the ids the prefill encodes, priced as its tokens (its KV
+        # share adds max_tokens)
+        ids = await self.worker.tokenize("generate", lambda: engine.prompt_ids(prompt, params))
 
         def start(payloads: list[tuple]):
-            return engine.start_generate([p[0] for p in payloads], [p[1] for p in payloads])
+            return engine.start_generate_ids([p[0] for p in payloads], [p[1] for p in payloads])
 
         key = ("generate", self.model)  # one prefill call, one engine
-        async for chunk in self.worker.stream_decode("generate", key, (prompt, params), start, tokens, model=self.model,
-                                                     new_tokens=params.max_tokens):
+        async for chunk in self.worker.stream_decode("generate", key, (ids, params), start, len(ids),
+                                                     model=self.model, new_tokens=params.max_tokens):
             yield chunk
 
 

@@ -8,16 +8,16 @@ vLLM, when it runs, serves the default model and the others generate on torch.
 
 Routes stay thin (parse, call one method here, shape the answer); the native
 and the OpenAI-compatible routes share these methods. Every model call goes
-through the worker (one thread); token counting runs in its own thread (the
-"tokenize" stage) and rejects too-long inputs before they take a queue slot.
+through the worker (one thread). Tokenizing runs once per request, on the worker's
+tokenizer thread (the "tokenize" stage): the token ids it makes are what admission
+prices and what the engine encodes, and too-long inputs are refused before they take
+a queue slot.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -66,7 +66,6 @@ class Service:
                                   settings.max_request_tokens, settings.max_queued_tokens,
                                   settings.max_running_rows, settings.max_running_tokens,
                                   settings.max_queue_wait_s)
-        self._tokenize = ThreadPoolExecutor(max_workers=1, thread_name_prefix="magnet-tokenize")
         self.ready = False
         self.load_error: str | None = None
         self.backend_problem: str | None = None  # set by the watchdog while generation is down
@@ -91,9 +90,10 @@ class Service:
             for backend in self.backends.values():
                 await backend.start()
             for engine in self.engines.values():
-                tokens = sum(len(engine.embed_ids(text, engine.instruction, False)) for text in WARMUP_TEXTS)
+                seqs = engine.embedding_inputs(WARMUP_TEXTS)
                 # measured: the worker's first drain rate (the wait estimate holds from the first request)
-                await self.worker.call("warmup", engine.embed, WARMUP_TEXTS, tokens=tokens, priced=False)
+                await self.worker.call("warmup", engine.embed_token_ids, seqs, tokens=sum(map(len, seqs)),
+                                       priced=False)
         except Exception as exc:
             self.load_error = f"{type(exc).__name__}: {exc}"
             log.exception("the model failed to load")
@@ -165,7 +165,6 @@ class Service:
         for backend in self.backends.values() or [self.backend]:
             if backend is not None:
                 await backend.close()
-        self._tokenize.shutdown(wait=True)
 
     @property
     def engines(self) -> dict:
@@ -304,16 +303,18 @@ class Service:
         served = self.serving(model)
         model_id, engine = served.id, served.engine
         instruction = engine.instruction if instruction is None else instruction
-        counts = await self.tokenize("embed", lambda: [len(engine.embed_ids(t, instruction, truncate)) for t in texts])
+        # the ids the model reads, tokenized once: what admission prices and the engine encodes
+        seqs = await self.tokenize("embed", lambda: engine.embedding_inputs(texts, instruction, truncate))
+        counts = [len(seq) for seq in seqs]
 
-        def run(payloads: list[list[str]]) -> list[list[np.ndarray]]:  # per payload, its (H,) rows
-            flat = [text for texts_ in payloads for text in texts_]
-            embeddings = engine.embed(flat, instruction, normalize, truncate).embeddings  # (N, H)
+        def run(payloads: list[list[list[int]]]) -> list[list[np.ndarray]]:  # per payload, its (H,) rows
+            flat = [seq for seqs_ in payloads for seq in seqs_]
+            embeddings = engine.embed_token_ids(flat, normalize).embeddings  # (N, H)
             require_finite(embeddings, model_id)
             return split_back(list(embeddings.numpy()), [len(p) for p in payloads])
 
         key = ("embed", model_id, instruction, normalize, truncate)
-        vectors = await self.worker.submit("embed", key, texts, run, sizes=counts)  # big ones run in slices
+        vectors = await self.worker.submit("embed", key, seqs, run, sizes=counts)  # big ones run in slices
         metrics.PROMPT_TOKENS.labels("embed").inc(sum(counts))
         rows = np.stack(vectors) if vectors else np.zeros((0, engine.model.config.hidden_size), np.float32)
         return Embeddings(rows, sum(counts))
@@ -350,13 +351,9 @@ class Service:
         metrics.PROMPT_TOKENS.labels("tag").inc(sum(counts))
         return results
 
-    async def tokenize(self, kind: str, count):
-        """Run `count()` on the tokenizer thread; time it as the "tokenize" stage."""
-        started = time.perf_counter()
-        try:
-            return await asyncio.get_running_loop().run_in_executor(self._tokenize, count)
-        finally:
-            metrics.STAGE_LATENCY.labels("tokenize", kind).observe(time.perf_counter() - started)
+    async def tokenize(self, kind: str, prepare):
+        """Run `prepare()` on the tokenizer thread (the worker's); timed as the "tokenize" stage."""
+        return await self.worker.tokenize(kind, prepare)
 
     # --- infill and generate -----------------------------------------------------------
 
@@ -364,18 +361,18 @@ class Service:
                      model: ServedModel | str | None = None) -> InfillCompletion:
         served = self.serving(model)
         model_id, engine = served.id, served.engine
-        gaps = engine.candidate_gaps(params)  # decode rows: one per distinct candidate gap length
-        rows, fills = len(gaps), len(segments) - 1
+        # decode rows: one per distinct candidate gap length, laid out (the segments tokenized once)
+        plan = await self.tokenize("infill", lambda: engine.infill_rows(segments, params))
+        rows, fills = len(plan), len(segments) - 1
         # the price: every row's prefill (the context, an anchor and an EOS), and what the fills of
         # every row may add
-        context = await self.tokenize("infill", lambda: sum(engine.count_tokens(s) for s in segments))
-        tokens = rows * (context + 2)
+        tokens = sum(len(layout.ids) for _, layout in plan)
 
         def start(payloads: list[tuple]):
             # Requests that meet in the queue are prefilled together, then join the running batch.
-            return engine.start_infill([p[0] for p in payloads], [p[1] for p in payloads])
+            return engine.start_infill_rows([p[0] for p in payloads], [p[1] for p in payloads])
 
-        result = await self.worker.submit_decode("infill", ("infill", model_id), (segments, params), start, tokens,
+        result = await self.worker.submit_decode("infill", ("infill", model_id), (segments, plan), start, tokens,
                                                  rows, model=model_id, new_tokens=rows * fills * params.max_tokens)
         count_usage("infill", result.prompt_tokens, result.completion_tokens)
         return result

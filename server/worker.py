@@ -126,6 +126,7 @@ class ModelWorker:
         self._in_flight_since = 0.0  # when it started
         self._arrived = asyncio.Event()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="magnet-model")
+        self._tokenizer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="magnet-tokenize")
         self._task: asyncio.Task | None = None
         self._closing = False
         self._running: dict = {}  # model -> DecodeBatch of its decodes in flight (worker thread only)
@@ -160,7 +161,16 @@ class ModelWorker:
         done = min(running_for, estimated_wait_s(self._in_flight, rate))
         return max(0.0, estimated_wait_s(max(0, self.work_ahead - own), rate) - done)
 
-    # --- submitting --------------------------------------------------------------------
+    # --- preparing and submitting -------------------------------------------------------
+
+    async def tokenize(self, kind: str, prepare: Callable[[], Any]) -> Any:
+        """Run `prepare()` (tokenizing: the token ids a job carries, and prices) on the tokenizer
+        thread, off the event loop and off the model thread; timed as the "tokenize" stage."""
+        started = time.perf_counter()
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._tokenizer, prepare)
+        finally:
+            metrics.STAGE_LATENCY.labels("tokenize", kind).observe(time.perf_counter() - started)
 
     async def submit(self, kind: str, key: tuple | None, payload: Any, run: RunGroup, tokens: int = 0,
                      sizes: list[int] | None = None) -> Any:
@@ -274,6 +284,7 @@ class ModelWorker:
         if self._task is not None:
             await self._task
         self._executor.shutdown(wait=True)
+        self._tokenizer.shutdown(wait=True)
 
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()

@@ -18,8 +18,8 @@ class CountingEngine:
     def __getattr__(self, name):
         return getattr(self.engine, name)
 
-    def start_generate(self, prompts, params):
-        batch = self.engine.start_generate(prompts, params)
+    def start_generate_ids(self, prompts, params):
+        batch = self.engine.start_generate_ids(prompts, params)
         self.decodes += batch.decodes
         return batch
 

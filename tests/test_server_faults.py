@@ -401,14 +401,20 @@ class CallLog:
     def __init__(self, engine):
         self.engine, self.calls = engine, []
         self.first_call = threading.Event()
+        self.texts: dict[tuple, str] = {}  # the ids the service prepared -> their text
 
     def __getattr__(self, name):
         return getattr(self.engine, name)
 
-    def embed(self, texts, *args, **kwargs):
-        self.calls.append(list(texts))
+    def embedding_inputs(self, texts, *args, **kwargs):
+        seqs = self.engine.embedding_inputs(texts, *args, **kwargs)
+        self.texts.update({tuple(seq): text for seq, text in zip(seqs, texts)})
+        return seqs
+
+    def embed_token_ids(self, seqs, *args, **kwargs):
+        self.calls.append([self.texts.get(tuple(seq)) for seq in seqs])
         self.first_call.set()
-        return self.engine.embed(texts, *args, **kwargs)
+        return self.engine.embed_token_ids(seqs, *args, **kwargs)
 
 
 @pytest.mark.slow

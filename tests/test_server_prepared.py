@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 
+from magnet.sampling import SamplingParams
 from magnet.server.registry import Registry
 from magnet.server.testing import app_with, assert_error, running_app
 
@@ -56,3 +57,61 @@ async def test_an_unknown_model_is_still_a_404_naming_the_served_ids(tiny_engine
                             ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}]})]:
             assert_error(await http.post(route, json={**body, "model": "nope"}), 404, "model_not_found",
                          "'nope'", repr(tiny_engine.name), "'magnet'")
+
+
+@pytest.fixture
+def tokenizer_calls(tiny_engine, monkeypatch):
+    """The tiny tokenizer's encode calls (`tokenizer(...)`, `tokenizer.encode(...)`), any thread."""
+    calls = []
+    cls = type(tiny_engine.tokenizer)
+    call, encode = cls.__call__, cls.encode
+
+    def counted_call(self, *args, **kwargs):
+        calls.append(args[0] if args else kwargs.get("text"))
+        return call(self, *args, **kwargs)
+
+    def counted_encode(self, *args, **kwargs):
+        calls.append(args[0] if args else kwargs.get("text"))
+        return encode(self, *args, **kwargs)
+
+    monkeypatch.setattr(cls, "__call__", counted_call)
+    monkeypatch.setattr(cls, "encode", counted_encode)
+    return calls
+
+
+@pytest.mark.parametrize("route, body", [
+    ("/v1/embed", {"input": ["A man plays a guitar.", "The cat sat.", "Rain again."]}),
+    ("/v1/embeddings", {"input": ["A man plays a guitar.", "The cat sat."]}),
+    ("/v1/score", {"query": "a guitar", "texts": ["A man plays a guitar.", "The cat sat."]}),
+    ("/v1/generate", PROMPT),
+    ("/v1/generate", {**PROMPT, "stream": True}),
+    ("/v1/completions", PROMPT),
+    ("/v1/infill", {"prefix": "The cat ", "suffix": " on the mat.", "max_tokens": 3}),
+    ("/v1/infill", {"segments": ["The cat ", " on the ", " mat."], "max_tokens": 3, "best_of": 3,
+                    "temperature": 0.8, "seed": 1}),
+])
+async def test_a_request_is_tokenized_once(tiny_engine, tokenizer_calls, route, body):
+    """The ids computed to price a request are the ones the model reads: one tokenizer call (the
+    default instruction's ids are kept from the warm-up; a best_of infill's candidates share one)."""
+    app = app_with(tiny_engine)
+    async with running_app(app) as http:
+        tokenizer_calls.clear()
+        response = await http.post(route, json=body)
+        assert response.status_code == 200, response.text
+        calls = list(tokenizer_calls)
+    if "best_of" in body:  # the candidates are then scored left to right: one more call, on their texts
+        assert len(calls) == 2 and isinstance(calls[0], list) and calls[0][0] == "The cat", calls
+    else:
+        assert len(calls) == 1, calls
+
+
+async def test_admission_prices_the_ids_the_engine_encodes(tiny_engine):
+    """A generate is priced at its prompt's ids as the prefill reads them (special tokens
+    included), plus max_tokens: the number in the 413 is exactly that."""
+    ids = tiny_engine.prompt_ids(PROMPT["prompt"], SamplingParams(max_tokens=2))
+    limit = len(ids) + PROMPT["max_tokens"] - 1
+    async with running_app(app_with(tiny_engine, max_request_tokens=limit)) as http:
+        refused = await http.post("/v1/generate", json=PROMPT)
+        assert_error(refused, 413, "payload_too_large", f"costs {len(ids) + PROMPT['max_tokens']} tokens")
+    async with running_app(app_with(tiny_engine, max_request_tokens=limit + 1)) as http:
+        assert (await http.post("/v1/generate", json=PROMPT)).status_code == 200

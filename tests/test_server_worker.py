@@ -271,15 +271,15 @@ async def test_concurrent_infills_are_decoded_together_and_equal_single_calls(ti
 
     app = app_with(tiny_engine, max_wait_ms=50)
     calls = []
-    original = tiny_engine.start_infill
+    original = tiny_engine.start_infill_rows
 
-    def counted(requests, params):
+    def counted(requests, rows):
         calls.append(len(requests))
-        return original(requests, params)
+        return original(requests, rows)
 
     gaps = [[f"Story {i} begins ", " and ends well."] for i in range(6)]
     async with running_app(app) as http:
-        tiny_engine.start_infill = counted
+        tiny_engine.start_infill_rows = counted
         try:
             release, held = await occupy_worker(app.state.service.worker)  # let all six queue up
             pending = [asyncio.ensure_future(http.post("/v1/infill", json={"prefix": p, "suffix": s, "max_tokens": 5}))
@@ -290,7 +290,7 @@ async def test_concurrent_infills_are_decoded_together_and_equal_single_calls(ti
             answers = [(await r).json() for r in pending]
             await held
         finally:
-            del tiny_engine.start_infill
+            del tiny_engine.start_infill_rows
     assert calls == [6]  # one prefill for all six requests
     for (prefix, suffix), answer in zip(gaps, answers):
         alone = tiny_engine.infill([prefix, suffix], replace(INFILL_DEFAULTS, max_tokens=5))
