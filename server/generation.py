@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from magnet.sampling import Completion, SamplingParams, StreamChunk, completion_of
 from magnet.server.settings import Settings
+from magnet.server.work import GenerateWork
 from magnet.server.worker import ModelWorker
 
 if TYPE_CHECKING:
@@ -75,13 +76,7 @@ class TorchGenerateBackend:
         # tokenized and checked once: the ids the prefill encodes, priced as its tokens (its KV
         # share adds max_tokens)
         ids = await self.worker.tokenize("generate", lambda: engine.prompt_ids(prompt, params))
-
-        def start(payloads: list[tuple]):
-            return engine.start_generate_ids([p[0] for p in payloads], [p[1] for p in payloads])
-
-        key = ("generate", self.model)  # one prefill call, one engine
-        async for chunk in self.worker.stream_decode("generate", key, (ids, params), start, len(ids),
-                                                     model=self.model, new_tokens=params.max_tokens):
+        async for chunk in self.worker.stream_work(GenerateWork(engine, self.model, ids, params)):
             yield chunk
 
 

@@ -1,8 +1,9 @@
 """What the model worker runs next: pure functions of the queue, tested without threads.
 
-A work item (`Job`, server/worker.py) carries what scheduling reads: its kind and
-key, its input tokens (per item, for one-shot jobs over a list), its decode rows
-and the new tokens those rows may add. Two choices are made per iteration:
+A work item (`Job`, server/worker.py, made of the service's typed items of
+server/work.py) carries what scheduling reads: its kind and key, its input tokens
+(per item, for one-shot jobs over a list), its decode rows and the new tokens those
+rows may add. Two choices are made per iteration:
 
     plan_oneshot(queue, budget)   -> the one-shot slices to run as model calls
     plan_joining(queue, ...)      -> the decodes that join the running batch

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from magnet.errors import BackendError, InvalidInputError, MagnetError, NotReadyError, UnknownTaskError
+from magnet.errors import InvalidInputError, MagnetError, NotReadyError, UnknownTaskError
 from magnet.hardware import dtype_name
 from magnet.protocol import Backends, HealthResponse
 from magnet.sampling import Completion, InfillCompletion, SamplingParams, StreamChunk
@@ -32,6 +32,7 @@ from magnet.server.model_ids import engine_ids
 from magnet.server.registry import Registry, ServedModel
 from magnet.server.settings import Settings
 from magnet.server.shutdown import Draining
+from magnet.server.work import EmbedWork, InfillWork, TagWork
 from magnet.server.worker import ModelWorker
 
 log = logging.getLogger(__name__)
@@ -305,19 +306,11 @@ class Service:
         instruction = engine.instruction if instruction is None else instruction
         # the ids the model reads, tokenized once: what admission prices and the engine encodes
         seqs = await self.tokenize("embed", lambda: engine.embedding_inputs(texts, instruction, truncate))
-        counts = [len(seq) for seq in seqs]
-
-        def run(payloads: list[list[list[int]]]) -> list[list[np.ndarray]]:  # per payload, its (H,) rows
-            flat = [seq for seqs_ in payloads for seq in seqs_]
-            embeddings = engine.embed_token_ids(flat, normalize).embeddings  # (N, H)
-            require_finite(embeddings, model_id)
-            return split_back(list(embeddings.numpy()), [len(p) for p in payloads])
-
-        key = ("embed", model_id, instruction, normalize, truncate)
-        vectors = await self.worker.submit("embed", key, seqs, run, sizes=counts)  # big ones run in slices
-        metrics.PROMPT_TOKENS.labels("embed").inc(sum(counts))
+        work = EmbedWork(engine, model_id, seqs, instruction, normalize, truncate)
+        vectors = await self.worker.submit_work(work)  # big ones run in slices
+        metrics.PROMPT_TOKENS.labels("embed").inc(work.tokens)
         rows = np.stack(vectors) if vectors else np.zeros((0, engine.model.config.hidden_size), np.float32)
-        return Embeddings(rows, sum(counts))
+        return Embeddings(rows, work.tokens)
 
     async def tag(self, texts: list[str] | None, words: list[list[str]] | None, task: str,
                   model: ServedModel | str | None = None) -> list[dict]:
@@ -341,13 +334,7 @@ class Service:
         for count in counts:
             engine.check_length(count, "an input", "split it into sentences")
         source = "texts" if texts is not None else "words"
-
-        def run(payloads: list[list]) -> list[list[dict]]:
-            flat = [item for items_ in payloads for item in items_]
-            results = tagger.tag(texts=flat, task=task) if source == "texts" else tagger.tag(words=flat, task=task)
-            return split_back(results, [len(p) for p in payloads])
-
-        results = await self.worker.submit("tag", ("tag", model_id, task, source), items, run, sizes=counts)
+        results = await self.worker.submit_work(TagWork(tagger, model_id, task, items, source, counts))
         metrics.PROMPT_TOKENS.labels("tag").inc(sum(counts))
         return results
 
@@ -362,18 +349,9 @@ class Service:
         served = self.serving(model)
         model_id, engine = served.id, served.engine
         # decode rows: one per distinct candidate gap length, laid out (the segments tokenized once)
+        # priced (InfillWork): every row's prefill, and what the fills of every row may add
         plan = await self.tokenize("infill", lambda: engine.infill_rows(segments, params))
-        rows, fills = len(plan), len(segments) - 1
-        # the price: every row's prefill (the context, an anchor and an EOS), and what the fills of
-        # every row may add
-        tokens = sum(len(layout.ids) for _, layout in plan)
-
-        def start(payloads: list[tuple]):
-            # Requests that meet in the queue are prefilled together, then join the running batch.
-            return engine.start_infill_rows([p[0] for p in payloads], [p[1] for p in payloads])
-
-        result = await self.worker.submit_decode("infill", ("infill", model_id), (segments, plan), start, tokens,
-                                                 rows, model=model_id, new_tokens=rows * fills * params.max_tokens)
+        result = await self.worker.submit_work(InfillWork(engine, model_id, segments, plan, params.max_tokens))
         count_usage("infill", result.prompt_tokens, result.completion_tokens)
         return result
 
@@ -416,24 +394,6 @@ async def counted_stream(first: StreamChunk, chunks: AsyncIterator[StreamChunk])
 def count_usage(kind: str, prompt_tokens: int, completion_tokens: int) -> None:
     metrics.PROMPT_TOKENS.labels(kind).inc(prompt_tokens)
     metrics.GENERATED_TOKENS.labels(kind).inc(completion_tokens)
-
-
-def require_finite(values, model_id: str) -> None:
-    """A model that outputs NaN or inf fails the request (no `null` where floats are promised)."""
-    import torch
-
-    if not bool(torch.isfinite(values).all()):
-        raise BackendError(f"model {model_id!r} produced non-finite values (NaN or inf): its weights or "
-                           "adapter are broken; see the server log")
-
-
-def split_back(flat: list, sizes: list[int]) -> list[list]:
-    """Undo the concatenation of several requests' items: one list per request."""
-    out, start = [], 0
-    for size in sizes:
-        out.append(flat[start:start + size])
-        start += size
-    return out
 
 
 def load_engine(settings: Settings):

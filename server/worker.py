@@ -64,7 +64,8 @@ _END = object()  # end of a stream
 
 @dataclass(eq=False)
 class Job:
-    """One request's work item: what admission prices and the scheduler reads."""
+    """One request's work item in the queue: what admission prices and the scheduler reads (a
+    typed item of server/work.py, `work`, when the service queued it; its fields copied here)."""
 
     kind: str  # "embed", "tag", "infill", "generate", ... (a metrics label)
     key: tuple | None  # equal keys batch together; None = runs alone
@@ -83,6 +84,7 @@ class Job:
     sizes: list[int] | None = None  # one-shot jobs over a list of items: input tokens per item (run in slices)
     done: int = 0  # items already run (slices)
     partial: list = field(default_factory=list)  # their results
+    work: Any = None  # the typed work item (server/work.py) this job was made of, if any
 
     @property
     def kv_tokens(self) -> int:
@@ -181,6 +183,23 @@ class ModelWorker:
             tokens = sum(sizes)
         return await self.enqueue(Job(kind, key, payload, run, tokens, self.new_future(), sizes=sizes))
 
+    async def submit_work(self, work) -> Any:
+        """Queue a typed work item (server/work.py: embed, tag, infill, generate) and wait for its
+        own result: a one-shot item's result list (run in slices when big), a decode's `result()`."""
+        return await self.enqueue(self.job_of(work))
+
+    def stream_work(self, work) -> AsyncIterator[Any]:
+        """A decode work item's `poll()` items as they come, then its `result()` (`stream_decode`)."""
+        return self._stream(lambda emit: self.job_of(work, emit))
+
+    def job_of(self, work, emit: Callable[[Any], None] | None = None) -> Job:
+        """The queue's job for a typed work item: its fields, as admission and scheduling read them."""
+        if work.decode:
+            return Job(work.kind, work.key, work.payload, work.run, work.tokens, self.new_future(), decode=True,
+                       model=work.model, rows=work.rows, new_tokens=work.new_tokens, emit=emit, work=work)
+        return Job(work.kind, work.key, work.payload, work.run, work.tokens, self.new_future(), sizes=work.sizes,
+                   work=work)
+
     async def submit_decode(self, kind: str, key: tuple, payload: Any, start: StartGroup, tokens: int = 0,
                             rows: int = 1, model: str = "", new_tokens: int = 0) -> Any:
         """Queue a decode: `start(payloads)` prefills jobs of one key together (the key must name
@@ -189,14 +208,17 @@ class ModelWorker:
         return await self.enqueue(Job(kind, key, payload, start, tokens, self.new_future(), decode=True, rows=rows,
                                       model=model, new_tokens=new_tokens))
 
-    async def stream_decode(self, kind: str, key: tuple, payload: Any, start: StartGroup,
-                            tokens: int = 0, model: str = "", new_tokens: int = 0) -> AsyncIterator[Any]:
+    def stream_decode(self, kind: str, key: tuple, payload: Any, start: StartGroup,
+                      tokens: int = 0, model: str = "", new_tokens: int = 0) -> AsyncIterator[Any]:
         """A decode's `poll()` items as they come, then its `result()`. Closing the iterator early
         (client gone) drops its row at the next step."""
+        return self._stream(lambda emit: Job(kind, key, payload, start, tokens, self.new_future(), decode=True,
+                                             model=model, new_tokens=new_tokens, emit=emit))
+
+    async def _stream(self, job_with: Callable[[Callable[[Any], None]], Job]) -> AsyncIterator[Any]:
         loop = asyncio.get_running_loop()
         items: asyncio.Queue = asyncio.Queue()
-        job = Job(kind, key, payload, start, tokens, self.new_future(), decode=True, model=model,
-                  new_tokens=new_tokens, emit=lambda item: loop.call_soon_threadsafe(items.put_nowait, item))
+        job = job_with(lambda item: loop.call_soon_threadsafe(items.put_nowait, item))
 
         def finished(future: asyncio.Future) -> None:
             if not future.cancelled() and future.exception() is None:

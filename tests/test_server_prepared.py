@@ -1,6 +1,8 @@
 """One prepared request: its `model` resolved once (server/registry.py), its input tokenized once."""
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from magnet.sampling import SamplingParams
@@ -115,3 +117,34 @@ async def test_admission_prices_the_ids_the_engine_encodes(tiny_engine):
         assert_error(refused, 413, "payload_too_large", f"costs {len(ids) + PROMPT['max_tokens']} tokens")
     async with running_app(app_with(tiny_engine, max_request_tokens=limit + 1)) as http:
         assert (await http.post("/v1/generate", json=PROMPT)).status_code == 200
+
+
+async def test_queued_jobs_carry_their_typed_work_items(tiny_engine):
+    """What waits in the queue is inspectable: each job's typed item (server/work.py) with the
+    token ids the engine will read, and the price fields admission and scheduling use."""
+    from magnet.server.testing import occupy_worker
+    from magnet.server.work import EmbedWork, GenerateWork, InfillWork
+
+    app = app_with(tiny_engine)
+    bodies = [("/v1/generate", PROMPT), ("/v1/embed", {"input": ["a b", "c"]}),
+              ("/v1/infill", {"prefix": "The cat ", "suffix": " on the mat.", "max_tokens": 3, "best_of": 2})]
+    async with running_app(app) as http:
+        worker = app.state.service.worker
+        release, held = await occupy_worker(worker)
+        pending = [asyncio.ensure_future(http.post(route, json=body)) for route, body in bodies]
+        while worker.depth < len(bodies):
+            await asyncio.sleep(0.005)
+        jobs = {type(job.work): job for job in worker._queue}
+        costs = {kind: job.cost for kind, job in jobs.items()}  # what is left to run: all of it, still queued
+        release.set()
+        assert [(await answer).status_code for answer in pending] == [200] * len(bodies)
+        await held
+    generate, embed, infill = jobs[GenerateWork], jobs[EmbedWork], jobs[InfillWork]
+    ids = tiny_engine.prompt_ids(PROMPT["prompt"], SamplingParams(max_tokens=2))
+    assert generate.work.ids == ids and generate.tokens == len(ids) and generate.kv_tokens == len(ids) + 2
+    assert generate.decode and generate.rows == 1 and generate.model == tiny_engine.name
+    assert embed.work.ids == tiny_engine.embedding_inputs(["a b", "c"]) and embed.sizes == embed.work.sizes
+    assert not embed.decode and costs[EmbedWork] == sum(map(len, embed.work.ids))
+    assert infill.rows == infill.work.rows == len(infill.work.rows_plan) == 2
+    assert infill.tokens == sum(len(layout.ids) for _, layout in infill.work.rows_plan)
+    assert infill.new_tokens == 2 * 1 * 3  # rows x gaps x max_tokens
