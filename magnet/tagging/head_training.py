@@ -1,7 +1,7 @@
 """Train one tagging head (dropout + linear) on cached frozen word vectors.
 
 Paper, Appendix A: 4000 steps, batch 8 (sentences), lr 5e-4, dropout 0.1. The
-head is scored on the validation sentences every `eval_every` steps and the
+head is scored on the choosing (select) sentences every `eval_every` steps and the
 best checkpoint is kept (token accuracy for POS, entity F1 for IOB2 tasks).
 """
 from __future__ import annotations
@@ -33,7 +33,7 @@ class HeadTrainConfig:
 @dataclass
 class TrainedHead:
     head: TagHead
-    score: float  # valid score of the kept checkpoint
+    score: float  # select score of the kept checkpoint
     step: int  # the step it was taken at
     metric: str  # "accuracy" or "entity_f1"
 
@@ -65,7 +65,7 @@ def evaluate(head: TagHead, task: str, features, gold: list[list[str]]) -> tuple
 def train_head(task: str, train_x: list[torch.Tensor], train_tags: list[list[str]],
                valid_x: list[torch.Tensor], valid_tags: list[list[str]],
                config: HeadTrainConfig = HeadTrainConfig()) -> TrainedHead:
-    """Fit a head on (train_x, train_tags); keep the checkpoint best on valid."""
+    """Fit a head on (train_x, train_tags); keep the checkpoint best on the select sentences (valid_x, valid_tags)."""
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     labels = sorted({t for sentence in train_tags for t in sentence})
@@ -83,7 +83,7 @@ def train_head(task: str, train_x: list[torch.Tensor], train_tags: list[list[str
         optimizer.step()
         if step % config.eval_every == 0 or step == config.steps:
             value, metric = evaluate(head, task, valid_x, valid_tags)
-            log.info("%s step %d: loss %.4f, valid %s %.4f", task, step, loss.item(), metric, value)
+            log.info("%s step %d: loss %.4f, select %s %.4f", task, step, loss.item(), metric, value)
             if value > best.score:
                 best = TrainedHead(head, value, step, metric)
                 best_state = {k: v.clone() for k, v in head.state_dict().items()}
