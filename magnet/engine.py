@@ -26,7 +26,7 @@ from magnet.loading import LoadedModel, ModelSpec, load_model
 from magnet.logprobs import sequence_logprobs
 from magnet.manifest import DEFAULT_INSTRUCTION
 from magnet.masks import AttentionMode, context_mode, positions_from_padding, roles_for_mode
-from magnet.pooling import shifted_token_states, word_means, word_membership
+from magnet.pooling import paired_token_states, shifted_token_states, word_means, word_membership
 from magnet.sampling import (INFILL_DEFAULTS, Completion, InfillCompletion, SamplingParams, StreamChunk,
                              StructuredOutput, completion_of)
 from magnet.structured import compile_spec, span_grammar
@@ -147,15 +147,21 @@ class Engine:
     def token_states(self, texts: list[str], word_spans: list[list[tuple[int, int]]],
                      truncate: bool = False) -> list[torch.Tensor]:
         """Per text (n_words, H): a word is the mean of its tokens' vectors (paper §4.1)."""
-        return self.word_vectors(texts, word_spans, truncate, AttentionMode.BIDIRECTIONAL)
+        return self.word_vectors(texts, word_spans, truncate, AttentionMode.BIDIRECTIONAL, shifted_token_states)
+
+    def paired_token_states(self, texts: list[str], word_spans: list[list[tuple[int, int]]],
+                            truncate: bool = False) -> list[torch.Tensor]:
+        """Per text (n_words, 2H): bidirectional, token i = [output i-1 ; output i]."""
+        return self.word_vectors(texts, word_spans, truncate, AttentionMode.BIDIRECTIONAL, paired_token_states)
 
     def causal_token_states(self, texts: list[str], word_spans: list[list[tuple[int, int]]],
                             truncate: bool = False) -> list[torch.Tensor]:
         """Causal attention, token i = output i: the base model's own token representations."""
-        return self.word_vectors(texts, word_spans, truncate, AttentionMode.CAUSAL)
+        return self.word_vectors(texts, word_spans, truncate, AttentionMode.CAUSAL, lambda outputs: outputs[1:])
 
     @torch.inference_mode()
-    def word_vectors(self, texts, word_spans, truncate, mode) -> list[torch.Tensor]:
+    def word_vectors(self, texts, word_spans, truncate, mode, read_tokens) -> list[torch.Tensor]:
+        """`read_tokens`: (n + 1, H) outputs of [anchor, tokens] -> (n, D) token vectors."""
         require_texts(texts)
         encoded = [self.tokenizer(t, add_special_tokens=False, return_offsets_mapping=True) for t in texts]
         seqs, offsets = [], []
@@ -174,10 +180,9 @@ class Engine:
             hidden = hidden_states(self.model, ids, roles, positions_from_padding(padding)).float().cpu()
             for row, i in enumerate(group):
                 outputs = hidden[row, : len(seqs[i])]  # (n + 1, H): anchor, then the text's tokens
-                # Bidirectional (MNTP-trained): token i is read at i-1. Causal: the output at i is
-                # the only one that has seen token i, so it is token i's vector.
-                tokens = shifted_token_states(outputs) if mode is AttentionMode.BIDIRECTIONAL else outputs[1:]
-                result[i] = word_means(tokens, word_membership(offsets[i], word_spans[i]))
+                # Bidirectional (MNTP-trained): token i is read at i-1 (or with its own output too).
+                # Causal: the output at i is the only one that has seen token i: token i's vector.
+                result[i] = word_means(read_tokens(outputs), word_membership(offsets[i], word_spans[i]))
         return result
 
     # ---- hybrid: infill -----------------------------------------------------

@@ -23,6 +23,16 @@ def shifted_token_states(hidden: torch.Tensor) -> torch.Tensor:
     return hidden[:-1]
 
 
+def paired_token_states(hidden: torch.Tensor) -> torch.Tensor:
+    """(T, H) outputs of [anchor, t1..tn] -> (n, 2H): token i as [output i-1 ; output i].
+
+    The shifted output alone is dominated by the word before (MNTP trains output i-1 to
+    predict token i from its neighbours): a sentence's first word reads the anchor. The pair
+    adds the token's own output; on CoNLL select sentences it tags better on all three tasks
+    (docs/tagging.md)."""
+    return torch.cat([hidden[:-1], hidden[1:]], dim=-1)
+
+
 def word_means(token_vectors: torch.Tensor, membership: torch.Tensor) -> torch.Tensor:
     """(n, H) token vectors, (W, n) 0/1 membership -> (W, H): each word = mean of its tokens."""
     weights = membership.to(token_vectors.dtype)

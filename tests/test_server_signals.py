@@ -55,9 +55,10 @@ def test_sigterm_finishes_accepted_requests_then_exits(tiny_model_dir, tmp_path,
                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     try:
         poll_ready(base_url, 600)
-        request = {"prompt": "The story", "max_tokens": 240, "temperature": 1.0, "seed": 1}
-        with ThreadPoolExecutor(IN_FLIGHT) as pool:
-            answers = [pool.submit(httpx.post, f"{base_url}/v1/generate", json=request, timeout=120)
+        # ignore_eos: every request runs its 240 tokens (a sampled EOS would end one early)
+        request = {"prompt": "The story", "max_tokens": 240, "temperature": 1.0, "seed": 1, "ignore_eos": True}
+        with ThreadPoolExecutor(IN_FLIGHT) as pool, httpx.Client(timeout=120) as client:
+            answers = [pool.submit(client.post, f"{base_url}/v1/generate", json=request)
                        for _ in range(IN_FLIGHT)]
             deadline = time.monotonic() + 30
             while accepted_and_running(base_url)[0] < IN_FLIGHT and time.monotonic() < deadline:

@@ -109,7 +109,7 @@ def test_heads_train_reload_and_tag_text(tiny_engine, heads_dir):
     tagger = Tagger.load(tiny_engine, heads_dir)
     assert sorted(tagger.tasks) == ["chunk", "ner", "pos"]
     manifest = json.loads((heads_dir / "magnet.json").read_text())
-    assert manifest["feature_mode"] == "bidirectional" and manifest["adapter"] is None
+    assert manifest["feature_mode"] == "bidirectional-pair" and manifest["adapter"] is None
     assert (manifest["training"]["train_sentences"], manifest["training"]["select_sentences"]) == (2, 1)
     text = "Peter Blackburn lives in Brussels. The European Commission said on Thursday it disagreed."
     [out] = tagger.tag([text], task="ner")
@@ -184,7 +184,7 @@ def test_eval_tagging_prints_scores(tiny_model_dir, heads_dir, tmp_path, capsys)
             *model_args(tiny_model_dir)]
     assert main(argv) == 0
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert report["sentences"] == 2 and report["mode"] == "bidirectional"
+    assert report["sentences"] == 2 and report["mode"] == "bidirectional-pair"
     assert set(report["scores"]) == {"pos", "chunk", "ner"}
     assert report["scores"]["pos"]["accuracy"] == 1.0  # evaluated on its own training data
     assert 0.0 <= report["scores"]["ner"]["f1"] <= 1.0
@@ -234,3 +234,15 @@ def test_heads_are_never_chosen_on_the_report_split(tiny_engine, cache, tmp_path
     path.write_text(conll_documents(4))
     with pytest.raises(SystemExit, match="report split.*eval tagging"):
         fit_and_select_features(tiny_engine, "bidirectional", path, 0, 0)
+
+
+def test_paired_word_vectors_are_the_shifted_output_then_the_own_one(tiny_engine):
+    """bidirectional-pair: a word = [mean of the outputs before its tokens ; mean of their own
+    outputs]; the first half is exactly the `bidirectional` reading."""
+    text, spans = "Peter lives in Brussels", [[(0, 5), (6, 11), (12, 14), (15, 23)]]
+    [paired] = tiny_engine.paired_token_states([text], spans)
+    [shifted] = tiny_engine.token_states([text], spans)
+    hidden = tiny_engine.model.config.hidden_size
+    assert paired.shape == (4, 2 * hidden)
+    assert torch.allclose(paired[:, :hidden], shifted, atol=1e-6)
+    assert not torch.allclose(paired[:, hidden:], shifted, atol=1e-3)  # its own output: another vector

@@ -73,8 +73,8 @@ def heads_note(training: dict, path: Path) -> str | None:
 
 
 def check_mode(args: argparse.Namespace, heads_mode: str) -> None:
-    if feature_mode(args) != heads_mode:
-        hint = "add --causal" if heads_mode == "causal" else "drop --causal"
+    if feature_mode(args, default=heads_mode) != heads_mode:
+        hint = "add --causal" if heads_mode == "causal" else f"drop --causal (or pass --features {heads_mode})"
         raise SystemExit(f"the heads in {args.heads} read {heads_mode} word vectors: {hint}, or pass other --heads")
 
 

@@ -44,7 +44,8 @@ def states_function(engine, mode: str):
     """The engine method giving word vectors in `mode` (bidirectional or causal)."""
     if mode not in FEATURE_MODES:
         raise ValueError(f"feature mode {mode!r}: use one of {', '.join(FEATURE_MODES)}")
-    return engine.token_states if mode == "bidirectional" else engine.causal_token_states
+    return {"bidirectional-pair": engine.paired_token_states, "bidirectional": engine.token_states,
+            "causal": engine.causal_token_states}[mode]
 
 
 def featurize(engine, mode: str, sentences: list[list[str]], batch_size: int = 32) -> list[torch.Tensor]:

@@ -20,7 +20,12 @@ from magnet.permissions import make_readable
 
 HEADS_FILE = "heads.safetensors"
 LABELS_FILE = "labels.json"
-FEATURE_MODES = ("bidirectional", "causal")
+# which engine states a head reads (magnet/tagging/features.py: states_function):
+#   bidirectional-pair  bidirectional attention, a token = [output before it ; its own] (2H)
+#   bidirectional       bidirectional attention, a token = the output before it (H; MNTP's reading)
+#   causal              the model read left to right, a token = its own output (H; the base's row)
+FEATURE_MODES = ("bidirectional-pair", "bidirectional", "causal")
+DEFAULT_FEATURE_MODE = "bidirectional-pair"
 DEFAULT_HEADS_DIR = Path(__file__).resolve().parent.parent / "defaults" / "heads"
 
 
@@ -53,7 +58,7 @@ def describe(base: BaseIdentity, adapter: AdapterIdentity | None) -> str:
 class HeadsManifest:
     base: BaseIdentity
     adapter: AdapterIdentity | None
-    feature_mode: str = "bidirectional"  # which engine states the heads read
+    feature_mode: str = "bidirectional"  # which engine states the heads read (absent in manifests before the pair)
     tasks: list = field(default_factory=list)
     training: dict = field(default_factory=dict)  # steps, lr, data, ...
     metrics: dict = field(default_factory=dict)  # task -> select score of the kept checkpoint
