@@ -26,7 +26,8 @@ from magnet.loading import LoadedModel, ModelSpec, load_model
 from magnet.logprobs import sequence_logprobs
 from magnet.manifest import DEFAULT_INSTRUCTION
 from magnet.masks import AttentionMode, context_mode, positions_from_padding, roles_for_mode
-from magnet.pooling import paired_token_states, shifted_token_states, word_means, word_membership
+from magnet.pooling import (own_token_states, paired_token_states, shifted_token_states, word_means,
+                            word_membership)
 from magnet.sampling import (INFILL_DEFAULTS, Completion, InfillCompletion, SamplingParams, StreamChunk,
                              StructuredOutput, completion_of)
 from magnet.structured import compile_spec, span_grammar
@@ -157,7 +158,7 @@ class Engine:
     def causal_token_states(self, texts: list[str], word_spans: list[list[tuple[int, int]]],
                             truncate: bool = False) -> list[torch.Tensor]:
         """Causal attention, token i = output i: the base model's own token representations."""
-        return self.word_vectors(texts, word_spans, truncate, AttentionMode.CAUSAL, lambda outputs: outputs[1:])
+        return self.word_vectors(texts, word_spans, truncate, AttentionMode.CAUSAL, own_token_states)
 
     @torch.inference_mode()
     def word_vectors(self, texts, word_spans, truncate, mode, read_tokens) -> list[torch.Tensor]:

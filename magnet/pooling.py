@@ -23,6 +23,12 @@ def shifted_token_states(hidden: torch.Tensor) -> torch.Tensor:
     return hidden[:-1]
 
 
+def own_token_states(hidden: torch.Tensor) -> torch.Tensor:
+    """(T, H) outputs of [anchor, t1..tn] -> (n, H): each token's own output (a causal read,
+    where no later output has seen the token)."""
+    return hidden[1:]
+
+
 def paired_token_states(hidden: torch.Tensor) -> torch.Tensor:
     """(T, H) outputs of [anchor, t1..tn] -> (n, 2H): token i as [output i-1 ; output i].
 
@@ -30,7 +36,7 @@ def paired_token_states(hidden: torch.Tensor) -> torch.Tensor:
     predict token i from its neighbours): a sentence's first word reads the anchor. The pair
     adds the token's own output; on CoNLL select sentences it tags better on all three tasks
     (docs/tagging.md)."""
-    return torch.cat([hidden[:-1], hidden[1:]], dim=-1)
+    return torch.cat([shifted_token_states(hidden), own_token_states(hidden)], dim=-1)
 
 
 def word_means(token_vectors: torch.Tensor, membership: torch.Tensor) -> torch.Tensor:

@@ -8,10 +8,11 @@ everything admission, the queue, the scheduler and the engine read.
 
 Each has `kind`, `key` (equal keys run as one engine call), `payload` (what that call gets,
 per item; sliceable for one-shot items), `tokens` / `sizes` (input tokens: the price and the
-budget), and for decodes `rows`, `new_tokens` and `kv_tokens` (their share of the running
-batch's KV cache). `run(payloads)` is the engine call of a group of equal keys, on the model
-thread: one-shot items return one result list per payload, decodes a DecodeBatch with one
-decode per payload (server/worker.py submits them: `ModelWorker.submit_work`).
+budget), and for decodes `rows` and `new_tokens` (with `tokens`, their share of the running
+batch's KV cache: the queue's `Job.kv_tokens`). `run(payloads)` is the engine call of a group
+of equal keys, on the model thread: one-shot items return one result list per payload,
+decodes a DecodeBatch with one decode per payload (server/worker.py submits them:
+`ModelWorker.submit_work`).
 """
 from __future__ import annotations
 
@@ -123,10 +124,6 @@ class InfillWork:
         """What the fills of every row may add."""
         return self.rows * (len(self.segments) - 1) * self.max_tokens
 
-    @property
-    def kv_tokens(self) -> int:
-        return self.tokens + self.new_tokens
-
     def run(self, payloads: list[tuple]):
         # Requests that meet in the queue are prefilled together, then join the running batch.
         return self.engine.start_infill_rows([p[0] for p in payloads], [p[1] for p in payloads])
@@ -159,10 +156,6 @@ class GenerateWork:
     @property
     def new_tokens(self) -> int:
         return self.params.max_tokens
-
-    @property
-    def kv_tokens(self) -> int:
-        return self.tokens + self.new_tokens
 
     def run(self, payloads: list[tuple]):
         return self.engine.start_generate_ids([p[0] for p in payloads], [p[1] for p in payloads])
