@@ -2,6 +2,7 @@
 
     python bench/bench_core.py [--adapter none] [--batch 16] [--context 256] [--tokens 32] [--dtype D]
     python bench/bench_core.py --dtypes float32 bfloat16     # each path in each dtype, side by side
+    python bench/bench_core.py --packing                     # plain nn.Linear vs oneDNN-packed weights
 
 Prints one table:
     embed           tokens/s of Engine.embed vs a plain transformers forward (same model, batch, tokens)
@@ -9,6 +10,8 @@ Prints one table:
                     vs a naive infill that re-encodes context + span at every step
 With --dtypes: embed tokens/s and one stream's infill and generate ms/token per dtype (the
 engines take turns, --repeat rounds, median), which decides the dtype of each torch path.
+With --packing: the same rows for an engine with plain nn.Linear layers and one with
+oneDNN-packed weights (magnet/packed.py), in the machine's dtype or --dtype.
 Ratios are taken within this run, so the machine's speed cancels out.
 """
 from __future__ import annotations
@@ -19,9 +22,9 @@ import time
 
 import torch
 
-from magnet.engine import Engine
+from magnet.engine import Engine, EngineConfig
 from magnet.forward import hidden_states, logits
-from magnet.hardware import DTYPE_HELP
+from magnet.hardware import DTYPE_HELP, dtype_name
 from magnet.loading import ModelSpec
 from magnet.masks import CONTEXT
 from magnet.sampling import SamplingParams
@@ -98,24 +101,37 @@ def bench_decode(engine: Engine, context: int, tokens: int, repeat: int, naive: 
     return results
 
 
-def compare_dtypes(args) -> None:
-    """Each torch path in each dtype, the engines taking turns so drifting load hits them alike."""
-    engines = {dtype: Engine.from_spec(ModelSpec(adapter=args.adapter, dtype=dtype)) for dtype in args.dtypes}
+def compare(engines: dict[str, Engine], args) -> None:
+    """Each torch path on each engine, the engines taking turns so drifting load hits them alike."""
+    labels = list(engines)
     names = ("embed tokens/s (batch %d)" % args.batch, "infill ms/token, 1 stream", "generate ms/token, 1 stream")
-    values = {dtype: {name: [] for name in names} for dtype in engines}
+    values = {label: {name: [] for name in names} for label in labels}
     for _ in range(args.repeat):
-        for dtype, engine in engines.items():
+        for label, engine in engines.items():
             decode = bench_decode(engine, args.context, args.tokens, 1, naive=False)
             measured = (bench_embed(engine, args.batch, 1)[0], 1e3 * decode["infill"], 1e3 * decode["generate"])
             for name, value in zip(names, measured):
-                values[dtype][name].append(value)
-    print(f"model {engines[args.dtypes[0]].name}, {torch.get_num_threads()} threads, context ~{args.context} "
+                values[label][name].append(value)
+    first = engines[labels[0]]
+    print(f"model {first.name}, {torch.get_num_threads()} threads, context ~{args.context} "
           f"tokens, {args.tokens} decoded; median of {args.repeat} alternating rounds")
-    print("| measure | " + " | ".join(args.dtypes) + f" | {args.dtypes[-1]} / {args.dtypes[0]} |")
-    print("| --- |" + " ---: |" * (len(args.dtypes) + 1))
+    print("| measure | " + " | ".join(labels) + f" | {labels[-1]} / {labels[0]} |")
+    print("| --- |" + " ---: |" * (len(labels) + 1))
     for name in names:
-        medians = [statistics.median(values[dtype][name]) for dtype in args.dtypes]
+        medians = [statistics.median(values[label][name]) for label in labels]
         print(f"| {name} | " + " | ".join(f"{m:,.1f}" for m in medians) + f" | {medians[-1] / medians[0]:.2f} |")
+
+
+def dtype_engines(args) -> dict[str, Engine]:
+    return {dtype: Engine.from_spec(ModelSpec(adapter=args.adapter, dtype=dtype)) for dtype in args.dtypes}
+
+
+def packing_engines(args) -> dict[str, Engine]:
+    spec = ModelSpec(adapter=args.adapter, dtype=args.dtype)
+    plain = Engine.from_spec(spec, EngineConfig(pack_linears=False))
+    packed = Engine.from_spec(spec)
+    dtype = dtype_name(packed.loaded.dtype)
+    return {f"plain nn.Linear ({dtype})": plain, f"packed ({dtype})": packed}
 
 
 def main() -> None:
@@ -127,9 +143,12 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--dtype", default=None, help=DTYPE_HELP)
     parser.add_argument("--dtypes", nargs="+", default=None, help="compare these dtypes path by path instead")
+    parser.add_argument("--packing", action="store_true", help="compare plain and oneDNN-packed linears instead")
     args = parser.parse_args()
     if args.dtypes:
-        return compare_dtypes(args)
+        return compare(dtype_engines(args), args)
+    if args.packing:
+        return compare(packing_engines(args), args)
     engine = Engine.from_spec(ModelSpec(adapter=args.adapter, dtype=args.dtype))
     print(f"model {engine.name}, {torch.get_num_threads()} threads, {engine.device}, {engine.loaded.dtype}")
 

@@ -10,6 +10,7 @@ Synchronous and thread-confined: the server calls it from one worker thread.
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, replace
 from typing import Iterator
 
@@ -26,11 +27,13 @@ from magnet.loading import LoadedModel, ModelSpec, load_model
 from magnet.logprobs import sequence_logprobs
 from magnet.manifest import DEFAULT_INSTRUCTION
 from magnet.masks import AttentionMode, context_mode, positions_from_padding, roles_for_mode
-from magnet.pooling import (own_token_states, paired_token_states, shifted_token_states, word_means,
-                            word_membership)
+from magnet.packed import pack_linears
+from magnet.pooling import WORD_READINGS, word_means, word_membership
 from magnet.sampling import (INFILL_DEFAULTS, Completion, InfillCompletion, SamplingParams, StreamChunk,
                              StructuredOutput, completion_of)
 from magnet.structured import compile_spec, span_grammar
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,15 @@ class EngineConfig:
     gap_positions: int | None = None  # text positions reserved per gap; None: what the adapter was trained on
     end_threshold: float = 0.01  # a fill ends once the text after its gap gets this probability
     min_fill_tokens: int = 1  # a fill is never empty
+    pack_linears: bool = True  # oneDNN-packed weights on CPU (magnet/packed.py); False: plain nn.Linear
+
+
+@dataclass(frozen=True)
+class WordInput:
+    """One text as the word-vector forward reads it (Engine.word_inputs)."""
+
+    ids: list[int]  # [anchor] + the text's tokens
+    offsets: list[tuple[int, int]]  # the characters of each text token (not the anchor)
 
 
 @dataclass
@@ -78,7 +90,11 @@ class Engine:
 
     @classmethod
     def from_spec(cls, spec: ModelSpec = ModelSpec(), config: EngineConfig = EngineConfig()) -> "Engine":
-        return cls(load_model(spec), config)
+        loaded = load_model(spec)
+        if config.pack_linears and spec.merge:  # frozen weights: safe to re-lay out for this CPU
+            packed = pack_linears(loaded.model)
+            log.info("%s: %d linear layers packed for oneDNN", loaded.name, packed)
+        return cls(loaded, config)
 
     @property
     def device(self) -> torch.device:
@@ -145,45 +161,51 @@ class Engine:
 
     # ---- bidirectional (or causal): word vectors ----------------------------
 
+    def word_inputs(self, texts: list[str], truncate: bool = False,
+                    hint: str = "set truncate=true") -> list[WordInput]:
+        """Each text tokenized once, as the word-vector forward reads it: [anchor] + its tokens."""
+        require_texts(texts)
+        inputs = []
+        encoded = self.tokenizer(list(texts), add_special_tokens=False, return_offsets_mapping=True)
+        for ids, offsets in zip(encoded["input_ids"], encoded["offset_mapping"]):
+            if len(ids) + 1 > self.max_length:
+                if not truncate:
+                    self.check_length(len(ids) + 1, "an input", hint)
+                ids, offsets = ids[: self.max_length - 1], offsets[: self.max_length - 1]
+            inputs.append(WordInput([self.anchor_id] + ids, offsets))
+        return inputs
+
     def token_states(self, texts: list[str], word_spans: list[list[tuple[int, int]]],
                      truncate: bool = False) -> list[torch.Tensor]:
-        """Per text (n_words, H): a word is the mean of its tokens' vectors (paper §4.1)."""
-        return self.word_vectors(texts, word_spans, truncate, AttentionMode.BIDIRECTIONAL, shifted_token_states)
+        """Per text (n_words, H): a word is the mean of its tokens' vectors (paper §4.1);
+        bidirectional, token i read at output i-1."""
+        return self.word_vectors(self.word_inputs(texts, truncate), word_spans, "bidirectional")
 
     def paired_token_states(self, texts: list[str], word_spans: list[list[tuple[int, int]]],
                             truncate: bool = False) -> list[torch.Tensor]:
         """Per text (n_words, 2H): bidirectional, token i = [output i-1 ; output i]."""
-        return self.word_vectors(texts, word_spans, truncate, AttentionMode.BIDIRECTIONAL, paired_token_states)
+        return self.word_vectors(self.word_inputs(texts, truncate), word_spans, "bidirectional-pair")
 
     def causal_token_states(self, texts: list[str], word_spans: list[list[tuple[int, int]]],
                             truncate: bool = False) -> list[torch.Tensor]:
         """Causal attention, token i = output i: the base model's own token representations."""
-        return self.word_vectors(texts, word_spans, truncate, AttentionMode.CAUSAL, own_token_states)
+        return self.word_vectors(self.word_inputs(texts, truncate), word_spans, "causal")
 
     @torch.inference_mode()
-    def word_vectors(self, texts, word_spans, truncate, mode, read_tokens) -> list[torch.Tensor]:
-        """`read_tokens`: (n + 1, H) outputs of [anchor, tokens] -> (n, D) token vectors."""
-        require_texts(texts)
-        encoded = [self.tokenizer(t, add_special_tokens=False, return_offsets_mapping=True) for t in texts]
-        seqs, offsets = [], []
-        for enc in encoded:
-            ids, offs = enc["input_ids"], enc["offset_mapping"]
-            if len(ids) + 1 > self.max_length:
-                if not truncate:
-                    self.check_length(len(ids) + 1, "an input")
-                ids, offs = ids[: self.max_length - 1], offs[: self.max_length - 1]
-            seqs.append([self.anchor_id] + ids)
-            offsets.append(offs)
-        result: list[torch.Tensor | None] = [None] * len(texts)
-        for group in batches_by_tokens([len(s) for s in seqs], self.config.embed_batch_tokens):
-            ids, padding = pad_batch([seqs[i] for i in group], self.pad_id, self.device)
+    def word_vectors(self, inputs: list[WordInput], word_spans: list[list[tuple[int, int]]],
+                     reading: str) -> list[torch.Tensor]:
+        """Per input (n_words, D): its words' vectors, read as WORD_READINGS[reading] says."""
+        mode, read_tokens = WORD_READINGS[reading]  # read_tokens: (n + 1, H) outputs -> (n, D)
+        result: list[torch.Tensor | None] = [None] * len(inputs)
+        for group in batches_by_tokens([len(x.ids) for x in inputs], self.config.embed_batch_tokens):
+            ids, padding = pad_batch([inputs[i].ids for i in group], self.pad_id, self.device)
             roles = roles_for_mode(mode, padding)
             hidden = hidden_states(self.model, ids, roles, positions_from_padding(padding)).float().cpu()
             for row, i in enumerate(group):
-                outputs = hidden[row, : len(seqs[i])]  # (n + 1, H): anchor, then the text's tokens
+                outputs = hidden[row, : len(inputs[i].ids)]  # (n + 1, H): anchor, then the text's tokens
                 # Bidirectional (MNTP-trained): token i is read at i-1 (or with its own output too).
                 # Causal: the output at i is the only one that has seen token i: token i's vector.
-                result[i] = word_means(read_tokens(outputs), word_membership(offsets[i], word_spans[i]))
+                result[i] = word_means(read_tokens(outputs), word_membership(inputs[i].offsets, word_spans[i]))
         return result
 
     # ---- hybrid: infill -----------------------------------------------------
@@ -353,7 +375,7 @@ class Engine:
 
     @property
     def vocab_size(self) -> int:
-        return self.model.get_output_embeddings().weight.shape[0]  # the logits' width
+        return self.model.get_output_embeddings().out_features  # the logits' width
 
     def prompt_ids(self, prompt: str, params: SamplingParams) -> list[int]:
         return prompt_token_ids(self.tokenizer, prompt, params, self.max_length)

@@ -26,7 +26,11 @@ def prompt_token_ids(tokenizer, prompt: str, params: SamplingParams, limit: int)
     `limit` together with max_tokens."""
     if not isinstance(prompt, str) or not prompt:
         raise InvalidInputError("prompt is empty: give some text to continue")
+    return checked_prompt_ids(tokenizer(prompt)["input_ids"], params, limit)
+
+
+def checked_prompt_ids(ids: list[int], params: SamplingParams, limit: int) -> list[int]:
+    """Ids tokenized earlier (a chat's rendered prompt), checked as `prompt_token_ids` checks."""
     require_max_tokens(params)
-    ids = tokenizer(prompt)["input_ids"]
     require_fits(len(ids) + params.max_tokens, limit, "the prompt plus max_tokens", "lower max_tokens")
     return ids

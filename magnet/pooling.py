@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import torch
 
+from magnet.masks import AttentionMode
+
 
 def last_token(hidden: torch.Tensor, padding_mask: torch.Tensor) -> torch.Tensor:
     """(B, T, H) -> (B, H): the output at each row's last real token (any padding side)."""
@@ -37,6 +39,15 @@ def paired_token_states(hidden: torch.Tensor) -> torch.Tensor:
     adds the token's own output; on CoNLL select sentences it tags better on all three tasks
     (docs/tagging.md)."""
     return torch.cat([shifted_token_states(hidden), own_token_states(hidden)], dim=-1)
+
+
+# How a word's tokens are read, by the name the tagging heads record (magnet/tagging/heads.py):
+# the attention mode of the forward over [anchor, t1..tn], and which outputs stand for each token.
+WORD_READINGS = {
+    "bidirectional-pair": (AttentionMode.BIDIRECTIONAL, paired_token_states),  # (n, 2H)
+    "bidirectional": (AttentionMode.BIDIRECTIONAL, shifted_token_states),  # MNTP's reading
+    "causal": (AttentionMode.CAUSAL, own_token_states),  # the base model's own reading
+}
 
 
 def word_means(token_vectors: torch.Tensor, membership: torch.Tensor) -> torch.Tensor:

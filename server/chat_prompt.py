@@ -4,6 +4,8 @@ number of new tokens the context leaves after it.
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from magnet.errors import InputTooLongError, InvalidInputError
 from magnet.protocol import MAX_NEW_TOKENS
 from magnet.server.context_limit import max_model_len
@@ -24,19 +26,25 @@ def render_chat(tokenizer, messages: list[dict[str, str]]) -> str:
         raise InvalidInputError(f"the model's chat template refused these messages: {exc}") from None
 
 
-async def chat_prompt(service, messages: list[dict[str, str]], max_tokens: int | None) -> tuple[str, int]:
-    """(prompt, max_tokens): max_tokens as asked, or by default the room the context leaves."""
+class ChatPrompt(NamedTuple):
+    text: str  # the rendered template
+    ids: list[int]  # its tokens, as the generate path reads them (counted and encoded once)
+    max_tokens: int
+
+
+async def chat_prompt(service, messages: list[dict[str, str]], max_tokens: int | None) -> ChatPrompt:
+    """The rendered prompt, its ids, and max_tokens as asked or by default the room the context leaves."""
     tokenizer = service.engine.tokenizer
 
-    def render() -> tuple[str, int]:
+    def render() -> tuple[str, list[int]]:
         prompt = render_chat(tokenizer, messages)
-        return prompt, len(tokenizer(prompt)["input_ids"])  # counted as the generate path counts
+        return prompt, tokenizer(prompt)["input_ids"]  # special tokens as the generate path adds them
 
-    prompt, prompt_tokens = await service.tokenize("chat", render)
+    prompt, ids = await service.tokenize("chat", render)
     if max_tokens is not None:
-        return prompt, max_tokens
-    room = max_model_len(service) - prompt_tokens
+        return ChatPrompt(prompt, ids, max_tokens)
+    room = max_model_len(service) - len(ids)
     if room < 1:
-        raise InputTooLongError(f"the messages take {prompt_tokens} tokens, the limit is {max_model_len(service)}: "
+        raise InputTooLongError(f"the messages take {len(ids)} tokens, the limit is {max_model_len(service)}: "
                                 "shorten them or drop earlier turns")
-    return prompt, min(room, MAX_NEW_TOKENS)
+    return ChatPrompt(prompt, ids, min(room, MAX_NEW_TOKENS))

@@ -36,16 +36,18 @@ async def chat_completions(request: Request, call: Resolved[ChatRequest] = resol
     service, model = service_of(request), served.id
     tokenizer = served.tokenizer  # logprobs' token texts
     messages = [m.for_template() for m in body.messages]
-    prompt, max_tokens = await chat_prompt(service, messages, body.requested_max_tokens)
-    params = replace(body.sampling(SamplingParams(), max_tokens, body.stops), logprobs=body.logprob_count,
+    prompt = await chat_prompt(service, messages, body.requested_max_tokens)
+    params = replace(body.sampling(SamplingParams(), prompt.max_tokens, body.stops), logprobs=body.logprob_count,
                      structured=body.structured())
     await compiled_ahead(served.engine, params.structured)
     answer_id = f"chatcmpl-{request_id_of(request)}"
     choice_params = params_of_choices(params, body.n)
     if body.stream:  # bad input: a 4xx here, before any byte
-        streams = await started_streams([service.generate_stream(prompt, p, served) for p in choice_params])
+        streams = await started_streams([service.generate_stream(prompt.text, p, served, prompt.ids)
+                                         for p in choice_params])
         return event_stream(sse_chat(answer_id, model, body.n, interleaved(streams), body.include_usage, tokenizer))
-    results = await gather_all([unless_client_leaves(request, service.generate(prompt, p, served), "generate")
+    results = await gather_all([unless_client_leaves(request, service.generate(prompt.text, p, served, prompt.ids),
+                                                     "generate")
                                 for p in choice_params])  # the n choices decode side by side
     choices = [ChatChoice(index=k, message=AssistantMessage(content=r.text), finish_reason=r.finish_reason,
                           logprobs=None if r.logprobs is None else chat_logprobs(tokenizer, r.logprobs))

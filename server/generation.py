@@ -40,10 +40,17 @@ class GenerateBackend(Protocol):
 
     async def close(self) -> None: ...
 
-    async def generate(self, prompt: str, params: SamplingParams) -> Completion: ...
+    @property
+    def max_model_len(self) -> int:
+        """What a prompt plus its completion may take."""
+        ...
 
-    def stream(self, prompt: str, params: SamplingParams) -> AsyncIterator[StreamChunk]:
-        """Chunks as decoded; the last has finish_reason and usage. Closing it early cancels."""
+    async def generate(self, prompt: str, params: SamplingParams, ids: list[int] | None = None) -> Completion: ...
+
+    def stream(self, prompt: str, params: SamplingParams, ids: list[int] | None = None) -> AsyncIterator[StreamChunk]:
+        """Chunks as decoded; the last has finish_reason and usage. Closing it early cancels.
+        `ids`: the prompt already tokenized and checked (the service does it once, off the event
+        loop); None: the backend tokenizes `prompt` itself (standalone use)."""
         ...
 
 
@@ -67,15 +74,21 @@ class TorchGenerateBackend:
         if self._own_worker and self.worker is not None:
             await self.worker.close()
 
-    async def generate(self, prompt: str, params: SamplingParams) -> Completion:
-        """The stream, gathered: a caller that leaves stops the decode at its next token."""
-        return completion_of([chunk async for chunk in self.stream(prompt, params)])
+    @property
+    def max_model_len(self) -> int:
+        return self.engine.max_length
 
-    async def stream(self, prompt: str, params: SamplingParams) -> AsyncIterator[StreamChunk]:
+    async def generate(self, prompt: str, params: SamplingParams, ids: list[int] | None = None) -> Completion:
+        """The stream, gathered: a caller that leaves stops the decode at its next token."""
+        return completion_of([chunk async for chunk in self.stream(prompt, params, ids)])
+
+    async def stream(self, prompt: str, params: SamplingParams,
+                     ids: list[int] | None = None) -> AsyncIterator[StreamChunk]:
         engine = self.engine
         # tokenized and checked once: the ids the prefill encodes, priced as its tokens (its KV
         # share adds max_tokens)
-        ids = await self.worker.tokenize("generate", lambda: engine.prompt_ids(prompt, params))
+        if ids is None:
+            ids = await self.worker.tokenize("generate", lambda: engine.prompt_ids(prompt, params))
         async for chunk in self.worker.stream_work(GenerateWork(engine, self.model, ids, params)):
             yield chunk
 

@@ -24,6 +24,7 @@ import numpy as np
 
 from magnet.errors import InvalidInputError, MagnetError, NotReadyError, UnknownTaskError
 from magnet.hardware import dtype_name
+from magnet.limits import checked_prompt_ids, prompt_token_ids
 from magnet.protocol import Backends, HealthResponse
 from magnet.sampling import Completion, InfillCompletion, SamplingParams, StreamChunk
 from magnet.server import metrics
@@ -328,15 +329,22 @@ class Service:
                 "default model; send that as `model` (or leave `model` out) to tag")
         if task not in tagger.tasks:  # before any queueing or model work
             raise UnknownTaskError(f"unknown task {task!r}: the loaded tagging tasks are {', '.join(tagger.tasks)}")
-        items = texts if texts is not None else words
-        joined = texts if texts is not None else [" ".join(w) for w in words]
-        counts = await self.tokenize("tag", lambda: [engine.count_tokens(t) + 1 for t in joined])
-        for count in counts:
-            engine.check_length(count, "an input", "split it into sentences")
-        source = "texts" if texts is not None else "words"
-        results = await self.worker.submit_work(TagWork(tagger, model_id, task, items, source, counts))
-        metrics.PROMPT_TOKENS.labels("tag").inc(sum(counts))
+        # words and token ids, made once: what admission prices and the model reads
+        items = await self.tokenize("tag", lambda: tagger.prepare(texts, words))
+        work = TagWork(tagger, model_id, task, items)
+        results = await self.worker.submit_work(work)
+        metrics.PROMPT_TOKENS.labels("tag").inc(work.tokens)
         return results
+
+    async def prompt_ids(self, served: ServedModel, prompt: str, params: SamplingParams,
+                         ids: list[int] | None) -> list[int]:
+        """The prompt's ids as the backend reads them, checked against its limit: tokenized once,
+        on the tokenizer thread (`ids` given: tokenized earlier, only checked)."""
+        limit = served.backend.max_model_len
+        if ids is not None:
+            return checked_prompt_ids(ids, params, limit)
+        tokenizer = served.engine.tokenizer  # the backends' own: vLLM loads the same files
+        return await self.tokenize("generate", lambda: prompt_token_ids(tokenizer, prompt, params, limit))
 
     async def tokenize(self, kind: str, prepare):
         """Run `prepare()` on the tokenizer thread (the worker's); timed as the "tokenize" stage."""
@@ -355,20 +363,22 @@ class Service:
         count_usage("infill", result.prompt_tokens, result.completion_tokens)
         return result
 
-    async def generate(self, prompt: str, params: SamplingParams,
-                       model: ServedModel | str | None = None) -> Completion:
+    async def generate(self, prompt: str, params: SamplingParams, model: ServedModel | str | None = None,
+                       ids: list[int] | None = None) -> Completion:
         served = self.serving(model)
         self.require_generating(served)
-        result = await served.backend.generate(prompt, params)
+        ids = await self.prompt_ids(served, prompt, params, ids)
+        result = await served.backend.generate(prompt, params, ids)
         count_usage("generate", result.prompt_tokens, result.completion_tokens)
         return result
 
-    async def generate_stream(self, prompt: str, params: SamplingParams,
-                              model: ServedModel | str | None = None) -> AsyncIterator[StreamChunk]:
+    async def generate_stream(self, prompt: str, params: SamplingParams, model: ServedModel | str | None = None,
+                              ids: list[int] | None = None) -> AsyncIterator[StreamChunk]:
         """The backend's chunks; the first is awaited before returning, so bad input raises here."""
         served = self.serving(model)
         self.require_generating(served)
-        chunks = aiter(served.backend.stream(prompt, params))
+        ids = await self.prompt_ids(served, prompt, params, ids)
+        chunks = aiter(served.backend.stream(prompt, params, ids))
         try:
             first = await anext(chunks)
         except MagnetError:

@@ -196,7 +196,7 @@ class VllmGenerateBackend:
         self.died = False
         await self.generate("Hello", SamplingParams(max_tokens=1))  # warm up; starts the output loop
         for model_id in self.loras:  # loads each LoRA now, not on its first request
-            await self.generate("Hello", SamplingParams(max_tokens=1), model_id)
+            await self.generate("Hello", SamplingParams(max_tokens=1), model_id=model_id)
         log.info("vLLM engine ready on %s (%s, max_model_len %d, LoRAs: %s)", self.path, self.dtype,
                  self.max_model_len, ", ".join(self.loras) or "none")
 
@@ -251,12 +251,14 @@ class VllmGenerateBackend:
 
     # ---- requests --------------------------------------------------------------
 
-    async def generate(self, prompt: str, params: SamplingParams, model_id: str | None = None) -> Completion:
-        return completion_of([chunk async for chunk in self.stream(prompt, params, model_id)])
+    async def generate(self, prompt: str, params: SamplingParams, ids: list[int] | None = None,
+                       model_id: str | None = None) -> Completion:
+        return completion_of([chunk async for chunk in self.stream(prompt, params, ids, model_id)])
 
-    async def stream(self, prompt: str, params: SamplingParams,
+    async def stream(self, prompt: str, params: SamplingParams, ids: list[int] | None = None,
                      model_id: str | None = None) -> AsyncIterator[StreamChunk]:
         """Text deltas as vLLM decodes them; the last chunk has finish_reason and usage.
+        `ids`: the prompt tokenized and checked already (by the service); None: tokenized here.
         `model_id` names another served model (its LoRA); None or the default's: merged weights.
 
         Closing this generator early (client gone) closes vLLM's, which aborts the request.
@@ -264,7 +266,8 @@ class VllmGenerateBackend:
         from vllm.inputs import TokensPrompt
         from vllm.sampling_params import RequestOutputKind
 
-        ids = self.prompt_ids(prompt, params)
+        if ids is None:
+            ids = self.prompt_ids(prompt, params)
         outputs = self.running_engine().generate(
             TokensPrompt(prompt_token_ids=ids),
             vllm_params(params, RequestOutputKind.DELTA),
@@ -335,11 +338,15 @@ class VllmLoraView:
     def problem(self) -> str | None:
         return self.engine_backend.problem()
 
-    async def generate(self, prompt: str, params: SamplingParams) -> Completion:
-        return await self.engine_backend.generate(prompt, params, self.model_id)
+    @property
+    def max_model_len(self) -> int:
+        return self.engine_backend.max_model_len
 
-    def stream(self, prompt: str, params: SamplingParams) -> AsyncIterator[StreamChunk]:
-        return self.engine_backend.stream(prompt, params, self.model_id)
+    async def generate(self, prompt: str, params: SamplingParams, ids: list[int] | None = None) -> Completion:
+        return await self.engine_backend.generate(prompt, params, ids, self.model_id)
+
+    def stream(self, prompt: str, params: SamplingParams, ids: list[int] | None = None) -> AsyncIterator[StreamChunk]:
+        return self.engine_backend.stream(prompt, params, ids, self.model_id)
 
 
 def ended_on_stop_token(piece) -> int:

@@ -2,7 +2,7 @@
 everything admission, the queue, the scheduler and the engine read.
 
     EmbedWork     token ids per input (as the model reads them), normalize      one-shot, sliced
-    TagWork       the texts or word lists, the task, tokens per input          one-shot, sliced
+    TagWork       per input its words and token ids (TagItem), the task        one-shot, sliced
     InfillWork    the segments and their decode rows (candidate params, layout)  decode
     GenerateWork  the prompt's token ids and its params                          decode
 
@@ -64,20 +64,22 @@ class TagWork:
     tagger: Any  # magnet.tagging.Tagger (the default model's heads)
     model: str
     task: str
-    items: list  # texts, or word lists
-    source: str  # "texts" | "words"
-    sizes: list[int]  # input tokens per item (with the anchor)
+    items: list  # magnet.tagging.tagger.TagItem: words and token ids, prepared once
 
     kind: ClassVar[str] = "tag"
     decode: ClassVar[bool] = False
 
     @property
     def key(self) -> tuple:
-        return ("tag", self.model, self.task, self.source)
+        return ("tag", self.model, self.task)
 
     @property
     def payload(self) -> list:
         return self.items
+
+    @property
+    def sizes(self) -> list[int]:
+        return [item.n_tokens for item in self.items]
 
     @property
     def tokens(self) -> int:
@@ -85,9 +87,7 @@ class TagWork:
 
     def run(self, payloads: list[list]) -> list[list[dict]]:
         flat = [item for items in payloads for item in items]
-        tagger, task = self.tagger, self.task
-        results = tagger.tag(texts=flat, task=task) if self.source == "texts" else tagger.tag(words=flat, task=task)
-        return split_back(results, [len(p) for p in payloads])
+        return split_back(self.tagger.tag_items(flat, self.task), [len(p) for p in payloads])
 
 
 @dataclass(eq=False)

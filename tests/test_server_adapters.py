@@ -101,6 +101,7 @@ class StandInVllm:
     the models it serves as LoRAs."""
 
     name = "vllm"
+    max_model_len = 2048
 
     def __init__(self, model_id: str | None = None, others: dict | None = None):
         self.model_id, self.others = model_id, others
@@ -112,7 +113,7 @@ class StandInVllm:
     def for_model(self, model_id):
         return StandInVllm(model_id)
 
-    async def generate(self, prompt, params):
+    async def generate(self, prompt, params, ids=None):
         from magnet.sampling import Completion
 
         return Completion("vllm" if self.model_id is None else f"vllm:{self.model_id}", "stop", 1, 1)

@@ -126,7 +126,8 @@ async def test_without_max_tokens_the_answer_may_fill_the_context(tiny_chat_engi
     app = app_with(tiny_chat_engine)
     asked: list[SamplingParams] = []
 
-    async def recorded_generate(prompt: str, params: SamplingParams, model: str | None = None) -> Completion:
+    async def recorded_generate(prompt: str, params: SamplingParams, model: str | None = None,
+                                ids: list[int] | None = None) -> Completion:
         asked.append(params)
         return Completion("ok", "stop", 1, 1)
 

@@ -195,6 +195,7 @@ class DeadEngineBackend:
     """A vLLM-like backend whose engine process has died."""
 
     name = "vllm"
+    max_model_len = 2048
 
     async def start(self) -> None: ...
 
@@ -206,7 +207,7 @@ class DeadEngineBackend:
     async def restart(self) -> None:
         raise RuntimeError("still down")
 
-    async def generate(self, prompt, params):
+    async def generate(self, prompt, params, ids=None):
         raise AssertionError("a dead engine is never called")
 
 

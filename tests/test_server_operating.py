@@ -141,6 +141,7 @@ class FlakyBackend:
     """A generate backend whose engine can be 'killed'; restarts fail `failures` times first."""
 
     name = "flaky"
+    max_model_len = 2048
 
     def __init__(self, failures: int = 1):
         self.dead, self.failures, self.restarts = False, failures, 0
@@ -158,7 +159,7 @@ class FlakyBackend:
             raise RuntimeError("not yet")
         self.dead = False
 
-    async def generate(self, prompt, params):
+    async def generate(self, prompt, params, ids=None):
         from magnet.sampling import Completion
 
         return Completion("ok", "stop", 1, 1)

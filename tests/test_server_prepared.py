@@ -148,3 +148,22 @@ async def test_queued_jobs_carry_their_typed_work_items(tiny_engine):
     assert infill.rows == infill.work.rows == len(infill.work.rows_plan) == 2
     assert infill.tokens == sum(len(layout.ids) for _, layout in infill.work.rows_plan)
     assert infill.new_tokens == 2 * 1 * 3  # rows x gaps x max_tokens
+
+
+async def test_a_chat_is_tokenized_once_for_all_its_choices(tiny_chat_engine, tokenizer_calls):
+    """The rendered prompt's ids that size the default max_tokens are the ids every choice decodes."""
+    body = {"messages": [{"role": "user", "content": "Hello there"}], "n": 2, "max_tokens": 2}
+    async with running_app(app_with(tiny_chat_engine)) as http:
+        tokenizer_calls.clear()
+        for stream in (False, True):
+            response = await http.post("/v1/chat/completions", json={**body, "stream": stream})
+            assert response.status_code == 200, response.text
+        calls = list(tokenizer_calls)
+    assert len(calls) == 2 and all(call.startswith("<|im_start|>user\nHello there") for call in calls), calls
+
+
+async def test_ids_tokenized_earlier_are_still_checked_against_the_limit(tiny_chat_engine):
+    """A chat's ids skip the second tokenization, not the rule: prompt plus max_tokens must fit."""
+    body = {"messages": [{"role": "user", "content": "Hello there"}], "max_tokens": 4000}
+    async with running_app(app_with(tiny_chat_engine)) as http:
+        assert_error(await http.post("/v1/chat/completions", json=body), 422, "input_too_long", "lower max_tokens")

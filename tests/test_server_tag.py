@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from dataclasses import dataclass
 
 import pytest
 from test_tagging_tagger import SAMPLE, train  # the tagging suite's tiny CoNLL sample and trainer
+from test_server_prepared import tokenizer_calls  # noqa: F401  (a fixture: counts tokenizer calls)
 
 from magnet.server.app import create_app
 from magnet.server.settings import Settings
@@ -95,13 +97,24 @@ class CaseTagger:
     tasks = ["case"]
 
     def __init__(self):
-        self.calls: list[tuple[int, int]] = []  # (number of texts, thread id)
+        self.calls: list[tuple[int, int]] = []  # (number of items, thread id)
 
-    def tag(self, texts=None, words=None, task="case"):
-        items = [t.split() for t in texts] if texts is not None else words
+    def prepare(self, texts=None, words=None) -> list[CaseItem]:
+        return [CaseItem(w) for w in ([t.split() for t in texts] if texts is not None else words)]
+
+    def tag_items(self, items: list[CaseItem], task: str) -> list[dict]:
         self.calls.append((len(items), threading.get_ident()))
-        return [{"words": w, "tags": ["B-CAP" if x[:1].isupper() else "O" for x in w], "entities": []}
-                for w in items]
+        return [{"words": item.words, "tags": ["B-CAP" if x[:1].isupper() else "O" for x in item.words],
+                 "entities": []} for item in items]
+
+
+@dataclass
+class CaseItem:
+    words: list[str]
+
+    @property
+    def n_tokens(self) -> int:
+        return len(self.words) + 1
 
 
 async def test_tag_and_embed_requests_share_the_worker_and_batch(tiny_engine):
@@ -122,3 +135,12 @@ async def test_tag_and_embed_requests_share_the_worker_and_batch(tiny_engine):
     assert answers == [["B-CAP", "O"], ["O", "B-CAP"], ["B-CAP", "B-CAP"]]
     assert [n for n, _ in tagger.calls] == [3]  # three requests, one tagger call
     assert tagger.calls[0][1] != threading.get_ident()
+
+
+async def test_a_tag_request_is_tokenized_once(client, tiny_engine, tokenizer_calls):
+    """The token ids that price a tag request (admission, the queue) are the ones the model reads."""
+    texts = ["Peter lives in Brussels.", "Anna sings."]
+    tokenizer_calls.clear()
+    response = await client.post("/v1/tag", json={"input": texts, "task": "ner"})
+    assert response.status_code == 200, response.text
+    assert tokenizer_calls == [texts]  # one batched call, on the tokenizer thread

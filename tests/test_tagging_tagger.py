@@ -73,20 +73,22 @@ def heads_dir(tiny_model_dir, sample, cache, tmp_path):
     return out
 
 
-def count_calls(monkeypatch, engine, method: str) -> list[int]:
+def count_calls(monkeypatch, engine, reading: str) -> list[int]:
+    """The number of inputs of each Engine.word_vectors call in `reading` (a feature mode)."""
     calls = []
-    original = getattr(engine, method)
+    original = engine.word_vectors
 
-    def counted(texts, spans, truncate=False):
-        calls.append(len(texts))
-        return original(texts, spans, truncate)
+    def counted(inputs, spans, mode):
+        if mode == reading:
+            calls.append(len(inputs))
+        return original(inputs, spans, mode)
 
-    monkeypatch.setattr(engine, method, counted)
+    monkeypatch.setattr(engine, "word_vectors", counted)
     return calls
 
 
 def test_features_are_computed_once(tiny_engine, sample, cache, monkeypatch):
-    calls = count_calls(monkeypatch, tiny_engine, "token_states")
+    calls = count_calls(monkeypatch, tiny_engine, "bidirectional")
     sentences, first = conll_features(tiny_engine, "bidirectional", sample, None)
     assert sum(calls) == 3 and len(sentences) == 3
     assert [f.shape for f in first] == [(9, 32), (6, 32), (9, 32)]
@@ -172,7 +174,7 @@ def test_causal_heads_read_causal_states(tiny_engine, tiny_model_dir, sample, ca
     train(tiny_model_dir, sample, out, "--causal", "--tasks", "ner")
     tagger = Tagger.load(tiny_engine, out)
     assert tagger.tasks == ["ner"] and tagger.manifest.feature_mode == "causal"
-    calls = count_calls(monkeypatch, tiny_engine, "causal_token_states")
+    calls = count_calls(monkeypatch, tiny_engine, "causal")
     tagger.tag(["Peter lives in Brussels."], task="ner")
     assert calls == [1]
 
@@ -199,7 +201,7 @@ def test_eval_without_heads_says_what_to_do(tiny_model_dir, sample, tmp_path):
 
 
 def test_engine_code_changes_invalidate_cached_features(tiny_engine, sample, cache, monkeypatch):
-    calls = count_calls(monkeypatch, tiny_engine, "token_states")
+    calls = count_calls(monkeypatch, tiny_engine, "bidirectional")
     conll_features(tiny_engine, "bidirectional", sample, None)
     monkeypatch.setattr("magnet.tagging.features.code_fingerprint", lambda: "edited")
     conll_features(tiny_engine, "bidirectional", sample, None)

@@ -40,24 +40,21 @@ def engine_identity(engine) -> ModelIdentity:
     return ModelIdentity(loaded.base, adapter_identity(loaded.adapter_path, loaded.adapter_sha256))
 
 
-def states_function(engine, mode: str):
-    """The engine method giving word vectors in `mode` (bidirectional or causal)."""
+def require_feature_mode(mode: str) -> None:
     if mode not in FEATURE_MODES:
         raise ValueError(f"feature mode {mode!r}: use one of {', '.join(FEATURE_MODES)}")
-    return {"bidirectional-pair": engine.paired_token_states, "bidirectional": engine.token_states,
-            "causal": engine.causal_token_states}[mode]
 
 
 def featurize(engine, mode: str, sentences: list[list[str]], batch_size: int = 32) -> list[torch.Tensor]:
     """Word vectors of pre-split sentences: one (n_words, H) float32 tensor each, in input order."""
-    states = states_function(engine, mode)
+    require_feature_mode(mode)
     order = sorted(range(len(sentences)), key=lambda i: len(sentences[i]))  # batch similar lengths
     out: list[torch.Tensor | None] = [None] * len(sentences)
     with progress(desc=f"word vectors ({mode})", total=len(order), unit="sentence") as bar:
         for first in range(0, len(order), batch_size):
             batch = order[first:first + batch_size]
             texts, spans = zip(*(join_words(sentences[i]) for i in batch))
-            for i, vectors in zip(batch, states(list(texts), list(spans))):
+            for i, vectors in zip(batch, engine.word_vectors(engine.word_inputs(list(texts)), list(spans), mode)):
                 out[i] = vectors.float().cpu()
             bar.update(len(batch))
     return out

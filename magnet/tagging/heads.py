@@ -17,14 +17,15 @@ from torch import nn
 
 from magnet.manifest import MANIFEST_FILE, BaseIdentity
 from magnet.permissions import make_readable
+from magnet.pooling import WORD_READINGS
 
 HEADS_FILE = "heads.safetensors"
 LABELS_FILE = "labels.json"
-# which engine states a head reads (magnet/tagging/features.py: states_function):
+# which engine states a head reads (magnet.pooling.WORD_READINGS, Engine.word_vectors):
 #   bidirectional-pair  bidirectional attention, a token = [output before it ; its own] (2H)
 #   bidirectional       bidirectional attention, a token = the output before it (H; MNTP's reading)
 #   causal              the model read left to right, a token = its own output (H; the base's row)
-FEATURE_MODES = ("bidirectional-pair", "bidirectional", "causal")
+FEATURE_MODES = tuple(WORD_READINGS)
 DEFAULT_FEATURE_MODE = "bidirectional-pair"
 DEFAULT_HEADS_DIR = Path(__file__).resolve().parent.parent / "defaults" / "heads"
 

@@ -2,6 +2,8 @@
 
     tagger = Tagger.load(engine)                      # the shipped default heads
     tagger.tag(["Peter lives in Brussels."], task="ner")
+    items = tagger.prepare(texts=[...])               # tokenized once (the server: off the event loop)
+    tagger.tag_items(items, task="pos")               # the model's part
     -> [{"words": ["Peter", "lives", "in", "Brussels", "."],
          "tags": ["B-PER", "O", "O", "B-LOC", "O"],
          "entities": [{"text": "Peter", "label": "PER", "start": 0, "end": 5}, ...]}]
@@ -11,16 +13,33 @@ Entity start/end are character offsets into the input text (input[start:end]
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from magnet.engine import WordInput
 from magnet.errors import InvalidInputError, UnknownTaskError
 from magnet.tagging.conll import ENTITY_TASKS
-from magnet.tagging.features import engine_identity, states_function
+from magnet.tagging.features import engine_identity
 from magnet.tagging.heads import DEFAULT_HEADS_DIR, HeadsManifest, HeadsMismatchError, TagHead, describe, load_heads
 from magnet.tagging.iob import Span, decode_entities
 from magnet.tagging.words import Word, join_words, split_words
+
+
+@dataclass(frozen=True)
+class TagItem:
+    """One input prepared for tagging: split into words and tokenized once."""
+
+    text: str  # what the model reads (pre-split words are joined by single spaces)
+    words: list[str]
+    spans: list[tuple[int, int]]  # each word's characters in `text`
+    from_text: bool  # entity start/end: characters of `text` (True) or word indices (False)
+    tokens: WordInput  # [anchor] + the text's tokens, with their characters
+
+    @property
+    def n_tokens(self) -> int:
+        return len(self.tokens.ids)
 
 
 class Tagger:
@@ -51,24 +70,29 @@ class Tagger:
             raise UnknownTaskError(f"unknown task {task!r}: the loaded tagging tasks are {', '.join(self.tasks)}")
         return self.heads[task]
 
-    def word_vectors(self, texts: list[str], spans: list[list[tuple[int, int]]]) -> list[torch.Tensor]:
-        """(n_words, H) per text, in the feature mode the heads were trained on."""
-        return states_function(self.engine, self.manifest.feature_mode)(texts, spans)
-
     def predict(self, vectors: list[torch.Tensor], task: str) -> list[list[str]]:
         head = self.head(task)
         return [head.predict(v) for v in vectors]
 
+    def prepare(self, texts: list[str] | None = None, words: list[list[str]] | None = None) -> list[TagItem]:
+        """Each text or pre-split word list split, checked and tokenized: what `tag_items` reads."""
+        texts_in, spans, word_lists, char_spans = prepare_inputs(texts, words)
+        tokens = self.engine.word_inputs(texts_in, hint="split it into sentences")
+        return [TagItem(text, ws, sp, chars is not None, tok)
+                for text, ws, sp, chars, tok in zip(texts_in, word_lists, spans, char_spans, tokens)]
+
+    def tag_items(self, items: list[TagItem], task: str) -> list[dict]:
+        """Tags (and entities, for ner and chunk) of prepared items."""
+        self.head(task)  # fail on an unknown task before any model work
+        vectors = self.engine.word_vectors([item.tokens for item in items], [item.spans for item in items],
+                                           self.manifest.feature_mode)
+        return [result(item, tags, task in ENTITY_TASKS) for item, tags in zip(items, self.predict(vectors, task))]
+
     def tag(self, texts: list[str] | None = None, words: list[list[str]] | None = None,
             task: str = "ner") -> list[dict]:
         """Tags (and entities, for ner and chunk) of each text or pre-split word list."""
-        self.head(task)  # fail on an unknown task before any model work
-        texts_in, spans, word_lists, char_spans = prepare_inputs(texts, words)
-        tags = self.predict(self.word_vectors(texts_in, spans), task)
-        return [
-            result(word_lists[i], tags[i], char_spans[i], texts_in[i], task in ENTITY_TASKS)
-            for i in range(len(tags))
-        ]
+        self.head(task)  # before the tokenizer's work
+        return self.tag_items(self.prepare(texts, words), task)
 
 
 def prepare_inputs(texts: list[str] | None, words: list[list[str]] | None):
@@ -104,17 +128,16 @@ def check_words(words: list[str], index: int) -> list[str]:
     return list(words)
 
 
-def result(words: list[str], tags: list[str], char_spans: list[tuple[int, int]] | None, text: str,
-           with_entities: bool) -> dict:
-    out = {"words": words, "tags": tags}
+def result(item: TagItem, tags: list[str], with_entities: bool) -> dict:
+    out = {"words": item.words, "tags": tags}
     if with_entities:
-        out["entities"] = [entity(span, words, char_spans, text) for span in decode_entities(tags)]
+        out["entities"] = [entity(span, item) for span in decode_entities(tags)]
     return out
 
 
-def entity(span: Span, words: list[str], char_spans: list[tuple[int, int]] | None, text: str) -> dict:
-    if char_spans is None:  # pre-split words: word indices
-        return {"text": " ".join(words[span.start:span.end]), "label": span.label,
+def entity(span: Span, item: TagItem) -> dict:
+    if not item.from_text:  # pre-split words: word indices
+        return {"text": " ".join(item.words[span.start:span.end]), "label": span.label,
                 "start": span.start, "end": span.end}
-    start, end = char_spans[span.start][0], char_spans[span.end - 1][1]
-    return {"text": text[start:end], "label": span.label, "start": start, "end": end}
+    start, end = item.spans[span.start][0], item.spans[span.end - 1][1]
+    return {"text": item.text[start:end], "label": span.label, "start": start, "end": end}

@@ -1,0 +1,73 @@
+"""oneDNN-packed linear layers (magnet/packed.py): the same outputs as nn.Linear, every linear
+of a spec-built engine packed, the same greedy texts, and plain layers kept where packing fails."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import magnet.packed
+from magnet.engine import Engine, EngineConfig
+from magnet.loading import ModelSpec, load_model
+from magnet.packed import PackedLinear, pack_linears
+from magnet.sampling import INFILL_DEFAULTS, SamplingParams
+
+
+@pytest.mark.parametrize("dtype, tolerance", [(torch.float32, 1e-5), (torch.bfloat16, 2e-2)])
+@pytest.mark.parametrize("bias", [True, False])
+def test_a_packed_layer_computes_what_the_linear_computes(dtype, tolerance, bias):
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(48, 80, bias=bias).to(dtype)
+    packed = PackedLinear(linear)
+    for shape in [(1, 48), (5, 48), (2, 7, 48)]:  # one decode row, a few, a (B, T, H) prefill
+        x = torch.randn(shape, dtype=dtype)
+        want = F.linear(x, linear.weight, linear.bias)
+        got = packed(x)
+        assert got.shape == want.shape
+        assert torch.allclose(got.float(), want.float(), atol=tolerance, rtol=tolerance)
+
+
+def spec_of(model_dir, dtype="float32") -> ModelSpec:
+    return ModelSpec(model=str(model_dir), adapter=None, device="cpu", dtype=dtype)
+
+
+def linears(model) -> list[torch.nn.Module]:
+    return [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+
+
+def test_an_engine_built_from_a_spec_packs_every_linear_and_decodes_the_same_text(tiny_model_dir):
+    plain = Engine.from_spec(spec_of(tiny_model_dir), EngineConfig(pack_linears=False))
+    packed = Engine.from_spec(spec_of(tiny_model_dir))
+    n = len(linears(plain.model))
+    assert n > 0 and linears(packed.model) == []
+    assert sum(isinstance(m, PackedLinear) for m in packed.model.modules()) == n
+    assert packed.vocab_size == plain.vocab_size  # the logits' width, read without a row-major weight
+
+    params = SamplingParams(max_tokens=12, ignore_eos=True)
+    for prompt in ["hello world", "the cat sat on"]:
+        assert packed.generate(prompt, params).text == plain.generate(prompt, params).text
+    story = ["the cat sat ", " on the mat"]
+    assert packed.infill(story, INFILL_DEFAULTS).fills == plain.infill(story, INFILL_DEFAULTS).fills
+    texts = ["a man plays a guitar", "the dog runs"]
+    cosine = F.cosine_similarity(packed.embed(texts).embeddings, plain.embed(texts).embeddings)
+    assert cosine.min() >= 0.9999
+
+
+def test_packing_is_refused_where_it_cannot_hold(tiny_model_dir):
+    half = load_model(spec_of(tiny_model_dir, "float16"))  # no packed fp16 kernel on CPU
+    assert pack_linears(half.model) == 0
+    assert len(linears(half.model)) > 0
+
+
+@pytest.mark.parametrize("fault", ["raises", "disagrees"])
+def test_layers_stay_plain_when_onednn_refuses_or_disagrees(tiny_model_dir, monkeypatch, fault):
+    def broken(self, x):
+        if fault == "raises":
+            raise RuntimeError("could not create a primitive descriptor for the inner product")
+        return torch.zeros(*x.shape[:-1], self.out_features, dtype=x.dtype)
+
+    monkeypatch.setattr(magnet.packed.PackedLinear, "forward", broken)
+    loaded = load_model(spec_of(tiny_model_dir))
+    before = len(linears(loaded.model))
+    assert pack_linears(loaded.model) == 0
+    assert len(linears(loaded.model)) == before
