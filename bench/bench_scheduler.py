@@ -93,6 +93,15 @@ def matmul_ceiling(dtype: torch.dtype, size: int = 2048, repeat: int = 10) -> fl
     return 2 * size ** 3 / best
 
 
+def parameter_count(model) -> int:
+    """The model's weights: its parameters, and the decoder's packed linears (magnet/packed.py),
+    whose weights are buffers; a tied output projection shares the embeddings' count."""
+    from magnet.packed import PackedLinear
+
+    packed = sum(m.in_features * m.out_features for m in model.get_decoder().modules() if isinstance(m, PackedLinear))
+    return sum(p.numel() for p in model.parameters()) + packed
+
+
 def timed_once(fn) -> float:
     started = time.perf_counter()
     fn()
@@ -235,7 +244,7 @@ async def main(args) -> None:
     with serve_on_loopback(app, ready_timeout=600) as url:
         engine = app.state.service.engine
         served_dtype = dtype_name(engine.loaded.dtype)
-        flop_per_token = 2 * sum(p.numel() for p in engine.model.parameters())
+        flop_per_token = 2 * parameter_count(engine.model)
         limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
         async with httpx.AsyncClient(base_url=url, timeout=600, limits=limits) as http:
             rows = []

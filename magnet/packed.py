@@ -4,12 +4,10 @@ A plain `nn.Linear` on CPU hands oneDNN a row-major weight on every call. A deco
 multiplies 1-16 rows by every weight of the model, so it is bound by how fast the weights
 stream from memory, and the row-major layout streams them slowly. oneDNN's own blocked
 layout (made once by `mkldnn._reorder_linear_weight`, the pass torch.compile's freezing
-applies to CPU linears) streams them faster:
-
-    decode step, embedded model, bf16, 1 stream   ~23 -> ~31 tokens/s (same greedy text)
-
-(`python bench/bench_core.py --packing`, table in docs/core.md). Large batches gain less
-(prefill and embeddings are compute-bound).
+applies to CPU linears) streams them faster: one decode stream of the embedded model in bf16
+took 0.63-0.80x the plain layers' time per token, with the same greedy text
+(`python bench/bench_core.py --packing`, table in docs/core.md). Embedding batches, bound by
+the matrix units rather than by memory, gain little (1.01x).
 
 Only an engine built from a spec (frozen, merged weights) is packed: a packed layer drops
 its row-major weight, so it cannot train, merge or save. Where oneDNN is missing or refuses
