@@ -117,21 +117,22 @@ class Engine:
         """[anchor] instruction text [EOS]; truncation cuts the text, never the ends."""
         return self.embedding_row(self.tokens(instruction), self.tokens(text), truncate)
 
-    def embedding_row(self, head: list[int], body: list[int], truncate: bool) -> list[int]:
+    def embedding_row(self, head: list[int], body: list[int], truncate: bool, cut_left: bool = False) -> list[int]:
         if len(head) + len(body) + 2 > self.max_length and not truncate:
             self.check_length(len(head) + len(body) + 2, "an input (with its instruction)")
-        return embedding_ids(self.anchor_id, self.tokenizer.eos_token_id, head, body, self.max_length)
+        return embedding_ids(self.anchor_id, self.tokenizer.eos_token_id, head, body, self.max_length, cut_left)
 
     def embedding_inputs(self, texts: list[str], instruction: str | None = None,
-                         truncate: bool = False) -> list[list[int]]:
+                         truncate: bool = False, cut_left: bool = False) -> list[list[int]]:
         """Every text's `embed_ids`, checked (a text too long without `truncate`: a 422), with
         one tokenizer call for all of them (an instruction's ids are kept once computed):
-        what `embed_token_ids` encodes, and what the server prices."""
+        what `embed_token_ids` encodes, and what the server prices. `cut_left`: a truncated
+        text keeps its end (TEI's truncation_direction "left")."""
         require_texts(texts)
         instruction = self.instruction if instruction is None else instruction
         head = self.instruction_ids(instruction)
         bodies = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
-        return [self.embedding_row(head, body, truncate) for body in bodies]
+        return [self.embedding_row(head, body, truncate, cut_left) for body in bodies]
 
     def instruction_ids(self, instruction: str) -> list[int]:
         known = self.__dict__.setdefault("_instruction_ids", {})  # few distinct instructions in practice

@@ -59,10 +59,12 @@ def infill_layout(anchor_id: int, eos_id: int, segment_ids: list[list[int]], tri
 
 
 def embedding_ids(anchor_id: int, eos_id: int, instruction_ids: list[int], text_ids: list[int],
-                  max_length: int) -> list[int]:
-    """[anchor] instruction text [EOS], the text cut to fit max_length.
+                  max_length: int, cut_left: bool = False) -> list[int]:
+    """[anchor] instruction text [EOS], the text cut to fit max_length: its end cut off, or its
+    start (`cut_left`, TEI's truncation_direction "left").
 
     The EOS output is the sentence embedding (last-token pooling, paper §3.2.2).
     """
     room = max(max_length - len(instruction_ids) - 2, 0)
-    return [anchor_id] + instruction_ids + text_ids[:room] + [eos_id]
+    kept = text_ids[len(text_ids) - room:] if cut_left and len(text_ids) > room else text_ids[:room]
+    return [anchor_id] + instruction_ids + kept + [eos_id]

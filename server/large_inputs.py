@@ -24,7 +24,8 @@ def require_batch_size(service: Service, count: int, field: str) -> None:
 
 async def embed_many(service: Service, texts: list[str], field: str, *, instruction: str | None = None,
                      normalize: bool = True, truncate: bool = False,
-                     model: "ServedModel | str | None" = None) -> Embeddings:
-    """(N, H) embeddings of up to max_client_batch_size texts, in order."""
+                     model: "ServedModel | str | None" = None, cut_left: bool = False) -> Embeddings:
+    """(N, H) embeddings of up to max_client_batch_size texts, in order (`cut_left`: a
+    truncated text keeps its end)."""
     require_batch_size(service, len(texts), field)
-    return await service.embed(texts, instruction, normalize, truncate, model)
+    return await service.embed(texts, instruction, normalize, truncate, model, cut_left)

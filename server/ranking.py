@@ -22,9 +22,10 @@ class Ranking:
 
 
 async def rank_texts(service: Service, query: str, texts: list[str], field: str, *, instruction: str | None = None,
-                     truncate: bool = False, model: "ServedModel | str | None" = None) -> Ranking:
+                     truncate: bool = False, model: "ServedModel | str | None" = None,
+                     cut_left: bool = False) -> Ranking:
     require_batch_size(service, len(texts), field)
-    embedded = await service.embed([query, *texts], instruction, True, truncate, model)
+    embedded = await service.embed([query, *texts], instruction, True, truncate, model, cut_left)
     scores = (embedded.array[1:] @ embedded.array[0]).tolist()  # (N,): unit vectors, so cosines
     order = sorted(range(len(texts)), key=lambda i: (-scores[i], i))
     return Ranking(scores, order, embedded.prompt_tokens)

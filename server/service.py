@@ -301,12 +301,12 @@ class Service:
     # --- embed and tag: batched --------------------------------------------------------
 
     async def embed(self, texts: list[str], instruction: str | None, normalize: bool, truncate: bool,
-                    model: ServedModel | str | None = None) -> Embeddings:
+                    model: ServedModel | str | None = None, cut_left: bool = False) -> Embeddings:
         served = self.serving(model)
         model_id, engine = served.id, served.engine
         instruction = engine.instruction if instruction is None else instruction
         # the ids the model reads, tokenized once: what admission prices and the engine encodes
-        seqs = await self.tokenize("embed", lambda: engine.embedding_inputs(texts, instruction, truncate))
+        seqs = await self.tokenize("embed", lambda: engine.embedding_inputs(texts, instruction, truncate, cut_left))
         work = EmbedWork(engine, model_id, seqs, instruction, normalize, truncate)
         vectors = await self.worker.submit_work(work)  # big ones run in slices
         metrics.PROMPT_TOKENS.labels("embed").inc(work.tokens)

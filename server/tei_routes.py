@@ -19,7 +19,6 @@ import magnet
 from magnet.server.disconnect import unless_client_leaves
 from magnet.server.fast_json import FastJSONResponse
 from magnet.server.large_inputs import embed_many
-from magnet.server.left_truncation import cut_from_left
 from magnet.server.ranking import rank_texts
 from magnet.server.registry import Resolved, ServedModel, default_model, resolved
 from magnet.server.routes import ERRORS, service_of
@@ -37,9 +36,8 @@ async def embed(request: Request, call: Resolved[TeiEmbedRequest] = resolved(Tei
     body, served = call.body, call.model
     service = service_of(request)
     texts = await resolve_texts(service, served, body.inputs, "inputs")
-    texts = await cut_left_if_asked(service, served, body.cuts_left, texts)
     embedded = embed_many(service, texts, "inputs", normalize=body.normalize, truncate=bool(body.truncate),
-                          model=served)
+                          model=served, cut_left=body.cuts_left)
     return FastJSONResponse((await unless_client_leaves(request, embedded, "embed")).array)  # (N, H), as TEI
 
 
@@ -53,8 +51,8 @@ async def rerank(request: Request,
                  call: Resolved[TeiRerankRequest] = resolved(TeiRerankRequest, default_only=True)) -> list[TeiRank]:
     body, served = call.body, call.model
     service = service_of(request)
-    query, *texts = await cut_left_if_asked(service, served, body.cuts_left, [body.query, *body.texts])
-    ranking = rank_texts(service, query, texts, "texts", truncate=bool(body.truncate), model=served)
+    ranking = rank_texts(service, body.query, body.texts, "texts", truncate=bool(body.truncate), model=served,
+                         cut_left=body.cuts_left)
     ranked = await unless_client_leaves(request, ranking, "embed")
     return [TeiRank(index=i, score=ranked.scores[i], text=body.texts[i] if body.return_text else None)
             for i in ranked.order]
@@ -70,9 +68,3 @@ async def info(request: Request, served: ServedModel = Depends(default_model)) -
                    max_batch_tokens=settings.max_batch_tokens, max_client_batch_size=settings.max_client_batch_size,
                    auto_truncate=False, tokenization_workers=1, version=magnet.__version__)
 
-
-async def cut_left_if_asked(service, served: ServedModel, cuts_left: bool, texts: list[str]) -> list[str]:
-    if not cuts_left:
-        return texts
-    engine = served.engine
-    return await service.tokenize("embed", lambda: cut_from_left(engine, texts, None))

@@ -55,6 +55,11 @@ async def test_truncation_cuts_the_chosen_end(client, tiny_engine):
     shifted = (await client.post("/embed", json={"inputs": ends_the_same, "truncate": True,
                                                   "truncation_direction": "left"})).json()[0]
     assert not close(shifted, left, 1e-3)  # a left cut keeps the end, so a new end changes the vector
+    # exactly the text's last tokens, the instruction and both ends kept (no decode and re-tokenize)
+    head, body = tiny_engine.instruction_ids(tiny_engine.instruction), tiny_engine.tokens(long)
+    room = tiny_engine.max_length - len(head) - 2
+    row = [tiny_engine.anchor_id] + head + body[-room:] + [tiny_engine.tokenizer.eos_token_id]
+    assert close(left, tiny_engine.embed_token_ids([row]).embeddings[0].tolist())
 
 
 @pytest.mark.parametrize("body, words", [
