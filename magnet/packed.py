@@ -62,25 +62,27 @@ def pack_linears(model: torch.nn.Module) -> int:
         return 0
     linears = [(parent, name, child) for parent in model.modules()
                for name, child in parent.named_children() if isinstance(child, torch.nn.Linear)]
-    if not linears or not packs_faithfully(linears[0][2]):
+    first = faithfully_packed(linears[0][2]) if linears else None
+    if first is None:
         return 0
-    for parent, name, child in linears:
-        setattr(parent, name, PackedLinear(child))
+    packed = [first] + [PackedLinear(child) for _, _, child in linears[1:]]
+    for (parent, name, _), layer in zip(linears, packed):
+        setattr(parent, name, layer)
     return len(linears)
 
 
-@torch.inference_mode()
-def packs_faithfully(linear: torch.nn.Linear) -> bool:
-    """Does oneDNN take this layer's layout, and does it compute what F.linear computes?"""
+def faithfully_packed(linear: torch.nn.Linear) -> PackedLinear | None:
+    """The layer packed, if oneDNN takes its layout and computes what F.linear computes; else None."""
     x = torch.randn(3, linear.in_features, dtype=linear.weight.dtype)
     try:
-        got = PackedLinear(linear)(x)
+        packed = PackedLinear(linear)  # outside inference mode, like every other layer: a normal buffer
+        with torch.inference_mode():
+            got, want = packed(x), F.linear(x, linear.weight, linear.bias)
     except RuntimeError as exc:  # oneDNN without a kernel for this dtype or CPU
         log.warning("linear layers stay unpacked: %s", str(exc).splitlines()[0])
-        return False
-    want = F.linear(x, linear.weight, linear.bias)
+        return None
     scale = want.abs().max().clamp(min=1.0)
     if ((got - want).abs().max() / scale).item() > PARITY_TOLERANCE[linear.weight.dtype]:
         log.warning("linear layers stay unpacked: oneDNN's packed output differs from F.linear")
-        return False
-    return True
+        return None
+    return packed
