@@ -2,11 +2,11 @@
 
     tagger = Tagger.load(engine)                      # the shipped default heads
     tagger.tag(["Peter lives in Brussels."], task="ner")
-    items = tagger.prepare(texts=[...])               # tokenized once (the server: off the event loop)
-    tagger.tag_items(items, task="pos")               # the model's part
     -> [{"words": ["Peter", "lives", "in", "Brussels", "."],
          "tags": ["B-PER", "O", "O", "B-LOC", "O"],
          "entities": [{"text": "Peter", "label": "PER", "start": 0, "end": 5}, ...]}]
+    items = tagger.prepare(texts=[...])               # tokenized once (the server: off the event loop)
+    tagger.tag_items(items, task="pos")               # the model's part: what `tag` does after prepare
 
 Entity start/end are character offsets into the input text (input[start:end]
 == text), or word indices (words[start:end]) when words were given.
