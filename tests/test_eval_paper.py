@@ -286,6 +286,24 @@ def test_overlap_compares_content_and_split_and_counts_an_old_name_as_the_whole_
     assert file_split(tmp_path / "mine.csv", "report", "--stsb") is None  # your own file: scored whole
 
 
+def test_data_an_earlier_phase_read_counts_as_seen_by_the_phases_after_it(tmp_path):
+    from types import SimpleNamespace
+
+    from magnet.evaluation.overlap import first_overlap, training_records
+    from magnet.splits import data_record
+
+    flags = write_data(tmp_path)
+    roc = Path(flags[flags.index("--roc") + 1])
+    wiki = Path(flags[flags.index("--wikitext") + 1])
+    first = {"name": "phase1", "data": [data_record(roc, None)]}  # read the whole story file
+    second = {"name": "phase2", "data": [data_record(wiki, "train")], "init_adapter": first}
+    manifest = SimpleNamespace(data=[data_record(wiki, "train")], extra={"init_adapter": second})
+    engine = SimpleNamespace(loaded=SimpleNamespace(adapter_path=tmp_path, manifest=manifest))
+    records = training_records(engine)
+    assert "cloze_test_val_spring2016.csv" in first_overlap(records, [(roc, "report")])  # two phases back
+    assert first_overlap(records, [(wiki, "report")]) is None  # every phase read wiki's train split only
+
+
 def test_a_missing_data_file_fails_naming_its_flag_before_loading_a_model(tmp_path, capsys):
     argv = ["eval", "paper", *write_data(tmp_path), "--roc", str(tmp_path / "nope.csv"), "--model", str(tmp_path)]
     with pytest.raises(SystemExit, match=r"^--roc .*nope\.csv: no such file \(looked for .*nope\.csv\)$"):

@@ -12,7 +12,7 @@ from magnet.masks import CONTEXT
 from magnet.training.config import TrainConfig
 from magnet.training.corpus import Corpus
 from magnet.training.loop import MagnetObjective, add_lora, train, train_step, view_spec
-from magnet.training.objectives import info_nce
+from magnet.training.objectives import cosent, info_nce
 from magnet.training.views import MNTP, MSG, ViewSpec, make_view
 
 TEXT = [
@@ -198,6 +198,66 @@ def test_sscl_positives_sit_on_the_diagonal():
     assert right < 0.1 < shuffled
 
 
+def test_cosent_is_low_when_cosines_follow_the_scores_and_high_when_they_run_against_them():
+    a = torch.nn.functional.normalize(torch.randn(4, 8), dim=-1)
+    noise = torch.nn.functional.normalize(torch.randn(4, 8), dim=-1)
+    b = torch.stack([a[i] * (3 - i) + noise[i] * i for i in range(4)])  # cosine falls with i
+    scores = torch.tensor([5.0, 3.0, 2.0, 0.5])
+    assert cosent(a, b, scores, 20.0) < 0.5 < cosent(a, b, scores.flip(0), 20.0)
+    # one ordered pair: log(1 + exp(scale * (cos_1 - cos_0)))
+    cos = torch.nn.functional.cosine_similarity(a[:2], b[:2], dim=-1)
+    expected = torch.log1p(torch.exp(20.0 * (cos[1] - cos[0])))
+    assert torch.allclose(cosent(a[:2], b[:2], scores[:2], 20.0), expected, atol=1e-5)
+    assert cosent(a[:2], b[:2], torch.tensor([2.0, 2.0]), 20.0) == 0.0  # ties order nothing
+
+
+def stsb_file(tmp_path, rows: int = 40):
+    """An STS-B file whose pairs fall in every split (magnet.splits decides by id)."""
+    path = tmp_path / "stsb" / "sts-train.csv"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text("".join(f"main-news\theadlines\t2013\t{i:04d}\t{i % 6}.0\tA man number {i} runs fast.\t"
+                            f"The person {i} is running.\n" for i in range(rows)))
+    return path
+
+
+def test_graded_pairs_come_from_the_train_split_with_their_scores(tiny_model_dir, data_file, tmp_path, tiny_loaded):
+    from magnet.datasets import read_stsb
+    from magnet.splits import SELECT, TRAIN
+
+    sts = stsb_file(tmp_path)
+    config = tiny_config(tiny_model_dir, data_file, tmp_path, graded_pairs=(str(sts),), graded_weight=1.0,
+                         select_stsb=str(sts))
+    tokenizer = tiny_loaded.tokenizer
+    corpus = Corpus.build(config, tokenizer, view_spec(config, tokenizer, 300))
+    train_rows, select_rows = read_stsb(sts, TRAIN), read_stsb(sts, SELECT)
+    assert train_rows and select_rows and sorted(corpus.graded) == sorted(train_rows)
+    a, b, scores = corpus.graded_batch(step=3, micro=0)
+    assert len(a) == len(b) == len(scores) == config.graded_batch == 4
+    texts = {(tokenizer.decode(x[1 + len(corpus.instruction_ids):-1]).strip(), s) for x, s in zip(a, scores)}
+    assert texts <= {(row[0], row[2]) for row in train_rows}
+    assert corpus.graded_batch(step=3, micro=0) == (a, b, scores)  # the same on resume
+
+
+def test_the_manifest_records_the_graded_pairs_as_training_data(tiny_model_dir, data_file, tmp_path, tiny_loaded):
+    from magnet.training.checkpoints import manifest_for
+
+    sts = stsb_file(tmp_path)
+    config = tiny_config(tiny_model_dir, data_file, tmp_path, graded_pairs=(str(sts),), graded_weight=0.5)
+    manifest = manifest_for(config, tiny_loaded, steps=1)
+    assert manifest.objectives["graded"] == {"weight": 0.5, "scale": 20.0, "loss": "cosent", "pairs": ["sts-train.csv"]}
+    assert [(r["file"], r["split"]) for r in manifest.data if r["file"] == "sts-train.csv"] == [("sts-train.csv", "train")]
+
+
+def test_graded_pairs_need_a_weight_and_a_weight_needs_pairs(tiny_model_dir, data_file, tmp_path, tiny_loaded):
+    sts = stsb_file(tmp_path)
+    tokenizer = tiny_loaded.tokenizer
+    for changes, message in (({"graded_pairs": (str(sts),)}, "graded-weight"), ({"graded_weight": 1.0}, "graded-pairs"),
+                             ({"graded_pairs": (str(data_file),), "graded_weight": 1.0}, "0 scored pairs")):
+        config = tiny_config(tiny_model_dir, data_file, tmp_path, **changes)
+        with pytest.raises(ValueError, match=message):
+            Corpus.build(config, tokenizer, view_spec(config, tokenizer, 300))
+
+
 @pytest.fixture()
 def data_file(tmp_path):
     path = tmp_path / "text.txt"
@@ -234,6 +294,28 @@ def test_each_loss_is_finite_and_falls_on_a_repeated_batch(tiny_loaded, tiny_mod
         values = [h[name] for h in history]
         assert all(torch.isfinite(torch.tensor(values))), name
         assert values[-1] < values[0], f"{name} did not fall: {values}"
+
+
+def test_the_graded_loss_falls_on_a_repeated_batch_and_trains_the_lora(tiny_model_dir, data_file, tmp_path):
+    from magnet.loading import load_model, ModelSpec
+
+    # the graded loss alone (the others weigh 0), so its fall is its own
+    config = tiny_config(tiny_model_dir, data_file, tmp_path, switch_at=0.0, weights_after=(0.0, 0.0, 0.0),
+                         graded_pairs=(str(stsb_file(tmp_path)),), graded_weight=1.0, lr=3e-3)
+    loaded = load_model(ModelSpec(model=str(tiny_model_dir), adapter=None, device="cpu", dtype="float32"))
+    torch.manual_seed(0)
+    model = add_lora(loaded.model, config.with_(lora_dropout=0.0))
+    corpus = Corpus.build(config, loaded.tokenizer, view_spec(config, loaded.tokenizer, model.config.vocab_size))
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.lr)
+    history = []
+    for _ in range(8):
+        losses = train_step(MagnetObjective(model), corpus, config, step=0, pad_id=0, device="cpu")
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in params)
+        optimizer.step()
+        optimizer.zero_grad()
+        history.append(losses["graded"])
+    assert all(math.isfinite(v) for v in history) and history[-1] < history[0], history
 
 
 def test_killed_and_resumed_run_matches_an_uninterrupted_one(tiny_model_dir, data_file, tmp_path):

@@ -35,6 +35,7 @@ def test_sscl_is_off_while_its_weight_is_zero(run_dir):
     on = active_objectives(run_dir, records)
     assert on["mntp"] == [True] * 40 and on["msg"] == [True] * 40
     assert on["sscl"] == [False] * 20 + [True] * 20
+    assert on["graded"] == [False] * 40  # its weight is 0 in the default config
 
 
 def test_without_a_config_an_objective_logging_zero_is_off(run_dir):

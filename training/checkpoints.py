@@ -71,6 +71,8 @@ def manifest_for(config, loaded, steps: int) -> AdapterManifest:
             "mntp": {"mask_rate": config.mask_rate, "view_rate": config.mntp_view_rate},
             "sscl": {"temperature": config.temperature, "augmenter": config.augmenter,
                      "pairs": [Path(p).name for p in config.pairs]},
+            **({"graded": {"weight": config.graded_weight, "scale": config.graded_scale, "loss": "cosent",
+                           "pairs": [Path(p).name for p in config.graded_pairs]}} if config.graded_weight else {}),
             "msg": {"max_spans": config.max_spans, "span_range": list(config.span_range()),
                     "causal_rate": config.causal_rate, "gap_jitter": config.gap_jitter,
                     "trailing_rate": config.trailing_rate, "sentence_rate": config.sentence_rate,
@@ -91,7 +93,7 @@ def training_data_records(config) -> list[dict]:
     (magnet.splits): what an evaluation checks its own rows against."""
     from magnet.splits import TRAIN, data_record
 
-    paths = list(dict.fromkeys([*config.data, *config.pairs]))
+    paths = list(dict.fromkeys([*config.data, *config.pairs, *config.graded_pairs]))
     return [data_record(path, TRAIN) for path in paths]
 
 

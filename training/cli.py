@@ -31,6 +31,10 @@ FLAGS = {  # flag -> (config field, type, help)
     "--augmenter": ("augmenter", str, "SSCL positives for unpaired lines: word_dropout | dropout"),
     "--min-sscl-words": ("min_sscl_words", int, "paragraphs of more words than this are SSCL texts too, "
                          "with augmented positives (paper 20; 1000000: --pairs only)"),
+    "--graded-weight": ("graded_weight", float, "weight of the graded-pair loss (CoSENT on --graded-pairs' "
+                        "scores; 0: off)"),
+    "--graded-batch-size": ("graded_batch_size", int, "graded pairs per micro-batch (default: the SSCL batch)"),
+    "--graded-scale": ("graded_scale", float, "CoSENT's scale, 1 / temperature (20)"),
     "--gap-jitter": ("gap_jitter", float, "stretch span-to-suffix distances to m*U(1, 1+j) (0: exact)"),
     "--trailing-rate": ("trailing_rate", float, "share of examples whose last span ends the text"),
     "--sentence-rate": ("sentence_rate", float, "share of examples whose first span is one whole sentence"),
@@ -61,6 +65,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="JSON file with TrainConfig fields")
     parser.add_argument("--data", nargs="+", help="training text files (one paragraph per line; ROC CSV, MRPC)")
     parser.add_argument("--pairs", nargs="+", help="SSCL positive pairs (MRPC file or a<TAB>b lines)")
+    parser.add_argument("--graded-pairs", nargs="+", help="scored pairs for the graded loss (STS-B rows, "
+                        "e.g. sts-train.csv: its train split; needs --graded-weight)")
     parser.add_argument("--exclude", nargs="+", help="evaluation files (STS-B, ROC, CoNLL) whose sentences "
                         "are dropped from the training text and pairs (the select split of --select-stsb is always excluded)")
     add_flag_table(parser, FLAGS)
@@ -75,6 +81,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     overrides = given_flags(args, FLAGS)
     overrides.update(data=args.data and tuple(args.data), pairs=args.pairs and tuple(args.pairs),
+                     graded_pairs=args.graded_pairs and tuple(args.graded_pairs),
                      exclude=args.exclude and tuple(args.exclude),
                      gradient_checkpointing=args.gradient_checkpointing, quality_check=args.quality_check)
     overrides = {k: v for k, v in overrides.items() if v is not None}
@@ -85,6 +92,7 @@ def check_input_files(config: TrainConfig) -> None:
     """Every file and folder the run reads, checked before the model loads: a missing one
     ends the command with one line naming its flag (not a traceback after the load)."""
     files = [*(("--data", p) for p in config.data), *(("--pairs", p) for p in config.pairs),
+             *(("--graded-pairs", p) for p in config.graded_pairs),
              *(("--exclude", p) for p in config.exclude), ("--select-stsb", config.select_stsb)]
     for flag, path in files:
         if path and not Path(path).is_file():

@@ -43,6 +43,12 @@ class TrainConfig:
     augmenter: str = "word_dropout"  # positives for lines without a pair: word_dropout | dropout
     min_sscl_words: int = 20  # paper: lines longer than 20 words
 
+    # graded pairs (not in the paper): STS-B-style scored pairs, CoSENT on their cosines
+    graded_pairs: tuple[str, ...] = ()  # files of scored pairs (STS-B rows; their train split)
+    graded_weight: float = 0.0  # weight of the graded loss at every step (0: off, no forwards)
+    graded_batch_size: int = 0  # pairs per micro-batch (0 = the SSCL batch)
+    graded_scale: float = 20.0  # CoSENT's scale (1 / temperature)
+
     # loss weights (MNTP, SSCL, MSG) before and after the switch point (paper: 81%)
     weights_before: tuple[float, float, float] = (1.0, 0.0, 1.0)
     weights_after: tuple[float, float, float] = (1.0, 9.0, 1.0)
@@ -96,6 +102,10 @@ class TrainConfig:
     @property
     def sscl_batch(self) -> int:
         return self.sscl_batch_size or self.batch_size
+
+    @property
+    def graded_batch(self) -> int:
+        return self.graded_batch_size or self.sscl_batch
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from magnet.datasets import evaluation_sentences, normalized, read_pairs, read_paragraphs
+from magnet.datasets import evaluation_sentences, normalized, read_pairs, read_paragraphs, read_stsb
 from magnet.splits import TRAIN
 from magnet.layout import embedding_ids
 from magnet.training.augment import get_augmenter
@@ -35,6 +35,7 @@ def share(items: list, rank: int, world: int) -> list:
 class Corpus:
     chunks: list[list[int]]  # token chunks for MNTP/MSG views (<= max_length - 2 tokens)
     sscl_pairs: list[tuple[str, str | None]]  # (x, x+) ; None = make x+ with the augmenter
+    graded: list[tuple[str, str, float]]  # (a, b, score) for the graded loss
     spec: ViewSpec
     config: TrainConfig
     instruction_ids: list[int]
@@ -52,11 +53,14 @@ class Corpus:
         pairs: list[tuple[str, str | None]] = [pair for path in config.pairs for pair in read_pairs(path, TRAIN)
                                                if not held_out & {normalized(pair[0]), normalized(pair[1])}]
         pairs += [(p, None) for p in paragraphs if len(p.split()) > config.min_sscl_words]
+        graded = [row for path in config.graded_pairs for row in read_stsb(path, TRAIN)
+                  if not held_out & {normalized(row[0]), normalized(row[1])}]
+        check_graded(config, graded)
         instruction_ids = tokenizer(config.instruction, add_special_tokens=False)["input_ids"]
         if len(instruction_ids) + 10 > config.sscl_max_length:
             raise ValueError(f"sscl_max_length {config.sscl_max_length} leaves no room for text after the "
                              f"{len(instruction_ids)}-token instruction: raise it")
-        return cls(chunks, pairs, spec, config, instruction_ids, tokenizer)
+        return cls(chunks, pairs, graded, spec, config, instruction_ids, tokenizer)
 
     def views(self, step: int, micro: int, rank: int = 0, world: int = 1) -> list[View]:
         """This process's `batch_size` views of the step's global batch of `world x batch_size`."""
@@ -82,6 +86,15 @@ class Corpus:
         mine = share(texts, rank, world)
         return [self.embed_ids(x) for x, _ in mine], [self.embed_ids(x_plus) for _, x_plus in mine]
 
+    def graded_batch(self, step: int, micro: int, rank: int = 0,
+                     world: int = 1) -> tuple[list[list[int]], list[list[int]], list[float]]:
+        """Token lists of both sides of this process's share of the step's graded pairs
+        (instruction, text, EOS, as SSCL's views), and their scores."""
+        rng = step_rng(self.config.seed, step, -1 - micro)  # a stream of its own: SSCL's draws stay as they were
+        picked = share(rng.sample(self.graded, self.config.graded_batch * world), rank, world)
+        return ([self.embed_ids(self.cut(a)) for a, _, _ in picked],
+                [self.embed_ids(self.cut(b)) for _, b, _ in picked], [score for _, _, score in picked])
+
     def cut(self, text: str) -> str:
         """The text as far as an SSCL view holds it ([anchor] instruction text [EOS])."""
         room = self.config.sscl_max_length - len(self.instruction_ids) - 2
@@ -92,6 +105,18 @@ class Corpus:
         ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
         return embedding_ids(self.spec.anchor_id, self.spec.eos_id, self.instruction_ids, ids,
                              self.config.sscl_max_length)
+
+
+def check_graded(config: TrainConfig, rows: list) -> None:
+    """The graded loss needs its pairs and a weight, and a batch's worth of pairs."""
+    if config.graded_weight > 0 and not config.graded_pairs:
+        raise ValueError("graded_weight > 0 needs --graded-pairs FILE (STS-B rows: sts-train.csv)")
+    if config.graded_pairs and config.graded_weight <= 0:
+        raise ValueError("--graded-pairs is read only with --graded-weight > 0: give the loss a weight")
+    if config.graded_pairs and len(rows) < config.graded_batch:
+        raise ValueError(f"--graded-pairs: {len(rows)} scored pairs in the train split of "
+                         f"{', '.join(config.graded_pairs)}; a batch needs {config.graded_batch} "
+                         "(STS-B rows: genre, file, year, id, score, sentence 1, sentence 2)")
 
 
 def excluded_sentences(config: TrainConfig) -> set[str]:

@@ -3,6 +3,7 @@
 Per optimizer step (and per micro-batch of gradient accumulation):
     x^m  (B, T)  one hybrid-mask forward   -> MNTP + MSG
     x, x+ (B, T') two bidirectional forwards -> SSCL (skipped while λ2 = 0)
+    a, b (G, T')  two bidirectional forwards -> graded pairs, CoSENT (only with graded_weight)
 Batches, dropout and random tokens are seeded by (seed, step), so a resumed run
 repeats an uninterrupted one exactly; checkpoints hold the adapter and the
 optimizer state.
@@ -33,7 +34,7 @@ from magnet.loading import ModelSpec, attach_adapter, load_model
 from magnet.training.checkpoints import latest_checkpoint, manifest_for, save_checkpoint, write_adapter
 from magnet.training.config import TrainConfig
 from magnet.training.corpus import Corpus
-from magnet.training.objectives import ViewBatch, collate_views, info_nce, label_nll
+from magnet.training.objectives import ViewBatch, collate_views, cosent, info_nce, label_nll
 from magnet.forward import encode_last_token
 from magnet.training.views import MNTP, MSG, ViewSpec
 
@@ -144,14 +145,13 @@ class MagnetObjective(torch.nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, batch: ViewBatch, sscl: tuple | None, pad_id: int):
+    def forward(self, batch: ViewBatch, sscl: tuple | None, graded: tuple | None, pad_id: int):
+        """(N,) label NLL; (B, H) x and x+ embeddings or None; (G, H) both sides of the
+        graded pairs or None."""
         nll = label_nll(self.model, batch)
-        if sscl is None:
-            return nll, None, None
-        xs, positives = sscl
-        device = nll.device
-        return (nll, encode_last_token(self.model, xs, pad_id, device),
-                encode_last_token(self.model, positives, pad_id, device))
+        encode = lambda ids: encode_last_token(self.model, ids, pad_id, nll.device)  # noqa: E731
+        pairs = lambda views: None if views is None else (encode(views[0]), encode(views[1]))  # noqa: E731
+        return nll, pairs(sscl), pairs(graded)
 
 
 def train_step(objective, corpus: Corpus, config: TrainConfig, step: int, pad_id: int, device,
@@ -161,35 +161,42 @@ def train_step(objective, corpus: Corpus, config: TrainConfig, step: int, pad_id
     rank, world = (accelerator.process_index, accelerator.num_processes) if accelerator else (0, 1)
     w_mntp, w_sscl, w_msg = config.weights_at(step)
     dtype = next(p.dtype for p in objective.parameters() if not p.requires_grad)  # the frozen base's
-    totals = {"mntp": 0.0, "sscl": 0.0, "msg": 0.0, "loss": 0.0}
+    w_graded = config.graded_weight
+    totals = {"mntp": 0.0, "sscl": 0.0, "msg": 0.0, "graded": 0.0, "loss": 0.0}
     for micro in range(config.grad_accum):
         torch.manual_seed(hash((config.seed, step, micro, rank)) % 2**31)  # dropout, reproducible on resume
         batch = collate_views(corpus.views(step, micro, rank, world), pad_id, device)
         kinds = torch.stack([batch.objectives == MNTP, batch.objectives == MSG])  # (2, N)
         counts = all_sum(kinds.sum(dim=1).float(), accelerator).clamp(min=1)  # labels in the global batch
         sscl_views = corpus.sscl_batch(step, micro, rank, world) if w_sscl > 0 else None
+        graded_views = corpus.graded_batch(step, micro, rank, world) if w_graded > 0 else None
         last = micro == config.grad_accum - 1
         with no_sync(objective, accelerator, last), autocast(dtype, device):
-            nll, anchors, positives = objective(batch, sscl_views, pad_id)
+            nll, sscl_pair, graded_pair = objective(batch, sscl_views, graded_views and graded_views[:2], pad_id)
             sums = (kinds * nll.float()).sum(dim=1)  # this process's MNTP and MSG label NLL
             # world x (local sum / global count): DDP's gradient mean makes it the global mean's gradient
             mntp, msg = world * sums / counts
             loss = w_mntp * mntp + w_msg * msg
-            sscl = torch.zeros((), device=nll.device)
-            if anchors is not None:
+            sscl = graded = torch.zeros((), device=nll.device)
+            if sscl_pair is not None:
                 # global in-batch negatives; the gradient flows through this process's rows only,
                 # hence x world, like the token means
-                sscl = info_nce(gather_rows(anchors, accelerator), gather_rows(positives, accelerator),
-                                config.temperature)
+                anchors, positives = (gather_rows(rows, accelerator) for rows in sscl_pair)
+                sscl = info_nce(anchors, positives, config.temperature)
                 loss = loss + world * w_sscl * sscl
+            if graded_pair is not None:  # ranked over the global batch's pairs, as SSCL's negatives
+                a, b = (gather_rows(rows, accelerator) for rows in graded_pair)
+                scores = gather_rows(torch.tensor(graded_views[2], device=nll.device)[:, None], accelerator)
+                graded = cosent(a, b, scores[:, 0], config.graded_scale)
+                loss = loss + world * w_graded * graded
             if accelerator is None:
                 (loss / config.grad_accum).backward()
             else:
                 accelerator.backward(loss / config.grad_accum)
         mntp, msg = (all_sum(sums.detach(), accelerator) / counts).tolist()
-        sscl = float(sscl.detach())
-        for name, value in (("mntp", mntp), ("sscl", sscl), ("msg", msg),
-                            ("loss", w_mntp * mntp + w_sscl * sscl + w_msg * msg)):
+        sscl, graded = float(sscl.detach()), float(graded.detach())
+        for name, value in (("mntp", mntp), ("sscl", sscl), ("msg", msg), ("graded", graded),
+                            ("loss", w_mntp * mntp + w_sscl * sscl + w_msg * msg + w_graded * graded)):
             totals[name] += value / config.grad_accum
     return totals
 

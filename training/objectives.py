@@ -1,5 +1,5 @@
-"""The three losses. Each takes the model and a collated batch; the mask comes
-from the roles through the same `hidden_states` call the server uses."""
+"""The losses. Each takes the model and a collated batch; the mask comes from the
+roles through the same `hidden_states` call the server uses."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -55,3 +55,15 @@ def info_nce(anchors: torch.Tensor, positives: torch.Tensor, temperature: float)
     sim = F.normalize(anchors.float(), dim=-1) @ F.normalize(positives.float(), dim=-1).T  # (B, B)
     target = torch.arange(sim.shape[0], device=sim.device)
     return F.cross_entropy(sim / temperature, target)
+
+
+def cosent(anchors: torch.Tensor, others: torch.Tensor, scores: torch.Tensor, scale: float) -> torch.Tensor:
+    """CoSENT (Su 2022) on graded pairs: every pair (i, j) of the batch with scores[i] >
+    scores[j] should have cos_i > cos_j; the loss is log(1 + sum over such (i, j) of
+    exp(scale * (cos_j - cos_i))). It learns the gold ranking of similarities, which is what
+    Spearman scores, without asking any cosine to equal a score. anchors, others: (B, H)."""
+    cos = F.cosine_similarity(anchors.float(), others.float(), dim=-1)  # (B,)
+    gaps = scale * (cos[None, :] - cos[:, None])  # (B, B): [i, j] = scale * (cos_j - cos_i)
+    ordered = scores[:, None] > scores[None, :]  # (B, B): pair i is more similar than pair j
+    zero = torch.zeros(1, device=cos.device, dtype=cos.dtype)  # the 1 in log(1 + ...)
+    return torch.logsumexp(torch.cat([zero, gaps[ordered]]), dim=0)

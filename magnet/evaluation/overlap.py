@@ -17,9 +17,16 @@ from magnet.splits import seen_in_training
 
 
 def training_records(engine) -> list:
-    """The adapter's `data` entries (dicts, or plain file names for older adapters); [] without one."""
+    """The adapter's `data` entries (dicts, or plain file names for older adapters), and those
+    of every earlier phase it started from (`extra.init_adapter`, nested); [] without one."""
     manifest = engine.loaded.manifest if engine.loaded.adapter_path is not None else None
-    return list(manifest.data) if manifest else []
+    if not manifest:
+        return []
+    records, phase = list(manifest.data), manifest.extra.get("init_adapter")
+    while isinstance(phase, dict):
+        records += phase.get("data") or []
+        phase = phase.get("init_adapter")
+    return records
 
 
 def overlap(records: list, path: str | Path, split: str | None) -> str | None:
