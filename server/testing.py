@@ -7,6 +7,7 @@
         OpenAI(base_url=base_url + "/v1", api_key="x")
 
     release, held = await occupy_worker(app.state.service.worker)   # requests now queue up
+    await submit(worker, "embed", ("k",), ["a", "b"], run, sizes=[3, 4])   # a work item of any function
     app = app_with(engine, max_queue=1)           # an app around an engine already loaded
 
 Used by the project's tests and usable by anyone testing code against Magnet.
@@ -18,7 +19,9 @@ import contextlib
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
 
 import httpx
 from fastapi import FastAPI
@@ -116,3 +119,43 @@ def poll_ready(base_url: str, timeout: float) -> None:
         if time.monotonic() > deadline:
             raise TimeoutError(f"{base_url} was not ready after {timeout:g} s")
         time.sleep(0.05)
+
+
+@dataclass(eq=False)
+class RawWork:
+    """A work item around any function, with the fields the queue reads given directly: for
+    testing the worker without an engine. `run(payloads)` returns one result per payload (a
+    one-shot item) or a DecodeBatch with one decode per payload (`decode` True)."""
+
+    kind: str
+    key: tuple | None
+    payload: Any
+    run: Callable[[list], Any]
+    tokens: int = 0
+    sizes: list[int] | None = None  # input tokens per item of a list payload: runs in slices
+    decode: bool = False
+    model: str = ""
+    rows: int = 1
+    new_tokens: int = 0
+
+    def __post_init__(self) -> None:
+        if self.sizes is not None:
+            self.tokens = sum(self.sizes)
+
+
+def submit(worker, kind: str, key: tuple | None, payload: Any, run: Callable, tokens: int = 0,
+           sizes: list[int] | None = None):
+    """Queue a one-shot RawWork and await its own result."""
+    return worker.submit_work(RawWork(kind, key, payload, run, tokens, sizes))
+
+
+def submit_decode(worker, kind: str, key: tuple, payload: Any, start: Callable, tokens: int = 0, rows: int = 1,
+                  model: str = "", new_tokens: int = 0):
+    """Queue a decode RawWork (`start(payloads)` prefills; the key must name the model) and await its result."""
+    return worker.submit_work(RawWork(kind, key, payload, start, tokens, None, True, model, rows, new_tokens))
+
+
+def stream_decode(worker, kind: str, key: tuple, payload: Any, start: Callable, tokens: int = 0, model: str = "",
+                  new_tokens: int = 0) -> AsyncIterator[Any]:
+    """A decode RawWork's `poll()` items as they come, then its `result()`."""
+    return worker.stream_work(RawWork(kind, key, payload, start, tokens, None, True, model, 1, new_tokens))

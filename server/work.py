@@ -5,6 +5,7 @@ everything admission, the queue, the scheduler and the engine read.
     TagWork       per input its words and token ids (TagItem), the task        one-shot, sliced
     InfillWork    the segments and their decode rows (candidate params, layout)  decode
     GenerateWork  the prompt's token ids and its params                          decode
+    CallWork      the server's own call (loading, warm-up)                       one-shot, alone
 
 Each has `kind`, `key` (equal keys run as one engine call), `payload` (what that call gets,
 per item; sliceable for one-shot items), `tokens` / `sizes` (input tokens: the price and the
@@ -16,11 +17,50 @@ decodes a DecodeBatch with one decode per payload (server/worker.py submits them
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 from magnet.errors import BackendError
 from magnet.sampling import SamplingParams
+
+
+class Work(Protocol):
+    """What the queue reads of a work item (server/worker.py's Job): every item has these;
+    decodes (`decode` True) have `model`, `rows` and `new_tokens` too, one-shot items `sizes`
+    (None: one payload, never sliced)."""
+
+    kind: str
+    decode: bool
+
+    @property
+    def key(self) -> tuple | None: ...
+
+    @property
+    def payload(self) -> Any: ...
+
+    @property
+    def tokens(self) -> int: ...
+
+    def run(self, payloads: list) -> Any: ...
+
+
+@dataclass(eq=False)
+class CallWork:
+    """The server's own call on the model thread (loading a model, the warm-up): runs alone."""
+
+    kind: str
+    fn: Callable[..., Any]
+    args: tuple
+    tokens: int = 0
+
+    key: ClassVar[None] = None
+    payload: ClassVar[None] = None
+    sizes: ClassVar[None] = None
+    decode: ClassVar[bool] = False
+
+    def run(self, _payloads: list) -> list:
+        return [self.fn(*self.args)]
 
 
 @dataclass(eq=False)

@@ -54,6 +54,7 @@ from magnet.server.admission import (
     too_many_rows,
 )
 from magnet.server.scheduling import Slice, fitting_slice, plan_joining, plan_oneshot
+from magnet.server.work import CallWork, Work
 
 log = logging.getLogger(__name__)
 
@@ -64,27 +65,58 @@ _END = object()  # end of a stream
 
 @dataclass(eq=False)
 class Job:
-    """One request's work item in the queue: what admission prices and the scheduler reads (a
-    typed item of server/work.py, `work`, when the service queued it; its fields copied here)."""
+    """One typed work item (server/work.py) in the queue, and the queue's bookkeeping around
+    it. Admission and the scheduler read the item's own fields through it; nothing about the
+    work is copied or written twice."""
 
-    kind: str  # "embed", "tag", "infill", "generate", ... (a metrics label)
-    key: tuple | None  # equal keys batch together; None = runs alone
-    payload: Any  # sliceable jobs: a list of items
-    run: RunGroup | StartGroup
-    tokens: int  # input tokens (decodes: what their prefill encodes, every row)
+    work: Work
     future: asyncio.Future
-    enqueued: float = field(default_factory=time.perf_counter)
-    decode: bool = False  # `run` starts decodes that join the running batch
-    model: str = ""  # decodes: the model whose running batch they join (one batch per model)
-    rows: int = 1  # decode rows it takes (an infill: one per distinct candidate gap)
-    new_tokens: int = 0  # decodes: what every row may add in all (rows x max_tokens per row)
     emit: Callable[[Any], None] | None = None  # streaming decodes: partial output, on the worker thread
+    enqueued: float = field(default_factory=time.perf_counter)
     cancelled: bool = False  # the caller left after the job left the queue
     started: float = 0.0  # when it first left the queue for the model
-    sizes: list[int] | None = None  # one-shot jobs over a list of items: input tokens per item (run in slices)
-    done: int = 0  # items already run (slices)
+    done: int = 0  # sliced one-shot jobs: items already run
     partial: list = field(default_factory=list)  # their results
-    work: Any = None  # the typed work item (server/work.py) this job was made of, if any
+
+    @property
+    def kind(self) -> str:  # "embed", "tag", "infill", "generate", "load", ... (a metrics label)
+        return self.work.kind
+
+    @property
+    def key(self) -> tuple | None:  # equal keys batch together; None = runs alone
+        return self.work.key
+
+    @property
+    def payload(self) -> Any:  # what the engine call gets; sliceable jobs: a list of items
+        return self.work.payload
+
+    @property
+    def run(self) -> RunGroup | StartGroup:
+        return self.work.run
+
+    @property
+    def tokens(self) -> int:  # input tokens (decodes: what their prefill encodes, every row)
+        return self.work.tokens
+
+    @property
+    def decode(self) -> bool:  # `run` starts decodes that join the running batch
+        return self.work.decode
+
+    @property
+    def sizes(self) -> list[int] | None:  # one-shot jobs over a list of items: input tokens per item (sliced)
+        return None if self.decode else self.work.sizes
+
+    @property
+    def model(self) -> str:  # decodes: the model whose running batch they join (one batch per model)
+        return self.work.model if self.decode else ""
+
+    @property
+    def rows(self) -> int:  # decode rows it takes (an infill: one per distinct candidate gap)
+        return self.work.rows if self.decode else 1
+
+    @property
+    def new_tokens(self) -> int:  # decodes: what every row may add in all (rows x max_tokens per row)
+        return self.work.new_tokens if self.decode else 0
 
     @property
     def kv_tokens(self) -> int:
@@ -174,46 +206,15 @@ class ModelWorker:
         finally:
             metrics.STAGE_LATENCY.labels("tokenize", kind).observe(time.perf_counter() - started)
 
-    async def submit(self, kind: str, key: tuple | None, payload: Any, run: RunGroup, tokens: int = 0,
-                     sizes: list[int] | None = None) -> Any:
-        """Queue one job and wait for its own result (or raise its own error). With `sizes` (input
-        tokens per item of the list `payload`), the job may run in slices: `run` gets item lists
-        and returns one result list per payload, and the job's result is their concatenation."""
-        if sizes is not None:
-            tokens = sum(sizes)
-        return await self.enqueue(Job(kind, key, payload, run, tokens, self.new_future(), sizes=sizes))
-
-    async def submit_work(self, work) -> Any:
+    async def submit_work(self, work: Work) -> Any:
         """Queue a typed work item (server/work.py: embed, tag, infill, generate) and wait for its
         own result: a one-shot item's result list (run in slices when big), a decode's `result()`."""
-        return await self.enqueue(self.job_of(work))
+        return await self.enqueue(Job(work, self.new_future()))
 
-    def stream_work(self, work) -> AsyncIterator[Any]:
-        """A decode work item's `poll()` items as they come, then its `result()` (`stream_decode`)."""
-        return self._stream(lambda emit: self.job_of(work, emit))
-
-    def job_of(self, work, emit: Callable[[Any], None] | None = None) -> Job:
-        """The queue's job for a typed work item: its fields, as admission and scheduling read them."""
-        if work.decode:
-            return Job(work.kind, work.key, work.payload, work.run, work.tokens, self.new_future(), decode=True,
-                       model=work.model, rows=work.rows, new_tokens=work.new_tokens, emit=emit, work=work)
-        return Job(work.kind, work.key, work.payload, work.run, work.tokens, self.new_future(), sizes=work.sizes,
-                   work=work)
-
-    async def submit_decode(self, kind: str, key: tuple, payload: Any, start: StartGroup, tokens: int = 0,
-                            rows: int = 1, model: str = "", new_tokens: int = 0) -> Any:
-        """Queue a decode: `start(payloads)` prefills jobs of one key together (the key must name
-        the model), their decodes join `model`'s running batch, and each job's result is its
-        decode's `result()`."""
-        return await self.enqueue(Job(kind, key, payload, start, tokens, self.new_future(), decode=True, rows=rows,
-                                      model=model, new_tokens=new_tokens))
-
-    def stream_decode(self, kind: str, key: tuple, payload: Any, start: StartGroup,
-                      tokens: int = 0, model: str = "", new_tokens: int = 0) -> AsyncIterator[Any]:
-        """A decode's `poll()` items as they come, then its `result()`. Closing the iterator early
-        (client gone) drops its row at the next step."""
-        return self._stream(lambda emit: Job(kind, key, payload, start, tokens, self.new_future(), decode=True,
-                                             model=model, new_tokens=new_tokens, emit=emit))
+    def stream_work(self, work: Work) -> AsyncIterator[Any]:
+        """A decode work item's `poll()` items as they come, then its `result()`. Closing the
+        iterator early (client gone) drops its row at the next step."""
+        return self._stream(lambda emit: Job(work, self.new_future(), emit=emit))
 
     async def _stream(self, job_with: Callable[[Callable[[Any], None]], Job]) -> AsyncIterator[Any]:
         loop = asyncio.get_running_loop()
@@ -238,8 +239,7 @@ class ModelWorker:
     async def call(self, kind: str, fn: Callable[..., Any], *args: Any, tokens: int = 0, priced: bool = True) -> Any:
         """Run `fn(*args)` alone on the worker thread, through the queue (`priced` False: the
         server's own work, e.g. the warm-up, which admission does not refuse)."""
-        job = Job(kind, None, None, lambda _payloads: [fn(*args)], tokens, self.new_future())
-        return await self.enqueue(job, priced)
+        return await self.enqueue(Job(CallWork(kind, fn, args, tokens), self.new_future()), priced)
 
     def new_future(self) -> asyncio.Future:
         return asyncio.get_running_loop().create_future()

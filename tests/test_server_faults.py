@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from magnet.errors import OverloadedError
-from magnet.server.testing import app_with, assert_error, occupy_worker, running_app, serve_on_loopback
+from magnet.server.testing import app_with, assert_error, occupy_worker, running_app, serve_on_loopback, submit
 from magnet.server.worker import ModelWorker
 
 
@@ -50,8 +50,8 @@ def started_worker(**limits) -> ModelWorker:
 async def test_a_big_job_runs_in_slices_and_a_small_one_queued_behind_it_finishes_first():
     worker, run = started_worker(), Recorder()
     release, _ = await occupy_worker(worker)
-    big = asyncio.ensure_future(worker.submit("embed", ("k",), list("abcdefghij"), run, sizes=[10] * 10))
-    small = asyncio.ensure_future(worker.submit("embed", ("k",), ["z"], run, sizes=[5]))
+    big = asyncio.ensure_future(submit(worker, "embed", ("k",), list("abcdefghij"), run, sizes=[10] * 10))
+    small = asyncio.ensure_future(submit(worker, "embed", ("k",), ["z"], run, sizes=[5]))
     while worker.depth < 2:
         await asyncio.sleep(0.001)
     release.set()
@@ -65,7 +65,7 @@ async def test_a_big_job_runs_in_slices_and_a_small_one_queued_behind_it_finishe
 
 async def test_a_sliced_job_stops_at_the_next_slice_when_its_client_leaves():
     worker, run = started_worker(), Recorder(hold_first=True)
-    big = asyncio.ensure_future(worker.submit("embed", ("k",), list("abcdefghij"), run, sizes=[10] * 10))
+    big = asyncio.ensure_future(submit(worker, "embed", ("k",), list("abcdefghij"), run, sizes=[10] * 10))
     assert await asyncio.to_thread(run.first_started.wait, 30)
     big.cancel()  # the client left during the first slice
     await asyncio.sleep(0.01)
@@ -102,11 +102,11 @@ async def test_the_queue_refuses_by_estimated_wait_with_retry_after_from_the_dra
     worker = started_worker(max_queue_wait_s=2.0)
     worker.drain.record(1000, 1.0)  # measured: 1000 tokens of work per second
     release, _ = await occupy_worker(worker)
-    queued = asyncio.ensure_future(worker.submit("embed", ("k",), ["a"], Recorder(), sizes=[5000]))
+    queued = asyncio.ensure_future(submit(worker, "embed", ("k",), ["a"], Recorder(), sizes=[5000]))
     while worker.depth < 1:
         await asyncio.sleep(0.001)
     with pytest.raises(OverloadedError) as refused:
-        await worker.submit("embed", ("k",), ["b"], Recorder(), sizes=[1])
+        await submit(worker, "embed", ("k",), ["b"], Recorder(), sizes=[1])
     assert refused.value.retry_after == 3.0  # 5 s of work ahead, 2 s allowed
     assert "~5 s" in refused.value.message
     release.set()

@@ -5,15 +5,14 @@ import pytest
 
 from magnet.server.admission import DrainRate, estimated_wait_s, retry_after_s
 from magnet.server.scheduling import plan_joining, plan_oneshot
+from magnet.server.testing import RawWork
 from magnet.server.worker import Job
 
 
 def job(key=("embed",), sizes=None, tokens=0, decode=False, rows=1, new_tokens=0, done=0) -> Job:
     payload = list(range(len(sizes))) if sizes is not None else "x"
-    made = Job("embed", key, payload, None, sum(sizes) if sizes else tokens, None, decode=decode, rows=rows,
-               new_tokens=new_tokens, sizes=sizes)
-    made.done = done
-    return made
+    work = RawWork("embed", key, payload, None, tokens, sizes, decode, rows=rows, new_tokens=new_tokens)
+    return Job(work, None, done=done)
 
 
 def spans(slices) -> list[tuple[int, int, int]]:

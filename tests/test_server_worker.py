@@ -12,7 +12,7 @@ import pytest
 
 from magnet.errors import BackendError, InvalidInputError, NotReadyError, OverloadedError
 from magnet.sampling import SamplingParams, StreamChunk
-from magnet.server.testing import app_with, occupy_worker, running_app
+from magnet.server.testing import app_with, occupy_worker, running_app, stream_decode, submit, submit_decode
 from magnet.server.worker import ModelWorker
 
 
@@ -52,7 +52,7 @@ class Recorder:
 async def test_queued_jobs_with_one_key_run_as_one_call_on_one_thread():
     worker, run = make_worker(), Recorder()
     release, held = await occupy_worker(worker)
-    jobs = [asyncio.ensure_future(worker.submit("embed", ("k",), p, run, tokens=1)) for p in "abc"]
+    jobs = [asyncio.ensure_future(submit(worker, "embed", ("k",), p, run, tokens=1)) for p in "abc"]
     await until_depth(worker, 3)
     release.set()
     assert await asyncio.gather(*jobs) == ["aa", "bb", "cc"]
@@ -65,7 +65,7 @@ async def test_queued_jobs_with_one_key_run_as_one_call_on_one_thread():
 async def test_token_budget_splits_batches():
     worker, run = make_worker(budget=8), Recorder()
     release, _ = await occupy_worker(worker)
-    jobs = [asyncio.ensure_future(worker.submit("embed", ("k",), p, run, tokens=4)) for p in "abc"]
+    jobs = [asyncio.ensure_future(submit(worker, "embed", ("k",), p, run, tokens=4)) for p in "abc"]
     await until_depth(worker, 3)
     release.set()
     assert await asyncio.gather(*jobs) == ["aa", "bb", "cc"]
@@ -77,7 +77,7 @@ async def test_different_keys_run_as_separate_calls():
     worker, run = make_worker(), Recorder()
     release, _ = await occupy_worker(worker)
     keys = [("embed", 1), ("tag", "ner"), ("embed", 1)]
-    jobs = [asyncio.ensure_future(worker.submit("x", key, p, run, 1)) for key, p in zip(keys, "abc")]
+    jobs = [asyncio.ensure_future(submit(worker, "x", key, p, run, 1)) for key, p in zip(keys, "abc")]
     await until_depth(worker, 3)
     release.set()
     assert await asyncio.gather(*jobs) == ["aa", "bb", "cc"]
@@ -88,7 +88,7 @@ async def test_different_keys_run_as_separate_calls():
 async def test_a_bad_job_fails_alone_and_its_neighbours_succeed():
     worker, run = make_worker(), Recorder()
     release, _ = await occupy_worker(worker)
-    jobs = [asyncio.ensure_future(worker.submit("embed", ("k",), p, run, 1)) for p in ("a", "bad", "c")]
+    jobs = [asyncio.ensure_future(submit(worker, "embed", ("k",), p, run, 1)) for p in ("a", "bad", "c")]
     await until_depth(worker, 3)
     release.set()
     results = await asyncio.gather(*jobs, return_exceptions=True)
@@ -100,7 +100,7 @@ async def test_a_bad_job_fails_alone_and_its_neighbours_succeed():
 async def test_an_unexpected_exception_becomes_a_backend_error():
     worker = make_worker()
     with pytest.raises(BackendError, match="RuntimeError: boom"):
-        await worker.submit("embed", ("k",), "bug", Recorder(), 1)
+        await submit(worker, "embed", ("k",), "bug", Recorder(), 1)
     assert await worker.call("after", lambda: 42) == 42  # the worker survived
     await worker.close()
 
@@ -122,7 +122,7 @@ async def test_a_full_queue_refuses_at_once_with_retry_after():
 async def test_close_drains_the_queue_and_refuses_new_work():
     worker, run = make_worker(), Recorder()
     release, held = await occupy_worker(worker)
-    jobs = [asyncio.ensure_future(worker.submit("embed", ("k",), p, run, 1)) for p in "ab"]
+    jobs = [asyncio.ensure_future(submit(worker, "embed", ("k",), p, run, 1)) for p in "ab"]
     await until_depth(worker, 2)
     closing = asyncio.ensure_future(worker.close())
     await asyncio.sleep(0)
@@ -138,8 +138,8 @@ async def test_close_drains_the_queue_and_refuses_new_work():
 async def test_a_request_cancelled_while_queued_never_runs():
     worker, run = make_worker(), Recorder()
     release, _ = await occupy_worker(worker)
-    gone = asyncio.ensure_future(worker.submit("embed", ("k",), "gone", run, 1))
-    kept = asyncio.ensure_future(worker.submit("tag", ("t",), "kept", run, 1))
+    gone = asyncio.ensure_future(submit(worker, "embed", ("k",), "gone", run, 1))
+    kept = asyncio.ensure_future(submit(worker, "tag", ("t",), "kept", run, 1))
     await until_depth(worker, 2)
     gone.cancel()
     release.set()
@@ -173,7 +173,7 @@ async def collect(stream) -> tuple[str, StreamChunk]:
 
 async def test_a_stream_yields_pieces_then_the_final_chunk_and_equals_a_call_alone(tiny_engine):
     worker = make_worker()
-    stream = worker.stream_decode("generate", ("generate",), ("The quick", GREEDY), generate_start(tiny_engine))
+    stream = stream_decode(worker, "generate", ("generate",), ("The quick", GREEDY), generate_start(tiny_engine))
     text, last = await collect(stream)
     assert text == alone(tiny_engine, "The quick")
     assert last.finish_reason == "length" and last.completion_tokens == 12
@@ -183,12 +183,12 @@ async def test_a_stream_yields_pieces_then_the_final_chunk_and_equals_a_call_alo
 async def test_streams_that_join_mid_decode_get_what_they_would_alone_and_closing_one_drops_its_row(tiny_engine):
     worker = make_worker()
     long = SamplingParams(max_tokens=200)
-    leaver = worker.stream_decode("generate", ("generate",), ("Leave early", long), generate_start(tiny_engine))
+    leaver = stream_decode(worker, "generate", ("generate",), ("Leave early", long), generate_start(tiny_engine))
     await anext(leaver)  # decoding now
     prompts = ["The quick", "Once upon a time", "In the"]
     streams = []
     for prompt in prompts:  # each joins a batch that is already stepping
-        streams.append(asyncio.ensure_future(collect(worker.stream_decode(
+        streams.append(asyncio.ensure_future(collect(stream_decode(worker, 
             "generate", ("generate",), (prompt, GREEDY), generate_start(tiny_engine)))))
         await asyncio.sleep(0.01)
     await leaver.aclose()
@@ -204,7 +204,7 @@ async def test_decodes_queued_together_are_prefilled_in_one_call(tiny_engine):
     worker, calls = make_worker(), []
     release, held = await occupy_worker(worker)
     prompts = [f"Story {i} begins" for i in range(5)]
-    jobs = [asyncio.ensure_future(worker.submit_decode("generate", ("generate",), (p, GREEDY),
+    jobs = [asyncio.ensure_future(submit_decode(worker, "generate", ("generate",), (p, GREEDY),
                                                        generate_start(tiny_engine, calls), tokens=20))
             for p in prompts]
     await until_depth(worker, 5)
@@ -219,10 +219,10 @@ async def test_decodes_queued_together_are_prefilled_in_one_call(tiny_engine):
 async def test_an_embed_submitted_during_a_long_decode_finishes_before_it(tiny_engine):
     worker = make_worker()
     long = SamplingParams(max_tokens=tiny_engine.max_length - 16)
-    decode = asyncio.ensure_future(worker.submit_decode("generate", ("generate",), ("A long story", long),
+    decode = asyncio.ensure_future(submit_decode(worker, "generate", ("generate",), ("A long story", long),
                                                         generate_start(tiny_engine), tokens=long.max_tokens))
     await asyncio.wait_for(until_running(worker), 30)
-    vectors = await worker.submit("embed", ("embed",), ["a fox"],
+    vectors = await submit(worker, "embed", ("embed",), ["a fox"],
                                   lambda payloads: [tiny_engine.embed(p).embeddings for p in payloads], 4)
     assert vectors.shape[0] == 1
     assert not decode.done()  # the embed ran between two decode steps, not after the generation
@@ -234,7 +234,7 @@ async def test_running_rows_are_limited_and_the_rest_wait_in_the_queue(tiny_engi
     worker = ModelWorker(max_queue=16, max_batch_tokens=1000, max_wait_s=0.0, max_running_rows=2)
     worker.start()
     release, held = await occupy_worker(worker)
-    jobs = [asyncio.ensure_future(worker.submit_decode("generate", ("generate",), (f"Row {i}", GREEDY),
+    jobs = [asyncio.ensure_future(submit_decode(worker, "generate", ("generate",), (f"Row {i}", GREEDY),
                                                        generate_start(tiny_engine), tokens=20)) for i in range(5)]
     await until_depth(worker, 5)
     release.set()
@@ -251,9 +251,9 @@ async def test_running_rows_are_limited_and_the_rest_wait_in_the_queue(tiny_engi
 async def test_a_decode_whose_prefill_fails_gets_its_own_error_and_the_others_run(tiny_engine):
     worker = make_worker()
     release, held = await occupy_worker(worker)
-    good = asyncio.ensure_future(worker.submit_decode("generate", ("generate",), ("Fine", GREEDY),
+    good = asyncio.ensure_future(submit_decode(worker, "generate", ("generate",), ("Fine", GREEDY),
                                                       generate_start(tiny_engine), tokens=20))
-    bad = asyncio.ensure_future(worker.submit_decode("generate", ("generate",), ("", GREEDY),
+    bad = asyncio.ensure_future(submit_decode(worker, "generate", ("generate",), ("", GREEDY),
                                                      generate_start(tiny_engine), tokens=20))
     await until_depth(worker, 2)
     release.set()
@@ -299,7 +299,7 @@ async def test_concurrent_infills_are_decoded_together_and_equal_single_calls(ti
 
 async def test_close_finishes_the_running_decodes_first(tiny_engine):
     worker = make_worker()
-    decode = asyncio.ensure_future(worker.submit_decode("generate", ("generate",), ("Before the stop", GREEDY),
+    decode = asyncio.ensure_future(submit_decode(worker, "generate", ("generate",), ("Before the stop", GREEDY),
                                                         generate_start(tiny_engine), tokens=20))
     await asyncio.wait_for(until_running(worker), 30)
     await worker.close()
@@ -320,8 +320,8 @@ async def test_a_failing_decode_step_fails_its_rows_and_the_worker_goes_on(tiny_
 
     monkeypatch.setattr(DecodeBatch, "forward", fails_once)
     with pytest.raises(BackendError, match="decoding failed: RuntimeError: out of memory"):
-        await worker.submit_decode("generate", ("generate",), ("Doomed", GREEDY), generate_start(tiny_engine), 20)
-    after = await worker.submit_decode("generate", ("generate",), ("Fine", GREEDY), generate_start(tiny_engine), 20)
+        await submit_decode(worker, "generate", ("generate",), ("Doomed", GREEDY), generate_start(tiny_engine), 20)
+    after = await submit_decode(worker, "generate", ("generate",), ("Fine", GREEDY), generate_start(tiny_engine), 20)
     assert after.completion_tokens == 12 and worker.running == 0
     await worker.close()
 
@@ -332,7 +332,7 @@ async def test_decodes_of_two_models_run_in_a_batch_each_and_a_failing_one_fails
 
     worker = make_worker()
     release, held = await occupy_worker(worker)
-    jobs = {model: asyncio.ensure_future(worker.submit_decode("generate", ("generate", model), ("A story", GREEDY),
+    jobs = {model: asyncio.ensure_future(submit_decode(worker, "generate", ("generate", model), ("A story", GREEDY),
                                                               generate_start(tiny_engine), 20, model=model))
             for model in ("a", "b")}
     await until_depth(worker, 2)
