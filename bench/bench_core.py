@@ -10,8 +10,9 @@ Prints one table:
                     vs a naive infill that re-encodes context + span at every step
 With --dtypes: embed tokens/s and one stream's infill and generate ms/token per dtype (the
 engines take turns, --repeat rounds, median), which decides the dtype of each torch path.
-With --packing: the same rows for an engine with plain nn.Linear layers and one with
-oneDNN-packed weights (magnet/packed.py), in the machine's dtype or --dtype.
+With --packing: the same rows for an engine with plain nn.Linear layers, one with
+oneDNN-packed weights (magnet/packed.py), and one whose packed q/k/v and gate/up projections
+run as one product each, in the machine's dtype or --dtype.
 Ratios are taken within this run, so the machine's speed cancels out.
 """
 from __future__ import annotations
@@ -115,11 +116,13 @@ def compare(engines: dict[str, Engine], args) -> None:
     first = engines[labels[0]]
     print(f"model {first.name}, {torch.get_num_threads()} threads, context ~{args.context} "
           f"tokens, {args.tokens} decoded; median of {args.repeat} alternating rounds")
-    print("| measure | " + " | ".join(labels) + f" | {labels[-1]} / {labels[0]} |")
-    print("| --- |" + " ---: |" * (len(labels) + 1))
+    # one ratio column per engine after the first, each over the one before it
+    print("| measure | " + " | ".join(labels) + "".join(f" | {b} / {a}" for a, b in zip(labels, labels[1:])) + " |")
+    print("| --- |" + " ---: |" * (2 * len(labels) - 1))
     for name in names:
         medians = [statistics.median(values[label][name]) for label in labels]
-        print(f"| {name} | " + " | ".join(f"{m:,.1f}" for m in medians) + f" | {medians[-1] / medians[0]:.2f} |")
+        print(f"| {name} | " + " | ".join(f"{m:,.1f}" for m in medians)
+              + "".join(f" | {b / a:.2f}" for a, b in zip(medians, medians[1:])) + " |")
 
 
 def dtype_engines(args) -> dict[str, Engine]:
@@ -129,9 +132,11 @@ def dtype_engines(args) -> dict[str, Engine]:
 def packing_engines(args) -> dict[str, Engine]:
     spec = ModelSpec(adapter=args.adapter, dtype=args.dtype)
     plain = Engine.from_spec(spec, EngineConfig(pack_linears=False))
+    separate = Engine.from_spec(spec, EngineConfig(join_projections=False))
     packed = Engine.from_spec(spec)
     dtype = dtype_name(packed.loaded.dtype)
-    return {f"plain nn.Linear ({dtype})": plain, f"packed ({dtype})": packed}
+    return {f"plain nn.Linear ({dtype})": plain, f"packed ({dtype})": separate,
+            f"packed, q/k/v and gate/up joined ({dtype})": packed}
 
 
 def main() -> None:

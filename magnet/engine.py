@@ -44,6 +44,7 @@ class EngineConfig:
     end_threshold: float = 0.01  # a fill ends once the text after its gap gets this probability
     min_fill_tokens: int = 1  # a fill is never empty
     pack_linears: bool = True  # oneDNN-packed weights on CPU (magnet/packed.py); False: plain nn.Linear
+    join_projections: bool = True  # packed q/k/v and gate/up run as one product each (magnet/packed.py)
 
 
 @dataclass(frozen=True)
@@ -92,7 +93,7 @@ class Engine:
     def from_spec(cls, spec: ModelSpec = ModelSpec(), config: EngineConfig = EngineConfig()) -> "Engine":
         loaded = load_model(spec)
         if config.pack_linears and spec.merge:  # frozen weights: safe to re-lay out for this CPU
-            packed = pack_linears(loaded.model)
+            packed = pack_linears(loaded.model, join_shared_inputs=config.join_projections)
             log.info("%s: %d linear layers packed for oneDNN", loaded.name, packed)
         return cls(loaded, config)
 

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 import magnet.packed
 from magnet.engine import Engine, EngineConfig
 from magnet.loading import ModelSpec, load_model
-from magnet.packed import PackedLinear, pack_linears
+from magnet.packed import PackedLinear, SharedInputLinears, SharedInputMember, pack_linears
 from magnet.sampling import INFILL_DEFAULTS, SamplingParams
 
 
@@ -35,12 +35,31 @@ def linears(model) -> list[torch.nn.Module]:
     return [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
 
 
+@pytest.mark.parametrize("bias", [True, False])
+def test_joined_projections_give_each_member_what_its_linear_gives(bias):
+    torch.manual_seed(0)
+    members = [torch.nn.Linear(48, width, bias=bias) for width in (48, 16, 16)]
+    group = SharedInputLinears(members)
+    joined = [SharedInputMember(group, i) for i in range(3)]
+    x, other = torch.randn(2, 5, 48), torch.randn(2, 5, 48)
+    with torch.inference_mode():
+        for member, linear in zip(joined, members):  # one input for all: one product
+            assert torch.allclose(member(x), linear(x), atol=1e-5)
+        assert group._input is None  # nothing held once every member has read its output
+        for member, linear, given in zip(joined, members, [x, other, x]):  # inputs differ: still right
+            assert torch.allclose(member(given), linear(given), atol=1e-5)
+
+
 def test_an_engine_built_from_a_spec_packs_every_linear_and_decodes_the_same_text(tiny_model_dir):
     plain = Engine.from_spec(spec_of(tiny_model_dir), EngineConfig(pack_linears=False))
     packed = Engine.from_spec(spec_of(tiny_model_dir))
     n = len(linears(plain.model))
+    layers = plain.model.config.num_hidden_layers
     assert n > 0 and linears(packed.model) == []
-    assert sum(isinstance(m, PackedLinear) for m in packed.model.modules()) == n
+    # q/k/v and gate/up of every layer joined into one product each; the rest packed one by one
+    assert sum(isinstance(m, SharedInputLinears) for m in packed.model.modules()) == 2 * layers
+    assert sum(isinstance(m, SharedInputMember) for m in packed.model.modules()) == 5 * layers
+    assert sum(isinstance(m, PackedLinear) for m in packed.model.modules()) == n - 5 * layers + 2 * layers
     assert packed.vocab_size == plain.vocab_size  # the logits' width, read without a row-major weight
 
     params = SamplingParams(max_tokens=12, ignore_eos=True)
@@ -51,6 +70,15 @@ def test_an_engine_built_from_a_spec_packs_every_linear_and_decodes_the_same_tex
     texts = ["a man plays a guitar", "the dog runs"]
     cosine = F.cosine_similarity(packed.embed(texts).embeddings, plain.embed(texts).embeddings)
     assert cosine.min() >= 0.9999
+
+
+def test_projections_stay_separate_when_asked(tiny_model_dir):
+    separate = Engine.from_spec(spec_of(tiny_model_dir), EngineConfig(join_projections=False))
+    plain = Engine.from_spec(spec_of(tiny_model_dir), EngineConfig(pack_linears=False))
+    assert not any(isinstance(m, (SharedInputLinears, SharedInputMember)) for m in separate.model.modules())
+    assert sum(isinstance(m, PackedLinear) for m in separate.model.modules()) == len(linears(plain.model))
+    params = SamplingParams(max_tokens=12, ignore_eos=True)
+    assert separate.generate("hello world", params).text == plain.generate("hello world", params).text
 
 
 def test_packing_is_refused_where_it_cannot_hold(tiny_model_dir):
