@@ -17,8 +17,9 @@ magnet/hardware.py) and prints one table of ratios:
                  the model costs ~2 x parameters FLOP per token)
     infill/gen   one /v1/infill stream's tokens/s over one /v1/generate stream's (torch),
                  and over vLLM's own engine in bf16 (what /v1/generate runs by default)
-    stream       per-token time of one streamed /v1/generate over Engine.generate_stream
-                 called directly (the same decode loop without the server)
+    stream       per-token time of one streamed /v1/generate (its client in another process)
+                 over Engine.generate_stream called directly (the same decode loop without
+                 the server)
     vLLM         generate tokens/s of vLLM's engine in bf16 over fp32, 1 and 16 streams
                  (after the server stops; bench_generate.py's direct column)
 
@@ -32,6 +33,8 @@ import asyncio
 import json
 import os
 import statistics
+import subprocess
+import sys
 import time
 
 import httpx
@@ -39,6 +42,19 @@ import torch
 from bench_core import text_of  # the same filler prose as the core benchmark (bench/ is on the path)
 
 from magnet.hardware import DTYPE_HELP, dtype_name
+
+# a streaming /v1/generate client: prints the mean time between streamed chunks
+STREAM_CLIENT = """
+import json, sys, time, httpx
+stamps = []
+with httpx.stream("POST", sys.argv[1].rstrip("/") + "/v1/generate", content=sys.argv[2],
+                  headers={"content-type": "application/json"}, timeout=600) as response:
+    for line in response.iter_lines():
+        if line.startswith("data: ") and line != "data: [DONE]":
+            json.loads(line[6:])
+            stamps.append(time.perf_counter())
+print((stamps[-1] - stamps[0]) / (len(stamps) - 1))
+"""
 
 STORIES = [
     ("Tom wanted a dog for his birthday.", "He named the puppy Max and walked him every day."),
@@ -209,14 +225,12 @@ async def bench_stream(http: httpx.AsyncClient, engine, tokens: int) -> tuple[fl
     prompt = text_of(16)
 
     async def served() -> float:
-        body = {"prompt": prompt, "max_tokens": tokens, "stream": True, "ignore_eos": True}
-        stamps = []
-        async with http.stream("POST", "/v1/generate", json=body) as response:
-            async for line in response.aiter_lines():
-                if line.startswith("data: ") and line != "data: [DONE]":
-                    json.loads(line[6:])
-                    stamps.append(time.perf_counter())
-        return (stamps[-1] - stamps[0]) / (len(stamps) - 1)
+        # the client in a process of its own, as a real one is: parsing the stream here would
+        # take the interpreter lock from the server's event loop and worker thread
+        body = json.dumps({"prompt": prompt, "max_tokens": tokens, "stream": True, "ignore_eos": True})
+        done = await asyncio.to_thread(subprocess.run, [sys.executable, "-c", STREAM_CLIENT, str(http.base_url), body],
+                                       capture_output=True, text=True, check=True)
+        return float(done.stdout)
 
     def direct() -> float:
         params = SamplingParams(max_tokens=tokens, ignore_eos=True)
