@@ -69,7 +69,8 @@ def bench_embed(engine: Engine, batch: int, repeat: int) -> tuple[float, float]:
 def bench_decode(engine: Engine, context: int, tokens: int, repeat: int, naive: bool = True) -> dict[str, float]:
     half = context // 2
     prefix, suffix = text_of(half), text_of(half, offset=7)
-    params = SamplingParams(max_tokens=tokens)  # per-token time uses the tokens actually decoded
+    # both decode exactly `tokens` (EOS ignored; fills kept open by bench_config's min_fill_tokens)
+    params = SamplingParams(max_tokens=tokens, ignore_eos=True)
 
     def infill():
         return engine.infill([prefix, suffix], params)
@@ -125,15 +126,22 @@ def compare(engines: dict[str, Engine], args) -> None:
               + "".join(f" | {b / a:.2f}" for a, b in zip(medians, medians[1:])) + " |")
 
 
+def bench_config(args, **changes) -> EngineConfig:
+    """The engine's defaults, except that a fill never ends before --tokens tokens: a fill
+    that found its suffix after one token would time a prefill, not decoding."""
+    return EngineConfig(min_fill_tokens=args.tokens, **changes)
+
+
 def dtype_engines(args) -> dict[str, Engine]:
-    return {dtype: Engine.from_spec(ModelSpec(adapter=args.adapter, dtype=dtype)) for dtype in args.dtypes}
+    return {dtype: Engine.from_spec(ModelSpec(adapter=args.adapter, dtype=dtype), bench_config(args))
+            for dtype in args.dtypes}
 
 
 def packing_engines(args) -> dict[str, Engine]:
     spec = ModelSpec(adapter=args.adapter, dtype=args.dtype)
-    plain = Engine.from_spec(spec, EngineConfig(pack_linears=False))
-    separate = Engine.from_spec(spec, EngineConfig(join_projections=False))
-    packed = Engine.from_spec(spec)
+    plain = Engine.from_spec(spec, bench_config(args, pack_linears=False))
+    separate = Engine.from_spec(spec, bench_config(args, join_projections=False))
+    packed = Engine.from_spec(spec, bench_config(args))
     dtype = dtype_name(packed.loaded.dtype)
     return {f"plain nn.Linear ({dtype})": plain, f"packed ({dtype})": separate,
             f"packed, q/k/v and gate/up joined ({dtype})": packed}
@@ -154,7 +162,7 @@ def main() -> None:
         return compare(dtype_engines(args), args)
     if args.packing:
         return compare(packing_engines(args), args)
-    engine = Engine.from_spec(ModelSpec(adapter=args.adapter, dtype=args.dtype))
+    engine = Engine.from_spec(ModelSpec(adapter=args.adapter, dtype=args.dtype), bench_config(args))
     print(f"model {engine.name}, {torch.get_num_threads()} threads, {engine.device}, {engine.loaded.dtype}")
 
     ours, plain = bench_embed(engine, args.batch, args.repeat)
