@@ -44,7 +44,9 @@ class EngineConfig:
     end_threshold: float = 0.01  # a fill ends once the text after its gap gets this probability
     min_fill_tokens: int = 1  # a fill is never empty
     pack_linears: bool = True  # oneDNN-packed weights on CPU (magnet/packed.py); False: plain nn.Linear
-    join_projections: bool = True  # packed q/k/v and gate/up run as one product each (magnet/packed.py)
+    # packed q/k/v and gate/up as one product each (magnet/packed.py): a decode step gains a few
+    # per cent, embedding batches lose ~9% (docs/core.md), so off unless asked
+    join_projections: bool = False
 
 
 @dataclass(frozen=True)

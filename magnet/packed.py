@@ -9,9 +9,11 @@ took 0.63-0.80x the plain layers' time per token, with the same greedy text
 (`python bench/bench_core.py --packing`, table in docs/core.md). Embedding batches, bound by
 the matrix units rather than by memory, gain little (1.01x).
 
-The projections a module multiplies by the same input (attention's q, k, v; the MLP's gate
-and up) are packed side by side and run as one product (`SharedInputLinears`): a decode step
-makes 4 weight calls per layer instead of 7.
+Asked to (`join_shared_inputs`; the engine's `join_projections`, off by default), the
+projections a module multiplies by the same input (attention's q, k, v; the MLP's gate and
+up) are packed side by side and run as one product (`SharedInputLinears`): a decode step makes
+4 weight calls per layer instead of 7 and gains a few per cent, but an embedding batch loses
+about 9% (its outputs are strided column blocks the next ops read slower).
 
 Only an engine built from a spec (frozen, merged weights) is packed: a packed layer drops
 its row-major weight, so it cannot train, merge or save. Where oneDNN is missing or refuses
@@ -111,7 +113,7 @@ class SharedInputMember(torch.nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, column block {self.index}"
 
 
-def pack_linears(model: torch.nn.Module, join_shared_inputs: bool = True) -> int:
+def pack_linears(model: torch.nn.Module, join_shared_inputs: bool = False) -> int:
     """Replace every nn.Linear of a frozen CPU model by a packed one; returns how many. With
     `join_shared_inputs`, each group of SHARED_INPUT_GROUPS a module has (all of its names,
     biases alike) becomes one packed product (SharedInputLinears).

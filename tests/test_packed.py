@@ -52,7 +52,7 @@ def test_joined_projections_give_each_member_what_its_linear_gives(bias):
 
 def test_an_engine_built_from_a_spec_packs_every_linear_and_decodes_the_same_text(tiny_model_dir):
     plain = Engine.from_spec(spec_of(tiny_model_dir), EngineConfig(pack_linears=False))
-    packed = Engine.from_spec(spec_of(tiny_model_dir))
+    packed = Engine.from_spec(spec_of(tiny_model_dir), EngineConfig(join_projections=True))
     n = len(linears(plain.model))
     layers = plain.model.config.num_hidden_layers
     assert n > 0 and linears(packed.model) == []
@@ -72,8 +72,8 @@ def test_an_engine_built_from_a_spec_packs_every_linear_and_decodes_the_same_tex
     assert cosine.min() >= 0.9999
 
 
-def test_projections_stay_separate_when_asked(tiny_model_dir):
-    separate = Engine.from_spec(spec_of(tiny_model_dir), EngineConfig(join_projections=False))
+def test_projections_stay_separate_by_default(tiny_model_dir):
+    separate = Engine.from_spec(spec_of(tiny_model_dir))
     plain = Engine.from_spec(spec_of(tiny_model_dir), EngineConfig(pack_linears=False))
     assert not any(isinstance(m, (SharedInputLinears, SharedInputMember)) for m in separate.model.modules())
     assert sum(isinstance(m, PackedLinear) for m in separate.model.modules()) == len(linears(plain.model))
