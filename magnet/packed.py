@@ -123,11 +123,12 @@ def pack_linears(model: torch.nn.Module, join_shared_inputs: bool = False) -> in
     if not can_pack(model):
         return 0
     linears = plain_linears(model)
-    if not linears or faithfully_packed(linears[0][2]) is None:
+    first = faithfully_packed(linears[0][2]) if linears else None
+    if first is None:
         return 0
     replaced = join_groups(model) if join_shared_inputs else 0
-    for parent, name, child in plain_linears(model):
-        setattr(parent, name, PackedLinear(child))
+    for parent, name, child in plain_linears(model):  # the checked layer is kept, not packed again
+        setattr(parent, name, first if child is linears[0][2] else PackedLinear(child))
         replaced += 1
     return replaced
 
