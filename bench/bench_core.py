@@ -3,6 +3,7 @@
     python bench/bench_core.py [--adapter none] [--batch 16] [--context 256] [--tokens 32] [--dtype D]
     python bench/bench_core.py --dtypes float32 bfloat16     # each path in each dtype, side by side
     python bench/bench_core.py --packing                     # plain nn.Linear vs oneDNN-packed weights
+    python bench/bench_core.py --lean                        # Hugging Face forward vs magnet/lean.py
 
 Prints one table:
     embed           tokens/s of Engine.embed vs a plain transformers forward (same model, batch, tokens)
@@ -12,7 +13,9 @@ With --dtypes: embed tokens/s and one stream's infill and generate ms/token per 
 engines take turns, --repeat rounds, median), which decides the dtype of each torch path.
 With --packing: the same rows for an engine with plain nn.Linear layers, one with
 oneDNN-packed weights (magnet/packed.py), and one whose packed q/k/v and gate/up projections
-run as one product each, in the machine's dtype or --dtype.
+run as one product each, in the machine's dtype or --dtype. With --lean: the same rows for
+an engine whose cache-filling forwards (prefill, decode steps) run through the Hugging Face
+module stack and one that runs them through magnet/lean.py (the default).
 Ratios are taken within this run, so the machine's speed cancels out.
 """
 from __future__ import annotations
@@ -147,6 +150,14 @@ def packing_engines(args) -> dict[str, Engine]:
             f"packed, q/k/v and gate/up joined ({dtype})": packed}
 
 
+def lean_engines(args) -> dict[str, Engine]:
+    spec = ModelSpec(adapter=args.adapter, dtype=args.dtype)
+    hugging_face = Engine.from_spec(spec, bench_config(args, lean_decode=False))
+    lean = Engine.from_spec(spec, bench_config(args))
+    dtype = dtype_name(lean.loaded.dtype)
+    return {f"Hugging Face forward ({dtype})": hugging_face, f"magnet.lean ({dtype})": lean}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--adapter", default="default")
@@ -157,7 +168,10 @@ def main() -> None:
     parser.add_argument("--dtype", default=None, help=DTYPE_HELP)
     parser.add_argument("--dtypes", nargs="+", default=None, help="compare these dtypes path by path instead")
     parser.add_argument("--packing", action="store_true", help="compare plain and oneDNN-packed linears instead")
+    parser.add_argument("--lean", action="store_true", help="compare the Hugging Face and the lean forward instead")
     args = parser.parse_args()
+    if args.lean:
+        return compare(lean_engines(args), args)
     if args.dtypes:
         return compare(dtype_engines(args), args)
     if args.packing:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 
+from magnet.lean import LEAN_ATTRIBUTE
 from magnet.masks import AttentionMode, attention_mask, positions_from_padding, roles_for_mode
 from magnet.pooling import last_token
 
@@ -31,6 +32,9 @@ def hidden_states(
         key_positions = torch.cat([cached_positions, positions], dim=1)
     dtype = model.get_input_embeddings().weight.dtype
     mask = attention_mask(roles, positions, key_roles, key_positions, dtype=dtype)
+    lean = getattr(model, LEAN_ATTRIBUTE, None)  # installed by Engine.from_spec (magnet/lean.py)
+    if lean is not None and cache is not None:  # prefill and decode steps: fixed costs per op count
+        return lean(input_ids, mask, positions, cache)
     out = model.get_decoder()(
         input_ids=input_ids,
         attention_mask=mask,
