@@ -4,6 +4,7 @@
     python bench/bench_core.py --dtypes float32 bfloat16     # each path in each dtype, side by side
     python bench/bench_core.py --packing                     # plain nn.Linear vs oneDNN-packed weights
     python bench/bench_core.py --lean                        # Hugging Face forward vs magnet/lean.py
+    python bench/bench_core.py --budgets 2048 4096 8192 --batch 256   # embedding batch sizes
 
 Prints one table:
     embed           tokens/s of Engine.embed vs a plain transformers forward (same model, batch, tokens)
@@ -15,7 +16,8 @@ With --packing: the same rows for an engine with plain nn.Linear layers, one wit
 oneDNN-packed weights (magnet/packed.py), and one whose packed q/k/v and gate/up projections
 run as one product each, in the machine's dtype or --dtype. With --lean: the same rows for
 an engine whose cache-filling forwards (prefill, decode steps) run through the Hugging Face
-module stack and one that runs them through magnet/lean.py (the default).
+module stack and one that runs them through magnet/lean.py (the default). With --budgets:
+embed tokens/s of engines whose embedding batches hold those many padded tokens.
 Ratios are taken within this run, so the machine's speed cancels out.
 """
 from __future__ import annotations
@@ -52,7 +54,8 @@ def timed(fn, repeat: int) -> float:
     return statistics.median(times)
 
 
-def bench_embed(engine: Engine, batch: int, repeat: int) -> tuple[float, float]:
+def bench_embed(engine: Engine, batch: int, repeat: int, plain_too: bool = True) -> tuple[float, float | None]:
+    """(Engine.embed tokens/s, the plain forward's tokens/s or None)."""
     texts = [text_of(24, i) for i in range(batch)]
     seqs = [engine.embed_ids(t, engine.instruction, truncate=False) for t in texts]
     n_tokens = sum(len(s) for s in seqs)
@@ -65,6 +68,8 @@ def bench_embed(engine: Engine, batch: int, repeat: int) -> tuple[float, float]:
             engine.model.get_decoder()(input_ids=ids, attention_mask=padding)
 
     ours = timed(lambda: engine.embed(texts), repeat)
+    if not plain_too:
+        return n_tokens / ours, None
     theirs = timed(plain, repeat)
     return n_tokens / ours, n_tokens / theirs
 
@@ -110,11 +115,15 @@ def compare(engines: dict[str, Engine], args) -> None:
     """Each torch path on each engine, the engines taking turns so drifting load hits them alike."""
     labels = list(engines)
     names = ("embed tokens/s (batch %d)" % args.batch, "infill ms/token, 1 stream", "generate ms/token, 1 stream")
+    if args.budgets:  # only the embedding batches differ
+        names = names[:1]
     values = {label: {name: [] for name in names} for label in labels}
     for _ in range(args.repeat):
         for label, engine in engines.items():
-            decode = bench_decode(engine, args.context, args.tokens, 1, naive=False)
-            measured = (bench_embed(engine, args.batch, 1)[0], 1e3 * decode["infill"], 1e3 * decode["generate"])
+            measured = [bench_embed(engine, args.batch, 1, plain_too=False)[0]]
+            if len(names) > 1:
+                decode = bench_decode(engine, args.context, args.tokens, 1, naive=False)
+                measured += [1e3 * decode["infill"], 1e3 * decode["generate"]]
             for name, value in zip(names, measured):
                 values[label][name].append(value)
     first = engines[labels[0]]
@@ -158,6 +167,12 @@ def lean_engines(args) -> dict[str, Engine]:
     return {f"Hugging Face forward ({dtype})": hugging_face, f"magnet.lean ({dtype})": lean}
 
 
+def budget_engines(args) -> dict[str, Engine]:
+    spec = ModelSpec(adapter=args.adapter, dtype=args.dtype)
+    return {f"{budget} tokens per batch": Engine.from_spec(spec, bench_config(args, embed_batch_tokens=budget))
+            for budget in args.budgets}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--adapter", default="default")
@@ -169,7 +184,11 @@ def main() -> None:
     parser.add_argument("--dtypes", nargs="+", default=None, help="compare these dtypes path by path instead")
     parser.add_argument("--packing", action="store_true", help="compare plain and oneDNN-packed linears instead")
     parser.add_argument("--lean", action="store_true", help="compare the Hugging Face and the lean forward instead")
+    parser.add_argument("--budgets", type=int, nargs="+", default=None,
+                        help="compare embedding batches of these padded-token budgets instead (use a large --batch)")
     args = parser.parse_args()
+    if args.budgets:
+        return compare(budget_engines(args), args)
     if args.lean:
         return compare(lean_engines(args), args)
     if args.dtypes:

@@ -40,8 +40,8 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class EngineConfig:
     max_length: int = 2048  # tokens per input (capped by the model's context size)
-    # padded tokens per forward when embedding: 256 texts of ~40 tokens ran 1,371 tok/s at 4096,
-    # 1,302 at 2048 and 1,226 at 8192 (bf16, 2 cores, median of 4 alternating rounds)
+    # padded tokens per forward when embedding: 256 texts of ~40 tokens ran 1,299 tok/s at 4096,
+    # 1,250 at 2048 and 1,173 at 8192 (bf16, 2 cores; bench/bench_core.py --budgets)
     embed_batch_tokens: int = 4096
     gap_positions: int | None = None  # text positions reserved per gap; None: what the adapter was trained on
     end_threshold: float = 0.01  # a fill ends once the text after its gap gets this probability
