@@ -101,11 +101,16 @@ async def bench_infill(http: httpx.AsyncClient, n: int, tokens: int) -> tuple[fl
     return n / alone, n / together, alone_tokens / alone
 
 
+MAIN_THREAD = False  # --main-thread-measures: run them on this thread instead (how this benchmark used to)
+
+
 async def on_model_thread(worker, fn, *args):
     """`fn(*args)` on the service's model thread, between its requests. Every torch call of
     this process runs on that one thread: torch ops on a second thread give OpenMP a second
     team of workers, and libgomp, then counting more threads than cores, stops spinning
     between parallel regions, which made one infill stream ~1.6x slower (measured)."""
+    if MAIN_THREAD:
+        return fn(*args)
     call = worker.call("bench", fn, *args, priced=False)
     return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(call, worker.loop))  # the server's loop
 
@@ -317,4 +322,9 @@ if __name__ == "__main__":
     parser.add_argument("--dtype", default=None, help=DTYPE_HELP)
     parser.add_argument("--skip-vllm", action="store_true", help="leave out the vLLM bf16/fp32 rows")
     parser.add_argument("--max-queue-wait-s", type=float, default=300, help="the server's --max-queue-wait-s")
-    asyncio.run(main(parser.parse_args()))
+    parser.add_argument("--main-thread-measures", action="store_true",
+                        help="run the in-process measures on the benchmark's own thread (shows what a second "
+                             "torch thread costs the service)")
+    args = parser.parse_args()
+    MAIN_THREAD = args.main_thread_measures
+    asyncio.run(main(args))
