@@ -498,3 +498,78 @@ def test_bf16_training_keeps_the_base_in_bf16_and_lora_in_fp32(tiny_model_dir, d
     losses = train_step(MagnetObjective(model), corpus, config, step=0, pad_id=0, device="cpu")
     assert all(math.isfinite(v) for v in losses.values()) and losses["msg"] > 0
     assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in model.parameters() if p.requires_grad)
+
+
+def kl_setup(tiny_model_dir, data_file, tmp_path, **changes):
+    """A LoRA'd tiny model and a corpus whose every view is causal (the KL's labels)."""
+    from magnet.loading import ModelSpec, load_model
+
+    config = tiny_config(tiny_model_dir, data_file, tmp_path, causal_rate=1.0, switch_at=0.0, **changes)
+    loaded = load_model(ModelSpec(model=str(tiny_model_dir), adapter=None, device="cpu", dtype="float32"))
+    torch.manual_seed(0)
+    model = add_lora(loaded.model, config.with_(lora_dropout=0.0))
+    corpus = Corpus.build(config, loaded.tokenizer, view_spec(config, loaded.tokenizer, model.config.vocab_size))
+    return config, model, corpus
+
+
+def steps_of(config, model, corpus, n: int, lr: float) -> list[dict]:
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=lr)
+    history = []
+    for _ in range(n):
+        history.append(train_step(MagnetObjective(model), corpus, config, step=0, pad_id=0, device="cpu"))
+        optimizer.step()
+        optimizer.zero_grad()
+    return history
+
+
+def test_the_kl_to_the_base_is_the_base_models_own_and_training_on_it_pulls_the_adapter_back(
+        tiny_model_dir, data_file, tmp_path):
+    from magnet.loading import ModelSpec, load_model
+    from magnet.training.objectives import base_kl, collate_views, label_logits
+
+    # MSG alone first: the adapter moves away from the base on causal text
+    config, model, corpus = kl_setup(tiny_model_dir, data_file, tmp_path, weights_after=(0.0, 0.0, 1.0), kl_weight=1e-9)
+    moved = steps_of(config, model, corpus, 6, lr=1e-2)
+    assert moved[0]["kl"] < 1e-6  # a new LoRA (B = 0) is the base
+    assert moved[-1]["kl"] > 1e-3
+
+    # the KL reads the base model itself: the same figure from a separately loaded base
+    batch = collate_views(corpus.views(0, 0), 0, "cpu")
+    base = load_model(ModelSpec(model=str(tiny_model_dir), adapter=None, device="cpu", dtype="float32")).model
+    with torch.no_grad():
+        adapted_logits = label_logits(model, batch)
+        got = base_kl(model, batch, adapted_logits)
+        want_base = torch.log_softmax(label_logits(base, batch), -1)
+        adapted = torch.log_softmax(adapted_logits, -1)
+    want = (want_base.exp() * (want_base - adapted)).sum(-1)
+    assert got.shape == (int(batch.causal.sum()),) and batch.causal.all()
+    assert torch.allclose(got, want, atol=1e-5)
+
+    # the KL alone then pulls the adapter back toward the base
+    pulled = steps_of(config.with_(weights_after=(0.0, 0.0, 0.0), kl_weight=1.0), model, corpus, 6, lr=1e-2)
+    assert pulled[-1]["kl"] < pulled[0]["kl"] / 2, [h["kl"] for h in pulled]
+
+
+def test_without_a_kl_weight_the_base_is_never_read(tiny_model_dir, data_file, tmp_path, monkeypatch):
+    config, model, corpus = kl_setup(tiny_model_dir, data_file, tmp_path)
+
+    def refuse():
+        raise AssertionError("the base was read with kl_weight 0")
+
+    monkeypatch.setattr(model, "disable_adapter", refuse)
+    losses = train_step(MagnetObjective(model), corpus, config, step=0, pad_id=0, device="cpu")
+    assert losses["kl"] == 0.0 and losses["msg"] > 0
+
+
+def test_a_kl_weight_needs_causal_views_and_the_manifest_records_it(tiny_model_dir, data_file, tmp_path, tiny_loaded):
+    from magnet.training.checkpoints import manifest_for
+
+    tokenizer = tiny_loaded.tokenizer
+    for changes in ({"kl_weight": 0.5, "causal_rate": 0.0}, {"kl_weight": -1.0}):
+        with pytest.raises(ValueError, match="causal-rate"):
+            view_spec(tiny_config(tiny_model_dir, data_file, tmp_path, **changes), tokenizer, 300)
+    config = tiny_config(tiny_model_dir, data_file, tmp_path, kl_weight=0.5, causal_rate=0.2)
+    assert manifest_for(config, tiny_loaded, steps=1).objectives["kl"] == {"weight": 0.5, "to": "base model",
+                                                                          "views": "causal"}
+    assert "kl" not in manifest_for(config.with_(kl_weight=0.0), tiny_loaded, steps=1).objectives

@@ -73,6 +73,8 @@ def manifest_for(config, loaded, steps: int) -> AdapterManifest:
                      "pairs": [Path(p).name for p in config.pairs]},
             **({"graded": {"weight": config.graded_weight, "scale": config.graded_scale, "loss": "cosent",
                            "pairs": [Path(p).name for p in config.graded_pairs]}} if config.graded_weight else {}),
+            **({"kl": {"weight": config.kl_weight, "to": "base model", "views": "causal"}}
+               if config.kl_weight else {}),
             "msg": {"max_spans": config.max_spans, "span_range": list(config.span_range()),
                     "causal_rate": config.causal_rate, "gap_jitter": config.gap_jitter,
                     "trailing_rate": config.trailing_rate, "sentence_rate": config.sentence_rate,

@@ -35,6 +35,8 @@ FLAGS = {  # flag -> (config field, type, help)
                         "scores; 0: off)"),
     "--graded-batch-size": ("graded_batch_size", int, "graded pairs per micro-batch (default: the SSCL batch)"),
     "--graded-scale": ("graded_scale", float, "CoSENT's scale, 1 / temperature (20)"),
+    "--kl-weight": ("kl_weight", float, "weight of KL(base || adapted) on the causal views' next tokens, the "
+                    "base read with the adapter off (0: off)"),
     "--gap-jitter": ("gap_jitter", float, "stretch span-to-suffix distances to m*U(1, 1+j) (0: exact)"),
     "--trailing-rate": ("trailing_rate", float, "share of examples whose last span ends the text"),
     "--sentence-rate": ("sentence_rate", float, "share of examples whose first span is one whole sentence"),

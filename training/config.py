@@ -49,6 +49,9 @@ class TrainConfig:
     graded_batch_size: int = 0  # pairs per micro-batch (0 = the SSCL batch)
     graded_scale: float = 20.0  # CoSENT's scale (1 / temperature)
 
+    # KL to the base (not in the paper): the base model's next-token predictions on causal views
+    kl_weight: float = 0.0  # weight of KL(base || adapted) at causal views' labels (0: off, no base forwards)
+
     # loss weights (MNTP, SSCL, MSG) before and after the switch point (paper: 81%)
     weights_before: tuple[float, float, float] = (1.0, 0.0, 1.0)
     weights_after: tuple[float, float, float] = (1.0, 9.0, 1.0)

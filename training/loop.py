@@ -4,6 +4,7 @@ Per optimizer step (and per micro-batch of gradient accumulation):
     x^m  (B, T)  one hybrid-mask forward   -> MNTP + MSG
     x, x+ (B, T') two bidirectional forwards -> SSCL (skipped while λ2 = 0)
     a, b (G, T')  two bidirectional forwards -> graded pairs, CoSENT (only with graded_weight)
+    x^m's causal rows, adapter off, no gradient -> KL(base || adapted) (only with kl_weight)
 Batches, dropout and random tokens are seeded by (seed, step), so a resumed run
 repeats an uninterrupted one exactly; checkpoints hold the adapter and the
 optimizer state.
@@ -34,7 +35,7 @@ from magnet.loading import ModelSpec, attach_adapter, load_model
 from magnet.training.checkpoints import latest_checkpoint, manifest_for, save_checkpoint, write_adapter
 from magnet.training.config import TrainConfig
 from magnet.training.corpus import Corpus
-from magnet.training.objectives import ViewBatch, collate_views, cosent, info_nce, label_nll
+from magnet.training.objectives import ViewBatch, base_kl, collate_views, cosent, info_nce, label_logits, label_nll
 from magnet.forward import encode_last_token
 from magnet.training.views import MNTP, MSG, ViewSpec
 
@@ -48,6 +49,9 @@ def view_spec(config: TrainConfig, tokenizer, vocab_size: int) -> ViewSpec:
         if len(ids) != 1:
             raise ValueError(f"mask token {config.mask_token!r} is {len(ids)} tokens: choose a single-token one")
         mask_id = ids[0]
+    if config.kl_weight < 0 or (config.kl_weight > 0 and config.causal_rate <= 0):
+        raise ValueError(f"kl_weight {config.kl_weight} is read at causal views' labels: give a weight >= 0, "
+                         "and with a weight > 0 a --causal-rate > 0")
     anchor = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
     return ViewSpec(
         anchor_id=anchor, eos_id=tokenizer.eos_token_id, mask_id=mask_id, vocab_size=vocab_size,
@@ -145,13 +149,14 @@ class MagnetObjective(torch.nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, batch: ViewBatch, sscl: tuple | None, graded: tuple | None, pad_id: int):
-        """(N,) label NLL; (B, H) x and x+ embeddings or None; (G, H) both sides of the
-        graded pairs or None."""
-        nll = label_nll(self.model, batch)
+    def forward(self, batch: ViewBatch, sscl: tuple | None, graded: tuple | None, pad_id: int, kl: bool = False):
+        """(N,) label NLL; (C,) KL to the base at the causal labels or None; (B, H) x and x+
+        embeddings or None; (G, H) both sides of the graded pairs or None."""
+        picked = label_logits(self.model, batch)
+        nll = label_nll(picked, batch)
         encode = lambda ids: encode_last_token(self.model, ids, pad_id, nll.device)  # noqa: E731
         pairs = lambda views: None if views is None else (encode(views[0]), encode(views[1]))  # noqa: E731
-        return nll, pairs(sscl), pairs(graded)
+        return nll, base_kl(self.model, batch, picked) if kl else None, pairs(sscl), pairs(graded)
 
 
 def train_step(objective, corpus: Corpus, config: TrainConfig, step: int, pad_id: int, device,
@@ -161,23 +166,28 @@ def train_step(objective, corpus: Corpus, config: TrainConfig, step: int, pad_id
     rank, world = (accelerator.process_index, accelerator.num_processes) if accelerator else (0, 1)
     w_mntp, w_sscl, w_msg = config.weights_at(step)
     dtype = next(p.dtype for p in objective.parameters() if not p.requires_grad)  # the frozen base's
-    w_graded = config.graded_weight
-    totals = {"mntp": 0.0, "sscl": 0.0, "msg": 0.0, "graded": 0.0, "loss": 0.0}
+    w_graded, w_kl = config.graded_weight, config.kl_weight
+    totals = {"mntp": 0.0, "sscl": 0.0, "msg": 0.0, "graded": 0.0, "kl": 0.0, "loss": 0.0}
     for micro in range(config.grad_accum):
         torch.manual_seed(hash((config.seed, step, micro, rank)) % 2**31)  # dropout, reproducible on resume
         batch = collate_views(corpus.views(step, micro, rank, world), pad_id, device)
         kinds = torch.stack([batch.objectives == MNTP, batch.objectives == MSG])  # (2, N)
         counts = all_sum(kinds.sum(dim=1).float(), accelerator).clamp(min=1)  # labels in the global batch
+        kl_count = all_sum(batch.causal.sum().float(), accelerator).clamp(min=1) if w_kl > 0 else None
         sscl_views = corpus.sscl_batch(step, micro, rank, world) if w_sscl > 0 else None
         graded_views = corpus.graded_batch(step, micro, rank, world) if w_graded > 0 else None
         last = micro == config.grad_accum - 1
         with no_sync(objective, accelerator, last), autocast(dtype, device):
-            nll, sscl_pair, graded_pair = objective(batch, sscl_views, graded_views and graded_views[:2], pad_id)
+            nll, kl_values, sscl_pair, graded_pair = objective(batch, sscl_views, graded_views and graded_views[:2],
+                                                               pad_id, w_kl > 0)
             sums = (kinds * nll.float()).sum(dim=1)  # this process's MNTP and MSG label NLL
             # world x (local sum / global count): DDP's gradient mean makes it the global mean's gradient
             mntp, msg = world * sums / counts
             loss = w_mntp * mntp + w_msg * msg
-            sscl = graded = torch.zeros((), device=nll.device)
+            sscl = graded = kl_sum = torch.zeros((), device=nll.device)
+            if kl_values is not None:  # a mean over the global batch's causal labels, as the token means
+                kl_sum = kl_values.sum()
+                loss = loss + w_kl * world * kl_sum / kl_count
             if sscl_pair is not None:
                 # global in-batch negatives; the gradient flows through this process's rows only,
                 # hence x world, like the token means
@@ -195,8 +205,9 @@ def train_step(objective, corpus: Corpus, config: TrainConfig, step: int, pad_id
                 accelerator.backward(loss / config.grad_accum)
         mntp, msg = (all_sum(sums.detach(), accelerator) / counts).tolist()
         sscl, graded = float(sscl.detach()), float(graded.detach())
-        for name, value in (("mntp", mntp), ("sscl", sscl), ("msg", msg), ("graded", graded),
-                            ("loss", w_mntp * mntp + w_sscl * sscl + w_msg * msg + w_graded * graded)):
+        kl = float(all_sum(kl_sum.detach(), accelerator) / kl_count) if kl_count is not None else 0.0
+        for name, value in (("mntp", mntp), ("sscl", sscl), ("msg", msg), ("graded", graded), ("kl", kl),
+                            ("loss", w_mntp * mntp + w_sscl * sscl + w_msg * msg + w_graded * graded + w_kl * kl)):
             totals[name] += value / config.grad_accum
     return totals
 

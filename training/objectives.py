@@ -21,6 +21,7 @@ class ViewBatch:
     cols: torch.Tensor  # (N,) slot of each labelled predictor
     labels: torch.Tensor  # (N,)
     objectives: torch.Tensor  # (N,) MNTP or MSG
+    causal: torch.Tensor  # (N,) bool: the label's view is causal (base_kl's labels)
 
 
 def collate_views(views: list[View], pad_id: int, device) -> ViewBatch:
@@ -28,7 +29,7 @@ def collate_views(views: list[View], pad_id: int, device) -> ViewBatch:
     ids = torch.full((len(views), width), pad_id, dtype=torch.long)
     roles = torch.full((len(views), width), PAD, dtype=torch.long)
     positions = torch.zeros((len(views), width), dtype=torch.long)
-    rows, cols, labels, objectives = [], [], [], []
+    rows, cols, labels, objectives, causal = [], [], [], [], []
     for b, v in enumerate(views):
         n = len(v.input_ids)
         ids[b, :n] = torch.tensor(v.input_ids)
@@ -38,16 +39,39 @@ def collate_views(views: list[View], pad_id: int, device) -> ViewBatch:
         cols += v.predictors
         labels += v.labels
         objectives += v.objectives
+        causal += [v.causal] * len(v.labels)
     as_long = lambda xs: torch.tensor(xs, dtype=torch.long, device=device)  # noqa: E731
     return ViewBatch(ids.to(device), roles.to(device), positions.to(device),
-                     as_long(rows), as_long(cols), as_long(labels), as_long(objectives))
+                     as_long(rows), as_long(cols), as_long(labels), as_long(objectives),
+                     torch.tensor(causal, dtype=torch.bool, device=device))
 
 
-def label_nll(model, batch: ViewBatch) -> torch.Tensor:
-    """(N,) cross-entropy of each label, predicted from its predictor's output."""
+def label_logits(model, batch: ViewBatch) -> torch.Tensor:
+    """(N, V) logits of each label's predictor (only labelled slots are projected)."""
     hidden = hidden_states(model, batch.input_ids, batch.roles, batch.positions)  # (B, T, H)
-    picked = logits(model, hidden[batch.rows, batch.cols])  # (N, V), only labelled slots
+    return logits(model, hidden[batch.rows, batch.cols])
+
+
+def label_nll(picked: torch.Tensor, batch: ViewBatch) -> torch.Tensor:
+    """(N,) cross-entropy of each label from its (N, V) logits."""
     return F.cross_entropy(picked, batch.labels, reduction="none")
+
+
+def base_kl(model, batch: ViewBatch, picked: torch.Tensor) -> torch.Tensor:
+    """(C,) KL(base || adapted) of the next-token distributions at the C labels of causal
+    views: the same text read left to right by the same weights without the adapter (peft's
+    `disable_adapter`, no gradient). It pulls the generator toward the base's own predictions
+    on the training text instead of toward memorising it (not in the paper)."""
+    chosen = batch.causal  # (N,)
+    if not chosen.any():
+        return picked.new_zeros(0)
+    rows, cols = batch.rows[chosen], batch.cols[chosen]
+    kept = torch.unique(rows)  # (R,) sorted rows that hold causal labels
+    with torch.no_grad(), model.disable_adapter():
+        hidden = hidden_states(model, batch.input_ids[kept], batch.roles[kept], batch.positions[kept])
+        base = torch.log_softmax(logits(model, hidden[torch.searchsorted(kept, rows), cols]), dim=-1)  # (C, V)
+    adapted = torch.log_softmax(picked[chosen].float(), dim=-1)
+    return (base.exp() * (base - adapted)).sum(dim=-1)
 
 
 def info_nce(anchors: torch.Tensor, positives: torch.Tensor, temperature: float) -> torch.Tensor:

@@ -3,7 +3,7 @@
     python -m magnet.training.plot RUN_DIR [OUT.png]     # default RUN_DIR/losses.png
 
 Reads what `magnet train --output RUN_DIR` writes: log.jsonl (one record per step:
-mntp, sscl, msg, graded, loss, lr), config.json (which objectives are on at each step) and,
+mntp, sscl, msg, graded, kl, loss, lr), config.json (which objectives are on at each step) and,
 when there is one, quality.jsonl (the periodic quality checks: adapted vs base).
 """
 from __future__ import annotations
@@ -15,6 +15,7 @@ from pathlib import Path
 
 OBJECTIVES = ("mntp", "sscl", "msg")  # the order of TrainConfig's weights
 GRADED = "graded"  # the graded-pair loss: its own weight, the same at every step
+KL = "kl"  # KL to the base model: its own weight, the same at every step
 SMOOTH_POINTS = 25  # a curve is smoothed over about 1/25 of the run
 # quality.jsonl keys are "{adapted|base}_{data}_{measure}[_{mode}]"; the pair is drawn in one panel
 QUALITY_KEY = re.compile(r"^(adapted|base)_([a-z0-9]+_[a-z0-9]+)(?:_([a-z]+))?$")
@@ -37,8 +38,8 @@ def active_objectives(run_dir: Path, records: list[dict]) -> dict[str, list[bool
         config = TrainConfig.from_file(config_path)
         weights = [config.weights_at(r["step"] - 1) for r in records]  # records count steps from 1
         active = {name: [w[i] != 0 for w in weights] for i, name in enumerate(OBJECTIVES)}
-        return {**active, GRADED: [config.graded_weight != 0] * len(records)}
-    return {name: [r.get(name, 0.0) != 0.0 for r in records] for name in (*OBJECTIVES, GRADED)}
+        return {**active, GRADED: [config.graded_weight != 0] * len(records), KL: [config.kl_weight != 0] * len(records)}
+    return {name: [r.get(name, 0.0) != 0.0 for r in records] for name in (*OBJECTIVES, GRADED, KL)}
 
 
 def smoothed(values: list[float]) -> list[float]:

@@ -43,6 +43,7 @@ class View:
     predictors: list[int] = field(default_factory=list)  # slot whose output predicts a label
     labels: list[int] = field(default_factory=list)  # the original token it must predict
     objectives: list[int] = field(default_factory=list)  # MNTP or MSG per label
+    causal: bool = False  # one span end to end: read exactly as the base model reads text
 
 
 @dataclass(frozen=True)
@@ -93,7 +94,7 @@ def mntp_view(seq: list[int], spec: ViewSpec, rng: random.Random) -> View:
 
 def causal_view(seq: list[int]) -> View:
     n = len(seq)
-    return View(list(seq), [1] * n, list(range(n)), list(range(n - 1)), seq[1:], [MSG] * (n - 1))
+    return View(list(seq), [1] * n, list(range(n)), list(range(n - 1)), seq[1:], [MSG] * (n - 1), causal=True)
 
 
 def choose_spans(seq: list[int], spec: ViewSpec, rng: random.Random) -> list[tuple[int, int]]:
