@@ -573,3 +573,34 @@ def test_a_kl_weight_needs_causal_views_and_the_manifest_records_it(tiny_model_d
     assert manifest_for(config, tiny_loaded, steps=1).objectives["kl"] == {"weight": 0.5, "to": "base model",
                                                                           "views": "causal"}
     assert "kl" not in manifest_for(config.with_(kl_weight=0.0), tiny_loaded, steps=1).objectives
+
+
+def test_bits_dropout_drops_p_of_the_elements_and_scales_the_rest_as_nn_dropout():
+    from magnet.training.dropout import BitsDropout
+
+    dropout = BitsDropout(0.05)
+    x = torch.ones(8, 96, 1536, dtype=torch.bfloat16)
+    torch.manual_seed(0)
+    out = dropout(x)
+    dropped = (out == 0).float().mean().item()
+    assert abs(dropped - 0.05) < 0.002, dropped
+    assert torch.allclose(out[out != 0].float(), torch.tensor(1 / 0.95), rtol=1e-2)
+    torch.manual_seed(0)
+    assert torch.equal(dropout(x), out)  # seeded: the same mask again (a resumed run)
+    assert not torch.equal(dropout(x), out)
+    assert torch.equal(dropout.eval()(x), x) and torch.equal(BitsDropout(0.0)(x), x)
+    with pytest.raises(ValueError, match="dropout probability"):
+        BitsDropout(1.0)
+
+
+def test_every_lora_dropout_of_a_training_model_draws_bits(tiny_model_dir, data_file, tmp_path):
+    from magnet.training.dropout import BitsDropout
+    from magnet.training.loop import prepare_model
+
+    config = tiny_config(tiny_model_dir, data_file, tmp_path, lora_dropout=0.1)
+    _, model = prepare_model(config, None)
+    dropouts = [d for m in model.modules() if isinstance(getattr(m, "lora_dropout", None), torch.nn.ModuleDict)
+                for d in m.lora_dropout.values()]
+    layers = model.config.num_hidden_layers * len(config.lora_targets)
+    assert len(dropouts) == layers and all(isinstance(d, BitsDropout) and d.p == pytest.approx(0.1, abs=1e-4)
+                                           for d in dropouts)

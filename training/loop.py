@@ -34,6 +34,7 @@ import torch
 from magnet.loading import ModelSpec, attach_adapter, load_model
 from magnet.training.checkpoints import latest_checkpoint, manifest_for, save_checkpoint, write_adapter
 from magnet.training.config import TrainConfig
+from magnet.training.dropout import use_bits_dropout
 from magnet.training.corpus import Corpus
 from magnet.training.objectives import ViewBatch, base_kl, collate_views, cosent, info_nce, label_logits, label_nll
 from magnet.forward import encode_last_token
@@ -114,6 +115,7 @@ def prepare_model(config: TrainConfig, resume_from: Path | None):
     else:
         torch.manual_seed(config.seed)  # LoRA's A matrices are drawn at random
         model = add_lora(loaded.model, config)
+    use_bits_dropout(model)  # peft's nn.Dropout masks cost ~18% of a CPU step (training/dropout.py)
     if config.gradient_checkpointing:
         # non-reentrant: DDP's gradient hooks fire once per parameter even though one step
         # runs the decoder up to three times (x^m, x, x+)
