@@ -108,7 +108,7 @@ async def on_model_thread(worker, fn, *args):
     """`fn(*args)` on the service's model thread, between its requests. Every torch call of
     this process runs on that one thread: torch ops on a second thread give OpenMP a second
     team of workers, and libgomp, then counting more threads than cores, stops spinning
-    between parallel regions, which made one infill stream ~1.6x slower (measured)."""
+    between parallel regions (--main-thread-measures shows the cost; README)."""
     if MAIN_THREAD:
         return fn(*args)
     call = worker.call("bench", fn, *args, priced=False)

@@ -51,7 +51,8 @@ class EngineConfig:
     # per cent, embedding batches lose ~9% (docs/core.md), so off unless asked
     join_projections: bool = False
     # prefill and decode steps of Llama-family models in plain torch calls (magnet/lean.py):
-    # the same outputs, a decode step ~10% sooner; False: the Hugging Face forward
+    # the same outputs, a decode step 0.79x (infill) to 0.96x (generate) the time
+    # (bench/bench_core.py --lean, docs/core.md); False: the Hugging Face forward
     lean_decode: bool = True
 
 

@@ -115,7 +115,7 @@ def prepare_model(config: TrainConfig, resume_from: Path | None):
     else:
         torch.manual_seed(config.seed)  # LoRA's A matrices are drawn at random
         model = add_lora(loaded.model, config)
-    use_bits_dropout(model)  # peft's nn.Dropout masks cost ~18% of a CPU step (training/dropout.py)
+    use_bits_dropout(model)  # half the random draws of peft's nn.Dropout masks (training/dropout.py)
     if config.gradient_checkpointing:
         # non-reentrant: DDP's gradient hooks fire once per parameter even though one step
         # runs the decoder up to three times (x^m, x, x+)

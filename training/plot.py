@@ -14,8 +14,8 @@ import re
 from pathlib import Path
 
 OBJECTIVES = ("mntp", "sscl", "msg")  # the order of TrainConfig's weights
-GRADED = "graded"  # the graded-pair loss: its own weight, the same at every step
-KL = "kl"  # KL to the base model: its own weight, the same at every step
+# losses with their own weight, the same at every step: log key -> TrainConfig field
+CONSTANT_WEIGHTS = {"graded": "graded_weight", "kl": "kl_weight"}
 SMOOTH_POINTS = 25  # a curve is smoothed over about 1/25 of the run
 # quality.jsonl keys are "{adapted|base}_{data}_{measure}[_{mode}]"; the pair is drawn in one panel
 QUALITY_KEY = re.compile(r"^(adapted|base)_([a-z0-9]+_[a-z0-9]+)(?:_([a-z]+))?$")
@@ -38,8 +38,9 @@ def active_objectives(run_dir: Path, records: list[dict]) -> dict[str, list[bool
         config = TrainConfig.from_file(config_path)
         weights = [config.weights_at(r["step"] - 1) for r in records]  # records count steps from 1
         active = {name: [w[i] != 0 for w in weights] for i, name in enumerate(OBJECTIVES)}
-        return {**active, GRADED: [config.graded_weight != 0] * len(records), KL: [config.kl_weight != 0] * len(records)}
-    return {name: [r.get(name, 0.0) != 0.0 for r in records] for name in (*OBJECTIVES, GRADED, KL)}
+        constant = {name: [getattr(config, field) != 0] * len(records) for name, field in CONSTANT_WEIGHTS.items()}
+        return {**active, **constant}
+    return {name: [r.get(name, 0.0) != 0.0 for r in records] for name in (*OBJECTIVES, *CONSTANT_WEIGHTS)}
 
 
 def smoothed(values: list[float]) -> list[float]:
