@@ -4,6 +4,7 @@
     python bench/bench_core.py --dtypes float32 bfloat16     # each path in each dtype, side by side
     python bench/bench_core.py --packing                     # plain nn.Linear vs oneDNN-packed weights
     python bench/bench_core.py --lean                        # Hugging Face forward vs magnet/lean.py
+    python bench/bench_core.py --compiled --batch 256        # lean encoder layers eager vs torch.compile
     python bench/bench_core.py --budgets 2048 4096 8192 --batch 256   # embedding batch sizes
 
 Prints one table:
@@ -16,8 +17,10 @@ With --packing: the same rows for an engine with plain nn.Linear layers, one wit
 oneDNN-packed weights (magnet/packed.py), and one whose packed q/k/v and gate/up projections
 run as one product each, in the machine's dtype or --dtype. With --lean: the same rows for
 an engine whose cache-filling forwards (prefill, decode steps) run through the Hugging Face
-module stack and one that runs them through magnet/lean.py (the default). With --budgets:
-embed tokens/s of engines whose embedding batches hold those many padded tokens.
+module stack and one that runs them through magnet/lean.py (the default), both with eager
+layers. With --compiled: embed tokens/s of the Hugging Face forward, the lean forward's
+eager layers and its compiled ones (the default on CPU). With --budgets: embed tokens/s of
+engines whose embedding batches hold those many padded tokens.
 Ratios are taken within this run, so the machine's speed cancels out.
 """
 from __future__ import annotations
@@ -115,7 +118,7 @@ def compare(engines: dict[str, Engine], args) -> None:
     """Each torch path on each engine, the engines taking turns so drifting load hits them alike."""
     labels = list(engines)
     names = ("embed tokens/s (batch %d)" % args.batch, "infill ms/token, 1 stream", "generate ms/token, 1 stream")
-    if args.budgets:  # only the embedding batches differ
+    if args.budgets or args.compiled:  # only the embedding batches differ
         names = names[:1]
     values = {label: {name: [] for name in names} for label in labels}
     for _ in range(args.repeat):
@@ -162,9 +165,17 @@ def packing_engines(args) -> dict[str, Engine]:
 def lean_engines(args) -> dict[str, Engine]:
     spec = ModelSpec(adapter=args.adapter, dtype=args.dtype)
     hugging_face = Engine.from_spec(spec, bench_config(args, lean_decode=False))
-    lean = Engine.from_spec(spec, bench_config(args))
+    lean = Engine.from_spec(spec, bench_config(args, compile_encoder=False))
     dtype = dtype_name(lean.loaded.dtype)
     return {f"Hugging Face forward ({dtype})": hugging_face, f"magnet.lean ({dtype})": lean}
+
+
+def compiled_engines(args) -> dict[str, Engine]:
+    spec = ModelSpec(adapter=args.adapter, dtype=args.dtype)
+    engines = lean_engines(args)
+    compiled = Engine.from_spec(spec, bench_config(args))
+    engines[f"magnet.lean, compiled ({dtype_name(compiled.loaded.dtype)})"] = compiled
+    return engines
 
 
 def budget_engines(args) -> dict[str, Engine]:
@@ -184,11 +195,15 @@ def main() -> None:
     parser.add_argument("--dtypes", nargs="+", default=None, help="compare these dtypes path by path instead")
     parser.add_argument("--packing", action="store_true", help="compare plain and oneDNN-packed linears instead")
     parser.add_argument("--lean", action="store_true", help="compare the Hugging Face and the lean forward instead")
+    parser.add_argument("--compiled", action="store_true",
+                        help="compare embedding with eager and compiled lean layers instead (use a large --batch)")
     parser.add_argument("--budgets", type=int, nargs="+", default=None,
                         help="compare embedding batches of these padded-token budgets instead (use a large --batch)")
     args = parser.parse_args()
     if args.budgets:
         return compare(budget_engines(args), args)
+    if args.compiled:
+        return compare(compiled_engines(args), args)
     if args.lean:
         return compare(lean_engines(args), args)
     if args.dtypes:

@@ -8,15 +8,30 @@ in process (no HTTP: bench_scheduler.py measures the service against the plain f
 pools the last token of a *causal* read (its runner for decoder models), Magnet of a
 bidirectional one: the same cost per token, so tokens/s compare; the vectors do not. Prints the
 best of `--rounds` for each, taking turns, and the ratio.
+
+Every text is distinct and vLLM's prefix cache is off: a causal reader may reuse the keys of
+a prefix it has read before (the texts of an earlier round, the repeats of a short filler
+cycle), which a bidirectional reader cannot, and which a stream of distinct texts does not
+offer; with the cache on, the rounds after the first would time cache hits. The
+instruction every text starts with (9 tokens) is shorter than one cache block.
 """
 from __future__ import annotations
 
 import argparse
+import random
 import time
 
-from bench_core import text_of  # the filler prose of the other benchmarks (bench/ is on the path)
+from bench_core import WORDS, text_of  # the filler prose of the other benchmarks (bench/ is on the path)
 
 from magnet.hardware import DTYPE_HELP, dtype_name
+
+
+def distinct_text(n_words: int, index: int) -> str:
+    """`n_words` of the filler prose in an order of their own: no two texts share a prefix
+    beyond a few words (text_of's texts repeat every len(WORDS))."""
+    words = text_of(len(WORDS)).split()
+    random.Random(index).shuffle(words)
+    return " ".join(words[:n_words])
 
 
 def best_rate(embed, texts: list[str], tokens: int, rounds: int) -> float:
@@ -45,7 +60,7 @@ def main() -> None:
     prepare_environment()
     spec = ModelSpec(device="cpu", dtype=args.dtype)
     engine = Engine.from_spec(spec)
-    texts = [engine.instruction + text_of(args.words, i) for i in range(args.texts)]
+    texts = [engine.instruction + distinct_text(args.words, i) for i in range(args.texts)]
     tokens = sum(len(ids) for ids in engine.tokenizer(texts)["input_ids"])
 
     # instruction=""  : the texts already carry it, as vLLM's do
@@ -55,7 +70,7 @@ def main() -> None:
 
     dtype = dtype_name(engine.model.dtype)
     peer = LLM(model=str(merged_checkpoint(spec)), runner="pooling", dtype=dtype, max_model_len=512,
-               enforce_eager=True, kv_cache_memory_bytes=1 << 30)
+               kv_cache_memory_bytes=1 << 30, enable_prefix_caching=False)  # compiled, as vLLM serves
     vllm = best_rate(lambda batch: peer.embed(batch, use_tqdm=False), texts, tokens, args.rounds)
     magnet = max(alone, best_rate(lambda batch: engine.embed(batch, instruction=""), texts, tokens, args.rounds))
     print(f"Magnet before vLLM started {alone:.0f} tok/s, best of both turns {magnet:.0f}")

@@ -50,10 +50,14 @@ class EngineConfig:
     # packed q/k/v and gate/up as one product each (magnet/packed.py): a decode step gains a few
     # per cent, embedding batches lose ~9% (docs/core.md), so off unless asked
     join_projections: bool = False
-    # prefill and decode steps of Llama-family models in plain torch calls (magnet/lean.py):
-    # the same outputs, a decode step 0.79x (infill) to 0.96x (generate) the time
-    # (bench/bench_core.py --lean, docs/core.md); False: the Hugging Face forward
+    # every forward of Llama-family models in plain torch calls (magnet/lean.py): the same
+    # outputs, a decode step 0.79x (infill) to 0.96x (generate) the time (bench/bench_core.py
+    # --lean, docs/core.md); False: the Hugging Face forward
     lean_decode: bool = True
+    # on CPU, the lean forward's cache-less layers (embedding, word vectors) through
+    # torch.compile, compiled while the engine loads (~15-20 s): 1.14x the embedding rate in
+    # bf16 (bench/bench_core.py --compiled, docs/core.md); eager where it cannot compile
+    compile_encoder: bool = True
 
 
 @dataclass(frozen=True)
@@ -104,8 +108,9 @@ class Engine:
         if config.pack_linears and spec.merge:  # frozen weights: safe to re-lay out for this CPU
             packed = pack_linears(loaded.model, join_shared_inputs=config.join_projections)
             log.info("%s: %d linear layers packed for oneDNN", loaded.name, packed)
-        if config.lean_decode and install_lean_decoder(loaded.model):
-            log.info("%s: cache-filling forwards run through magnet.lean", loaded.name)
+        compile_encoder = config.compile_encoder and loaded.model.device.type == "cpu"  # measured on CPU only
+        if config.lean_decode and install_lean_decoder(loaded.model, compile_encoder):
+            log.info("%s: forwards run through magnet.lean", loaded.name)
         return cls(loaded, config)
 
     @property

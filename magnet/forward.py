@@ -33,7 +33,7 @@ def hidden_states(
     dtype = model.get_input_embeddings().weight.dtype
     mask = attention_mask(roles, positions, key_roles, key_positions, dtype=dtype)
     lean = getattr(model, LEAN_ATTRIBUTE, None)  # installed by Engine.from_spec (magnet/lean.py)
-    if lean is not None and cache is not None:  # prefill and decode steps: fixed costs per op count
+    if lean is not None:
         return lean(input_ids, mask, positions, cache)
     out = model.get_decoder()(
         input_ids=input_ids,

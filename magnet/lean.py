@@ -1,4 +1,4 @@
-"""The Llama family's decoder in plain torch calls, for the forwards that fill a KV cache.
+"""The Llama family's decoder in plain torch calls: every forward of a served model.
 
 A decode step feeds 1-16 tokens through every layer. Its matrix products stream the weights
 and take a fixed time; what the Hugging Face module stack adds around them (module calls,
@@ -6,6 +6,11 @@ the RMSNorm written as seven ops, keyword plumbing, the mask and cache helpers) 
 op, not per token, and on CPU it is about a seventh of the step. `LeanDecoder` runs the same
 computation with the same modules' weights and fewer calls: RMSNorm as one fused op, the
 rotary embedding computed once per forward, the cache appended through its own `update`.
+
+A forward without a cache (an embedding or word-vector batch: many short rows) is bound by
+the matrix products instead, and then by the elementwise ops between them. Its layers
+(`encoder_layer`) attend by two batched products over the grouped heads and, once
+`compile_encoder` succeeds, run through torch.compile, which fuses the elementwise ops.
 
     hidden = LeanDecoder(model)(input_ids, mask, positions, cache)   # == decoder(...).last_hidden_state
 
@@ -18,42 +23,135 @@ Hugging Face forward on random weights.
 """
 from __future__ import annotations
 
+import logging
+
 import torch
 import torch.nn.functional as F
+
+from magnet.packed import SharedInputMember
+
+log = logging.getLogger(__name__)
 
 # model_type -> the decoder layer class whose forward LeanDecoder reproduces
 SUPPORTED_LAYERS = {"llama": "LlamaDecoderLayer", "mistral": "MistralDecoderLayer", "qwen2": "Qwen2DecoderLayer"}
 LEAN_ATTRIBUTE = "magnet_lean_decoder"  # where Engine.from_spec leaves it on the model (magnet/forward.py reads it)
 
 
+# Cache-less forwards (embedding, word vectors) of inputs up to this many tokens attend by two
+# batched matrix products over the grouped heads (`grouped_attention`); wider inputs use SDPA's
+# flash kernel, which never holds the (T, T) scores (at 512: B x 9 x 512 x 512 fp32 per layer).
+FOLDED_ATTENTION_MAX_WIDTH = 512
+
+
 class LeanDecoder:
     def __init__(self, decoder: torch.nn.Module):
         self.decoder = decoder
+        self.encoder_layer = encoder_layer  # torch.compile's version once `compile_encoder` succeeds
 
     def __call__(self, input_ids: torch.Tensor,  # (B, T)
                  mask: torch.Tensor,  # (B, 1, T, K) additive; K = cached + T columns
                  positions: torch.Tensor,  # (B, T) rotary positions
-                 cache) -> torch.Tensor:  # transformers Cache; the T new keys/values are appended
+                 cache=None) -> torch.Tensor:  # transformers Cache; the T new keys/values are appended
         """(B, T, H) final-layer (normed) outputs."""
         decoder = self.decoder
         x = decoder.embed_tokens(input_ids)  # (B, T, H)
         cos, sin = decoder.rotary_emb(x, positions)  # (B, T, D) each, in x's dtype
         cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)  # broadcast over heads
-        batch, width = input_ids.shape
+        folded = cache is None and input_ids.shape[1] <= FOLDED_ATTENTION_MAX_WIDTH
         for index, layer in enumerate(decoder.layers):
-            attention, mlp = layer.self_attn, layer.mlp
-            heads = (batch, width, -1, attention.head_dim)
-            normed = rms_norm(x, layer.input_layernorm)
-            q = attention.q_proj(normed).view(heads).transpose(1, 2)  # (B, heads, T, D)
-            k = attention.k_proj(normed).view(heads).transpose(1, 2)  # (B, kv heads, T, D)
-            v = attention.v_proj(normed).view(heads).transpose(1, 2)
-            q, k = rotated(q, cos, sin), rotated(k, cos, sin)
-            k, v = cache.update(k, v, index)  # (B, kv heads, K, D): the cached columns, then these
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=attention.scaling, enable_gqa=True)
-            x = x + attention.o_proj(out.transpose(1, 2).reshape(batch, width, -1))
-            normed = rms_norm(x, layer.post_attention_layernorm)
-            x = x + mlp.down_proj(F.silu(mlp.gate_proj(normed)) * mlp.up_proj(normed))
+            if folded:
+                x = self.encoder_layer(layer, x, cos, sin, mask)
+            else:
+                x = decoder_layer(layer, x, cos, sin, mask, cache, index)
         return rms_norm(x, decoder.norm)
+
+    @torch.inference_mode()
+    def compile_encoder(self) -> bool:
+        """Run the cache-less layers (`encoder_layer`) through torch.compile: inductor fuses the
+        norms, the rotary embedding, the softmax and the SiLU gate around the matrix products
+        (1.14x the embedding rate of the eager layers in bf16: `python bench/bench_core.py
+        --compiled`, docs/core.md). Compiled here, for many-row and one-row batches of any
+        width (the only shapes it specialises), so that no request waits for it. False, and
+        the eager layers kept, where compiling fails (no C++ compiler, an unsupported op) or
+        joined projections (magnet/packed.py) keep state between calls."""
+        if any(isinstance(module, SharedInputMember) for module in self.decoder.modules()):
+            log.info("joined projections: the encoder layers stay eager")
+            return False
+        compiled = torch.compile(encoder_layer, dynamic=True)
+        dtype = self.decoder.embed_tokens.weight.dtype
+        try:
+            for rows in (2, 1):  # many-row first: its graph has a symbolic row count
+                x = torch.zeros(rows, 3, self.decoder.config.hidden_size, dtype=dtype)
+                cos, sin = self.decoder.rotary_emb(x, torch.arange(3).repeat(rows, 1))
+                compiled(self.decoder.layers[0], x, cos.unsqueeze(1), sin.unsqueeze(1),
+                         torch.zeros(rows, 1, 3, 3, dtype=dtype))
+        except Exception as exc:  # noqa: BLE001 - any failure to compile leaves the eager layers
+            log.warning("torch.compile failed, the encoder layers stay eager: %s",
+                        str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+            return False
+        self.encoder_layer = compiled
+        return True
+
+
+def attention_inputs(attention: torch.nn.Module, normed: torch.Tensor, cos: torch.Tensor,
+                     sin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """q (B, heads, T, D) and k, v (B, kv heads, T, D) of (B, T, H) normed inputs, q and k rotated."""
+    batch, width = normed.shape[:2]
+    heads = (batch, width, -1, attention.head_dim)
+    q = attention.q_proj(normed).view(heads).transpose(1, 2)
+    k = attention.k_proj(normed).view(heads).transpose(1, 2)
+    v = attention.v_proj(normed).view(heads).transpose(1, 2)
+    return rotated(q, cos, sin), rotated(k, cos, sin), v
+
+
+def attention_output(attention: torch.nn.Module, out: torch.Tensor) -> torch.Tensor:
+    """(B, heads, T, D) attended values -> (B, T, H) through the output projection."""
+    batch, _, width, _ = out.shape
+    return attention.o_proj(out.transpose(1, 2).reshape(batch, width, -1))
+
+
+def gated_mlp(mlp: torch.nn.Module, normed: torch.Tensor) -> torch.Tensor:
+    return mlp.down_proj(F.silu(mlp.gate_proj(normed)) * mlp.up_proj(normed))
+
+
+def decoder_layer(layer: torch.nn.Module, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                  mask: torch.Tensor, cache, index: int) -> torch.Tensor:
+    """One layer, (B, T, H) -> (B, T, H), its keys and values appended to `cache` (when given)."""
+    attention = layer.self_attn
+    q, k, v = attention_inputs(attention, rms_norm(x, layer.input_layernorm), cos, sin)
+    if cache is not None:
+        k, v = cache.update(k, v, index)  # (B, kv heads, K, D): the cached columns, then these
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=attention.scaling, enable_gqa=True)
+    x = x + attention_output(attention, out)
+    return x + gated_mlp(layer.mlp, rms_norm(x, layer.post_attention_layernorm))
+
+
+def encoder_layer(layer: torch.nn.Module, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                  mask: torch.Tensor) -> torch.Tensor:
+    """One layer without a cache, (B, T, H) -> (B, T, H): the function torch.compile fuses."""
+    attention = layer.self_attn
+    q, k, v = attention_inputs(attention, rms_norm(x, layer.input_layernorm), cos, sin)
+    x = x + attention_output(attention, grouped_attention(q, k, v, mask, attention.scaling))
+    return x + gated_mlp(layer.mlp, rms_norm(x, layer.post_attention_layernorm))
+
+
+def grouped_attention(q: torch.Tensor,  # (B, heads, T, D)
+                      k: torch.Tensor,  # (B, kv heads, K, D)
+                      v: torch.Tensor,  # (B, kv heads, K, D)
+                      mask: torch.Tensor,  # (B, 1, T, K) additive
+                      scale: float) -> torch.Tensor:  # -> (B, heads, T, D)
+    """softmax(q k^T scale + mask) v with the G query heads of each kv head folded into its
+    rows: two batched products, k and v never repeated. Compiled, the scaling, the mask and the
+    softmax fuse around the two products, where SDPA stays one opaque kernel (tuned for long
+    rows, not an embedding batch's many rows of ~30 tokens). The scores are fp32: bf16 keeps
+    only 2-3 significant digits of them."""
+    batch, heads, width, dim = q.shape
+    kv_heads = k.shape[1]
+    group = heads // kv_heads  # query head h reads kv head h // group, as repeat_kv pairs them
+    scores = torch.matmul(q.reshape(batch, kv_heads, group * width, dim).float(), k.transpose(-1, -2).float())
+    scores = scores.view(batch, kv_heads, group, width, -1) * scale + mask.unsqueeze(1)
+    probs = scores.softmax(-1).to(v.dtype).view(batch, kv_heads, group * width, -1)
+    return torch.matmul(probs, v).view(batch, heads, width, dim)
 
 
 def rms_norm(x: torch.Tensor, norm: torch.nn.Module) -> torch.Tensor:
@@ -82,10 +180,13 @@ def lean_decoder_for(model: torch.nn.Module) -> LeanDecoder | None:
     return LeanDecoder(decoder)
 
 
-def install_lean_decoder(model: torch.nn.Module) -> bool:
-    """Let magnet.forward run `model`'s cache-filling forwards through a LeanDecoder; False
-    (and nothing changed) where the architecture is not supported."""
+def install_lean_decoder(model: torch.nn.Module, compile_encoder: bool = False) -> bool:
+    """Let magnet.forward run `model`'s forwards through a LeanDecoder (its encoder layers
+    compiled, if asked and possible); False (and nothing changed) where the architecture is
+    not supported."""
     lean = lean_decoder_for(model)
     if lean is not None:
+        if compile_encoder:
+            lean.compile_encoder()
         object.__setattr__(model, LEAN_ATTRIBUTE, lean)  # a plain attribute, not a submodule
     return lean is not None

@@ -22,6 +22,7 @@ the layout, the layers stay plain (`pack_linears` checks one against `F.linear` 
 from __future__ import annotations
 
 import logging
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -46,10 +47,26 @@ class PackedLinear(torch.nn.Module):
         self.bias = linear.bias
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.compiler.is_compiling():  # inside a compiled layer (magnet/lean.py): an opaque call
+            return packed_product(x, self.packed, self.bias, self.out_features)
         return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, packed"
+
+
+# Inductor rewrites mkldnn._linear_pointwise for weights it packed itself (freezing) and
+# fails on ours; as a custom op the product stays one call it schedules around. Eager calls
+# go straight to oneDNN, without the custom op's Python dispatch.
+@torch.library.custom_op("magnet::packed_product", mutates_args=())
+def packed_product(x: torch.Tensor, packed: torch.Tensor, bias: Optional[torch.Tensor],
+                   out_features: int) -> torch.Tensor:
+    return torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], "")
+
+
+@packed_product.register_fake
+def _packed_product_shape(x, packed, bias, out_features):
+    return x.new_empty(*x.shape[:-1], out_features)
 
 
 def can_pack(model: torch.nn.Module) -> bool:

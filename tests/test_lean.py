@@ -8,9 +8,12 @@ from transformers import LlamaConfig, LlamaForCausalLM, MistralConfig, MistralFo
 
 from magnet.engine import Engine, EngineConfig
 from magnet.forward import hidden_states
-from magnet.lean import LEAN_ATTRIBUTE, install_lean_decoder, lean_decoder_for
+from magnet import lean as lean_module
+from magnet.lean import LEAN_ATTRIBUTE, encoder_layer, install_lean_decoder, lean_decoder_for
 from magnet.loading import ModelSpec
-from magnet.masks import CONTEXT, PAD, AttentionMode, roles_for_mode
+from magnet.masks import PAD, AttentionMode, positions_from_padding, roles_for_mode
+from magnet.packed import PackedLinear
+from magnet.tagging.words import join_words
 from magnet.sampling import INFILL_DEFAULTS, SamplingParams
 
 SIZES = dict(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
@@ -63,21 +66,68 @@ def test_the_lean_forward_computes_what_the_hugging_face_forward_computes(archit
     assert not torch.allclose(got[1], got[2], atol=1e-3)  # the steps differ: the check can fail
 
 
-def test_forwards_without_a_cache_keep_the_hugging_face_forward():
-    model = model_of("llama")
-    install_lean_decoder(model)
-    calls = []
-    lean = getattr(model, LEAN_ATTRIBUTE)
-    object.__setattr__(model, LEAN_ATTRIBUTE, lambda *args: calls.append(args) or lean(*args))
-    ids = torch.randint(3, 64, (1, 5))
-    roles = torch.full((1, 5), CONTEXT)
+def cacheless_forwards(model) -> list[torch.Tensor]:
+    """Hidden states of forwards without a cache: a padded bidirectional batch, a causal one,
+    and one row alone (the shapes the compiled encoder specialises)."""
+    torch.manual_seed(2)
+    ids = torch.randint(3, 64, (3, 7))
+    padding = torch.tensor([[1] * 7, [1] * 5 + [0] * 2, [1] * 3 + [0] * 4])
+    positions = positions_from_padding(padding)
     with torch.inference_mode():
-        hidden_states(model, ids, roles, torch.arange(5)[None])  # an embedding batch: no cache
-        assert calls == []
-        from transformers import DynamicCache
+        return [hidden_states(model, ids, roles_for_mode(mode, padding), positions) * padding[..., None]
+                for mode in (AttentionMode.BIDIRECTIONAL, AttentionMode.CAUSAL)] + [
+            hidden_states(model, ids[:1], roles_for_mode(AttentionMode.BIDIRECTIONAL, padding[:1]), positions[:1])]
 
-        hidden_states(model, ids, roles, torch.arange(5)[None], DynamicCache())
-    assert len(calls) == 1
+
+@pytest.mark.parametrize("architecture", list(ARCHITECTURES))
+@pytest.mark.parametrize("encoder", ["eager", "compiled", "wider than folded attention"])
+def test_forwards_without_a_cache_compute_what_the_hugging_face_forward_computes(architecture, encoder, monkeypatch):
+    model = model_of(architecture)
+    want = cacheless_forwards(model)
+    assert install_lean_decoder(model, compile_encoder=encoder == "compiled")
+    lean = getattr(model, LEAN_ATTRIBUTE)
+    assert (lean.encoder_layer is encoder_layer) == (encoder != "compiled")
+    if encoder == "wider than folded attention":  # SDPA's layer without a cache
+        monkeypatch.setattr(lean_module, "FOLDED_ATTENTION_MAX_WIDTH", 4)
+    got = cacheless_forwards(model)
+    for mine, theirs in zip(got, want):
+        assert mine.shape == theirs.shape
+        assert torch.allclose(mine, theirs, atol=1e-5), (mine - theirs).abs().max()
+    assert not torch.allclose(got[0], got[1], atol=1e-3)  # bidirectional and causal differ: the check can fail
+
+
+def test_compiling_fails_softly_and_keeps_the_eager_layers(monkeypatch, caplog):
+    def broken(*args, **kwargs):
+        raise RuntimeError("no C++ compiler found")
+
+    model = model_of("llama")
+    monkeypatch.setattr(torch, "compile", lambda fn, **options: broken)
+    assert install_lean_decoder(model, compile_encoder=True)
+    assert getattr(model, LEAN_ATTRIBUTE).encoder_layer is encoder_layer
+    assert "no C++ compiler found" in caplog.text
+
+
+def test_joined_projections_are_not_compiled(tiny_model_dir):
+    spec = ModelSpec(model=str(tiny_model_dir), adapter=None, device="cpu", dtype="float32")
+    joined = Engine.from_spec(spec, EngineConfig(join_projections=True))
+    assert getattr(joined.model, LEAN_ATTRIBUTE).encoder_layer is encoder_layer
+
+
+def test_an_engine_embeds_the_same_vectors_with_the_compiled_packed_encoder(tiny_model_dir):
+    """Packed linears inside compiled layers run as magnet::packed_product (magnet/packed.py)."""
+    spec = ModelSpec(model=str(tiny_model_dir), adapter=None, device="cpu", dtype="float32")
+    compiled = Engine.from_spec(spec)
+    plain = Engine.from_spec(spec, EngineConfig(lean_decode=False, pack_linears=False))
+    assert getattr(compiled.model, LEAN_ATTRIBUTE).encoder_layer is not encoder_layer
+    assert isinstance(compiled.model.get_decoder().layers[0].mlp.down_proj, PackedLinear)
+    texts = ["hello world", "the cat sat on the mat", "a"]
+    want = plain.embed(texts).embeddings
+    assert torch.allclose(compiled.embed(texts).embeddings, want, atol=1e-5)
+    assert torch.allclose(compiled.embed(texts[:1]).embeddings, want[:1], atol=1e-5)
+    texts, spans = map(list, zip(*map(join_words, [["the", "cat"], ["sat", "on", "a", "mat"]])))
+    for mine, theirs in zip(compiled.paired_token_states(texts, spans), plain.paired_token_states(texts, spans)):
+        assert mine.shape == theirs.shape
+        assert torch.allclose(mine, theirs, atol=1e-5)
 
 
 @pytest.mark.parametrize("change", ["activation", "layer class"])
@@ -94,7 +144,7 @@ def test_other_architectures_keep_the_hugging_face_forward(change):
 
 def test_an_engine_decodes_the_same_texts_with_and_without_it(tiny_model_dir):
     spec = ModelSpec(model=str(tiny_model_dir), adapter=None, device="cpu", dtype="float32")
-    lean = Engine.from_spec(spec)
+    lean = Engine.from_spec(spec, EngineConfig(compile_encoder=False))
     plain = Engine.from_spec(spec, EngineConfig(lean_decode=False))
     assert hasattr(lean.model, LEAN_ATTRIBUTE) and not hasattr(plain.model, LEAN_ATTRIBUTE)
     params = SamplingParams(max_tokens=12, ignore_eos=True)
