@@ -8,9 +8,10 @@ computation with the same modules' weights and fewer calls: RMSNorm as one fused
 rotary embedding computed once per forward, the cache appended through its own `update`.
 
 A forward without a cache (an embedding or word-vector batch: many short rows) is bound by
-the matrix products instead, and then by the elementwise ops between them. Its layers
-(`encoder_layer`) attend by two batched products over the grouped heads and, once
-`compile_encoder` succeeds, run through torch.compile, which fuses the elementwise ops.
+the matrix products instead, and then by the elementwise ops between them. Once
+`compile_encoder` succeeds, its layers (`encoder_layer`: attention by two batched products
+over the grouped heads) run through torch.compile, which fuses the elementwise ops; eager,
+they are the decoder's layers without a cache.
 
     hidden = LeanDecoder(model)(input_ids, mask, positions, cache)   # == decoder(...).last_hidden_state
 
@@ -37,16 +38,17 @@ SUPPORTED_LAYERS = {"llama": "LlamaDecoderLayer", "mistral": "MistralDecoderLaye
 LEAN_ATTRIBUTE = "magnet_lean_decoder"  # where Engine.from_spec leaves it on the model (magnet/forward.py reads it)
 
 
-# Cache-less forwards (embedding, word vectors) of inputs up to this many tokens attend by two
-# batched matrix products over the grouped heads (`grouped_attention`); wider inputs use SDPA's
-# flash kernel, which never holds the (T, T) scores (at 512: B x 9 x 512 x 512 fp32 per layer).
+# Compiled cache-less forwards (embedding, word vectors) of inputs up to this many tokens attend
+# by two batched matrix products over the grouped heads (`grouped_attention`); wider inputs take
+# the eager layers and SDPA's flash kernel, which never holds the (T, T) scores (at 512:
+# B x 9 x 512 x 512 fp32 per layer).
 FOLDED_ATTENTION_MAX_WIDTH = 512
 
 
 class LeanDecoder:
     def __init__(self, decoder: torch.nn.Module):
         self.decoder = decoder
-        self.encoder_layer = encoder_layer  # torch.compile's version once `compile_encoder` succeeds
+        self.compiled_layer = None  # torch.compile's `encoder_layer`, once `compile_encoder` succeeds
 
     def __call__(self, input_ids: torch.Tensor,  # (B, T)
                  mask: torch.Tensor,  # (B, 1, T, K) additive; K = cached + T columns
@@ -57,10 +59,10 @@ class LeanDecoder:
         x = decoder.embed_tokens(input_ids)  # (B, T, H)
         cos, sin = decoder.rotary_emb(x, positions)  # (B, T, D) each, in x's dtype
         cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)  # broadcast over heads
-        folded = cache is None and input_ids.shape[1] <= FOLDED_ATTENTION_MAX_WIDTH
+        compiled = cache is None and self.compiled_layer is not None and input_ids.shape[1] <= FOLDED_ATTENTION_MAX_WIDTH
         for index, layer in enumerate(decoder.layers):
-            if folded:
-                x = self.encoder_layer(layer, x, cos, sin, mask)
+            if compiled:
+                x = self.compiled_layer(layer, x, cos, sin, mask)
             else:
                 x = decoder_layer(layer, x, cos, sin, mask, cache, index)
         return rms_norm(x, decoder.norm)
@@ -89,7 +91,7 @@ class LeanDecoder:
             log.warning("torch.compile failed, the encoder layers stay eager: %s",
                         str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
             return False
-        self.encoder_layer = compiled
+        self.compiled_layer = compiled
         return True
 
 

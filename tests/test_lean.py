@@ -9,7 +9,7 @@ from transformers import LlamaConfig, LlamaForCausalLM, MistralConfig, MistralFo
 from magnet.engine import Engine, EngineConfig
 from magnet.forward import hidden_states
 from magnet import lean as lean_module
-from magnet.lean import LEAN_ATTRIBUTE, encoder_layer, install_lean_decoder, lean_decoder_for
+from magnet.lean import LEAN_ATTRIBUTE, install_lean_decoder, lean_decoder_for
 from magnet.loading import ModelSpec
 from magnet.masks import PAD, AttentionMode, positions_from_padding, roles_for_mode
 from magnet.packed import PackedLinear
@@ -84,10 +84,10 @@ def cacheless_forwards(model) -> list[torch.Tensor]:
 def test_forwards_without_a_cache_compute_what_the_hugging_face_forward_computes(architecture, encoder, monkeypatch):
     model = model_of(architecture)
     want = cacheless_forwards(model)
-    assert install_lean_decoder(model, compile_encoder=encoder == "compiled")
+    assert install_lean_decoder(model, compile_encoder=encoder != "eager")
     lean = getattr(model, LEAN_ATTRIBUTE)
-    assert (lean.encoder_layer is encoder_layer) == (encoder != "compiled")
-    if encoder == "wider than folded attention":  # SDPA's layer without a cache
+    assert (lean.compiled_layer is None) == (encoder == "eager")
+    if encoder == "wider than folded attention":  # compiled, but these take the eager layers
         monkeypatch.setattr(lean_module, "FOLDED_ATTENTION_MAX_WIDTH", 4)
     got = cacheless_forwards(model)
     for mine, theirs in zip(got, want):
@@ -103,14 +103,14 @@ def test_compiling_fails_softly_and_keeps_the_eager_layers(monkeypatch, caplog):
     model = model_of("llama")
     monkeypatch.setattr(torch, "compile", lambda fn, **options: broken)
     assert install_lean_decoder(model, compile_encoder=True)
-    assert getattr(model, LEAN_ATTRIBUTE).encoder_layer is encoder_layer
+    assert getattr(model, LEAN_ATTRIBUTE).compiled_layer is None
     assert "no C++ compiler found" in caplog.text
 
 
 def test_joined_projections_are_not_compiled(tiny_model_dir):
     spec = ModelSpec(model=str(tiny_model_dir), adapter=None, device="cpu", dtype="float32")
     joined = Engine.from_spec(spec, EngineConfig(join_projections=True))
-    assert getattr(joined.model, LEAN_ATTRIBUTE).encoder_layer is encoder_layer
+    assert getattr(joined.model, LEAN_ATTRIBUTE).compiled_layer is None
 
 
 def test_an_engine_embeds_the_same_vectors_with_the_compiled_packed_encoder(tiny_model_dir):
@@ -118,7 +118,7 @@ def test_an_engine_embeds_the_same_vectors_with_the_compiled_packed_encoder(tiny
     spec = ModelSpec(model=str(tiny_model_dir), adapter=None, device="cpu", dtype="float32")
     compiled = Engine.from_spec(spec)
     plain = Engine.from_spec(spec, EngineConfig(lean_decode=False, pack_linears=False))
-    assert getattr(compiled.model, LEAN_ATTRIBUTE).encoder_layer is not encoder_layer
+    assert getattr(compiled.model, LEAN_ATTRIBUTE).compiled_layer is not None
     assert isinstance(compiled.model.get_decoder().layers[0].mlp.down_proj, PackedLinear)
     texts = ["hello world", "the cat sat on the mat", "a"]
     want = plain.embed(texts).embeddings
