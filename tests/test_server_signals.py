@@ -51,8 +51,10 @@ def test_sigterm_finishes_accepted_requests_then_exits(tiny_model_dir, tmp_path,
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     if backend == "torch":
         env["MAGNET_CACHE_DIR"] = str(tmp_path)  # vLLM reuses the embedded model's converted cache
-    server = subprocess.Popen(serve_command(backend, tiny_model_dir, port),
-                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    log = tmp_path / "server.err"  # a file, not a pipe: a full pipe nobody reads would block the server's logging
+    with log.open("wb") as stderr:
+        server = subprocess.Popen(serve_command(backend, tiny_model_dir, port),
+                                  env=env, stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True)
     try:
         poll_ready(base_url, 600)
         # ignore_eos: every request runs its 240 tokens (a sampled EOS would end one early)
@@ -75,7 +77,7 @@ def test_sigterm_finishes_accepted_requests_then_exits(tiny_model_dir, tmp_path,
         # uvicorn finishes the shutdown, then re-raises the signal it caught (the exit status
         # a supervisor expects from a process stopped by SIGTERM)
         assert server.wait(60) == -signal.SIGTERM
-        assert "Application shutdown complete" in server.stderr.read().decode()
+        assert "Application shutdown complete" in log.read_text(errors="replace")
         with pytest.raises(httpx.ConnectError):
             httpx.get(f"{base_url}/health", timeout=5)
     finally:
