@@ -59,7 +59,8 @@ class LeanDecoder:
         x = decoder.embed_tokens(input_ids)  # (B, T, H)
         cos, sin = decoder.rotary_emb(x, positions)  # (B, T, D) each, in x's dtype
         cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)  # broadcast over heads
-        compiled = cache is None and self.compiled_layer is not None and input_ids.shape[1] <= FOLDED_ATTENTION_MAX_WIDTH
+        compiled = (cache is None and self.compiled_layer is not None
+                    and input_ids.shape[1] <= FOLDED_ATTENTION_MAX_WIDTH)
         for index, layer in enumerate(decoder.layers):
             if compiled:
                 x = self.compiled_layer(layer, x, cos, sin, mask)
