@@ -55,7 +55,7 @@ class EngineConfig:
     # --lean, docs/core.md); False: the Hugging Face forward
     lean_decode: bool = True
     # on CPU, the lean forward's cache-less layers (embedding, word vectors) through
-    # torch.compile, compiled while the engine loads (~15-20 s): 1.14x the embedding rate in
+    # torch.compile, compiled while the engine loads (~15-20 s): 1.17x the embedding rate in
     # bf16 (bench/bench_core.py --compiled, docs/core.md); eager where it cannot compile
     compile_encoder: bool = True
 

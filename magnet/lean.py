@@ -72,7 +72,7 @@ class LeanDecoder:
     def compile_encoder(self) -> bool:
         """Run the cache-less layers (`encoder_layer`) through torch.compile: inductor fuses the
         norms, the rotary embedding, the softmax and the SiLU gate around the matrix products
-        (1.14x the embedding rate of the eager layers in bf16: `python bench/bench_core.py
+        (1.17x the embedding rate of the eager layers in bf16: `python bench/bench_core.py
         --compiled`, docs/core.md). Compiled here, for many-row and one-row batches of any
         width (the only shapes it specialises), so that no request waits for it. False, and
         the eager layers kept, where compiling fails (no C++ compiler, an unsupported op) or
