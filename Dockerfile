@@ -27,7 +27,8 @@ ENV PYTHONUNBUFFERED=1 \
 WORKDIR /opt/magnet
 
 # A C++ compiler: torch.compile builds the encoder layers' fused kernels with it while the
-# model loads (magnet/lean.py; without one they run eagerly, about 1.1x slower).
+# model loads (magnet/lean.py; without one they run eagerly: 1.17x fewer embedding tokens/s
+# in `python bench/bench_core.py --compiled`, docs/core.md).
 RUN apt-get update \
  && apt-get install -y --no-install-recommends g++ \
  && rm -rf /var/lib/apt/lists/*

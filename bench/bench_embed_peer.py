@@ -21,15 +21,15 @@ import argparse
 import random
 import time
 
-from bench_core import WORDS, text_of  # the filler prose of the other benchmarks (bench/ is on the path)
+from bench_core import WORDS  # the filler prose of the other benchmarks (bench/ is on the path)
 
 from magnet.hardware import DTYPE_HELP, dtype_name
 
 
 def distinct_text(n_words: int, index: int) -> str:
     """`n_words` of the filler prose in an order of their own: no two texts share a prefix
-    beyond a few words (text_of's texts repeat every len(WORDS))."""
-    words = text_of(len(WORDS)).split()
+    beyond a few words (bench_core.text_of's texts repeat every len(WORDS))."""
+    words = list(WORDS)
     random.Random(index).shuffle(words)
     return " ".join(words[:n_words])
 
