@@ -20,7 +20,7 @@ from magnet.batch import DecodeBatch, run_to_end
 from magnet.decodes import GenerateDecode, InfillDecode
 from magnet.decoding import Span, make_generator
 from magnet.errors import InvalidInputError
-from magnet.forward import encode_last_token, hidden_states, logits, pad_batch
+from magnet.forward import encode_last_token, hidden_states, layer_states, logits, pad_batch
 from magnet.layout import InfillLayout, embedding_ids, infill_layout, split_trailing_spaces
 from magnet.limits import prompt_token_ids, require_fits, require_max_tokens
 from magnet.loading import LoadedModel, ModelSpec, load_model
@@ -101,6 +101,7 @@ class Engine:
         self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
         self.gap_range = trained_gap_range(loaded.manifest)
         self.infill_context = infill_context_mode(loaded.manifest)
+        self.n_layers = self.model.config.num_hidden_layers  # word vectors may read any of them (1-based)
 
     @classmethod
     def from_spec(cls, spec: ModelSpec = ModelSpec(), config: EngineConfig = EngineConfig()) -> "Engine":
@@ -209,22 +210,37 @@ class Engine:
         """Causal attention, token i = output i: the base model's own token representations."""
         return self.word_vectors(self.word_inputs(texts, truncate), word_spans, "causal")
 
-    @torch.inference_mode()
     def word_vectors(self, inputs: list[WordInput], word_spans: list[list[tuple[int, int]]],
-                     reading: str) -> list[torch.Tensor]:
-        """Per input (n_words, D): its words' vectors, read as WORD_READINGS[reading] says."""
+                     reading: str, layer: int | None = None) -> list[torch.Tensor]:
+        """Per input (n_words, D): its words' vectors, read as WORD_READINGS[reading] says, from
+        the outputs after `layer` (1-based; None: the last, the model's own output)."""
+        return self.word_vectors_at(inputs, word_spans, reading, [layer or self.n_layers])[0]
+
+    @torch.inference_mode()
+    def word_vectors_at(self, inputs: list[WordInput], word_spans: list[list[tuple[int, int]]],
+                        reading: str, layers: list[int]) -> list[list[torch.Tensor]]:
+        """`word_vectors` after each of `layers`, from one forward: [layer][input] (n_words, D)."""
+        self.check_layers(layers)
         mode, read_tokens = WORD_READINGS[reading]  # read_tokens: (n + 1, H) outputs -> (n, D)
-        result: list[torch.Tensor | None] = [None] * len(inputs)
+        result: list[list] = [[None] * len(inputs) for _ in layers]
         for group in batches_by_tokens([len(x.ids) for x in inputs], self.config.embed_batch_tokens):
             ids, padding = pad_batch([inputs[i].ids for i in group], self.pad_id, self.device)
             roles = roles_for_mode(mode, padding)
-            hidden = hidden_states(self.model, ids, roles, positions_from_padding(padding)).float().cpu()
-            for row, i in enumerate(group):
-                outputs = hidden[row, : len(inputs[i].ids)]  # (n + 1, H): anchor, then the text's tokens
-                # Bidirectional (MNTP-trained): token i is read at i-1 (or with its own output too).
-                # Causal: the output at i is the only one that has seen token i: token i's vector.
-                result[i] = word_means(read_tokens(outputs), word_membership(inputs[i].offsets, word_spans[i]))
+            states = layer_states(self.model, ids, roles, positions_from_padding(padding), layers)
+            memberships = [word_membership(inputs[i].offsets, word_spans[i]) for i in group]
+            for per_layer, hidden in zip(result, states):
+                hidden = hidden.float().cpu()
+                for row, i in enumerate(group):
+                    outputs = hidden[row, : len(inputs[i].ids)]  # (n + 1, H): anchor, then the text's tokens
+                    # Bidirectional (MNTP-trained): token i is read at i-1 (or with its own output too).
+                    # Causal: the output at i is the only one that has seen token i: token i's vector.
+                    per_layer[i] = word_means(read_tokens(outputs), memberships[row])
         return result
+
+    def check_layers(self, layers: list[int]) -> None:
+        bad = [layer for layer in layers if not 1 <= layer <= self.n_layers]
+        if bad or not layers:
+            raise ValueError(f"layers {bad or layers}: this model has layers 1..{self.n_layers}")
 
     # ---- hybrid: infill -----------------------------------------------------
 

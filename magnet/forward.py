@@ -30,8 +30,7 @@ def hidden_states(
     else:
         key_roles = torch.cat([cached_roles, roles], dim=1)
         key_positions = torch.cat([cached_positions, positions], dim=1)
-    dtype = model.get_input_embeddings().weight.dtype
-    mask = attention_mask(roles, positions, key_roles, key_positions, dtype=dtype)
+    mask = attention_mask(roles, positions, key_roles, key_positions, dtype=model_dtype(model))
     lean = getattr(model, LEAN_ATTRIBUTE, None)  # installed by Engine.from_spec (magnet/lean.py)
     if lean is not None:
         return lean(input_ids, mask, positions, cache)
@@ -43,6 +42,26 @@ def hidden_states(
         use_cache=cache is not None,
     )
     return out.last_hidden_state
+
+
+def layer_states(model, input_ids: torch.Tensor, roles: torch.Tensor, positions: torch.Tensor,
+                 layers: list[int]) -> list[torch.Tensor]:
+    """(B, T, H) outputs after each of `layers` (1-based; len(decoder.layers) is the final one),
+    each through the final norm; no cache. The word vectors of a tagger read a middle layer
+    (magnet/tagging/layers.py); the layers after the deepest one asked for are not run."""
+    mask = attention_mask(roles, positions, roles, positions, dtype=model_dtype(model))
+    lean = getattr(model, LEAN_ATTRIBUTE, None)
+    if lean is not None:
+        return lean.outputs_after(input_ids, mask, positions, layers)
+    decoder = model.get_decoder()  # an architecture LeanDecoder does not cover: all layers, every output kept
+    out = decoder(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=False,
+                  output_hidden_states=True)
+    last = len(decoder.layers)  # hidden_states[i]: after layer i, unnormed, but the last is normed
+    return [out.last_hidden_state if layer == last else decoder.norm(out.hidden_states[layer]) for layer in layers]
+
+
+def model_dtype(model) -> torch.dtype:
+    return model.get_input_embeddings().weight.dtype
 
 
 def logits(model, hidden: torch.Tensor) -> torch.Tensor:

@@ -55,18 +55,28 @@ class LeanDecoder:
                  positions: torch.Tensor,  # (B, T) rotary positions
                  cache=None) -> torch.Tensor:  # transformers Cache; the T new keys/values are appended
         """(B, T, H) final-layer (normed) outputs."""
+        return self.outputs_after(input_ids, mask, positions, [len(self.decoder.layers)], cache)[0]
+
+    def outputs_after(self, input_ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor,
+                      layers: list[int], cache=None) -> list[torch.Tensor]:
+        """(B, T, H) outputs after each of `layers` (1-based; the last layer's is the model's
+        output), each through the final norm, as a probe of a middle layer reads it. The layers
+        after the deepest one asked for are not run (so a cache, if given, gets only theirs)."""
         decoder = self.decoder
         x = decoder.embed_tokens(input_ids)  # (B, T, H)
         cos, sin = decoder.rotary_emb(x, positions)  # (B, T, D) each, in x's dtype
         cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)  # broadcast over heads
         compiled = (cache is None and self.compiled_layer is not None
                     and input_ids.shape[1] <= FOLDED_ATTENTION_MAX_WIDTH)
-        for index, layer in enumerate(decoder.layers):
+        outputs = {}
+        for index, layer in enumerate(decoder.layers[:max(layers)]):
             if compiled:
                 x = self.compiled_layer(layer, x, cos, sin, mask)
             else:
                 x = decoder_layer(layer, x, cos, sin, mask, cache, index)
-        return rms_norm(x, decoder.norm)
+            if index + 1 in layers:
+                outputs[index + 1] = rms_norm(x, decoder.norm)
+        return [outputs[layer] for layer in layers]
 
     @torch.inference_mode()
     def compile_encoder(self) -> bool:

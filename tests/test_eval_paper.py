@@ -193,6 +193,10 @@ def test_paper_runs_end_to_end_on_the_report_split(tiny_loaded, tiny_model_dir, 
     assert report["model"]["adapter"]["sha256"] and report["model"]["adapted"].endswith("+adapter")
     # probes: fit on train.txt's train documents (2-4), chosen on its select document (1), scored on valid
     assert report["results"]["conll"]["adapted"]["sentences"] == {"train": 9, "selection": 3, "valid": 3}
+    for side in ("base_causal", "adapted"):  # both sides swept the tiny model's two layers, and say which they read
+        probes = report["results"]["conll"][side]
+        assert set(probes["sweep"]) == {"1", "2"} and probes["layer"] in (1, 2) and probes["layers"] == 2
+    assert "layer and checkpoint chosen on 3 of its select documents (base layer" in printed
     roc = report["results"]["roc"]
     assert roc["stories"] == 4  # the report stories only
     assert set(roc) >= {"adapted_causal", "adapted_no_suffix", "adapted_hybrid", "adapted_wrong_suffix", "base_causal"}

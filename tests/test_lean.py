@@ -7,7 +7,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
 from magnet.engine import Engine, EngineConfig
-from magnet.forward import hidden_states
+from magnet.forward import hidden_states, layer_states
 from magnet import lean as lean_module
 from magnet.lean import LEAN_ATTRIBUTE, install_lean_decoder, lean_decoder_for
 from magnet.loading import ModelSpec
@@ -94,6 +94,36 @@ def test_forwards_without_a_cache_compute_what_the_hugging_face_forward_computes
         assert mine.shape == theirs.shape
         assert torch.allclose(mine, theirs, atol=1e-5), (mine - theirs).abs().max()
     assert not torch.allclose(got[0], got[1], atol=1e-3)  # bidirectional and causal differ: the check can fail
+
+
+def outputs_after(model, layers: list[int]) -> list[torch.Tensor]:
+    """layer_states after `layers` of a padded bidirectional batch."""
+    torch.manual_seed(3)
+    ids = torch.randint(3, 64, (2, 5))
+    padding = torch.tensor([[1] * 5, [1] * 3 + [0] * 2])
+    with torch.inference_mode():
+        return [state * padding[..., None] for state in layer_states(
+            model, ids, roles_for_mode(AttentionMode.BIDIRECTIONAL, padding), positions_from_padding(padding), layers)]
+
+
+@pytest.mark.parametrize("architecture", ["llama", "qwen2"])
+@pytest.mark.parametrize("decoder", ["hugging face", "lean", "lean, compiled"])
+def test_the_outputs_after_a_layer_are_those_of_the_model_cut_after_it(architecture, decoder):
+    """A middle layer's outputs (what a tagger may read) are the final outputs of the same model
+    with the later layers removed: the final norm applied, nothing after that layer run."""
+    import copy
+
+    model = model_of(architecture)
+    cut = copy.deepcopy(model)
+    cut.get_decoder().layers = cut.get_decoder().layers[:1]
+    cut.config.num_hidden_layers = 1
+    want = outputs_after(cut, [1]) + outputs_after(model, [2])
+    if decoder != "hugging face":
+        assert install_lean_decoder(model, compile_encoder=decoder == "lean, compiled")
+    got = outputs_after(model, [1, 2])
+    for mine, theirs in zip(got, want):
+        assert torch.allclose(mine, theirs, atol=1e-5), (mine - theirs).abs().max()
+    assert not torch.allclose(got[0], got[1], atol=1e-3)  # two layers, two outputs: the check can fail
 
 
 def test_compiling_fails_softly_and_keeps_the_eager_layers(monkeypatch, caplog):

@@ -86,3 +86,45 @@ def test_manifest_mismatch_names_what_differs():
 def test_missing_heads_dir_says_so(tmp_path):
     with pytest.raises(FileNotFoundError, match="no tagging heads"):
         load_heads(tmp_path)
+
+
+def test_sweep_layers_are_evenly_spaced_and_end_at_the_last():
+    from magnet.tagging.layers import sweep_layers
+
+    assert sweep_layers(30) == [4, 8, 11, 15, 19, 22, 26, 30]
+    assert sweep_layers(2) == [1, 2] and sweep_layers(1) == [1]
+
+
+def test_the_layer_whose_heads_score_best_on_select_is_chosen():
+    """Layer 3's vectors carry the tags, layers 1 and 2 are noise: the sweep picks 3 from the
+    select sentences' scores alone."""
+    from types import SimpleNamespace
+
+    from magnet.tagging.layers import choose_layer
+
+    def sentences(tags):  # what choose_layer reads of a CoNLL sentence
+        return [SimpleNamespace(tags={"pos": t, "ner": t}) for t in tags]
+
+    train_x, train_tags = separable_data(120, seed=3)
+    select_x, select_tags = separable_data(40, seed=4)
+    g = torch.Generator().manual_seed(5)
+    noise = lambda xs: [torch.randn(x.shape, generator=g) for x in xs]  # noqa: E731
+    fit_x = {1: noise(train_x), 2: noise(train_x), 3: train_x}
+    sel_x = {1: noise(select_x), 2: noise(select_x), 3: select_x}
+    choice = choose_layer(["pos", "ner"], sentences(train_tags), fit_x, sentences(select_tags), sel_x,
+                          HeadTrainConfig(steps=300, lr=2e-2, eval_every=100))
+    assert choice.layer == 3
+    assert sorted(choice.scores) == [1, 2, 3] and set(choice.scores[3]) == {"pos", "ner"}
+    assert choice.mean(3) > 0.9 > max(choice.mean(1), choice.mean(2))
+
+
+def test_manifests_without_a_layer_read_the_last_one(tmp_path):
+    heads = {"ner": TagHead(16, ["O", "B-PER"])}
+    save_heads(tmp_path / "old", heads, HeadsManifest(BASE, None, tasks=["ner"]))
+    raw = json.loads((tmp_path / "old" / "magnet.json").read_text())
+    del raw["feature_layer"]  # a manifest written before the layer sweep
+    (tmp_path / "old" / "magnet.json").write_text(json.dumps(raw))
+    _, manifest = load_heads(tmp_path / "old")
+    assert manifest.feature_layer is None
+    save_heads(tmp_path / "new", heads, HeadsManifest(BASE, None, tasks=["ner"], feature_layer=15))
+    assert load_heads(tmp_path / "new")[1].feature_layer == 15

@@ -11,6 +11,7 @@ from magnet.errors import InvalidInputError, UnknownTaskError
 from magnet.tagging.features import conll_features, featurize, fit_and_select_features
 from magnet.tagging.heads import HeadsMismatchError
 from magnet.tagging.tagger import Tagger
+from magnet.tagging.words import join_words
 
 SAMPLE = """-DOCSTART- -X- -X- O
 
@@ -73,17 +74,20 @@ def heads_dir(tiny_model_dir, sample, cache, tmp_path):
     return out
 
 
-def count_calls(monkeypatch, engine, reading: str) -> list[int]:
-    """The number of inputs of each Engine.word_vectors call in `reading` (a feature mode)."""
+def count_calls(monkeypatch, engine, reading: str, layers: list | None = None) -> list[int]:
+    """The number of inputs of each model forward for word vectors (Engine.word_vectors_at) in
+    `reading` (a feature mode); the layers each call asked for are appended to `layers`."""
     calls = []
-    original = engine.word_vectors
+    original = engine.word_vectors_at
 
-    def counted(inputs, spans, mode):
+    def counted(inputs, spans, mode, asked):
         if mode == reading:
             calls.append(len(inputs))
-        return original(inputs, spans, mode)
+            if layers is not None:
+                layers.append(list(asked))
+        return original(inputs, spans, mode, asked)
 
-    monkeypatch.setattr(engine, "word_vectors", counted)
+    monkeypatch.setattr(engine, "word_vectors_at", counted)
     return calls
 
 
@@ -91,19 +95,21 @@ def test_features_are_computed_once(tiny_engine, sample, cache, monkeypatch):
     calls = count_calls(monkeypatch, tiny_engine, "bidirectional")
     sentences, first = conll_features(tiny_engine, "bidirectional", sample, None)
     assert sum(calls) == 3 and len(sentences) == 3
-    assert [f.shape for f in first] == [(9, 32), (6, 32), (9, 32)]
+    assert list(first) == [tiny_engine.n_layers]  # the last layer when none is asked for
+    assert [f.shape for f in first[tiny_engine.n_layers]] == [(9, 32), (6, 32), (9, 32)]
     again_sentences, again = conll_features(tiny_engine, "bidirectional", sample, None)
     assert sum(calls) == 3, "second run recomputed the features instead of reading the cache"
-    assert all(torch.equal(a, b) for a, b in zip(first, again))
+    assert all(torch.equal(a, b) for a, b in zip(first[tiny_engine.n_layers], again[tiny_engine.n_layers]))
     assert len(list((cache / "features").glob("*.safetensors"))) == 1
     conll_features(tiny_engine, "bidirectional", sample, 2)  # another sentence count: another entry
     assert sum(calls) == 5
 
 
 def test_cached_features_match_the_engine(tiny_engine, sample, cache):
-    sentences, cached = conll_features(tiny_engine, "causal", sample, None)
-    direct = featurize(tiny_engine, "causal", [s.words for s in sentences])
-    for a, b in zip(cached, direct):
+    sentences, cached = conll_features(tiny_engine, "causal", sample, None, layers=[1, 2])
+    direct = featurize(tiny_engine, "causal", [s.words for s in sentences], [1, 2])
+    assert not torch.allclose(direct[1][0], direct[2][0], atol=1e-2)  # two layers, two readings
+    for a, b in zip(cached[1] + cached[2], direct[1] + direct[2]):
         assert torch.allclose(a, b, atol=1e-2, rtol=1e-2)  # the cache stores float16
 
 
@@ -112,6 +118,8 @@ def test_heads_train_reload_and_tag_text(tiny_engine, heads_dir):
     assert sorted(tagger.tasks) == ["chunk", "ner", "pos"]
     manifest = json.loads((heads_dir / "magnet.json").read_text())
     assert manifest["feature_mode"] == "bidirectional-pair" and manifest["adapter"] is None
+    assert set(manifest["training"]["layer_sweep"]) == {"1", "2"}  # the tiny model's two layers, swept
+    assert manifest["feature_layer"] == max((1, 2), key=lambda k: (manifest["training"]["layer_sweep"][str(k)], -k))
     assert (manifest["training"]["train_sentences"], manifest["training"]["select_sentences"]) == (2, 1)
     text = "Peter Blackburn lives in Brussels. The European Commission said on Thursday it disagreed."
     [out] = tagger.tag([text], task="ner")
@@ -248,3 +256,34 @@ def test_paired_word_vectors_are_the_shifted_output_then_the_own_one(tiny_engine
     assert paired.shape == (4, 2 * hidden)
     assert torch.allclose(paired[:, :hidden], shifted, atol=1e-6)
     assert not torch.allclose(paired[:, hidden:], shifted, atol=1e-3)  # its own output: another vector
+
+
+def test_the_tagger_reads_the_layer_its_heads_were_trained_on(tiny_engine, tiny_model_dir, sample, cache, tmp_path,
+                                                               monkeypatch):
+    out = tmp_path / "layer1"
+    train(tiny_model_dir, sample, out, "--layer", "1", "--tasks", "ner")
+    manifest = json.loads((out / "magnet.json").read_text())
+    assert manifest["feature_layer"] == 1 and "layer_sweep" not in manifest["training"]
+    tagger = Tagger.load(tiny_engine, out)
+    asked: list = []
+    count_calls(monkeypatch, tiny_engine, "bidirectional-pair", asked)
+    words = [["Peter", "lives", "in", "Brussels", "."]]
+    tagger.tag(words=words, task="ner")
+    assert asked == [[1]]
+    # the head applied to layer 1's vectors, not the last layer's
+    texts, spans = zip(*(join_words(w) for w in words))
+    [first] = tiny_engine.word_vectors(tiny_engine.word_inputs(list(texts)), list(spans), "bidirectional-pair", 1)
+    [last] = tiny_engine.word_vectors(tiny_engine.word_inputs(list(texts)), list(spans), "bidirectional-pair")
+    assert not torch.allclose(first, last, atol=1e-3)
+
+
+def test_a_layer_the_model_lacks_is_refused(tiny_model_dir, sample, cache, tmp_path, tiny_engine):
+    with pytest.raises(SystemExit, match="--layer '3': give auto or a layer from 1 to 2"):
+        train(tiny_model_dir, sample, tmp_path / "x", "--layer", "3")
+    out = tmp_path / "heads"
+    train(tiny_model_dir, sample, out, "--layer", "2", "--tasks", "ner")
+    manifest = json.loads((out / "magnet.json").read_text())
+    manifest["feature_layer"] = 7  # heads of a deeper model
+    (out / "magnet.json").write_text(json.dumps(manifest))
+    with pytest.raises(HeadsMismatchError, match="read layer 7 of a model with 2"):
+        Tagger.load(tiny_engine, out)

@@ -2,12 +2,14 @@
 
     magnet train-tagger --train ../shared/data/conll2003/train.txt --out heads/
     magnet train-tagger ... --adapter none --causal --out heads-base-causal/   # the paper's base row
+    magnet train-tagger ... --layer 30                                         # a layer of your choosing
 
-Heads fit on the train file's *train* documents and keep the step that scores best on its
-*select* documents (magnet/splits.py); CoNLL valid is the report split, scored only by
+Heads fit on the train file's *train* documents, at the layer a sweep chooses on its *select*
+documents (magnet/tagging/layers.py; `--layer N` skips the sweep), and keep the step that
+scores best on them (magnet/splits.py); CoNLL valid is the report split, scored only by
 `magnet eval tagging`. A file of your own (no split rule) is cut: its last sentences choose.
 
-Features are computed once per (model, adapter, mode, file, sentence count)
+Features are computed once per (model, adapter, mode, layer, file, sentence count)
 and cached in $MAGNET_CACHE_DIR/features; every head and step reuses them.
 """
 from __future__ import annotations
@@ -25,6 +27,7 @@ from magnet import model_options
 from magnet.model_options import add_model_arguments
 from magnet.tagging.options import add_feature_arguments, feature_mode
 from magnet.tagging.head_training import HeadTrainConfig, train_head
+from magnet.tagging.layers import choose_layer, sweep_layers
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +45,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"use the first N train sentences (default {DEFAULT_MAX_SENTENCES}; 0 = all 14k)")
     parser.add_argument("--max-select-sentences", type=int, default=DEFAULT_MAX_SELECT_SENTENCES,
                         help=f"choose on the first N select sentences (default {DEFAULT_MAX_SELECT_SENTENCES}; 0 = all)")
+    parser.add_argument("--layer", default="auto",
+                        help="which layer's outputs the heads read: auto (default: the sweep of "
+                             "magnet/tagging/layers.py, chosen on select) or N (1-based; the last = the model's output)")
     defaults = HeadTrainConfig()
     group = parser.add_argument_group("head training (paper defaults)")
     group.add_argument("--steps", type=int, default=defaults.steps)
@@ -68,29 +74,48 @@ def train_config(args: argparse.Namespace) -> HeadTrainConfig:
                            weight_decay=args.weight_decay, eval_every=args.eval_every, seed=args.seed)
 
 
+def parse_layer(text: str, n_layers: int) -> int | None:
+    """--layer: None for auto (the sweep), else a layer of this model."""
+    if text == "auto":
+        return None
+    if not text.isdigit() or not 1 <= int(text) <= n_layers:
+        raise SystemExit(f"--layer {text!r}: give auto or a layer from 1 to {n_layers} (this model's)")
+    return int(text)
+
+
 def run(args: argparse.Namespace) -> int:
     tasks, config, mode = parse_tasks(args.tasks), train_config(args), feature_mode(args)
     if not args.train.is_file():
         raise SystemExit(f"{args.train}: no such file (expected CoNLL-2003: word POS chunk NER per line)")
     engine = model_options.load_engine(args)  # looked up at call time, as tests replace it
+    fixed = parse_layer(args.layer, engine.n_layers)
     started = time.monotonic()
     (train, train_x), (select, select_x) = fit_and_select_features(
-        engine, mode, args.train, args.max_sentences, args.max_select_sentences, args.feature_batch, not args.no_cache)
+        engine, mode, args.train, args.max_sentences, args.max_select_sentences, args.feature_batch, not args.no_cache,
+        layers=[fixed] if fixed else sweep_layers(engine.n_layers))
     featurized = time.monotonic() - started
+    choice = None if fixed else choose_layer(tasks, train, train_x, select, select_x, config)
+    layer = fixed or choice.layer
     heads, metrics = {}, {}
     for task in tasks:
-        trained = train_head(task, train_x, [s.tags[task] for s in train],
-                             select_x, [s.tags[task] for s in select], config)
+        trained = train_head(task, train_x[layer], [s.tags[task] for s in train],
+                             select_x[layer], [s.tags[task] for s in select], config)
         heads[task] = trained.head
         metrics[task] = {trained.metric: round(trained.score, 4), "step": trained.step}
         log.info("%s: kept step %d, select %s %.4f", task, trained.step, trained.metric, trained.score)
     identity = engine_identity(engine)
     training = {**asdict(config), "train": args.train.name, "train_sentences": len(train),
                 "select": f"{args.train.name} (select)", "select_sentences": len(select)}
-    manifest = HeadsManifest(identity.base, identity.adapter, mode, tasks, training, metrics)
+    if choice:
+        training["layer_sweep"] = {str(k): round(choice.mean(k), 4) for k in choice.scores}  # mean select score
+    manifest = HeadsManifest(identity.base, identity.adapter, mode, tasks, training, metrics, feature_layer=layer)
     save_heads(args.out, heads, manifest)
-    print(f"heads for {', '.join(tasks)} ({mode}, {engine.name}) saved to {args.out}: "
+    how = f"layer {layer} of {engine.n_layers}" + (", chosen on select" if choice else "")
+    print(f"heads for {', '.join(tasks)} ({mode}, {how}, {engine.name}) saved to {args.out}: "
           f"features {featurized:.0f}s, total {time.monotonic() - started:.0f}s")
+    if choice:
+        print("  layer sweep, mean select score of short-trained heads: "
+              + ", ".join(f"{k}: {choice.mean(k):.4f}" for k in sorted(choice.scores)))
     for task, m in metrics.items():
         print(f"  {task}: select {next(iter(m))} {next(iter(m.values())):.4f} at step {m['step']}")
     return 0

@@ -7,7 +7,8 @@ on the same subsample of one split for both models; sizes in magnet/evaluation/s
 splits in magnet/splits.py):
 
     STS-B Spearman              base causal and bidirectional, adapted bidirectional
-    CoNLL-2003 POS/chunk/NER    linear probes: base causal vs adapted bidirectional word vectors
+    CoNLL-2003 POS/chunk/NER    linear probes: base causal vs adapted bidirectional word vectors,
+                                each at the layer select chooses
     ROC middle sentence PPL     the adapter's hybrid fill and its controls (left to right, no
                                 suffix, another story's suffix), base left to right
     WikiText-2 PPL              left to right, both

@@ -87,7 +87,7 @@ SPECS = (
          paper="63.6 -> 82.9", paper_value=82.9),
     spec("stsb_base_bidirectional", "stsb", "STS-B Spearman, the base read (causally / bidirectionally)",
          at("stsb", "base_causal"), at("stsb", "base_bidirectional"), ("base causal", "base bidir.")),
-    *(spec(f"probe_{task}", "conll", f"CoNLL-2003 {label} (probe: base causal / adapted bidirectional)",
+    *(spec(f"probe_{task}", "conll", f"CoNLL-2003 {label} (probe at the layer select chose: base causal / adapted bidirectional)",
            at("conll", "base_causal", task, "score", scale=100), at("conll", "adapted", task, "score", scale=100),
            paper=paper, paper_value=after) for task, label, paper, after in PROBE_LINES),
     spec("roc_hybrid", "roc", "ROC middle-sentence PPL, adapted (left to right / hybrid fill)",
@@ -159,9 +159,13 @@ def data_parts(report: dict) -> list[str]:
         parts.append(f"STS-B: {measured['stsb']['pairs']} pairs of {name('--stsb')}, spread over it")
     if "conll" in measured:
         n = measured["conll"]["adapted"]["sentences"]
+        conll = measured["conll"]
+        layers = ", ".join(f"{who} layer {conll[key].get('layer', 'last')} of {conll[key].get('layers', '?')}"
+                           for who, key in (("base", "base_causal"), ("adapted", "adapted")))
         parts.append(f"CoNLL probes: fit on {n['train']} sentences of {Path(data['--conll-train']['file']).name}'s "
-                     f"train documents, checkpoint chosen on {n['selection']} of its select documents, scored on "
-                     f"{n['valid']} sentences of {name('--conll-valid')} ({sizes['probe_steps']} steps)")
+                     f"train documents, layer and checkpoint chosen on {n['selection']} of its select documents "
+                     f"({layers}), scored on {n['valid']} sentences of {name('--conll-valid')} "
+                     f"({sizes['probe_steps']} steps)")
     if "roc" in measured:
         parts.append(f"ROC: {measured['roc']['stories']} stories of {name('--roc')}, spread over it; wrong suffix: "
                      "the next story's sentences 4-5")

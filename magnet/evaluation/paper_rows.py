@@ -14,6 +14,7 @@ from magnet.evaluation.cloze import ITEMS_FILE, cloze_scores, load_items
 from magnet.evaluation.infill import infill_controls, roc_stories
 from magnet.evaluation.overlap import first_overlap
 from magnet.evaluation.probe import probe_scores
+from magnet.tagging.heads import DEFAULT_FEATURE_MODE
 from magnet.evaluation.repetition import generation_repetition, roc_prefixes, wikitext_prefixes
 from magnet.evaluation.sizes import EvalSizes, spread
 from magnet.evaluation.sts import stsb_spearman
@@ -47,12 +48,14 @@ def stsb_row(run: PaperRun) -> dict:
 
 
 def conll_row(run: PaperRun) -> dict:
-    """Base: causal word vectors (its own way); adapted: bidirectional with the token shift."""
+    """Base: causal word vectors (its own way); adapted: bidirectional, a word read as the
+    shipped tagging heads read it (DEFAULT_FEATURE_MODE: the output before it and its own).
+    Each at the layer the same sweep chooses for it on select (magnet/tagging/layers.py)."""
     s = run.sizes
     shared = (run.files["--conll-train"], *run.scored("--conll-valid"), s.conll_train, s.conll_select,
               s.conll_valid, s.probe_steps, run.use_cache)
     return {"base_causal": probe_scores(run.base, "causal", *shared),
-            "adapted": probe_scores(run.adapted, "bidirectional", *shared)}
+            "adapted": probe_scores(run.adapted, DEFAULT_FEATURE_MODE, *shared)}
 
 
 def roc_row(run: PaperRun) -> dict:

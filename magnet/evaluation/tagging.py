@@ -94,8 +94,10 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit(f"{exc}\ntrain heads for this model with `magnet train-tagger`, or pass --heads DIR")
     mode = tagger.manifest.feature_mode
     check_mode(args, mode)
+    layer = tagger.manifest.feature_layer or engine.n_layers
     sentences, features = conll_features(engine, mode, path, args.max_sentences or None,
-                                         args.feature_batch, not args.no_cache, split=split)
+                                         args.feature_batch, not args.no_cache, split=split, layers=[layer])
+    features = features[layer]
     scores = score_tasks(tagger, sentences, features)
     elapsed = time.monotonic() - started
     note = seen_note(engine, [(path, split)])

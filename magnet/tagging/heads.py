@@ -4,7 +4,7 @@ their label lists and a manifest naming the model they were trained on.
     heads_dir/
         heads.safetensors   {task}.weight (L, H), {task}.bias (L,)
         labels.json         {task: [label, ...]}  (row order of the weights)
-        magnet.json         HeadsManifest: base identity, adapter, feature mode
+        magnet.json         HeadsManifest: base identity, adapter, feature mode and layer
 """
 from __future__ import annotations
 
@@ -63,6 +63,7 @@ class HeadsManifest:
     tasks: list = field(default_factory=list)
     training: dict = field(default_factory=dict)  # steps, lr, data, ...
     metrics: dict = field(default_factory=dict)  # task -> select score of the kept checkpoint
+    feature_layer: int | None = None  # the layer whose outputs they read (1-based; None: the last, as before the sweep)
 
     def mismatch(self, base: BaseIdentity, adapter: AdapterIdentity | None) -> list[str]:
         """Why these heads do not fit that model (empty if they fit)."""

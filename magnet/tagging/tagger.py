@@ -54,6 +54,8 @@ class Tagger:
         heads, manifest = load_heads(Path(heads_dir))
         model = engine_identity(engine)
         problems = manifest.mismatch(model.base, model.adapter)
+        if manifest.feature_layer is not None and not 1 <= manifest.feature_layer <= engine.n_layers:
+            problems.append(f"they read layer {manifest.feature_layer} of a model with {engine.n_layers}")
         if problems:
             raise HeadsMismatchError(
                 f"tagging heads in {heads_dir} were trained on {describe(manifest.base, manifest.adapter)}, "
@@ -85,7 +87,7 @@ class Tagger:
         """Tags (and entities, for ner and chunk) of prepared items."""
         self.head(task)  # fail on an unknown task before any model work
         vectors = self.engine.word_vectors([item.tokens for item in items], [item.spans for item in items],
-                                           self.manifest.feature_mode)
+                                           self.manifest.feature_mode, self.manifest.feature_layer)
         return [result(item, tags, task in ENTITY_TASKS) for item, tags in zip(items, self.predict(vectors, task))]
 
     def tag(self, texts: list[str] | None = None, words: list[list[str]] | None = None,
