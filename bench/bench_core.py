@@ -155,8 +155,8 @@ def dtype_engines(args) -> dict[str, Engine]:
 def packing_engines(args) -> dict[str, Engine]:
     spec = ModelSpec(adapter=args.adapter, dtype=args.dtype)
     plain = Engine.from_spec(spec, bench_config(args, pack_linears=False))
-    separate = Engine.from_spec(spec, bench_config(args))
-    packed = Engine.from_spec(spec, bench_config(args, join_projections=True))
+    separate = Engine.from_spec(spec, bench_config(args, pack_linears=True))
+    packed = Engine.from_spec(spec, bench_config(args, pack_linears=True, join_projections=True))
     dtype = dtype_name(packed.loaded.dtype)
     return {f"plain nn.Linear ({dtype})": plain, f"packed ({dtype})": separate,
             f"packed, q/k/v and gate/up joined ({dtype})": packed}

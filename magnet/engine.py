@@ -28,7 +28,7 @@ from magnet.logprobs import sequence_logprobs
 from magnet.manifest import DEFAULT_INSTRUCTION
 from magnet.masks import AttentionMode, context_mode, positions_from_padding, roles_for_mode
 from magnet.lean import install_lean_decoder
-from magnet.packed import pack_linears
+from magnet.packed import pack_linears, packs_by_default
 from magnet.pooling import WORD_READINGS, word_means, word_membership
 from magnet.sampling import (INFILL_DEFAULTS, Completion, InfillCompletion, SamplingParams, StreamChunk,
                              StructuredOutput, completion_of)
@@ -46,7 +46,9 @@ class EngineConfig:
     gap_positions: int | None = None  # text positions reserved per gap; None: what the adapter was trained on
     end_threshold: float = 0.01  # a fill ends once the text after its gap gets this probability
     min_fill_tokens: int = 1  # a fill is never empty
-    pack_linears: bool = True  # oneDNN-packed weights on CPU (magnet/packed.py); False: plain nn.Linear
+    # oneDNN-packed weights on CPU (magnet/packed.py); False: plain nn.Linear; None: packed in
+    # the dtypes where packing was measured to pay (bf16: magnet.packed.PACKED_BY_DEFAULT)
+    pack_linears: bool | None = None
     # packed q/k/v and gate/up as one product each (magnet/packed.py): a decode step gains a few
     # per cent, embedding batches lose ~9% (docs/core.md), so off unless asked
     join_projections: bool = False
@@ -106,7 +108,8 @@ class Engine:
     @classmethod
     def from_spec(cls, spec: ModelSpec = ModelSpec(), config: EngineConfig = EngineConfig()) -> "Engine":
         loaded = load_model(spec)
-        if config.pack_linears and spec.merge:  # frozen weights: safe to re-lay out for this CPU
+        pack = packs_by_default(loaded.model) if config.pack_linears is None else config.pack_linears
+        if pack and spec.merge:  # frozen weights: safe to re-lay out for this CPU
             packed = pack_linears(loaded.model, join_shared_inputs=config.join_projections)
             log.info("%s: %d linear layers packed for oneDNN", loaded.name, packed)
         compile_encoder = config.compile_encoder and loaded.model.device.type == "cpu"  # measured on CPU only
@@ -237,8 +240,12 @@ class Engine:
                     per_layer[i] = word_means(read_tokens(outputs), memberships[row])
         return result
 
+    def has_layer(self, layer: int) -> bool:
+        """Whether word vectors can read the outputs after `layer` (1-based) of this model."""
+        return 1 <= layer <= self.n_layers
+
     def check_layers(self, layers: list[int]) -> None:
-        bad = [layer for layer in layers if not 1 <= layer <= self.n_layers]
+        bad = [layer for layer in layers if not self.has_layer(layer)]
         if bad or not layers:
             raise ValueError(f"layers {bad or layers}: this model has layers 1..{self.n_layers}")
 

@@ -85,6 +85,9 @@ def encode_last_token(model, seqs: list[list[int]], pad_id: int, device,
     """(B, H) last-token outputs: the sentence embedding (paper §3.2.2). Bidirectional for an
     adapted model; causal reads a base model the way it was trained (the paper's base row)."""
     ids, padding = pad_batch(seqs, pad_id, device)  # (B, T)
-    roles = roles_for_mode(mode, padding)
-    hidden = hidden_states(model, ids, roles, positions_from_padding(padding))  # (B, T, H)
-    return last_token(hidden, padding)
+    roles, positions = roles_for_mode(mode, padding), positions_from_padding(padding)
+    lean = getattr(model, LEAN_ATTRIBUTE, None)
+    if lean is not None:  # the last layer runs for the pooled column only
+        mask = attention_mask(roles, positions, roles, positions, dtype=model_dtype(model))
+        return lean.outputs_at(ids, mask, positions, padding.sum(dim=1) - 1)  # right-padded rows
+    return last_token(hidden_states(model, ids, roles, positions), padding)  # (B, T, H) -> (B, H)

@@ -78,6 +78,26 @@ class LeanDecoder:
                 outputs[index + 1] = rms_norm(x, decoder.norm)
         return [outputs[layer] for layer in layers]
 
+    def outputs_at(self, input_ids: torch.Tensor,  # (B, T)
+                   mask: torch.Tensor,  # (B, 1, T, T) additive
+                   positions: torch.Tensor,  # (B, T)
+                   at: torch.Tensor) -> torch.Tensor:  # (B,) one column per row
+        """(B, H) final (normed) outputs at column `at[b]` of each row, no cache: what a pooled
+        embedding reads. The layers before the last run whole; the last needs every column's
+        keys and values but the query, attention, output projection and MLP of one column a
+        row (`last_layer_at`), which saves ~90% of that layer's products."""
+        decoder = self.decoder
+        x = decoder.embed_tokens(input_ids)  # (B, T, H)
+        cos, sin = decoder.rotary_emb(x, positions)
+        cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)  # (B, 1, T, D)
+        compiled = self.compiled_layer is not None and input_ids.shape[1] <= FOLDED_ATTENTION_MAX_WIDTH
+        for index, layer in enumerate(decoder.layers[:-1]):
+            if compiled:
+                x = self.compiled_layer(layer, x, cos, sin, mask)
+            else:
+                x = decoder_layer(layer, x, cos, sin, mask, None, index)
+        return rms_norm(last_layer_at(decoder.layers[-1], x, cos, sin, mask, at), decoder.norm)
+
     @torch.inference_mode()
     def compile_encoder(self) -> bool:
         """Run the cache-less layers (`encoder_layer`) through torch.compile: inductor fuses the
@@ -137,6 +157,25 @@ def decoder_layer(layer: torch.nn.Module, x: torch.Tensor, cos: torch.Tensor, si
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=attention.scaling, enable_gqa=True)
     x = x + attention_output(attention, out)
     return x + gated_mlp(layer.mlp, rms_norm(x, layer.post_attention_layernorm))
+
+
+def last_layer_at(layer: torch.nn.Module, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                  mask: torch.Tensor, at: torch.Tensor) -> torch.Tensor:
+    """One layer's output at one column a row, (B, T, H) -> (B, H): keys and values of every
+    column (B, kv heads, T, D), the query and everything after attention of column `at` only."""
+    attention = layer.self_attn
+    rows = torch.arange(x.shape[0], device=x.device)
+    normed = rms_norm(x, layer.input_layernorm)  # (B, T, H)
+    heads = (x.shape[0], -1, 1, attention.head_dim)  # (B, heads, 1, D)
+    q = attention.q_proj(normed[rows, at]).view(heads)
+    k = attention.k_proj(normed).view(x.shape[0], x.shape[1], -1, attention.head_dim).transpose(1, 2)
+    v = attention.v_proj(normed).view(x.shape[0], x.shape[1], -1, attention.head_dim).transpose(1, 2)
+    cos_at, sin_at = cos[rows, :, at].unsqueeze(2), sin[rows, :, at].unsqueeze(2)  # (B, 1, 1, D)
+    q, k = rotated(q, cos_at, sin_at), rotated(k, cos, sin)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[rows, :, at].unsqueeze(2),  # (B, 1, 1, T)
+                                         scale=attention.scaling, enable_gqa=True)
+    h = x[rows, at] + attention.o_proj(out.reshape(x.shape[0], -1))  # (B, H)
+    return h + gated_mlp(layer.mlp, rms_norm(h, layer.post_attention_layernorm))
 
 
 def encoder_layer(layer: torch.nn.Module, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,

@@ -30,6 +30,13 @@ import torch.nn.functional as F
 log = logging.getLogger(__name__)
 
 PACKABLE_DTYPES = (torch.float32, torch.bfloat16)
+# The dtypes an engine packs unless told (EngineConfig.pack_linears): where the packed layout
+# paid on every path (`python bench/bench_core.py --packing`, docs/core.md). bf16 (2 cores with
+# avx512_bf16): embedding 1.16x the plain layers' rate, a decode token 0.76-0.83x the time.
+# fp32 (2 cores, AVX2 only): embedding 0.82x the rate (MKL's row-major product is faster on an
+# embedding batch's thousands of rows), a decode token 0.89-0.98x the time; embedding is the
+# busier path, so fp32 stays plain.
+PACKED_BY_DEFAULT = (torch.bfloat16,)
 # a packed layer's output against F.linear on the same input: the same kernel family, so
 # only summation order differs
 PARITY_TOLERANCE = {torch.float32: 1e-4, torch.bfloat16: 2e-2}
@@ -67,6 +74,11 @@ def packed_product(x: torch.Tensor, packed: torch.Tensor, bias: Optional[torch.T
 @packed_product.register_fake
 def _packed_product_shape(x, packed, bias, out_features):
     return x.new_empty(*x.shape[:-1], out_features)
+
+
+def packs_by_default(model: torch.nn.Module) -> bool:
+    """Whether an engine packs this model's linears unless told otherwise (PACKED_BY_DEFAULT)."""
+    return model.get_input_embeddings().weight.dtype in PACKED_BY_DEFAULT
 
 
 def can_pack(model: torch.nn.Module) -> bool:

@@ -7,7 +7,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
 from magnet.engine import Engine, EngineConfig
-from magnet.forward import hidden_states, layer_states
+from magnet.forward import encode_last_token, hidden_states, layer_states
 from magnet import lean as lean_module
 from magnet.lean import LEAN_ATTRIBUTE, install_lean_decoder, lean_decoder_for
 from magnet.loading import ModelSpec
@@ -126,6 +126,24 @@ def test_the_outputs_after_a_layer_are_those_of_the_model_cut_after_it(architect
     assert not torch.allclose(got[0], got[1], atol=1e-3)  # two layers, two outputs: the check can fail
 
 
+@pytest.mark.parametrize("architecture", ["llama", "llama, biased projections", "qwen2"])
+@pytest.mark.parametrize("encoder", ["eager", "compiled"])
+@pytest.mark.parametrize("mode", [AttentionMode.BIDIRECTIONAL, AttentionMode.CAUSAL])
+def test_a_pooled_forward_computes_the_last_columns_the_full_forward_computes(architecture, encoder, mode):
+    """encode_last_token through the lean decoder runs the last layer for the pooled column
+    only (LeanDecoder.outputs_at); its vectors are the full forward's at each row's last token."""
+    model = model_of(architecture)
+    torch.manual_seed(4)
+    seqs = [torch.randint(3, 64, (n,)).tolist() for n in (7, 4, 1, 6)]  # right-padded rows of every width
+    with torch.inference_mode():
+        want = encode_last_token(model, seqs, 0, "cpu", mode)
+        assert install_lean_decoder(model, compile_encoder=encoder == "compiled")
+        got = encode_last_token(model, seqs, 0, "cpu", mode)
+    assert got.shape == want.shape == (4, SIZES["hidden_size"])
+    assert torch.allclose(got, want, atol=1e-5), (got - want).abs().max()
+    assert not torch.allclose(got[0], got[3], atol=1e-3)  # rows differ: the check can fail
+
+
 def test_compiling_fails_softly_and_keeps_the_eager_layers(monkeypatch, caplog):
     def broken(*args, **kwargs):
         raise RuntimeError("no C++ compiler found")
@@ -139,14 +157,14 @@ def test_compiling_fails_softly_and_keeps_the_eager_layers(monkeypatch, caplog):
 
 def test_joined_projections_are_not_compiled(tiny_model_dir):
     spec = ModelSpec(model=str(tiny_model_dir), adapter=None, device="cpu", dtype="float32")
-    joined = Engine.from_spec(spec, EngineConfig(join_projections=True))
+    joined = Engine.from_spec(spec, EngineConfig(pack_linears=True, join_projections=True))
     assert getattr(joined.model, LEAN_ATTRIBUTE).compiled_layer is None
 
 
 def test_an_engine_embeds_the_same_vectors_with_the_compiled_packed_encoder(tiny_model_dir):
     """Packed linears inside compiled layers run as magnet::packed_product (magnet/packed.py)."""
     spec = ModelSpec(model=str(tiny_model_dir), adapter=None, device="cpu", dtype="float32")
-    compiled = Engine.from_spec(spec)
+    compiled = Engine.from_spec(spec, EngineConfig(pack_linears=True))
     plain = Engine.from_spec(spec, EngineConfig(lean_decode=False, pack_linears=False))
     assert getattr(compiled.model, LEAN_ATTRIBUTE).compiled_layer is not None
     assert isinstance(compiled.model.get_decoder().layers[0].mlp.down_proj, PackedLinear)

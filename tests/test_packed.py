@@ -65,7 +65,7 @@ def test_joined_projections_give_each_member_what_its_linear_gives(bias):
 
 def test_an_engine_built_from_a_spec_packs_every_linear_and_decodes_the_same_text(tiny_model_dir):
     plain = Engine.from_spec(spec_of(tiny_model_dir), EngineConfig(pack_linears=False))
-    packed = Engine.from_spec(spec_of(tiny_model_dir), EngineConfig(join_projections=True))
+    packed = Engine.from_spec(spec_of(tiny_model_dir), EngineConfig(pack_linears=True, join_projections=True))
     n = len(linears(plain.model))
     layers = plain.model.config.num_hidden_layers
     assert n > 0 and linears(packed.model) == []
@@ -86,12 +86,23 @@ def test_an_engine_built_from_a_spec_packs_every_linear_and_decodes_the_same_tex
 
 
 def test_projections_stay_separate_by_default(tiny_model_dir):
-    separate = Engine.from_spec(spec_of(tiny_model_dir))
+    separate = Engine.from_spec(spec_of(tiny_model_dir), EngineConfig(pack_linears=True))
     plain = Engine.from_spec(spec_of(tiny_model_dir), EngineConfig(pack_linears=False))
     assert not any(isinstance(m, (SharedInputLinears, SharedInputMember)) for m in separate.model.modules())
     assert sum(isinstance(m, PackedLinear) for m in separate.model.modules()) == len(linears(plain.model))
     params = SamplingParams(max_tokens=12, ignore_eos=True)
     assert separate.generate("hello world", params).text == plain.generate("hello world", params).text
+
+
+@pytest.mark.parametrize("dtype, packed", [("float32", False), pytest.param("bfloat16", True, marks=BF16_PACKING)])
+def test_an_engine_packs_by_default_only_where_packing_pays(tiny_model_dir, dtype, packed):
+    """bf16 packed, fp32 plain (magnet.packed.PACKED_BY_DEFAULT: in fp32 packing slowed
+    embedding batches); pack_linears=True packs fp32 too."""
+    engine = Engine.from_spec(spec_of(tiny_model_dir, dtype))
+    assert any(isinstance(m, PackedLinear) for m in engine.model.modules()) == packed
+    assert (len(linears(engine.model)) == 0) == packed
+    forced = Engine.from_spec(spec_of(tiny_model_dir, "float32"), EngineConfig(pack_linears=True))
+    assert len(linears(forced.model)) == 0
 
 
 def test_packing_is_refused_where_it_cannot_hold(tiny_model_dir):

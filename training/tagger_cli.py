@@ -74,12 +74,12 @@ def train_config(args: argparse.Namespace) -> HeadTrainConfig:
                            weight_decay=args.weight_decay, eval_every=args.eval_every, seed=args.seed)
 
 
-def parse_layer(text: str, n_layers: int) -> int | None:
+def parse_layer(text: str, engine) -> int | None:
     """--layer: None for auto (the sweep), else a layer of this model."""
     if text == "auto":
         return None
-    if not text.isdigit() or not 1 <= int(text) <= n_layers:
-        raise SystemExit(f"--layer {text!r}: give auto or a layer from 1 to {n_layers} (this model's)")
+    if not text.isdigit() or not engine.has_layer(int(text)):
+        raise SystemExit(f"--layer {text!r}: give auto or a layer from 1 to {engine.n_layers} (this model's)")
     return int(text)
 
 
@@ -88,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.train.is_file():
         raise SystemExit(f"{args.train}: no such file (expected CoNLL-2003: word POS chunk NER per line)")
     engine = model_options.load_engine(args)  # looked up at call time, as tests replace it
-    fixed = parse_layer(args.layer, engine.n_layers)
+    fixed = parse_layer(args.layer, engine)
     started = time.monotonic()
     (train, train_x), (select, select_x) = fit_and_select_features(
         engine, mode, args.train, args.max_sentences, args.max_select_sentences, args.feature_batch, not args.no_cache,

@@ -54,7 +54,7 @@ class Tagger:
         heads, manifest = load_heads(Path(heads_dir))
         model = engine_identity(engine)
         problems = manifest.mismatch(model.base, model.adapter)
-        if manifest.feature_layer is not None and not 1 <= manifest.feature_layer <= engine.n_layers:
+        if manifest.feature_layer is not None and not engine.has_layer(manifest.feature_layer):
             problems.append(f"they read layer {manifest.feature_layer} of a model with {engine.n_layers}")
         if problems:
             raise HeadsMismatchError(
