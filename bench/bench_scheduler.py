@@ -14,10 +14,10 @@ magnet/hardware.py) and prints one table of ratios:
     embed tok/s  /v1/embed tokens/s, 32 clients x 8 texts, over a plain transformers forward
                  of the same token ids at batch 32 in this process (no HTTP, no scheduler),
                  over the engine's own forward of them (Engine.embed_token_ids, the fastest
-                 in-process forward), and as a share of the bf16 matmul ceiling (2048^2 matmul, measured here;
+                 in-process forward), and as a share of the served dtype's matmul ceiling (2048^2 matmul, measured here;
                  the model costs ~2 x parameters FLOP per token)
     infill/gen   one /v1/infill stream's tokens/s over one /v1/generate stream's (torch),
-                 and over vLLM's own engine in bf16 (what /v1/generate runs by default)
+                 and over vLLM's own engine in the served dtype (what /v1/generate runs by default)
     stream       per-token time of one streamed /v1/generate (its client in another process)
                  over Engine.generate_stream called directly (the same decode loop without
                  the server)
@@ -298,14 +298,15 @@ async def main(args) -> None:
                          served, plain, ">= 0.9"))
             rows.append(("embed tok/s, 32 clients x 8 texts / Engine.embed_token_ids at batch 32, no server",
                          served, direct, ">= 0.9"))
-            rows.append(("embed FLOP/s, 32 clients x 8 texts / bf16 matmul ceiling", served * flop_per_token,
-                         ceiling, "(share)"))
+            served_ceiling = ceiling if served_dtype == "bfloat16" else fp32_ceiling
+            rows.append((f"embed FLOP/s, 32 clients x 8 texts / {served_dtype} matmul ceiling",
+                         served * flop_per_token, served_ceiling, "(share)"))
             server, direct = await bench_stream(http, engine, worker, args.tokens)
             rows.append(("per-token time (s), one stream served / Engine.generate_stream", server, direct, "<= 1.1"))
     if not args.skip_vllm:
         vllm = await bench_vllm_dtypes(args)
-        rows.append(("infill 1 stream (torch) / vLLM generate 1 stream bf16 (tok/s)", infill_rate,
-                     vllm["bfloat16"][1], ">= 0.8"))
+        rows.append((f"infill 1 stream (torch) / vLLM generate 1 stream {served_dtype} (tok/s)", infill_rate,
+                     vllm[served_dtype][1], ">= 0.8"))
         for streams in (1, args.requests):
             rows.append((f"vLLM generate bf16 / fp32, {streams} stream(s) (tok/s)", vllm["bfloat16"][streams],
                          vllm["float32"][streams], "(> 1: bf16)"))
