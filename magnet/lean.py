@@ -63,9 +63,7 @@ class LeanDecoder:
         output), each through the final norm, as a probe of a middle layer reads it. The layers
         after the deepest one asked for are not run (so a cache, if given, gets only theirs)."""
         decoder = self.decoder
-        x = decoder.embed_tokens(input_ids)  # (B, T, H)
-        cos, sin = decoder.rotary_emb(x, positions)  # (B, T, D) each, in x's dtype
-        cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)  # broadcast over heads
+        x, cos, sin = self.embedded(input_ids, positions)
         compiled = (cache is None and self.compiled_layer is not None
                     and input_ids.shape[1] <= FOLDED_ATTENTION_MAX_WIDTH)
         outputs = {}
@@ -78,6 +76,13 @@ class LeanDecoder:
                 outputs[index + 1] = rms_norm(x, decoder.norm)
         return [outputs[layer] for layer in layers]
 
+    def embedded(self, input_ids: torch.Tensor, positions: torch.Tensor):
+        """(B, T, H) token embeddings, and the rotary cos and sin (B, 1, T, D) every layer reads
+        (in the embeddings' dtype; the 1 broadcasts over heads)."""
+        x = self.decoder.embed_tokens(input_ids)
+        cos, sin = self.decoder.rotary_emb(x, positions)
+        return x, cos.unsqueeze(1), sin.unsqueeze(1)
+
     def outputs_at(self, input_ids: torch.Tensor,  # (B, T)
                    mask: torch.Tensor,  # (B, 1, T, T) additive
                    positions: torch.Tensor,  # (B, T)
@@ -87,9 +92,7 @@ class LeanDecoder:
         keys and values but the query, attention, output projection and MLP of one column a
         row (`last_layer_at`), which saves ~90% of that layer's products."""
         decoder = self.decoder
-        x = decoder.embed_tokens(input_ids)  # (B, T, H)
-        cos, sin = decoder.rotary_emb(x, positions)
-        cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)  # (B, 1, T, D)
+        x, cos, sin = self.embedded(input_ids, positions)
         compiled = self.compiled_layer is not None and input_ids.shape[1] <= FOLDED_ATTENTION_MAX_WIDTH
         for index, layer in enumerate(decoder.layers[:-1]):
             if compiled:
