@@ -11,7 +11,9 @@ A forward without a cache (an embedding or word-vector batch: many short rows) i
 the matrix products instead, and then by the elementwise ops between them. Once
 `compile_encoder` succeeds, its layers (`encoder_layer`: attention by two batched products
 over the grouped heads) run through torch.compile, which fuses the elementwise ops; eager,
-they are the decoder's layers without a cache.
+they are the decoder's layers without a cache. A prefill reads no cached columns either, so
+it runs the same compiled layers and keeps the keys and values they return; decode steps,
+which read the cache, stay eager.
 
     hidden = LeanDecoder(model)(input_ids, mask, positions, cache)   # == decoder(...).last_hidden_state
 
@@ -64,12 +66,16 @@ class LeanDecoder:
         after the deepest one asked for are not run (so a cache, if given, gets only theirs)."""
         decoder = self.decoder
         x, cos, sin = self.embedded(input_ids, positions)
-        compiled = (cache is None and self.compiled_layer is not None
-                    and input_ids.shape[1] <= FOLDED_ATTENTION_MAX_WIDTH)
+        # the compiled layers take every forward that reads no cached columns: one without a
+        # cache, and the prefill that fills an empty one (it keeps the keys and values they return)
+        compiled = (self.compiled_layer is not None and input_ids.shape[1] <= FOLDED_ATTENTION_MAX_WIDTH
+                    and (cache is None or cache.get_seq_length() == 0))
         outputs = {}
         for index, layer in enumerate(decoder.layers[:max(layers)]):
             if compiled:
-                x = self.compiled_layer(layer, x, cos, sin, mask)
+                x, k, v = self.compiled_layer(layer, x, cos, sin, mask)
+                if cache is not None:
+                    cache.update(k, v, index)
             else:
                 x = decoder_layer(layer, x, cos, sin, mask, cache, index)
             if index + 1 in layers:
@@ -96,7 +102,7 @@ class LeanDecoder:
         compiled = self.compiled_layer is not None and input_ids.shape[1] <= FOLDED_ATTENTION_MAX_WIDTH
         for index, layer in enumerate(decoder.layers[:-1]):
             if compiled:
-                x = self.compiled_layer(layer, x, cos, sin, mask)
+                x, _, _ = self.compiled_layer(layer, x, cos, sin, mask)
             else:
                 x = decoder_layer(layer, x, cos, sin, mask, None, index)
         return rms_norm(last_layer_at(decoder.layers[-1], x, cos, sin, mask, at), decoder.norm)
@@ -182,12 +188,13 @@ def last_layer_at(layer: torch.nn.Module, x: torch.Tensor, cos: torch.Tensor, si
 
 
 def encoder_layer(layer: torch.nn.Module, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                  mask: torch.Tensor) -> torch.Tensor:
-    """One layer without a cache, (B, T, H) -> (B, T, H): the function torch.compile fuses."""
+                  mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One layer that reads no cached columns, (B, T, H) -> (B, T, H), and its rotated keys and
+    values (B, kv heads, T, D) for a prefill's cache to keep: the function torch.compile fuses."""
     attention = layer.self_attn
     q, k, v = attention_inputs(attention, rms_norm(x, layer.input_layernorm), cos, sin)
     x = x + attention_output(attention, grouped_attention(q, k, v, mask, attention.scaling))
-    return x + gated_mlp(layer.mlp, rms_norm(x, layer.post_attention_layernorm))
+    return x + gated_mlp(layer.mlp, rms_norm(x, layer.post_attention_layernorm)), k, v
 
 
 def grouped_attention(q: torch.Tensor,  # (B, heads, T, D)

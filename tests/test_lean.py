@@ -55,10 +55,11 @@ def prefill_then_steps(model, steps: int = 3) -> tuple[list[torch.Tensor], list[
 
 
 @pytest.mark.parametrize("architecture", list(ARCHITECTURES))
-def test_the_lean_forward_computes_what_the_hugging_face_forward_computes(architecture):
+@pytest.mark.parametrize("encoder", ["eager", "compiled"])  # compiled: the prefill runs the compiled layers
+def test_the_lean_forward_computes_what_the_hugging_face_forward_computes(architecture, encoder):
     model = model_of(architecture)
     want, want_keys = prefill_then_steps(model)
-    assert install_lean_decoder(model)
+    assert install_lean_decoder(model, compile_encoder=encoder == "compiled")
     got, got_keys = prefill_then_steps(model)
     for mine, theirs in zip(got + got_keys, want + want_keys):
         assert mine.shape == theirs.shape
