@@ -64,30 +64,8 @@ class LeanDecoder:
         """(B, T, H) outputs after each of `layers` (1-based; the last layer's is the model's
         output), each through the final norm, as a probe of a middle layer reads it. The layers
         after the deepest one asked for are not run (so a cache, if given, gets only theirs)."""
-        decoder = self.decoder
-        x, cos, sin = self.embedded(input_ids, positions)
-        # the compiled layers take every forward that reads no cached columns: one without a
-        # cache, and the prefill that fills an empty one (it keeps the keys and values they return)
-        compiled = (self.compiled_layer is not None and input_ids.shape[1] <= FOLDED_ATTENTION_MAX_WIDTH
-                    and (cache is None or cache.get_seq_length() == 0))
-        outputs = {}
-        for index, layer in enumerate(decoder.layers[:max(layers)]):
-            if compiled:
-                x, k, v = self.compiled_layer(layer, x, cos, sin, mask)
-                if cache is not None:
-                    cache.update(k, v, index)
-            else:
-                x = decoder_layer(layer, x, cos, sin, mask, cache, index)
-            if index + 1 in layers:
-                outputs[index + 1] = rms_norm(x, decoder.norm)
+        _, _, _, outputs = self.run_layers(input_ids, mask, positions, max(layers), cache, keep=layers)
         return [outputs[layer] for layer in layers]
-
-    def embedded(self, input_ids: torch.Tensor, positions: torch.Tensor):
-        """(B, T, H) token embeddings, and the rotary cos and sin (B, 1, T, D) every layer reads
-        (in the embeddings' dtype; the 1 broadcasts over heads)."""
-        x = self.decoder.embed_tokens(input_ids)
-        cos, sin = self.decoder.rotary_emb(x, positions)
-        return x, cos.unsqueeze(1), sin.unsqueeze(1)
 
     def outputs_at(self, input_ids: torch.Tensor,  # (B, T)
                    mask: torch.Tensor,  # (B, 1, T, T) additive
@@ -97,15 +75,34 @@ class LeanDecoder:
         embedding reads. The layers before the last run whole; the last needs every column's
         keys and values but the query, attention, output projection and MLP of one column a
         row (`last_layer_at`), which saves ~90% of that layer's products."""
+        last = len(self.decoder.layers)
+        x, cos, sin, _ = self.run_layers(input_ids, mask, positions, last - 1)
+        return rms_norm(last_layer_at(self.decoder.layers[-1], x, cos, sin, mask, at), self.decoder.norm)
+
+    def run_layers(self, input_ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, count: int,
+                   cache=None, keep: list[int] = ()) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict]:
+        """The first `count` layers: (B, T, H) their output, the rotary cos and sin (B, 1, T, D)
+        every layer reads (the 1 broadcasts over heads), and {layer: its output through the final
+        norm} for each layer (1-based) in `keep`. A cache, if given, gets these layers' keys and values."""
         decoder = self.decoder
-        x, cos, sin = self.embedded(input_ids, positions)
-        compiled = self.compiled_layer is not None and input_ids.shape[1] <= FOLDED_ATTENTION_MAX_WIDTH
-        for index, layer in enumerate(decoder.layers[:-1]):
+        x = decoder.embed_tokens(input_ids)  # (B, T, H)
+        cos, sin = decoder.rotary_emb(x, positions)  # (B, T, D) each, in x's dtype
+        cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
+        # the compiled layers take every forward that reads no cached columns: one without a
+        # cache, and the prefill that fills an empty one (it keeps the keys and values they return)
+        compiled = (self.compiled_layer is not None and input_ids.shape[1] <= FOLDED_ATTENTION_MAX_WIDTH
+                    and (cache is None or cache.get_seq_length() == 0))
+        outputs = {}
+        for index, layer in enumerate(decoder.layers[:count]):
             if compiled:
-                x, _, _ = self.compiled_layer(layer, x, cos, sin, mask)
+                x, k, v = self.compiled_layer(layer, x, cos, sin, mask)
+                if cache is not None:
+                    cache.update(k, v, index)
             else:
-                x = decoder_layer(layer, x, cos, sin, mask, None, index)
-        return rms_norm(last_layer_at(decoder.layers[-1], x, cos, sin, mask, at), decoder.norm)
+                x = decoder_layer(layer, x, cos, sin, mask, cache, index)
+            if index + 1 in keep:
+                outputs[index + 1] = rms_norm(x, decoder.norm)
+        return x, cos, sin, outputs
 
     @torch.inference_mode()
     def compile_encoder(self) -> bool:
