@@ -28,6 +28,7 @@ from magnet.logprobs import sequence_logprobs
 from magnet.manifest import DEFAULT_INSTRUCTION
 from magnet.masks import AttentionMode, context_mode, positions_from_padding, roles_for_mode
 from magnet.lean import install_lean_decoder
+from magnet.narrow import Tiers, narrow_linears
 from magnet.packed import pack_linears, packs_by_default
 from magnet.pooling import WORD_READINGS, word_means, word_membership
 from magnet.sampling import (INFILL_DEFAULTS, Completion, InfillCompletion, SamplingParams, StreamChunk,
@@ -60,6 +61,10 @@ class EngineConfig:
     # torch.compile, compiled while the engine loads (~15-20 s): 1.17x the embedding rate in
     # bf16 (bench/bench_core.py --compiled, docs/core.md); eager where it cannot compile
     compile_encoder: bool = True
+    # on CPUs that compute in fp32, the kernels of narrow products (decode steps): bf16 copies of
+    # the weights, half the bytes, then oneDNN-packed fp32 (magnet/narrow.py); None: the tiers
+    # measured to pay while the engine loads; Tiers(): every product the plain fp32 one
+    narrow_tiers: Tiers | None = None
 
 
 @dataclass(frozen=True)
@@ -89,8 +94,9 @@ def batches_by_tokens(lengths: list[int], budget: int) -> list[list[int]]:
 
 
 class Engine:
-    def __init__(self, loaded: LoadedModel, config: EngineConfig = EngineConfig()):
+    def __init__(self, loaded: LoadedModel, config: EngineConfig = EngineConfig(), narrow: Tiers = Tiers()):
         self.loaded = loaded
+        self.narrow = narrow  # the kernels of narrow products (magnet/narrow.py)
         self.model = loaded.model
         self.tokenizer = loaded.tokenizer
         self.config = config
@@ -112,10 +118,14 @@ class Engine:
         if pack and spec.merge:  # frozen weights: safe to re-lay out for this CPU
             packed = pack_linears(loaded.model, join_shared_inputs=config.join_projections)
             log.info("%s: %d linear layers packed for oneDNN", loaded.name, packed)
+        narrow = narrow_linears(loaded.model, config.narrow_tiers) if spec.merge else Tiers()  # packed ones stay
+        if narrow:
+            log.info("%s: products of up to %d rows read bf16 weights, up to %d oneDNN-packed fp32",
+                     loaded.name, narrow.bf16_rows, narrow.packed_rows)
         compile_encoder = config.compile_encoder and loaded.model.device.type == "cpu"  # measured on CPU only
         if config.lean_decode and install_lean_decoder(loaded.model, compile_encoder):
             log.info("%s: forwards run through magnet.lean", loaded.name)
-        return cls(loaded, config)
+        return cls(loaded, config, narrow)
 
     @property
     def device(self) -> torch.device:

@@ -58,9 +58,11 @@ CLEAR_MARGIN = 0.25
 
 @pytest.fixture(scope="module")
 def fp32_and_bf16():
-    from magnet.engine import Engine
+    from magnet.engine import Engine, EngineConfig
+    from magnet.narrow import Tiers
 
-    return (Engine.from_spec(ModelSpec(device="cpu", dtype="float32")),
+    # fp32 throughout: no bf16 copies for narrow products (magnet/narrow.py)
+    return (Engine.from_spec(ModelSpec(device="cpu", dtype="float32"), EngineConfig(narrow_tiers=Tiers())),
             Engine.from_spec(ModelSpec(device="cpu", dtype="bfloat16")))
 
 
