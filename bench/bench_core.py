@@ -3,6 +3,7 @@
     python bench/bench_core.py [--adapter none] [--batch 16] [--context 256] [--tokens 32] [--dtype D]
     python bench/bench_core.py --dtypes float32 bfloat16     # each path in each dtype, side by side
     python bench/bench_core.py --packing                     # plain nn.Linear vs oneDNN-packed weights
+    python bench/bench_core.py --narrow                      # every product plain fp32 vs magnet/narrow.py tiers
     python bench/bench_core.py --lean                        # Hugging Face forward vs magnet/lean.py
     python bench/bench_core.py --compiled --batch 256        # lean encoder layers eager vs torch.compile
     python bench/bench_core.py --budgets 2048 4096 8192 --batch 256   # embedding batch sizes
@@ -15,7 +16,9 @@ With --dtypes: embed tokens/s and one stream's infill and generate ms/token per 
 engines take turns, --repeat rounds, median), which decides the dtype of each torch path.
 With --packing: the same rows for an engine with plain nn.Linear layers, one with
 oneDNN-packed weights (magnet/packed.py), and one whose packed q/k/v and gate/up projections
-run as one product each, in the machine's dtype or --dtype. With --lean: the same rows for
+run as one product each, in the machine's dtype or --dtype (none with narrow tiers). With
+--narrow: the same rows for an fp32 engine whose products are all plain and one with the
+narrow-product tiers measured while it loads (magnet/narrow.py, the default). With --lean: the same rows for
 an engine whose cache-filling forwards (prefill, decode steps) run through the Hugging Face
 module stack and one that runs them through magnet/lean.py (the default), both with eager
 layers. With --compiled: embed tokens/s of the Hugging Face forward, the lean forward's
@@ -32,6 +35,7 @@ import time
 import torch
 
 from magnet.engine import Engine, EngineConfig
+from magnet.narrow import Tiers
 from magnet.forward import hidden_states, logits
 from magnet.hardware import DTYPE_HELP, dtype_name
 from magnet.loading import ModelSpec
@@ -154,12 +158,21 @@ def dtype_engines(args) -> dict[str, Engine]:
 
 def packing_engines(args) -> dict[str, Engine]:
     spec = ModelSpec(adapter=args.adapter, dtype=args.dtype)
-    plain = Engine.from_spec(spec, bench_config(args, pack_linears=False))
+    plain = Engine.from_spec(spec, bench_config(args, pack_linears=False, narrow_tiers=Tiers()))
     separate = Engine.from_spec(spec, bench_config(args, pack_linears=True))
     packed = Engine.from_spec(spec, bench_config(args, pack_linears=True, join_projections=True))
     dtype = dtype_name(packed.loaded.dtype)
     return {f"plain nn.Linear ({dtype})": plain, f"packed ({dtype})": separate,
             f"packed, q/k/v and gate/up joined ({dtype})": packed}
+
+
+def narrow_engines(args) -> dict[str, Engine]:
+    spec = ModelSpec(adapter=args.adapter, dtype="float32")  # tiers exist only where products run fp32
+    plain = Engine.from_spec(spec, bench_config(args, narrow_tiers=Tiers()))
+    narrow = Engine.from_spec(spec, bench_config(args))
+    tiers = narrow.narrow
+    return {"every product plain (float32)": plain,
+            f"bf16 up to {tiers.bf16_rows} rows, packed up to {tiers.packed_rows} (float32)": narrow}
 
 
 def lean_engines(args) -> dict[str, Engine]:
@@ -194,6 +207,7 @@ def main() -> None:
     parser.add_argument("--dtype", default=None, help=DTYPE_HELP)
     parser.add_argument("--dtypes", nargs="+", default=None, help="compare these dtypes path by path instead")
     parser.add_argument("--packing", action="store_true", help="compare plain and oneDNN-packed linears instead")
+    parser.add_argument("--narrow", action="store_true", help="compare plain fp32 products and narrow tiers instead")
     parser.add_argument("--lean", action="store_true", help="compare the Hugging Face and the lean forward instead")
     parser.add_argument("--compiled", action="store_true",
                         help="compare embedding with eager and compiled lean layers instead (use a large --batch)")
@@ -210,6 +224,8 @@ def main() -> None:
         return compare(dtype_engines(args), args)
     if args.packing:
         return compare(packing_engines(args), args)
+    if args.narrow:
+        return compare(narrow_engines(args), args)
     engine = Engine.from_spec(ModelSpec(adapter=args.adapter, dtype=args.dtype), bench_config(args))
     print(f"model {engine.name}, {torch.get_num_threads()} threads, {engine.device}, {engine.loaded.dtype}")
 

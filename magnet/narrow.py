@@ -8,19 +8,23 @@ half the bytes. Measured on 2 AVX2 cores (torch 2.13), one 1536 x 576 weight, mi
 per call, fp32 / bf16: 1 row 366 / 145, 2 rows 658 / 238, 3 rows 656 / 321, 4 rows 645 / 756,
 8 rows 486 / 995; the 49152 x 576 output projection, 1 row: 10,187 / 4,453.
 
-So each linear keeps its fp32 weight for wide products and gains a bf16 copy for narrow ones
-(`NarrowLinear`): a product of at most `rows` rows runs x.bf16() @ W_bf16 and returns fp32;
-every wider one is the fp32 product it was. How narrow pays is measured on the model's own
-weights when the engine loads (`rows_that_pay`), never assumed: the crossing differs between
-CPUs, and where bf16 is native the engine serves bf16 anyway.
+Products of a few to a few dozen rows, also bound by memory, stream fp32 faster in oneDNN's
+packed layout than row-major (16 rows: 76.6 against 108.5 ms a pass over the embedded model),
+while MKL's row-major product stays the faster one for an embedding batch's thousands of rows.
+
+So each linear keeps its fp32 weight for wide products and gains, by the product's rows
+(`Tiers`, `NarrowLinear`): a bf16 copy (x.bf16() @ W_bf16, returned in fp32) up to
+`bf16_rows`, the packed fp32 weight up to `packed_rows`, the plain one beyond. The tiers are
+timed on the model's own weights when the engine loads (`measured_tiers`), never assumed: the
+crossings differ between CPUs, and where bf16 is native the engine serves bf16 anyway.
 
 The price: a step with few rows rounds its weights and inputs to bf16, so a greedy text
 decoded alone may part from the same text decoded in a wide batch after some tokens (figures:
-tests/test_narrow.py, docs/core.md). `EngineConfig.narrow_rows=0` keeps every product fp32.
+tests/test_narrow.py, docs/core.md). `EngineConfig(narrow_tiers=Tiers())` keeps every
+product the plain fp32 one.
 """
 from __future__ import annotations
 
-import functools
 import logging
 import time
 from dataclasses import dataclass
@@ -51,6 +55,11 @@ class Tiers:
 
     def __bool__(self) -> bool:
         return self.packed_rows > 0 or self.bf16_rows > 0
+
+    def describe(self) -> str:
+        """How logs and metrics name the tiers: "bf16<=3,packed<=32", "none"."""
+        parts = {"bf16": self.bf16_rows, "packed": self.packed_rows}
+        return ",".join(f"{kind}<={rows}" for kind, rows in parts.items() if rows) or "none"
 
 
 class NarrowLinear(torch.nn.Module):
@@ -97,14 +106,24 @@ def computes_fp32_on_cpu(model: torch.nn.Module) -> bool:
     return weight.device.type == "cpu" and weight.dtype == torch.float32
 
 
-@functools.cache
-def tiers_that_pay(shapes: tuple[tuple[int, int], ...], repeats: int = 2) -> Tiers:
-    """The tiers measured here on random fp32 weights of `shapes` (out, in): one pass over all
-    of them per kernel and row count, as a decode step streams them. bf16 reaches the widest
-    count up to which it beat both fp32 kernels (the plain one by MARGIN) at every count;
-    packed, from there, the widest up to which it beat the plain weight by MARGIN. Cached: an
-    adapter variant of the same shapes reads the first engine's answer."""
-    weights, widths = [torch.randn(shape) for shape in shapes], [width for _, width in shapes]
+_MEASURED: dict[tuple[tuple[int, int], ...], Tiers] = {}  # by weight shapes: an adapter variant reads the first
+
+
+def measured_tiers(weights: list[torch.Tensor]) -> Tiers:
+    """`tiers_that_pay` for these fp32 weights, timed once per process and set of shapes."""
+    shapes = tuple(tuple(w.shape) for w in weights)
+    if shapes not in _MEASURED:
+        _MEASURED[shapes] = tiers_that_pay(weights)
+    return _MEASURED[shapes]
+
+
+def tiers_that_pay(weights: list[torch.Tensor], repeats: int = 2) -> Tiers:
+    """The tiers timed here on `weights` (fp32, (out, in) each): one pass over all of them per
+    kernel and row count, as a decode step streams them. bf16 reaches the widest count up to
+    which it beat both fp32 kernels (the plain one by MARGIN) at every count; packed, from
+    there, the widest up to which it beat the plain weight by MARGIN. The copies it times are
+    dropped when it returns."""
+    widths = [w.shape[1] for w in weights]
     kernels = {"plain": weights, "bf16": [w.to(torch.bfloat16) for w in weights]}
     if torch.backends.mkldnn.is_available():
         kernels["packed"] = [torch.ops.mkldnn._reorder_linear_weight(w, PACKED_FOR_ROWS) for w in weights]
@@ -140,16 +159,16 @@ def timed_pass(kind: str, weights: list[torch.Tensor], widths: list[int], rows: 
 
 def narrow_linears(model: torch.nn.Module, tiers: Tiers | None = None) -> Tiers:
     """Give every plain linear of a frozen fp32 CPU model the kernels `tiers` names for narrow
-    products (None: those measured to pay here, `tiers_that_pay`); returns the tiers installed.
+    products (None: those measured to pay here, `measured_tiers`); returns the tiers installed.
     Tiers() (the model untouched) where it is not fp32 on CPU or nothing pays."""
     if tiers is not None and not tiers or not computes_fp32_on_cpu(model):
         return Tiers()
     linears = plain_linears(model)
     if tiers is None:
-        shapes = tuple(tuple(w.shape) for w in {id(c.weight): c.weight for _, _, c in linears}.values())
-        if sum(out * width * 4 for out, width in shapes) < MIN_WEIGHT_BYTES:
+        weights = list({id(c.weight): c.weight.detach() for _, _, c in linears}.values())  # a tied one once
+        if sum(w.numel() * w.element_size() for w in weights) < MIN_WEIGHT_BYTES:
             return Tiers()
-        tiers = tiers_that_pay(shapes)
+        tiers = measured_tiers(weights)
     if tiers.packed_rows and not torch.backends.mkldnn.is_available():
         tiers = Tiers(tiers.bf16_rows, 0)
     if tiers:

@@ -188,6 +188,7 @@ class Service:
             "device": str(loaded.device),
             "dtype": dtype_name(loaded.dtype),  # the torch engine's: embed, tag, infill
             "generate_dtype": self.dtypes_of(self.engine.name).get(self.backend.name, "") if self.backend else "",
+            "narrow_products": self.engine.narrow.describe(),  # the torch engine's kernels by rows (magnet/narrow.py)
         }
 
     def dtypes_of(self, model_id: str) -> dict[str, str]:

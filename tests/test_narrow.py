@@ -64,11 +64,7 @@ def fake_timings(table: dict[int, dict[str, float]]):
 ])
 def test_tiers_are_the_widest_row_counts_each_kernel_won_by_the_margin(monkeypatch, table, expected):
     monkeypatch.setattr(magnet.narrow, "timed_pass", fake_timings(table))
-    tiers_that_pay.cache_clear()
-    try:
-        assert tiers_that_pay(((8, 4),)) == expected
-    finally:
-        tiers_that_pay.cache_clear()
+    assert tiers_that_pay([torch.randn(8, 4)]) == expected
 
 
 def test_a_small_or_non_fp32_model_is_left_as_it_is(tiny_model_dir):
@@ -85,6 +81,8 @@ def test_an_engine_with_narrow_tiers_keeps_ties_and_decodes_the_same_text(tiny_m
     plain = Engine.from_spec(spec_of(tiny_model_dir), EngineConfig(narrow_tiers=Tiers()))
     narrow = Engine.from_spec(spec_of(tiny_model_dir), EngineConfig(narrow_tiers=Tiers(0, 64)))
     assert narrow.narrow == Tiers(0, 64) and plain.narrow == Tiers()
+    assert narrow.narrow.describe() == "packed<=64" and Tiers(3, 32).describe() == "bf16<=3,packed<=32"
+    assert plain.narrow.describe() == "none"
     assert not any(type(m) is torch.nn.Linear for m in narrow.model.modules())
     output = narrow.model.get_output_embeddings()
     assert isinstance(output, NarrowLinear) and narrow.vocab_size == plain.vocab_size

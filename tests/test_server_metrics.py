@@ -52,4 +52,5 @@ async def test_requests_stages_batches_and_tokens_are_counted(tiny_engine):
     assert value(after, "magnet_in_flight_requests") == 1  # the scrape itself
     info = [labels for (name, labels) in after if name == "magnet_model_info"]
     assert any(dict(labels)["model"] == tiny_engine.name and dict(labels)["generate_backend"] == "torch"
+               and dict(labels)["narrow_products"] == "none"  # a tiny model's products stay plain (magnet/narrow.py)
                for labels in info)
