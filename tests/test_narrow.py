@@ -113,12 +113,31 @@ STORIES = [["Tom wanted a dog for his birthday. ", " He named the puppy Max and 
            ["Jake forgot his lunch at home. ", " His friend shared a sandwich with him."]]
 
 
-@pytest.mark.slow
-def test_the_embedded_model_fills_the_same_stories_with_bf16_single_rows():
-    """Measured on an AVX2 CPU: all 4 greedy fills equal with 1-3-row steps on bf16 weights."""
+PROMPTS = ["The history of the city begins", "Tom wanted a dog for his birthday.",
+           "Photosynthesis is the process", "Write a short poem about the sea."]
+
+
+@pytest.fixture(scope="module")
+def plain_and_narrow():
     spec = ModelSpec(device="cpu", dtype="float32")
-    plain = Engine.from_spec(spec, EngineConfig(narrow_tiers=Tiers()))
-    narrow = Engine.from_spec(spec, EngineConfig(narrow_tiers=Tiers(3, 32)))
+    return (Engine.from_spec(spec, EngineConfig(narrow_tiers=Tiers())),
+            Engine.from_spec(spec, EngineConfig(narrow_tiers=Tiers(3, 32))))
+
+
+@pytest.mark.slow
+def test_the_embedded_model_fills_the_same_stories_with_bf16_single_rows(plain_and_narrow):
+    """Measured on an AVX2 CPU: all 4 greedy fills equal with 1-3-row steps on bf16 weights."""
+    plain, narrow = plain_and_narrow
     params = replace(INFILL_DEFAULTS, max_tokens=24)
     equal = [plain.infill(story, params).fills == narrow.infill(story, params).fills for story in STORIES]
     assert sum(equal) >= 3, equal
+
+
+@pytest.mark.slow
+def test_the_embedded_model_mostly_generates_the_same_texts_with_bf16_single_rows(plain_and_narrow):
+    """Measured on an AVX2 CPU: 3 of these 4 greedy 48-token texts equal; the other parts at its
+    10th token. bf16 rounding can flip a near tie, after which the texts go their own ways."""
+    plain, narrow = plain_and_narrow
+    params = SamplingParams(max_tokens=48, ignore_eos=True)
+    equal = [plain.generate(prompt, params).text == narrow.generate(prompt, params).text for prompt in PROMPTS]
+    assert sum(equal) >= 2, equal
