@@ -57,9 +57,26 @@ class Tiers:
         return self.packed_rows > 0 or self.bf16_rows > 0
 
     def describe(self) -> str:
-        """How logs and metrics name the tiers: "bf16<=3,packed<=32", "none"."""
+        """How logs, metrics and `parse` name the tiers: "bf16<=3,packed<=32", "none"."""
         parts = {"bf16": self.bf16_rows, "packed": self.packed_rows}
         return ",".join(f"{kind}<={rows}" for kind, rows in parts.items() if rows) or "none"
+
+    @classmethod
+    def parse(cls, text: str | None) -> "Tiers | None":
+        """"bf16<=3,packed<=32", "packed<=16" or "none" -> those tiers; "auto" or None -> None
+        (measured at load). Anything else: ValueError naming the form."""
+        if text is None or text.strip() == "auto":
+            return None
+        if text.strip() == "none":
+            return cls()
+        rows = {}
+        for part in text.split(","):
+            kind, _, count = part.strip().partition("<=")
+            if kind not in ("bf16", "packed") or kind in rows or not count.isdigit():
+                raise ValueError(f"narrow products {text!r}: give 'auto', 'none' or tiers such as "
+                                 "'bf16<=3,packed<=32' (rows a product may have for each kernel)")
+            rows[kind] = int(count)
+        return cls(rows.get("bf16", 0), rows.get("packed", 0))
 
 
 class NarrowLinear(torch.nn.Module):

@@ -25,6 +25,8 @@ FLAGS = {  # flag -> (settings field, type, help)
     "--device": ("device", str, "cpu, cuda, cuda:1 ... (default: cuda if available)"),
     "--dtype": ("dtype", str, DTYPE_HELP),
     "--max-length": ("max_length", int, "token limit per input (default 2048)"),
+    "--narrow-products": ("narrow_products", str, "fp32 on CPU: kernels of few-row products (decode steps): "
+                          "auto (measured at load), none (plain fp32) or e.g. bf16<=3,packed<=32"),
     "--host": ("host", str, "bind address (default 127.0.0.1; 0.0.0.0 in containers)"),
     "--port": ("port", int, "port (default 8000)"),
     "--api-key": ("api_key", str, "require 'Authorization: Bearer KEY' (visible in ps: prefer --api-key-file)"),

@@ -410,9 +410,11 @@ def count_usage(kind: str, prompt_tokens: int, completion_tokens: int) -> None:
 def load_engine(settings: Settings):
     from magnet.engine import Engine, EngineConfig
     from magnet.loading import ModelSpec
+    from magnet.narrow import Tiers
 
     spec = ModelSpec(model=settings.model, adapter=settings.adapter, device=settings.device, dtype=settings.dtype)
-    return Engine.from_spec(spec, EngineConfig(max_length=settings.max_length))
+    config = EngineConfig(max_length=settings.max_length, narrow_tiers=Tiers.parse(settings.narrow_products))
+    return Engine.from_spec(spec, config)
 
 
 def load_variant(default, adapter: str | None):

@@ -19,6 +19,9 @@ class Settings(BaseSettings):
     device: str | None = None
     dtype: str | None = None
     max_length: int = Field(2048, ge=8, description="token limit per input")
+    narrow_products: str = Field("auto", description="fp32 CPU models: the kernels of products with few rows "
+                                 "(magnet/narrow.py): auto (measured at load), none (all plain fp32) or "
+                                 "tiers such as bf16<=3,packed<=32")
     heads: str | None = Field("default", description="tagging heads dir, 'default' or 'none'")
 
     # HTTP.
@@ -70,6 +73,14 @@ class Settings(BaseSettings):
                                       "(replaces vllm_kv_cache_gb); unset = the KV cache is vllm_kv_cache_gb")
     vllm_quantization: str | None = Field(None, description="vLLM quantization method (awq, gptq, fp8, ...); "
                                                             "unset = the checkpoint's own, if any")
+
+    @field_validator("narrow_products")
+    @classmethod
+    def check_narrow_products(cls, value: str) -> str:
+        from magnet.narrow import Tiers
+
+        Tiers.parse(value)  # its ValueError names the forms
+        return value
 
     @field_validator("adapters")
     @classmethod

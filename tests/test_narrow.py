@@ -41,6 +41,21 @@ def test_each_row_count_runs_the_kernel_of_its_tier(bias):
         assert torch.equal(narrow(x), F.linear(x, linear.weight, linear.bias))
 
 
+@pytest.mark.parametrize("text, tiers", [("none", Tiers()), ("auto", None), (None, None),
+                                         ("bf16<=3,packed<=32", Tiers(3, 32)), ("packed<=16", Tiers(0, 16)),
+                                         (" bf16<=1 ", Tiers(1, 0))])
+def test_tiers_are_parsed_from_the_form_they_are_described_in(text, tiers):
+    assert Tiers.parse(text) == tiers
+    if tiers is not None:
+        assert Tiers.parse(tiers.describe()) == tiers
+
+
+@pytest.mark.parametrize("text", ["bf16=3", "fp16<=2", "bf16<=2,bf16<=3", "packed<=x", ""])
+def test_a_tier_form_that_cannot_be_read_is_refused_naming_the_forms(text):
+    with pytest.raises(ValueError, match="'auto', 'none' or tiers such as 'bf16<=3,packed<=32'"):
+        Tiers.parse(text)
+
+
 def fake_timings(table: dict[int, dict[str, float]]):
     def timed_pass(kind, weights, widths, rows):
         return table[rows][kind]

@@ -33,6 +33,18 @@ def test_flags_override_the_environment_and_unset_flags_keep_it(monkeypatch):
     assert settings.generate_backend == "torch" and settings.host == "127.0.0.1"
 
 
+def test_narrow_products_are_read_from_the_flag_and_a_bad_form_is_refused_naming_the_forms():
+    from pydantic import ValidationError
+
+    from magnet.narrow import Tiers
+
+    given = cli.settings_from(parse("--narrow-products", "bf16<=2,packed<=16"))
+    assert Tiers.parse(given.narrow_products) == Tiers(2, 16)
+    assert Tiers.parse(cli.settings_from(parse()).narrow_products) is None  # auto: measured at load
+    with pytest.raises(ValidationError, match="bf16<=3,packed<=32"):
+        cli.settings_from(parse("--narrow-products", "bf16=3"))
+
+
 def test_every_flag_maps_to_a_settings_field():
     assert {field for field, _, _ in cli.FLAGS.values()} <= set(Settings.model_fields)
     with pytest.raises(SystemExit):
