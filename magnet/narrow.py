@@ -32,6 +32,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from magnet.packed import can_pack, faithfully_packed
+
 log = logging.getLogger(__name__)
 
 # Row counts tried when measuring, narrowest first; a decode step has one row per span.
@@ -123,26 +125,26 @@ def computes_fp32_on_cpu(model: torch.nn.Module) -> bool:
     return weight.device.type == "cpu" and weight.dtype == torch.float32
 
 
-_MEASURED: dict[tuple[tuple[int, int], ...], Tiers] = {}  # by weight shapes: an adapter variant reads the first
+_MEASURED: dict[tuple, Tiers] = {}  # by weight shapes: an adapter variant reads the first
 
 
-def measured_tiers(weights: list[torch.Tensor]) -> Tiers:
+def measured_tiers(weights: list[torch.Tensor], packable: bool) -> Tiers:
     """`tiers_that_pay` for these fp32 weights, timed once per process and set of shapes."""
-    shapes = tuple(tuple(w.shape) for w in weights)
-    if shapes not in _MEASURED:
-        _MEASURED[shapes] = tiers_that_pay(weights)
-    return _MEASURED[shapes]
+    key = (tuple(tuple(w.shape) for w in weights), packable)
+    if key not in _MEASURED:
+        _MEASURED[key] = tiers_that_pay(weights, packable)
+    return _MEASURED[key]
 
 
-def tiers_that_pay(weights: list[torch.Tensor], repeats: int = 2) -> Tiers:
+def tiers_that_pay(weights: list[torch.Tensor], packable: bool = True, repeats: int = 2) -> Tiers:
     """The tiers timed here on `weights` (fp32, (out, in) each): one pass over all of them per
     kernel and row count, as a decode step streams them. bf16 reaches the widest count up to
     which it beat both fp32 kernels (the plain one by MARGIN) at every count; packed, from
-    there, the widest up to which it beat the plain weight by MARGIN. The copies it times are
-    dropped when it returns."""
+    there, the widest up to which it beat the plain weight by MARGIN (not tried unless
+    `packable`). The copies it times are dropped when it returns."""
     widths = [w.shape[1] for w in weights]
     kernels = {"plain": weights, "bf16": [w.to(torch.bfloat16) for w in weights]}
-    if torch.backends.mkldnn.is_available():
+    if packable:
         kernels["packed"] = [torch.ops.mkldnn._reorder_linear_weight(w, PACKED_FOR_ROWS) for w in weights]
     bf16_rows = packed_rows = 0
     for rows in CANDIDATE_ROWS:
@@ -181,12 +183,16 @@ def narrow_linears(model: torch.nn.Module, tiers: Tiers | None = None) -> Tiers:
     if tiers is not None and not tiers or not computes_fp32_on_cpu(model):
         return Tiers()
     linears = plain_linears(model)
+    if not linears:
+        return Tiers()
+    # oneDNN present, taking the layout and computing what F.linear computes (magnet/packed.py)
+    packable = can_pack(model) and faithfully_packed(linears[0][2]) is not None
     if tiers is None:
         weights = list({id(c.weight): c.weight.detach() for _, _, c in linears}.values())  # a tied one once
         if sum(w.numel() * w.element_size() for w in weights) < MIN_WEIGHT_BYTES:
             return Tiers()
-        tiers = measured_tiers(weights)
-    if tiers.packed_rows and not torch.backends.mkldnn.is_available():
+        tiers = measured_tiers(weights, packable)
+    if tiers.packed_rows and not packable:
         tiers = Tiers(tiers.bf16_rows, 0)
     if tiers:
         for parent, name, child in linears:

@@ -82,6 +82,13 @@ def test_tiers_are_the_widest_row_counts_each_kernel_won_by_the_margin(monkeypat
     assert tiers_that_pay([torch.randn(8, 4)]) == expected
 
 
+def test_packed_tiers_are_dropped_where_onednn_refuses_the_layout(tiny_model_dir, monkeypatch):
+    monkeypatch.setattr(magnet.narrow, "faithfully_packed", lambda linear: None)
+    model = load_model(spec_of(tiny_model_dir)).model
+    assert narrow_linears(model, Tiers(1, 64)) == Tiers(1, 0)
+    assert all(m.packed is None for m in model.modules() if isinstance(m, NarrowLinear))
+
+
 def test_a_small_or_non_fp32_model_is_left_as_it_is(tiny_model_dir):
     tiny = load_model(spec_of(tiny_model_dir)).model  # its weights fit the caches: nothing measured
     before = [type(m) for m in tiny.modules()]
