@@ -7,7 +7,7 @@ import pytest
 
 pytest.importorskip("vllm", exc_type=ImportError)
 
-from test_vllm_backend import PROMPTS, LoopThread, Settings  # noqa: E402
+from test_vllm_backend import PROMPTS, LoopThread, Settings, exact_fp32  # noqa: E402
 from test_vllm_merged import make_random_lora  # noqa: E402
 
 from magnet.embedded import embedded_checkpoint  # noqa: E402
@@ -55,9 +55,9 @@ def test_adapter_output_equals_peft_merged(running, adapter_spec, prompt):
     loop, backend = running
     assert backend.path.name.startswith("SmolLM2-135M-Instruct+random-lora-")
     got = loop.run(backend.generate(prompt, GREEDY))
-    with_adapter = Engine.from_spec(adapter_spec).generate(prompt, GREEDY)  # peft merge_and_unload
-    base_only = Engine.from_spec(ModelSpec(model=adapter_spec.model, adapter=None, device="cpu")).generate(
-        prompt, GREEDY)
+    with_adapter = Engine.from_spec(adapter_spec, exact_fp32()).generate(prompt, GREEDY)  # peft merge_and_unload
+    base_only = Engine.from_spec(ModelSpec(model=adapter_spec.model, adapter=None, device="cpu"),
+                                 exact_fp32()).generate(prompt, GREEDY)
     assert got.text == with_adapter.text
     assert got.completion_tokens == with_adapter.completion_tokens
     assert got.text != base_only.text  # the adapter is really applied
@@ -69,7 +69,8 @@ def test_other_models_are_loras_on_the_same_engine(running, adapter_spec, other_
 
     loop, backend = running
     adapter = {"other": str(other_adapter), "base": None}[model_id]
-    alone = Engine.from_spec(ModelSpec(model=adapter_spec.model, adapter=adapter, device="cpu", dtype="float32"))
+    alone = Engine.from_spec(ModelSpec(model=adapter_spec.model, adapter=adapter, device="cpu", dtype="float32"),
+                             exact_fp32())
     for prompt in PROMPTS:
         got = loop.run(backend.for_model(model_id).generate(prompt, GREEDY))
         expected = alone.generate(prompt, GREEDY)
