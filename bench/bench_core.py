@@ -35,11 +35,11 @@ import time
 import torch
 
 from magnet.engine import Engine, EngineConfig
-from magnet.narrow import Tiers
 from magnet.forward import hidden_states, logits
 from magnet.hardware import DTYPE_HELP, dtype_name
 from magnet.loading import ModelSpec
 from magnet.masks import CONTEXT
+from magnet.narrow import Tiers
 from magnet.sampling import SamplingParams
 
 WORDS = ("the river bank was full of people who came to watch the boats race past the old mill "
@@ -170,9 +170,7 @@ def narrow_engines(args) -> dict[str, Engine]:
     spec = ModelSpec(adapter=args.adapter, dtype="float32")  # tiers exist only where products run fp32
     plain = Engine.from_spec(spec, bench_config(args, narrow_tiers=Tiers()))
     narrow = Engine.from_spec(spec, bench_config(args))
-    tiers = narrow.narrow
-    return {"every product plain (float32)": plain,
-            f"bf16 up to {tiers.bf16_rows} rows, packed up to {tiers.packed_rows} (float32)": narrow}
+    return {"every product plain (float32)": plain, f"narrow {narrow.narrow.describe()} (float32)": narrow}
 
 
 def lean_engines(args) -> dict[str, Engine]:

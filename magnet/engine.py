@@ -120,8 +120,7 @@ class Engine:
             log.info("%s: %d linear layers packed for oneDNN", loaded.name, packed)
         narrow = narrow_linears(loaded.model, config.narrow_tiers) if spec.merge else Tiers()  # packed ones stay
         if narrow:
-            log.info("%s: products of up to %d rows read bf16 weights, up to %d oneDNN-packed fp32",
-                     loaded.name, narrow.bf16_rows, narrow.packed_rows)
+            log.info("%s: narrow products by rows: %s (magnet/narrow.py)", loaded.name, narrow.describe())
         compile_encoder = config.compile_encoder and loaded.model.device.type == "cpu"  # measured on CPU only
         if config.lean_decode and install_lean_decoder(loaded.model, compile_encoder):
             log.info("%s: forwards run through magnet.lean", loaded.name)

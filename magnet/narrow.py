@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from magnet.packed import can_pack, faithfully_packed
+from magnet.packed import can_pack, faithfully_packed, plain_linears
 
 log = logging.getLogger(__name__)
 
@@ -115,11 +115,6 @@ class NarrowLinear(torch.nn.Module):
                 f"packed up to {self.packed_below // self.in_features}")
 
 
-def plain_linears(model: torch.nn.Module) -> list[tuple[torch.nn.Module, str, torch.nn.Linear]]:
-    return [(parent, name, child) for parent in model.modules()
-            for name, child in parent.named_children() if type(child) is torch.nn.Linear]
-
-
 def computes_fp32_on_cpu(model: torch.nn.Module) -> bool:
     weight = model.get_input_embeddings().weight
     return weight.device.type == "cpu" and weight.dtype == torch.float32
@@ -185,12 +180,12 @@ def narrow_linears(model: torch.nn.Module, tiers: Tiers | None = None) -> Tiers:
     linears = plain_linears(model)
     if not linears:
         return Tiers()
+    weights = list({id(c.weight): c.weight.detach() for _, _, c in linears}.values())  # a tied one once
+    if tiers is None and sum(w.numel() * w.element_size() for w in weights) < MIN_WEIGHT_BYTES:
+        return Tiers()
     # oneDNN present, taking the layout and computing what F.linear computes (magnet/packed.py)
     packable = can_pack(model) and faithfully_packed(linears[0][2]) is not None
     if tiers is None:
-        weights = list({id(c.weight): c.weight.detach() for _, _, c in linears}.values())  # a tied one once
-        if sum(w.numel() * w.element_size() for w in weights) < MIN_WEIGHT_BYTES:
-            return Tiers()
         tiers = measured_tiers(weights, packable)
     if tiers.packed_rows and not packable:
         tiers = Tiers(tiers.bf16_rows, 0)
