@@ -24,8 +24,8 @@ magnet/hardware.py) and prints one table of ratios:
     vLLM         generate tokens/s of vLLM's engine in bf16 over fp32, 1 and 16 streams
                  (after the server stops; bench_generate.py's direct column)
 
-The infill, generate and embed tok/s rows keep the best of `--rounds` rounds of each side,
-taking turns. Every ratio is taken within this run, so the machine's speed cancels out; nothing else
+The infill and generate rows keep the best of `--rounds` rounds of each side, taking turns
+(`best_in_turns`); the embed tok/s rows time `--rounds` passes in one go. Every ratio is taken within this run, so the machine's speed cancels out; nothing else
 should run on the machine meanwhile.
 """
 from __future__ import annotations
@@ -83,6 +83,16 @@ async def one_by_one(make, n: int) -> float:
     return time.perf_counter() - started
 
 
+async def best_in_turns(rounds: int, *measures) -> list[float]:
+    """The highest rate each async `measure()` returns in `rounds` rounds, the measures taking
+    turns within a round (so a slow spell of the machine falls on both sides of a ratio)."""
+    best = [0.0] * len(measures)
+    for _ in range(rounds):
+        for i, measure in enumerate(measures):
+            best[i] = max(best[i], await measure())
+    return best
+
+
 async def bench_infill(http: httpx.AsyncClient, n: int, tokens: int, rounds: int) -> tuple[float, float, float]:
     """(requests/s one at a time, requests/s all at once, tokens/s one at a time): the best of
     `rounds` of each, taking turns (one round of 16 fills at once lasts under a second, a
@@ -97,14 +107,21 @@ async def bench_infill(http: httpx.AsyncClient, n: int, tokens: int, rounds: int
         response.raise_for_status()
         generated += response.json()["usage"]["completion_tokens"]
 
-    await infill(0)  # warm-up
-    alone = together = float("inf")
-    for _ in range(rounds):
+    tokens_per_fill = 0.0
+
+    async def alone() -> float:
+        nonlocal generated, tokens_per_fill
         generated = 0
-        alone = min(alone, await one_by_one(infill, n))
-        alone_tokens = generated  # greedy: the same fills every round
-        together = min(together, await timed_all(infill(i) for i in range(n)))
-    return n / alone, n / together, alone_tokens / alone
+        seconds = await one_by_one(infill, n)
+        tokens_per_fill = generated / n  # greedy: the same fills every round
+        return n / seconds
+
+    async def together() -> float:
+        return n / await timed_all(infill(i) for i in range(n))
+
+    await infill(0)  # warm-up
+    alone_rate, together_rate = await best_in_turns(rounds, alone, together)
+    return alone_rate, together_rate, alone_rate * tokens_per_fill
 
 
 MAIN_THREAD = False  # --main-thread-measures: run them on this thread instead (how this benchmark used to)
@@ -171,16 +188,19 @@ async def bench_generate(http: httpx.AsyncClient, n: int, tokens: int, rounds: i
     async def counted(i: int):
         counts.append(await generate(i))
 
-    await generate(0)
-    alone = together = 0.0
-    for _ in range(rounds):  # the best of each, taking turns (as bench_infill)
+    async def alone() -> float:
         counts[:] = []
         seconds = await one_by_one(counted, n)
-        alone = max(alone, sum(counts) / seconds)
+        return sum(counts) / seconds
+
+    async def together() -> float:
         counts[:] = []
         seconds = await timed_all(counted(i) for i in range(n))
-        together = max(together, sum(counts) / seconds)
-    return alone, together
+        return sum(counts) / seconds
+
+    await generate(0)
+    alone_rate, together_rate = await best_in_turns(rounds, alone, together)
+    return alone_rate, together_rate
 
 
 async def embed_latencies(http: httpx.AsyncClient, n: int) -> list[float]:
@@ -342,7 +362,7 @@ if __name__ == "__main__":
     parser.add_argument("--embeds", type=int, default=40, help="embed requests per latency sample")
     parser.add_argument("--long-tokens", type=int, default=400, help="tokens of the 4 long generations")
     parser.add_argument("--rounds", type=int, default=3,
-                        help="rounds of each throughput row, taking turns (the best of each is kept)")
+                        help="rounds of the infill and generate rows (the best kept) and passes of the embed tok/s rows")
     parser.add_argument("--dtype", default=None, help=DTYPE_HELP)
     parser.add_argument("--skip-vllm", action="store_true", help="leave out the vLLM bf16/fp32 rows")
     parser.add_argument("--max-queue-wait-s", type=float, default=300, help="the server's --max-queue-wait-s")
