@@ -362,6 +362,18 @@ def test_the_trained_adapter_loads_through_the_one_loader(tiny_model_dir, data_f
                                                               .gap_distance())
 
 
+def test_checkpoints_and_the_adapter_are_written_without_warnings(tiny_model_dir, data_file, tmp_path):
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        adapter = train(tiny_config(tiny_model_dir, data_file, tmp_path, max_steps=2, checkpoint_every=1),
+                        progress=False)
+    assert (adapter / "adapter_model.safetensors").is_file()
+    assert list((tmp_path / "run" / "checkpoints").glob("step-*/adapter/adapter_model.safetensors"))
+    assert [str(w.message) for w in caught if "peft" in w.filename] == []
+
+
 def test_the_adapter_is_world_readable_under_a_private_umask(tiny_model_dir, data_file, tmp_path):
     import os
 

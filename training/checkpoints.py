@@ -35,12 +35,19 @@ def publish(target: Path, fill: Callable[[Path], None]) -> Path:
     return target
 
 
+def save_lora(model, target: Path) -> None:
+    """The adapter's weights and config. `save_embedding_layers=False`: the LoRA targets are
+    projections, never the embeddings, and peft's "auto" would look the base up by name (a
+    local checkpoint has no hub config) to warn that it cannot tell."""
+    model.save_pretrained(target, save_embedding_layers=False)
+
+
 def save_checkpoint(output: Path, step: int, model, optimizer, manifest: AdapterManifest | None = None) -> Path:
     """checkpoints/step-N/: the adapter (with its manifest, so a later phase started from it
     knows what it is) and the optimizer state for --resume."""
     target = output / "checkpoints" / f"step-{step:06d}"
     with atomic_dir(target) as tmp:
-        model.save_pretrained(tmp / "adapter")
+        save_lora(model, tmp / "adapter")
         if manifest is not None:
             manifest.save(tmp / "adapter")
         torch.save({"optimizer": optimizer.state_dict(), "step": step}, tmp / "optimizer.pt")
@@ -55,7 +62,7 @@ def write_adapter(output: Path, model, loaded, config, steps: int) -> Path:
     model.peft_config["default"].base_model_name_or_path = loaded.base.name
 
     def fill(tmp: Path) -> None:
-        model.save_pretrained(tmp)
+        save_lora(model, tmp)
         manifest_for(config, loaded, steps).save(tmp)
 
     return publish(output / "adapter", fill)
