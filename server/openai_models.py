@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, 
 
 from magnet.protocol import (MAX_BEST_OF, CompletionLogprobs, MAX_CHOICES, MAX_INPUTS, MAX_NEW_TOKENS, MAX_STOP, Backends, EncodingFormat, SamplingControls, TextChecked, Usage,
                              as_list, check_texts)
-from magnet.server.token_inputs import TextsOrIds, as_id_lists, check_inputs, has_ids, refuse_mixed_inputs
+from magnet.server.token_inputs import TextsOrIds, as_id_lists, check_inputs, has_ids, refuse_dimensions, refuse_mixed_inputs
 from magnet.sampling import MAX_LOGPROBS
 from magnet.server.structured_models import StructuredFields
 
@@ -42,10 +42,8 @@ class EmbeddingsRequest(OpenAIRequest):
 
     @field_validator("dimensions")
     @classmethod
-    def refuse_dimensions(cls, value):
-        if value is not None:
-            raise ValueError("dimensions is not supported (the model's hidden size is fixed): omit it")
-        return value
+    def check_dimensions(cls, value):
+        return refuse_dimensions(value)
 
 
 class EmbeddingData(BaseModel):

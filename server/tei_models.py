@@ -11,7 +11,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 
 from magnet.protocol import TextChecked, check_texts
-from magnet.server.token_inputs import TextsOrIds, check_inputs, refuse_mixed_inputs
+from magnet.server.token_inputs import TextsOrIds, check_inputs, refuse_dimensions, refuse_mixed_inputs
 
 # TEI takes "left"/"right" and its enum's own spelling.
 TruncationDirection = Literal["left", "right", "Left", "Right"]
@@ -56,10 +56,8 @@ class TeiEmbedRequest(TeiRequest):
 
     @field_validator("dimensions")
     @classmethod
-    def refuse_dimensions(cls, value):
-        if value is not None:
-            raise ValueError("dimensions is not supported (the model's hidden size is fixed): omit it")
-        return value
+    def check_dimensions(cls, value):
+        return refuse_dimensions(value)
 
 
 class TeiRerankRequest(TeiRequest):

@@ -55,6 +55,13 @@ def check_inputs(value, field: str, limit: int | None = None):
     return value
 
 
+def refuse_dimensions(value: int | None) -> int | None:
+    """`dimensions` (OpenAI, TEI): only the model's own hidden size is served; None passes."""
+    if value is not None:
+        raise ValueError("dimensions is not supported (the model's hidden size is fixed): omit it")
+    return value
+
+
 def has_ids(value) -> bool:
     return isinstance(value, list) and bool(value) and not isinstance(value[0], str)
 

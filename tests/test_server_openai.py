@@ -38,6 +38,12 @@ def test_embeddings_float_and_base64_match_the_engine(sync_openai, tiny_engine):
     assert close(default.data[0].embedding, want[0])
 
 
+def test_embeddings_with_dimensions_are_a_422_naming_the_field(sync_openai):
+    with pytest.raises(UnprocessableEntityError) as caught:
+        sync_openai.embeddings.create(model="magnet", input=TEXTS, dimensions=8)
+    assert "dimensions" in str(caught.value) and "omit it" in str(caught.value)
+
+
 def test_completions_generate_and_suffix_infills(sync_openai, tiny_engine):
     from dataclasses import replace
 
