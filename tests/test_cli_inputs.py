@@ -32,6 +32,26 @@ def test_train_names_a_missing_input_before_loading_anything(flags, named, tmp_p
     assert named in str(raised.value) and "\n" not in str(raised.value) and loads == []
 
 
+@pytest.mark.parametrize("phases, named", [
+    ([{"name": "fill"}, {"name": "graded", "graded_pairs": ["nope.csv"], "graded_weight": 1}],
+     "--graded-pairs nope.csv: no such file"),
+    ([{"name": "fill", "init_adapter": "no/adapter"}], "--init-adapter no/adapter: no such folder"),
+    ([{"name": "fill"}, {"name": "fill"}], "recipe.json: phases[1]: the name 'fill' is taken"),
+])
+def test_a_recipe_names_a_bad_phase_before_loading_anything(phases, named, tmp_path, monkeypatch):
+    import json
+
+    data = tmp_path / "text.raw"
+    data.write_text("Some text.\n")
+    (tmp_path / "recipe.json").write_text(json.dumps({"data": [str(data)], "phases": phases}))
+    monkeypatch.chdir(tmp_path)
+    loads = []
+    monkeypatch.setattr("magnet.training.loop.train", lambda *a, **k: loads.append(a))
+    with pytest.raises(SystemExit) as raised:
+        main(["train", "--config", "recipe.json", "--output", str(tmp_path / "run")])
+    assert named in str(raised.value) and "\n" not in str(raised.value) and loads == []
+
+
 @pytest.mark.parametrize("argv, missing, extra", [
     (["serve", "--help"], "pydantic_settings", "server"),
     (["serve", "--port", "1"], "fastapi", "server"),     # --help needs no fastapi: serving does

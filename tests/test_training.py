@@ -616,3 +616,73 @@ def test_every_lora_dropout_of_a_training_model_draws_bits(tiny_model_dir, data_
     layers = model.config.num_hidden_layers * len(config.lora_targets)
     assert len(dropouts) == layers and all(isinstance(d, BitsDropout) and d.p == pytest.approx(0.1, abs=1e-4)
                                            for d in dropouts)
+
+
+def recipe_phases(**first):
+    return [{"name": "fill", "max_steps": 2, "weights_before": [1, 0, 3], "weights_after": [1, 0, 3], **first},
+            {"name": "sscl", "max_steps": 2, "switch_at": 0, "weights_before": [1, 2, 1],
+             "weights_after": [1, 2, 1], "lr": 5e-3}]
+
+
+def test_a_recipe_runs_its_phases_in_order_each_from_the_one_before(tiny_model_dir, data_file, tmp_path):
+    from magnet.manifest import AdapterManifest
+    from magnet.training.phases import phase_list, run_phases
+
+    base = tiny_config(tiny_model_dir, data_file, tmp_path, max_steps=6)
+    phases = phase_list(base, recipe_phases())
+    adapter = run_phases(phases, progress=False)
+    run = tmp_path / "run"
+    assert adapter == run / "sscl" / "adapter" and (run / "fill" / "adapter" / "adapter_model.safetensors").is_file()
+    fill, sscl = (json.loads((run / name / "config.json").read_text()) for name in ("fill", "sscl"))
+    assert fill["init_adapter"] is None and fill["weights_before"] == [1, 0, 3] and fill["lr"] == base.lr
+    assert sscl["init_adapter"] == str(run / "fill" / "adapter") and sscl["lr"] == 5e-3
+    assert sscl["max_length"] == base.max_length  # the recipe's common settings reach every phase
+    logs = [[json.loads(line) for line in (run / name / "log.jsonl").read_text().splitlines()]
+            for name in ("fill", "sscl")]
+    assert [len(log) for log in logs] == [2, 2] and logs[0][0]["sscl"] == 0 and logs[1][0]["sscl"] > 0
+    assert AdapterManifest.load(adapter).extra["init_adapter"]["steps"] == 2  # the fill phase's 2 steps
+
+
+def test_a_stopped_recipe_goes_on_where_it_stopped_when_run_again(tiny_model_dir, data_file, tmp_path):
+    from magnet.training.phases import phase_list, run_phases
+
+    phases = phase_list(tiny_config(tiny_model_dir, data_file, tmp_path, checkpoint_every=1), recipe_phases())
+    assert run_phases(phases, progress=False, stop_after=1) is None
+    run = tmp_path / "run"
+    assert not phases[0].done and not (run / "sscl").exists()
+    adapter = run_phases(phases, progress=False)
+    assert [json.loads(line)["step"] for line in (run / "fill" / "log.jsonl").read_text().splitlines()] == [1, 2]
+    written = (adapter / "adapter_model.safetensors").stat().st_mtime_ns
+    assert run_phases(phases, progress=False) == adapter  # all done: nothing trains again
+    assert (adapter / "adapter_model.safetensors").stat().st_mtime_ns == written
+
+
+@pytest.mark.parametrize("phases, words", [
+    ([], ["non-empty list"]),
+    ([{"max_steps": 2}], ["phases[0]", "needs a name"]),
+    ([{"name": "../up"}], ["phases[0]", "folder name"]),
+    ([{"name": "a"}, {"name": "a"}], ["phases[1]", "'a' is taken"]),
+    ([{"name": "a", "output": "elsewhere"}], ["phases[0] (a)", "output is set by the recipe"]),
+    ([{"name": "a"}, {"name": "b", "max_stepz": 2}], ["phases[1] (b)", "unknown training setting", "max_stepz"]),
+])
+def test_a_bad_phase_is_refused_naming_it(phases, words, tiny_model_dir, data_file, tmp_path):
+    from magnet.training.phases import phase_list
+
+    with pytest.raises(ValueError) as refused:
+        phase_list(tiny_config(tiny_model_dir, data_file, tmp_path), phases)
+    assert all(word in str(refused.value) for word in words), str(refused.value)
+
+
+def test_magnet_train_runs_a_recipe_file_and_says_where_its_last_adapter_is(tiny_model_dir, data_file, tmp_path,
+                                                                           capsys):
+    from dataclasses import asdict
+
+    from magnet.cli import main
+
+    settings = {k: v for k, v in asdict(tiny_config(tiny_model_dir, data_file, tmp_path)).items()
+                if k not in ("output", "extra")}
+    recipe = tmp_path / "recipe.json"
+    recipe.write_text(json.dumps({**settings, "phases": recipe_phases()}))
+    assert main(["train", "--config", str(recipe), "--output", str(tmp_path / "out"), "--no-progress"]) == 0
+    assert f"adapter written to {tmp_path / 'out' / 'sscl' / 'adapter'} (the last of 2 phases)" in capsys.readouterr().out
+    assert json.loads((tmp_path / "out" / "fill" / "config.json").read_text())["max_steps"] == 2

@@ -8,6 +8,7 @@ Data parallel: the same command under `accelerate launch` or `torchrun` (see doc
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 from magnet.cli import add_flag_table, given_flags
@@ -80,19 +81,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (logs still go to log.jsonl)")
 
 
-def config_from_args(args: argparse.Namespace) -> TrainConfig:
+def config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, list | None]:
+    """The run's settings (defaults < --config file < flags), and the file's `phases` list when
+    it is a recipe of several phases (training/phases.py)."""
     overrides = given_flags(args, FLAGS)
     overrides.update(data=args.data and tuple(args.data), pairs=args.pairs and tuple(args.pairs),
                      graded_pairs=args.graded_pairs and tuple(args.graded_pairs),
                      exclude=args.exclude and tuple(args.exclude),
                      gradient_checkpointing=args.gradient_checkpointing, quality_check=args.quality_check)
     overrides = {k: v for k, v in overrides.items() if v is not None}
-    return TrainConfig.from_file(args.config, **overrides) if args.config else TrainConfig.from_dict(overrides)
+    raw = json.loads(Path(args.config).read_text()) if args.config else {}
+    phases = raw.pop("phases", None)
+    return TrainConfig.from_dict({**raw, **overrides}), phases
 
 
-def check_input_files(config: TrainConfig) -> None:
+def check_input_files(config: TrainConfig, init_adapter: bool = True) -> None:
     """Every file and folder the run reads, checked before the model loads: a missing one
-    ends the command with one line naming its flag (not a traceback after the load)."""
+    ends the command with one line naming its flag (not a traceback after the load).
+    `init_adapter` False: a recipe's later phase, whose start the phase before writes."""
     files = [*(("--data", p) for p in config.data), *(("--pairs", p) for p in config.pairs),
              *(("--graded-pairs", p) for p in config.graded_pairs),
              *(("--exclude", p) for p in config.exclude), ("--select-stsb", config.select_stsb)]
@@ -100,7 +106,8 @@ def check_input_files(config: TrainConfig) -> None:
         if path and not Path(path).is_file():
             raise SystemExit(f"magnet train {flag} {path}: no such file (the data sits in ../shared/data, "
                              "e.g. ../shared/data/wikitext2/wiki.valid.raw)")
-    for flag, path in (("--model", config.model), ("--init-adapter", config.init_adapter)):
+    folders = [("--model", config.model)] + [("--init-adapter", config.init_adapter)] * init_adapter
+    for flag, path in folders:
         if path and not Path(path).is_dir():
             raise SystemExit(f"magnet train {flag} {path}: no such folder")
 
@@ -108,11 +115,30 @@ def check_input_files(config: TrainConfig) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.config and not Path(args.config).is_file():
         raise SystemExit(f"magnet train --config {args.config}: no such file")
-    config = config_from_args(args)
+    config, raw_phases = config_from_args(args)
+    if raw_phases is not None:
+        return run_recipe(args, config, raw_phases)
     check_input_files(config)
     from magnet.training.loop import train
 
     adapter = train(config, resume=args.resume, progress=not args.no_progress, stop_after=args.stop_after)
     if adapter is not None:  # None: stopped early, or not the main process of a data-parallel run
         print(f"adapter written to {adapter}")
+    return 0
+
+
+def run_recipe(args: argparse.Namespace, config: TrainConfig, raw_phases) -> int:
+    """A --config file with `phases`: each phase in OUTPUT/NAME, from the one before; run it
+    again to go on (finished phases are skipped, a stopped one resumes: --resume is implied)."""
+    from magnet.training.phases import phase_list, run_phases
+
+    try:
+        phases = phase_list(config, raw_phases)
+    except ValueError as exc:
+        raise SystemExit(f"magnet train --config {args.config}: {exc}") from None
+    for i, phase in enumerate(phases):
+        check_input_files(phase.config, init_adapter=i == 0)
+    adapter = run_phases(phases, progress=not args.no_progress, stop_after=args.stop_after)
+    if adapter is not None:
+        print(f"adapter written to {adapter} (the last of {len(phases)} phases)")
     return 0

@@ -309,12 +309,12 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True,
             bar.close()
             return None
     bar.close()
-    if not main:
-        return None
-    adapter = write_adapter(output, model, loaded, config, steps=config.max_steps)
-    if config.quality_check:
+    adapter = write_adapter(output, model, loaded, config, steps=config.max_steps) if main else None
+    if main and config.quality_check:
         run_quality_check(config, loaded, model, config.max_steps, adapter)
-    draw_losses(log_path, output / "losses.png")
+    if main:
+        draw_losses(log_path, output / "losses.png")
+    wait_for_main()  # the others end once the adapter is published: a recipe's next phase reads it
     return adapter
 
 
