@@ -32,6 +32,19 @@ def test_train_names_a_missing_input_before_loading_anything(flags, named, tmp_p
     assert named in str(raised.value) and "\n" not in str(raised.value) and loads == []
 
 
+@pytest.mark.parametrize("text, named", [
+    ("{not json", "recipe.json: not JSON"),
+    ("[1, 2]", "recipe.json: must be a JSON object"),
+    ('{"max_stepz": 3}', "recipe.json: unknown training setting(s): max_stepz"),
+])
+def test_a_bad_config_file_is_named_in_one_line(text, named, tmp_path, monkeypatch):
+    (tmp_path / "recipe.json").write_text(text)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as raised:
+        main(["train", "--config", "recipe.json", "--output", str(tmp_path / "run")])
+    assert named in str(raised.value) and "\n" not in str(raised.value)
+
+
 @pytest.mark.parametrize("phases, named", [
     ([{"name": "fill"}, {"name": "graded", "graded_pairs": ["nope.csv"], "graded_weight": 1}],
      "--graded-pairs nope.csv: no such file"),

@@ -90,9 +90,22 @@ def config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, list | None
                      exclude=args.exclude and tuple(args.exclude),
                      gradient_checkpointing=args.gradient_checkpointing, quality_check=args.quality_check)
     overrides = {k: v for k, v in overrides.items() if v is not None}
-    raw = json.loads(Path(args.config).read_text()) if args.config else {}
+    raw = read_config_file(args.config) if args.config else {}
     phases = raw.pop("phases", None)
-    return TrainConfig.from_dict({**raw, **overrides}), phases
+    try:
+        return TrainConfig.from_dict({**raw, **overrides}), phases
+    except (ValueError, TypeError) as exc:
+        raise SystemExit(f"magnet train --config {args.config}: {exc}") from None
+
+
+def read_config_file(path: str) -> dict:
+    try:
+        raw = json.loads(Path(path).read_text())
+    except json.JSONDecodeError as exc:
+        raise SystemExit(f"magnet train --config {path}: not JSON ({exc})") from None
+    if not isinstance(raw, dict):
+        raise SystemExit(f"magnet train --config {path}: must be a JSON object of training settings")
+    return raw
 
 
 def check_input_files(config: TrainConfig, init_adapter: bool = True) -> None:
