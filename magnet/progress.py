@@ -16,9 +16,11 @@ T = TypeVar("T")
 ENV_VAR = "MAGNET_PROGRESS"
 
 
-def progress(items: Iterable[T] | None = None, desc: str = "", total: int | None = None, unit: str = "it"):
-    """A tqdm bar over `items` (or a manual one of `total` steps: call .update(n))."""
+def progress(items: Iterable[T] | None = None, desc: str = "", total: int | None = None, unit: str = "it",
+             initial: int = 0, enabled: bool = True):
+    """A tqdm bar over `items` (or a manual one of `total` steps from `initial`: call .update(n));
+    off where the caller says (`enabled`) or MAGNET_PROGRESS=0."""
     from tqdm import tqdm
 
-    return tqdm(items, desc=desc, total=total, unit=unit, file=sys.stderr, dynamic_ncols=True, mininterval=0.5,
-                disable=os.environ.get(ENV_VAR, "1") == "0")
+    return tqdm(items, desc=desc, total=total, unit=unit, initial=initial, file=sys.stderr, dynamic_ncols=True,
+                mininterval=0.5, disable=not enabled or os.environ.get(ENV_VAR, "1") == "0")

@@ -686,3 +686,11 @@ def test_magnet_train_runs_a_recipe_file_and_says_where_its_last_adapter_is(tiny
     assert main(["train", "--config", str(recipe), "--output", str(tmp_path / "out"), "--no-progress"]) == 0
     assert f"adapter written to {tmp_path / 'out' / 'sscl' / 'adapter'} (the last of 2 phases)" in capsys.readouterr().out
     assert json.loads((tmp_path / "out" / "fill" / "config.json").read_text())["max_steps"] == 2
+
+
+def test_the_step_bar_follows_magnet_progress(tiny_model_dir, data_file, tmp_path, capsys, monkeypatch):
+    train(tiny_config(tiny_model_dir, data_file, tmp_path / "on", max_steps=2), progress=True)
+    assert "magnet train" in capsys.readouterr().err
+    monkeypatch.setenv("MAGNET_PROGRESS", "0")  # off for logs and CI, as every other bar
+    train(tiny_config(tiny_model_dir, data_file, tmp_path / "off", max_steps=2), progress=True)
+    assert "magnet train" not in capsys.readouterr().err

@@ -38,6 +38,7 @@ from magnet.training.dropout import use_bits_dropout
 from magnet.training.corpus import Corpus
 from magnet.training.objectives import ViewBatch, base_kl, collate_views, cosent, info_nce, label_logits, label_nll
 from magnet.forward import encode_last_token
+from magnet.progress import progress as progress_bar
 from magnet.training.views import MNTP, MSG, ViewSpec
 
 log = logging.getLogger(__name__)
@@ -276,7 +277,8 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True,
         world = accelerator.num_processes
         log.info("%d process(es) x batch %d x %d micro-batch(es): global batch %d", world, config.batch_size,
                  config.grad_accum, world * config.batch_size * config.grad_accum)
-    bar = progress_bar(start, config.max_steps, progress and main)
+    bar = progress_bar(desc="magnet train", total=config.max_steps, unit="step", initial=start,
+                       enabled=progress and main)
     for step in range(start, config.max_steps):
         started = time.perf_counter()
         for group in optimizer.param_groups:
@@ -368,12 +370,6 @@ def truncate_log(path: Path, step: int) -> None:
         return
     kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
     path.write_text("".join(line + "\n" for line in kept))
-
-
-def progress_bar(start: int, total: int, enabled: bool):
-    from tqdm import tqdm
-
-    return tqdm(total=total, initial=start, disable=not enabled, desc="magnet train", unit="step")
 
 
 def draw_losses(log_path: Path, png: Path) -> None:
