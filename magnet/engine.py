@@ -26,7 +26,7 @@ from magnet.limits import prompt_token_ids, require_fits, require_max_tokens
 from magnet.loading import LoadedModel, ModelSpec, load_model
 from magnet.logprobs import sequence_logprobs
 from magnet.manifest import DEFAULT_INSTRUCTION
-from magnet.masks import AttentionMode, context_mode, positions_from_padding, roles_for_mode
+from magnet.masks import AttentionMode, context_mode, gap_predictor_role, positions_from_padding, roles_for_mode
 from magnet.lean import install_lean_decoder
 from magnet.narrow import Tiers, narrow_linears
 from magnet.packed import pack_linears, packs_by_default
@@ -314,6 +314,9 @@ class Engine:
         for row, row_positions in enumerate(positions):
             position_ids[row, : len(row_positions)] = torch.tensor(row_positions)
         roles = roles_for_mode(mode, padding)
+        if gap_predictor_role(mode) is not None:  # causal_gap: each fill's first predictor reads all the context
+            for span, slot in starts:
+                roles[span.row, slot] = gap_predictor_role(mode)
         cache = self.new_cache()
         hidden = hidden_states(self.model, ids, roles, position_ids, cache)  # (B, Tc, H)
         first = logits(self.model, torch.stack([hidden[span.row, slot] for span, slot in starts]))  # (N, V)

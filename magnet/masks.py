@@ -14,7 +14,11 @@ The three attention modes of MAGNET are three ways of filling the roles:
     causal          every real token belongs to span 1 (so causal is "all span")
     hybrid          context around one or more spans (paper Fig. 2c/2d); its context is
                     CONTEXT (the paper) or LEFT_CONTEXT (an adapter trained so: the context
-                    keeps its causal reading and only the spans read the text after them)
+                    keeps its causal reading and only the spans read the text after them).
+                    With LEFT_CONTEXT the first token of a fill is predicted by the token
+                    before the gap, which then reads only the text before it; the reading
+                    "causal_gap" makes that one token CONTEXT (`gap_predictor_role`), so the
+                    fill's first token sees the text after the gap too
 
 Order inside a span follows position ids (the text order), not the physical
 slot, so span tokens may sit anywhere in the tensor (for example after the
@@ -39,21 +43,31 @@ class AttentionMode(str, Enum):
     BIDIRECTIONAL = "bidirectional"
     HYBRID = "hybrid"
     LEFT_CONTEXT = "left_context"  # every real token LEFT_CONTEXT: a hybrid prefill of causal context
+    LEFT_CONTEXT_GAP = "left_context_gap"  # the same, but the token before each gap reads all the context
 
 
-# How the context of a hybrid view is read, as an adapter's manifest names it -> the context role
-CONTEXT_READINGS = {"bidirectional": CONTEXT, "causal": LEFT_CONTEXT}
+# How the context of a hybrid view is read, as an adapter's manifest names it -> its prefill mode
+READING_MODES = {"bidirectional": AttentionMode.BIDIRECTIONAL, "causal": AttentionMode.LEFT_CONTEXT,
+                 "causal_gap": AttentionMode.LEFT_CONTEXT_GAP}
 
 
 def context_mode(reading: str) -> "AttentionMode":
-    """The prefill mode of a hybrid view's context, from its manifest name (CONTEXT_READINGS)."""
-    if reading not in CONTEXT_READINGS:
-        raise ValueError(f"unknown context reading {reading!r}: choose one of {', '.join(CONTEXT_READINGS)}")
-    return AttentionMode.LEFT_CONTEXT if CONTEXT_READINGS[reading] == LEFT_CONTEXT else AttentionMode.BIDIRECTIONAL
+    """The prefill mode of a hybrid view's context, from its manifest name (READING_MODES)."""
+    if reading not in READING_MODES:
+        raise ValueError(f"unknown context reading {reading!r}: choose one of {', '.join(READING_MODES)}")
+    return READING_MODES[reading]
 
 
 # The role of every real token of a whole-sequence mode (causal: all one span)
-MODE_ROLES = {AttentionMode.BIDIRECTIONAL: CONTEXT, AttentionMode.LEFT_CONTEXT: LEFT_CONTEXT, AttentionMode.CAUSAL: 1}
+MODE_ROLES = {AttentionMode.BIDIRECTIONAL: CONTEXT, AttentionMode.LEFT_CONTEXT: LEFT_CONTEXT,
+              AttentionMode.LEFT_CONTEXT_GAP: LEFT_CONTEXT, AttentionMode.CAUSAL: 1}
+
+
+def gap_predictor_role(mode: AttentionMode) -> int | None:
+    """The role of the token before each gap, whose output predicts the fill's first token,
+    where it differs from the rest of the context: CONTEXT under LEFT_CONTEXT_GAP (it reads the
+    text after the gap), None (the context's own role) otherwise."""
+    return CONTEXT if AttentionMode(mode) is AttentionMode.LEFT_CONTEXT_GAP else None
 
 
 def allowed_attention(

@@ -93,7 +93,7 @@ def test_a_gap_at_the_end_stops_at_eos():
     assert lay.ids == [1, 10, 11, 2] and lay.positions == [0, 1, 2, 7] and lay.end_tokens == [2]
 
 
-def naive_greedy_infill(engine, segments, max_tokens, context_role=CONTEXT):
+def naive_greedy_infill(engine, segments, max_tokens, context_role=CONTEXT, predictor_role=None):
     """Re-encode context + span from scratch at every step (no cache): the reference,
     with the same end rules (never empty; end once the text after the gap is likely)."""
     lay = engine.layout(segments, SamplingParams(max_tokens=max_tokens))
@@ -102,6 +102,8 @@ def naive_greedy_infill(engine, segments, max_tokens, context_role=CONTEXT):
     for _ in range(max_tokens):
         ids = torch.tensor([lay.ids + span])
         roles = torch.tensor([[context_role] * len(lay.ids) + [1] * len(span)])
+        if predictor_role is not None:
+            roles[0, lay.predictors[0]] = predictor_role
         positions = torch.tensor([lay.positions + list(range(lay.gap_starts[0], lay.gap_starts[0] + len(span)))])
         hidden = hidden_states(engine.model, ids, roles, positions)
         slot = lay.predictors[0] if not span else ids.shape[1] - 1
@@ -140,6 +142,32 @@ def test_an_adapter_trained_on_left_to_right_context_is_served_so(tiny_loaded):
     expected = naive_greedy_infill(engine, segments, 8, context_role=LEFT_CONTEXT)
     assert engine.infill_context is AttentionMode.LEFT_CONTEXT
     assert got.text == engine.tokenizer.decode(expected, skip_special_tokens=True)
+
+
+def test_an_adapter_trained_with_causal_gap_reads_the_suffix_from_the_first_fill_token(tiny_loaded):
+    from dataclasses import replace
+
+    from magnet.engine import Engine
+    from magnet.manifest import AdapterManifest
+    from magnet.masks import LEFT_CONTEXT, AttentionMode
+
+    def first_logits(engine, suffix):
+        batch = engine.start_infill([["The quick brown", suffix]], [SamplingParams(max_tokens=4)])
+        return batch.decodes[0].candidates[0][1][0].logits.clone()
+
+    engines = {reading: Engine(replace(tiny_loaded, manifest=AdapterManifest(
+        base=tiny_loaded.base, objectives={"msg": {"context": reading}}))) for reading in ("causal", "causal_gap")}
+    assert engines["causal_gap"].infill_context is AttentionMode.LEFT_CONTEXT_GAP
+    segments = ["The quick brown", " over the lazy dog."]
+    got = engines["causal_gap"].infill(segments, SamplingParams(max_tokens=8))
+    expected = naive_greedy_infill(engines["causal_gap"], segments, 8, context_role=LEFT_CONTEXT,
+                                   predictor_role=CONTEXT)
+    assert got.text == engines["causal_gap"].tokenizer.decode(expected, skip_special_tokens=True)
+    # the first fill token: read from the text before the gap alone under causal, from both under causal_gap
+    causal = [first_logits(engines["causal"], suffix) for suffix in (" over the dog.", " under a cat!")]
+    gap = [first_logits(engines["causal_gap"], suffix) for suffix in (" over the dog.", " under a cat!")]
+    torch.testing.assert_close(causal[0], causal[1])
+    assert (gap[0] - gap[1]).abs().max() > 1e-4
 
 
 def test_infill_batched_equals_single_and_spans_are_independent(tiny_engine):

@@ -51,6 +51,19 @@ def test_readings_score_one_story_each_way_and_the_wrong_suffix_is_the_next_stor
     assert len(set(round(v, 6) for v in ppl.values())) == 4  # four different readings
 
 
+def test_under_causal_gap_the_suffix_reaches_the_first_missing_token(tiny_engine):
+    """The first missing token's NLL: under LEFT_CONTEXT it is read from the text before the
+    gap alone; under LEFT_CONTEXT_GAP its predictor reads the text after the gap too."""
+    model, anchor, eos = tiny_engine.model, tiny_engine.anchor_id, tiny_engine.tokenizer.eos_token_id
+    before, missing, after = story_tokens(tiny_engine.tokenizer, STORY)
+    other_after = story_tokens(tiny_engine.tokenizer, OTHER)[2]
+    first = lambda suffix, mode: span_nll(model, anchor, eos, before, missing[:1], suffix,  # noqa: E731
+                                          hybrid=True, context=mode)[0]
+    assert first(after, AttentionMode.LEFT_CONTEXT) == pytest.approx(first(other_after, AttentionMode.LEFT_CONTEXT),
+                                                                     abs=1e-5)
+    assert abs(first(after, AttentionMode.LEFT_CONTEXT_GAP) - first(other_after, AttentionMode.LEFT_CONTEXT_GAP)) > 1e-4
+
+
 def test_the_fill_reads_its_context_as_the_engine_does(tiny_engine, monkeypatch):
     """The readings follow `Engine.infill_context` (what /v1/infill prefills with): an adapter
     trained with a left-to-right context is scored with its context read left to right."""

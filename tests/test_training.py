@@ -483,6 +483,28 @@ def test_causal_context_views_keep_context_clean_and_mntp_views_are_bidirectiona
     assert mntp_only / 200 == pytest.approx(0.3, abs=0.08) and hybrid > 100
 
 
+def test_causal_gap_views_let_each_span_be_predicted_from_all_the_context_and_nothing_leak():
+    from magnet.masks import LEFT_CONTEXT
+
+    hybrid = labelled = 0
+    for seed in range(200):
+        original = [1] + tokens(40, seed) + [2]
+        view = make_view(original[1:-1], spec(context_role=LEFT_CONTEXT, gap_role=CONTEXT), random.Random(seed))
+        starts = [j for j in range(1, len(view.roles)) if view.roles[j] >= 1 and view.roles[j - 1] < 1]
+        if not starts or view.causal:
+            continue
+        hybrid += 1
+        # the token before each span reads all the context; the rest of it reads left to right
+        assert [j for j, r in enumerate(view.roles) if r == CONTEXT] == [j - 1 for j in starts]
+        assert view.input_ids == original
+        mntp = [p for p, o in zip(view.predictors, view.objectives) if o == MNTP]
+        assert all(p < starts[0] - 1 for p in mntp)  # a later context token could read its label through it
+        labelled += len(mntp)
+        msg = {p for p, o in zip(view.predictors, view.objectives) if o == MSG}
+        assert {j - 1 for j in starts} <= msg  # each span's first token, from the token before it
+    assert hybrid > 100 and labelled > 100
+
+
 def test_an_unknown_context_reading_is_refused_by_name(tiny_model_dir, data_file, tmp_path, tiny_loaded):
     config = tiny_config(tiny_model_dir, data_file, tmp_path, context="sideways")
     with pytest.raises(ValueError, match="unknown context reading 'sideways'"):

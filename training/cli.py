@@ -43,8 +43,10 @@ FLAGS = {  # flag -> (config field, type, help)
     "--sentence-rate": ("sentence_rate", float, "share of examples whose first span is one whole sentence"),
     "--causal-rate": ("causal_rate", float, "share of examples that are plain next-token prediction"),
     "--context": ("context", str, "how MSG views read their context: bidirectional (paper) | causal (only spans "
-                  "read the text after them; serving follows the manifest)"),
-    "--mntp-view-rate": ("mntp_view_rate", float, "with --context causal: share of MNTP-only bidirectional views"),
+                  "read the text after them) | causal_gap (causal, and the token before each span reads all the "
+                  "context, so a fill's first token sees the text after it); serving follows the manifest"),
+    "--mntp-view-rate": ("mntp_view_rate", float, "with --context causal or causal_gap: share of MNTP-only "
+                         "bidirectional views"),
     "--mask-rate": ("mask_rate", float, "share of context tokens MNTP labels (paper 0.2)"),
     "--lora-r": ("lora_r", int, "LoRA rank (16)"),
     "--lora-alpha": ("lora_alpha", int, "LoRA alpha (32)"),

@@ -32,6 +32,7 @@ from pathlib import Path
 import torch
 
 from magnet.loading import ModelSpec, attach_adapter, load_model
+from magnet.masks import MODE_ROLES, context_mode, gap_predictor_role
 from magnet.training.checkpoints import latest_checkpoint, manifest_for, save_checkpoint, write_adapter
 from magnet.training.config import TrainConfig
 from magnet.training.dropout import use_bits_dropout
@@ -55,21 +56,15 @@ def view_spec(config: TrainConfig, tokenizer, vocab_size: int) -> ViewSpec:
         raise ValueError(f"kl_weight {config.kl_weight} is read at causal views' labels: give a weight >= 0, "
                          "and with a weight > 0 a --causal-rate > 0")
     anchor = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    mode = context_mode(config.context)  # refuses an unknown reading by name
     return ViewSpec(
         anchor_id=anchor, eos_id=tokenizer.eos_token_id, mask_id=mask_id, vocab_size=vocab_size,
         mask_rate=config.mask_rate, max_spans=config.max_spans, span_range=config.span_range(),
         causal_rate=config.causal_rate, gap_jitter=config.gap_jitter, trailing_rate=config.trailing_rate,
         special_ids=frozenset(tokenizer.all_special_ids),
         sentence_rate=config.sentence_rate, sentence_end_ids=sentence_end_ids(tokenizer),
-        context_role=context_role(config.context), mntp_view_rate=config.mntp_view_rate,
+        context_role=MODE_ROLES[mode], gap_role=gap_predictor_role(mode), mntp_view_rate=config.mntp_view_rate,
     )
-
-
-def context_role(reading: str) -> int:
-    from magnet.masks import CONTEXT_READINGS, context_mode
-
-    context_mode(reading)  # refuses an unknown reading by name
-    return CONTEXT_READINGS[reading]
 
 
 def sentence_end_ids(tokenizer) -> frozenset:

@@ -7,7 +7,10 @@
     context   = bidirectional (the paper), or read left to right (`context_role` LEFT_CONTEXT):
                 then only span tokens read the text after them, MNTP's context labels are
                 clean next-token labels, and `mntp_view_rate` of the examples are MNTP-only
-                bidirectional views (the reading embeddings and tags use)
+                bidirectional views (the reading embeddings and tags use). With `gap_role`
+                (causal_gap) the token before each span reads all the context, so the span's
+                first token is predicted seeing the text after it; MNTP labels after the
+                first such token are dropped (a token there could read its label through it)
     MSG       = each span token is predicted by the output before it; the span's last
                 token predicts the token after the span (how decoding learns to stop)
     causal    = with probability `causal_rate` the whole sequence is one span: plain
@@ -62,6 +65,7 @@ class ViewSpec:
     sentence_rate: float = 0.0
     sentence_end_ids: frozenset = frozenset()  # tokens that end a sentence ('.', '!', '?', '."' ...)
     context_role: int = CONTEXT  # role of a hybrid view's context: CONTEXT or LEFT_CONTEXT (magnet.masks)
+    gap_role: int | None = None  # role of the token before each span, if not context_role (causal_gap: CONTEXT)
     mntp_view_rate: float = 0.0  # LEFT_CONTEXT only: share of MNTP-only bidirectional views
 
 
@@ -75,12 +79,25 @@ def make_view(tokens: list[int], spec: ViewSpec, rng: random.Random) -> View:
     spans = choose_spans(seq, spec, rng)
     for k, (start, end) in enumerate(spans, start=1):
         roles[start : end + 1] = [k] * (end + 1 - start)
+        if spec.gap_role is not None:  # the output predicting the span's first token reads all the context
+            roles[start - 1] = spec.gap_role
     view = View(list(seq), roles, jittered_positions(len(seq), spans, spec.gap_jitter, rng))
     # Bidirectional context: MNTP on corrupted tokens. Left-to-right context: its labels are
     # clean next-token labels (the pretrained reading kept, and the generator with it).
     add_mntp(view, seq, spec, rng, corrupt=spec.context_role == CONTEXT)
+    if spec.gap_role is not None and spans:
+        drop_labels_after(view, spans[0][0] - 1, MNTP)
     add_msg(view, seq, spans)
     return view
+
+
+def drop_labels_after(view: View, slot: int, objective: int) -> None:
+    """Drop `objective`'s labels predicted after `slot`: a left-to-right context token there
+    reads the token at `slot`, which (causal_gap) read the whole text, its next token too."""
+    kept = [i for i, (p, o) in enumerate(zip(view.predictors, view.objectives)) if o != objective or p < slot]
+    view.predictors = [view.predictors[i] for i in kept]
+    view.labels = [view.labels[i] for i in kept]
+    view.objectives = [view.objectives[i] for i in kept]
 
 
 def mntp_view(seq: list[int], spec: ViewSpec, rng: random.Random) -> View:

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from magnet.datasets import read_roc_stories
 from magnet.evaluation.sizes import FULL, spread
 from magnet.forward import hidden_states, logits
-from magnet.masks import MODE_ROLES, AttentionMode
+from magnet.masks import MODE_ROLES, AttentionMode, gap_predictor_role
 from magnet.progress import progress
 
 MISSING = 2  # index of the removed sentence
@@ -66,6 +66,8 @@ def span_nll(model, anchor_id: int, eos_id: int, before, missing, after, hybrid:
     roles = [MODE_ROLES[context]] * len(ids) if hybrid else [1] * len(ids)
     if hybrid:
         roles[start : start + len(missing)] = [1] * len(missing)
+        if gap_predictor_role(context) is not None:  # causal_gap: the fill's first predictor reads it all
+            roles[start - 1] = gap_predictor_role(context)
     device = model.get_input_embeddings().weight.device
     as_row = lambda xs: torch.tensor([xs], device=device)  # noqa: E731
     hidden = hidden_states(model, as_row(ids), as_row(roles), as_row(list(range(len(ids)))))
