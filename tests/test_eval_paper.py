@@ -330,3 +330,28 @@ def test_eval_tagging_notes_when_the_heads_read_the_scored_file():
     assert "fit on train.txt" in heads_note(training, Path("data/conll2003/train.txt"))
     assert "chosen on valid.txt" in heads_note(training, Path("data/conll2003/valid.txt"))
     assert heads_note(training, Path("other.txt")) is None and heads_note({}, Path("valid.txt")) is None
+
+
+def test_each_split_has_its_own_cloze_items():
+    from collections import Counter
+
+    from magnet.evaluation.cloze import ITEMS_FILES, items_file
+
+    report, select = load_items(ITEMS_FILES["report"]), load_items(ITEMS_FILES["select"])
+    assert len(report) == len(select) == 46
+    assert not {i.text for i in report} & {i.text for i in select}  # no item scores both
+    assert Counter(i.kind for i in report) == Counter(i.kind for i in select)  # the same kinds, as many of each
+    assert items_file("train") == items_file("select") != items_file("report")
+
+
+@pytest.mark.parametrize("split", ["report", "select"])
+def test_the_paper_cloze_row_scores_the_items_of_its_split(split, monkeypatch):
+    from magnet.evaluation import paper_rows
+    from magnet.evaluation.cloze import items_file
+
+    scored = []
+    monkeypatch.setattr(paper_rows, "cloze_scores", lambda base, adapted, items, *a: scored.append(items) or {})
+    run = paper_rows.PaperRun(None, None, {}, {}, TINY, split=split)
+    assert paper_rows.cloze_row(run) == {"items_file": items_file(split).name}
+    assert [i.text for i in scored[0]] == [i.text for i in sizes.spread(load_items(items_file(split)), 5)]
+    assert paper_rows.ROWS["cloze"].data(run) == [(items_file(split), None)]

@@ -99,3 +99,14 @@ def test_eval_commands_run_on_a_local_model(tiny_model_dir, tmp_path, capsys):
     assert "on 2 stories" in printed and "roc.csv, whole file (no split rule)" in printed
     for reading in READINGS:
         assert f"  {reading} " in printed
+
+
+def test_eval_cloze_scores_the_items_of_the_split_asked(tiny_model_dir, tmp_path, capsys, monkeypatch):
+    from magnet.cli import main
+
+    monkeypatch.setenv("MAGNET_CACHE_DIR", str(tmp_path / "cache"))
+    argv = ["eval", "cloze", "--model", str(tiny_model_dir), "--adapter", "none", "--max-tokens", "2"]
+    assert main(argv + ["--split", "select"]) == 0
+    assert "on 46 items (cloze_items_select.json)" in capsys.readouterr().out
+    assert main(argv) == 0  # report by default
+    assert "on 46 items (cloze_items.json)" in capsys.readouterr().out

@@ -1,15 +1,17 @@
 """A cloze check: can the model fill a gap that only the words after it decide?
 
-Each item (cloze_items.json) is a short text with one `___` gap whose answer the text
-before it leaves open ("Today is ___, so tomorrow will be Saturday.") and a set of accepted
-answers. A fill hits when its first word, lowercased and stripped of punctuation, is one of
+Each item is a short text with one `___` gap whose answer the text before it leaves open
+("Today is ___, so tomorrow will be Saturday.") and a set of accepted answers. Two sets of
+46, of the same kinds and no shared text: cloze_items.json scores the *report* split (the
+README's figures), cloze_items_select.json the *select* split (choices while training); no
+item is in any training set, so `--split train` scores the select items. A fill hits when its first word, lowercased and stripped of punctuation, is one of
 them. Three readers of the same items:
 
     infill       the model's greedy hybrid fill, seeing both sides of the gap
     left guess   the greedy causal continuation of the text before the gap alone: what a
                  left-to-right model can know (the base model's is the bar to beat)
 
-    magnet eval cloze [--adapter DIR]    # the adapted model's infill and left guess, and the base's
+    magnet eval cloze [--adapter DIR] [--split select]   # the adapted model's infill and left guess, and the base's
 """
 from __future__ import annotations
 
@@ -21,8 +23,16 @@ from pathlib import Path
 
 from magnet.evaluation.generations import continuations, infills
 from magnet.evaluation.sizes import FULL
+from magnet.splits import REPORT, SELECT
 
-ITEMS_FILE = Path(__file__).with_name("cloze_items.json")
+ITEMS_FILES = {REPORT: Path(__file__).with_name("cloze_items.json"),
+               SELECT: Path(__file__).with_name("cloze_items_select.json")}
+
+
+def items_file(split: str) -> Path:
+    """The items a split scores: report and select have their own; train (nothing here is
+    trained on) scores the select ones."""
+    return ITEMS_FILES[REPORT if split == REPORT else SELECT]
 GAP = "___"
 
 
@@ -41,7 +51,7 @@ class ClozeItem:
         return self.text.split(GAP)[1]
 
 
-def load_items(path: Path = ITEMS_FILE) -> list[ClozeItem]:
+def load_items(path: Path = ITEMS_FILES[REPORT]) -> list[ClozeItem]:
     items = []
     for raw in json.loads(Path(path).read_text(encoding="utf-8")):
         if raw["text"].count(GAP) != 1 or raw["text"].startswith(GAP):
@@ -86,10 +96,13 @@ def cloze_scores(base, adapted, items: list[ClozeItem], max_tokens: int, use_cac
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from magnet.evaluation.data_files import add_split_argument
     from magnet.model_options import add_model_arguments
 
     add_model_arguments(parser)
-    parser.add_argument("--items", type=Path, default=ITEMS_FILE, help="cloze items JSON (default: the shipped set)")
+    add_split_argument(parser)
+    parser.add_argument("--items", type=Path, default=None,
+                        help="cloze items JSON (default: the shipped set of --split)")
     parser.add_argument("--max-tokens", type=int, default=FULL.fill_tokens, help="tokens per fill or guess")
     parser.add_argument("--no-cache", action="store_true", help="regenerate instead of reading cached outputs")
 
@@ -97,12 +110,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from magnet.model_options import load_base_engine, load_engine
 
-    if not args.items.is_file():
-        raise SystemExit(f"--items {args.items}: no such file")
-    items = load_items(args.items)
+    path = args.items or items_file(args.split)
+    if not path.is_file():
+        raise SystemExit(f"--items {path}: no such file")
+    items = load_items(path)
     adapted = load_engine(args)
     base = load_base_engine(args, adapted)
     scores = cloze_scores(base, adapted, items, args.max_tokens, not args.no_cache)
-    print(f"cloze hit rate on {len(items)} items: {adapted.name} infill {scores['adapted_infill']:.1%}, "
+    print(f"cloze hit rate on {len(items)} items ({path.name}): {adapted.name} infill {scores['adapted_infill']:.1%}, "
           f"its left guess {scores['adapted_left_guess']:.1%}; {base.name} left guess {scores['base_left_guess']:.1%}")
     return 0

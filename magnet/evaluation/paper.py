@@ -123,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
     sizes = QUICK if args.quick else FULL
     adapted = load_engine(args)
     base = load_base_engine(args, adapted)
-    run = PaperRun(base, adapted, files, splits, sizes, not args.no_cache)
+    run = PaperRun(base, adapted, files, splits, sizes, not args.no_cache, args.split)
     seen = seen_rows(run, training_records(adapted))
     notes = []
     if adapted is base:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Callable
 
 from magnet.datasets import read_stsb
-from magnet.evaluation.cloze import ITEMS_FILE, cloze_scores, load_items
+from magnet.evaluation.cloze import cloze_scores, items_file, load_items
 from magnet.evaluation.infill import infill_controls, roc_stories
 from magnet.evaluation.overlap import first_overlap
 from magnet.evaluation.probe import probe_scores
@@ -20,6 +20,7 @@ from magnet.evaluation.sizes import EvalSizes, spread
 from magnet.evaluation.sts import stsb_spearman
 from magnet.evaluation.wikitext import wikitext_perplexity
 from magnet.masks import AttentionMode
+from magnet.splits import REPORT
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,7 @@ class PaperRun:
     splits: dict[str, str | None]  # data flag -> the split of it scored (None: the whole file)
     sizes: EvalSizes
     use_cache: bool = True
+    split: str = REPORT  # the --split asked (the cloze items have a set per split, not a data file)
 
     def scored(self, flag: str) -> tuple[Path, str | None]:
         return self.files[flag], self.splits[flag]
@@ -85,8 +87,9 @@ def repetition_row(run: PaperRun) -> dict:
 
 
 def cloze_row(run: PaperRun) -> dict:
-    return cloze_scores(run.base, run.adapted, spread(load_items(), run.sizes.cloze_items), run.sizes.fill_tokens,
-                        run.use_cache)
+    path = items_file(run.split)
+    return {"items_file": path.name, **cloze_scores(run.base, run.adapted, spread(load_items(path), run.sizes.cloze_items),
+                                                   run.sizes.fill_tokens, run.use_cache)}
 
 
 @dataclass(frozen=True)
@@ -101,7 +104,7 @@ ROWS = {
     "roc": Row(roc_row, lambda run: [run.scored("--roc")]),
     "wikitext": Row(wikitext_row, lambda run: [run.scored("--wikitext")]),
     "repetition": Row(repetition_row, lambda run: [run.scored("--wikitext"), run.scored("--roc")]),
-    "cloze": Row(cloze_row, lambda run: [(ITEMS_FILE, None)]),
+    "cloze": Row(cloze_row, lambda run: [(items_file(run.split), None)]),
 }
 
 

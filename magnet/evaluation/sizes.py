@@ -27,7 +27,7 @@ class EvalSizes:
     roc_prefixes: int  # first sentences of the split's ROC stories, for the repetition row
     continuation_tokens: int  # greedy tokens generated per repetition prefix (paper: open-ended)
     fill_tokens: int  # max tokens of a cloze fill and of a left-context guess
-    cloze_items: int  # cloze items, spread over the shipped set
+    cloze_items: int  # cloze items, spread over the split's set (magnet/evaluation/cloze.py)
 
 
 # Cost with the embedded SmolLM2-135M on CPU, cold caches, every row measured: QUICK 4.0 min of
