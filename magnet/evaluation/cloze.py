@@ -4,8 +4,9 @@ Each item is a short text with one `___` gap whose answer the text before it lea
 ("Today is ___, so tomorrow will be Saturday.") and a set of accepted answers. Two sets of
 46, of the same kinds and no shared text: cloze_items.json scores the *report* split (the
 README's figures), cloze_items_select.json the *select* split (choices while training); no
-item is in any training set, so `--split train` scores the select items. A fill hits when its first word, lowercased and stripped of punctuation, is one of
-them. Three readers of the same items:
+item is in any training set, so `--split train` scores the select items. A fill hits when
+its first word, lowercased and stripped of punctuation, is one of them. Three readers of the
+same items:
 
     infill       the model's greedy hybrid fill, seeing both sides of the gap
     left guess   the greedy causal continuation of the text before the gap alone: what a
@@ -33,6 +34,8 @@ def items_file(split: str) -> Path:
     """The items a split scores: report and select have their own; train (nothing here is
     trained on) scores the select ones."""
     return ITEMS_FILES[REPORT if split == REPORT else SELECT]
+
+
 GAP = "___"
 
 
