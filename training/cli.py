@@ -101,6 +101,8 @@ def config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, list | None
 
 
 def read_config_file(path: str) -> dict:
+    if not Path(path).is_file():
+        raise SystemExit(f"magnet train --config {path}: no such file")
     try:
         raw = json.loads(Path(path).read_text())
     except json.JSONDecodeError as exc:
@@ -128,8 +130,6 @@ def check_input_files(config: TrainConfig, init_adapter: bool = True) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.config and not Path(args.config).is_file():
-        raise SystemExit(f"magnet train --config {args.config}: no such file")
     config, raw_phases = config_from_args(args)
     if raw_phases is not None:
         return run_recipe(args, config, raw_phases)

@@ -306,10 +306,11 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True,
             bar.close()
             return None
     bar.close()
-    adapter = write_adapter(output, model, loaded, config, steps=config.max_steps) if main else None
-    if main and config.quality_check:
-        run_quality_check(config, loaded, model, config.max_steps, adapter)
+    adapter = None
     if main:
+        adapter = write_adapter(output, model, loaded, config, steps=config.max_steps)
+        if config.quality_check:
+            run_quality_check(config, loaded, model, config.max_steps, adapter)
         draw_losses(log_path, output / "losses.png")
     wait_for_main()  # the others end once the adapter is published: a recipe's next phase reads it
     return adapter
