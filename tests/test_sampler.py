@@ -24,6 +24,12 @@ def test_frequency_and_presence_penalties_count_the_output_only():
     assert out.tolist() == [0.0, -(3 * 0.5 + 0.25), -(0.5 + 0.25), 0.0]
 
 
+def test_output_tokens_beyond_the_logits_width_are_not_penalised():
+    # a tokenizer's added tokens can lie past the output projection's rows
+    out = penalize(torch.zeros(4), SamplingParams(frequency_penalty=1.0), prompt_ids=(), output_ids=[7, 1, 7])
+    assert out.tolist() == [0.0, -1.0, 0.0, 0.0]
+
+
 def test_a_penalty_breaks_a_greedy_repeat():
     logits = torch.tensor([0.0, 5.0, 4.5])
     assert sample(logits, SamplingParams(), output_ids=[1, 1]) == 1
