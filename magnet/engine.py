@@ -314,7 +314,7 @@ class Engine:
         for row, row_positions in enumerate(positions):
             position_ids[row, : len(row_positions)] = torch.tensor(row_positions)
         roles = roles_for_mode(mode, padding)
-        if gap_predictor_role(mode) is not None:  # causal_gap: each fill's first predictor reads all the context
+        if gap_predictor_role(mode) is not None:  # causal_gap(_hidden): each fill's first predictor reads all the context
             for span, slot in starts:
                 roles[span.row, slot] = gap_predictor_role(mode)
         cache = self.new_cache()

@@ -5,6 +5,10 @@ Every token carries a role (an int):
     CONTEXT        (0)  sees every context token, in both directions
     LEFT_CONTEXT  (-2)  context read left to right: sees the context tokens at or before its
                         own text position (the base model's pretrained reading), never spans
+                        and never a GAP_PREDICTOR
+    GAP_PREDICTOR (-3)  the token before a gap under "causal_gap_hidden": reads every context
+                        token like CONTEXT, and is read by spans and CONTEXT tokens, not by
+                        LEFT_CONTEXT ones (it read their next tokens)
     span k        (>=1) sees every context token (both kinds, whole) and the tokens of span k
                         at or before its own text position; never later span tokens, never
                         other spans
@@ -18,7 +22,10 @@ The three attention modes of MAGNET are three ways of filling the roles:
                     With LEFT_CONTEXT the first token of a fill is predicted by the token
                     before the gap, which then reads only the text before it; the reading
                     "causal_gap" makes that one token CONTEXT (`gap_predictor_role`), so the
-                    fill's first token sees the text after the gap too
+                    fill's first token sees the text after the gap too. The context after the
+                    gap then reads a token that read it, so training drops its next-token
+                    labels; "causal_gap_hidden" makes that token GAP_PREDICTOR instead, which
+                    the context does not read, so every context label stays
 
 Order inside a span follows position ids (the text order), not the physical
 slot, so span tokens may sit anywhere in the tensor (for example after the
@@ -36,6 +43,7 @@ import torch
 PAD = -1
 CONTEXT = 0
 LEFT_CONTEXT = -2
+GAP_PREDICTOR = -3
 
 
 class AttentionMode(str, Enum):
@@ -44,11 +52,13 @@ class AttentionMode(str, Enum):
     HYBRID = "hybrid"
     LEFT_CONTEXT = "left_context"  # every real token LEFT_CONTEXT: a hybrid prefill of causal context
     LEFT_CONTEXT_GAP = "left_context_gap"  # the same, but the token before each gap reads all the context
+    LEFT_CONTEXT_HIDDEN_GAP = "left_context_hidden_gap"  # that token read by the fill only (GAP_PREDICTOR)
 
 
 # How the context of a hybrid view is read, as an adapter's manifest names it -> its prefill mode
 READING_MODES = {"bidirectional": AttentionMode.BIDIRECTIONAL, "causal": AttentionMode.LEFT_CONTEXT,
-                 "causal_gap": AttentionMode.LEFT_CONTEXT_GAP}
+                 "causal_gap": AttentionMode.LEFT_CONTEXT_GAP,
+                 "causal_gap_hidden": AttentionMode.LEFT_CONTEXT_HIDDEN_GAP}
 
 
 def context_mode(reading: str) -> "AttentionMode":
@@ -60,14 +70,19 @@ def context_mode(reading: str) -> "AttentionMode":
 
 # The role of every real token of a whole-sequence mode (causal: all one span)
 MODE_ROLES = {AttentionMode.BIDIRECTIONAL: CONTEXT, AttentionMode.LEFT_CONTEXT: LEFT_CONTEXT,
-              AttentionMode.LEFT_CONTEXT_GAP: LEFT_CONTEXT, AttentionMode.CAUSAL: 1}
+              AttentionMode.LEFT_CONTEXT_GAP: LEFT_CONTEXT, AttentionMode.LEFT_CONTEXT_HIDDEN_GAP: LEFT_CONTEXT,
+              AttentionMode.CAUSAL: 1}
+
+
+# The role of the token before each gap, whose output predicts the fill's first token, where it
+# differs from the rest of the context (it reads the text after the gap)
+GAP_PREDICTOR_ROLES = {AttentionMode.LEFT_CONTEXT_GAP: CONTEXT, AttentionMode.LEFT_CONTEXT_HIDDEN_GAP: GAP_PREDICTOR}
 
 
 def gap_predictor_role(mode: AttentionMode) -> int | None:
-    """The role of the token before each gap, whose output predicts the fill's first token,
-    where it differs from the rest of the context: CONTEXT under LEFT_CONTEXT_GAP (it reads the
-    text after the gap), None (the context's own role) otherwise."""
-    return CONTEXT if AttentionMode(mode) is AttentionMode.LEFT_CONTEXT_GAP else None
+    """GAP_PREDICTOR_ROLES' role for `mode`; None: the context's own role."""
+    return GAP_PREDICTOR_ROLES.get(AttentionMode(mode))
+
 
 
 def allowed_attention(
@@ -82,9 +97,11 @@ def allowed_attention(
     q_pos = query_positions[:, :, None]
     k_pos = key_positions[:, None, :]
     q_real = q_role != PAD
-    k_context = (k_role == CONTEXT) | (k_role == LEFT_CONTEXT)
-    # a LEFT_CONTEXT query reads context up to its own position; every other real query all of it
-    sees_context = k_context & q_real & ((q_role != LEFT_CONTEXT) | (k_pos <= q_pos))
+    k_context = (k_role == CONTEXT) | (k_role == LEFT_CONTEXT) | (k_role == GAP_PREDICTOR)
+    # a LEFT_CONTEXT query reads context up to its own position, GAP_PREDICTOR keys excepted;
+    # every other real query all of it
+    left_reading = (k_pos <= q_pos) & (k_role != GAP_PREDICTOR)
+    sees_context = k_context & q_real & ((q_role != LEFT_CONTEXT) | left_reading)
     sees_own_span = (q_role >= 1) & (k_role == q_role) & (k_pos <= q_pos)
     # Padding queries see everything: their outputs are discarded, and a row of
     # all -inf would turn the softmax into NaN.

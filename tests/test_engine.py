@@ -144,30 +144,35 @@ def test_an_adapter_trained_on_left_to_right_context_is_served_so(tiny_loaded):
     assert got.text == engine.tokenizer.decode(expected, skip_special_tokens=True)
 
 
-def test_an_adapter_trained_with_causal_gap_reads_the_suffix_from_the_first_fill_token(tiny_loaded):
+@pytest.mark.parametrize("reading", ["causal_gap", "causal_gap_hidden"])
+def test_an_adapter_trained_with_a_gap_reading_reads_the_suffix_from_the_first_fill_token(tiny_loaded, reading):
     from dataclasses import replace
 
     from magnet.engine import Engine
     from magnet.manifest import AdapterManifest
-    from magnet.masks import LEFT_CONTEXT, AttentionMode
+    from magnet.masks import GAP_PREDICTOR_ROLES, LEFT_CONTEXT, READING_MODES
 
     def first_logits(engine, suffix):
         batch = engine.start_infill([["The quick brown", suffix]], [SamplingParams(max_tokens=4)])
         return batch.decodes[0].candidates[0][1][0].logits.clone()
 
-    engines = {reading: Engine(replace(tiny_loaded, manifest=AdapterManifest(
-        base=tiny_loaded.base, objectives={"msg": {"context": reading}}))) for reading in ("causal", "causal_gap")}
-    assert engines["causal_gap"].infill_context is AttentionMode.LEFT_CONTEXT_GAP
+    engines = {name: Engine(replace(tiny_loaded, manifest=AdapterManifest(
+        base=tiny_loaded.base, objectives={"msg": {"context": name}}))) for name in ("causal", "causal_gap", reading)}
+    engine = engines[reading]
+    assert engine.infill_context is READING_MODES[reading]
     segments = ["The quick brown", " over the lazy dog."]
-    got = engines["causal_gap"].infill(segments, SamplingParams(max_tokens=8))
-    expected = naive_greedy_infill(engines["causal_gap"], segments, 8, context_role=LEFT_CONTEXT,
-                                   predictor_role=CONTEXT)
-    assert got.text == engines["causal_gap"].tokenizer.decode(expected, skip_special_tokens=True)
-    # the first fill token: read from the text before the gap alone under causal, from both under causal_gap
+    got = engine.infill(segments, SamplingParams(max_tokens=8))
+    expected = naive_greedy_infill(engine, segments, 8, context_role=LEFT_CONTEXT,
+                                   predictor_role=GAP_PREDICTOR_ROLES[engine.infill_context])
+    assert got.text == engine.tokenizer.decode(expected, skip_special_tokens=True)
+    # the first fill token: read from the text before the gap alone under causal, from both here
     causal = [first_logits(engines["causal"], suffix) for suffix in (" over the dog.", " under a cat!")]
-    gap = [first_logits(engines["causal_gap"], suffix) for suffix in (" over the dog.", " under a cat!")]
+    gap = [first_logits(engine, suffix) for suffix in (" over the dog.", " under a cat!")]
     torch.testing.assert_close(causal[0], causal[1])
     assert (gap[0] - gap[1]).abs().max() > 1e-4
+    # hidden: the suffix is read without the token before the gap, so the logits differ from causal_gap's
+    moved = (gap[0] - first_logits(engines["causal_gap"], " over the dog.")).abs().max() > 1e-4
+    assert moved == (reading == "causal_gap_hidden")
 
 
 def test_infill_batched_equals_single_and_spans_are_independent(tiny_engine):

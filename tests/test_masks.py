@@ -111,3 +111,16 @@ def test_left_context_reads_left_to_right_and_spans_still_read_all_of_it(tiny_lo
     span_changed = ids.clone()
     span_changed[0, 4] = (span_changed[0, 4] + 1) % model.config.vocab_size
     torch.testing.assert_close(forward(model, span_changed, hybrid)[0, 6:], a[0, 6:])
+
+
+def test_a_hidden_gap_predictor_reads_all_the_context_and_only_the_fill_and_bidirectional_context_read_it():
+    from magnet.masks import GAP_PREDICTOR, LEFT_CONTEXT
+
+    # slots: 0-1 left context, 2 the token before the gap, 3 left context after the gap,
+    # 4 a fill token (span 1), 5 bidirectional context
+    roles = torch.tensor([[LEFT_CONTEXT, LEFT_CONTEXT, GAP_PREDICTOR, LEFT_CONTEXT, 1, CONTEXT]])
+    positions = torch.tensor([[0, 1, 2, 6, 3, 7]])
+    allowed = allowed_attention(roles, roles, positions, positions)[0, 0]
+    assert allowed[2].tolist() == [True, True, True, True, False, True]  # all the context, no fill
+    assert allowed[:, 2].tolist() == [False, False, True, False, True, True]  # the fill and CONTEXT read it
+    assert allowed[3].tolist() == [True, True, False, True, False, False]  # left to right, the predictor hidden

@@ -505,6 +505,42 @@ def test_causal_gap_views_let_each_span_be_predicted_from_all_the_context_and_no
     assert hybrid > 100 and labelled > 100
 
 
+def reaches(view) -> torch.Tensor:
+    """(T, T) bool: whether slot q's output can depend on slot k's input through any number of
+    layers (the transitive closure of the view's attention mask)."""
+    from magnet.masks import allowed_attention
+
+    roles, positions = torch.tensor([view.roles]), torch.tensor([view.positions])
+    step = allowed_attention(roles, roles, positions, positions)[0, 0] | torch.eye(len(view.roles), dtype=torch.bool)
+    closure = step
+    for _ in range(len(view.roles)):
+        closure = (closure.float() @ step.float()).bool()
+    return closure
+
+
+@pytest.mark.parametrize("reading", ["causal_gap", "causal_gap_hidden"])
+def test_no_label_of_a_gap_reading_can_be_read_by_its_predictor(reading):
+    """causal_gap drops the MNTP labels after the first gap; causal_gap_hidden keeps them, since
+    the context never reads the token before a gap, which read it."""
+    from magnet.masks import LEFT_CONTEXT, MODE_ROLES, context_mode, gap_predictor_role
+
+    mode = context_mode(reading)
+    after_gap = 0
+    for seed in range(60):
+        original = [1] + tokens(30, seed) + [2]
+        view = make_view(original[1:-1], spec(context_role=MODE_ROLES[mode], gap_role=gap_predictor_role(mode)),
+                         random.Random(seed))
+        reach = reaches(view)
+        starts = [j for j in range(1, len(view.roles)) if view.roles[j] >= 1 and view.roles[j - 1] < 1]
+        for p, y in zip(view.predictors, view.labels):
+            if view.roles[p] >= 1 and view.roles[p + 1] < 1:
+                continue  # a span's end predicts the text after it, which it reads by design (how it stops)
+            assert view.input_ids[p + 1] != y or not reach[p, p + 1]  # the label is not in what p read
+        after_gap += sum(1 for p, o in zip(view.predictors, view.objectives)
+                         if o == MNTP and starts and p > starts[0] and view.roles[p] == LEFT_CONTEXT)
+    assert (after_gap > 50) == (reading == "causal_gap_hidden")
+
+
 def test_an_unknown_context_reading_is_refused_by_name(tiny_model_dir, data_file, tmp_path, tiny_loaded):
     config = tiny_config(tiny_model_dir, data_file, tmp_path, context="sideways")
     with pytest.raises(ValueError, match="unknown context reading 'sideways'"):

@@ -44,8 +44,9 @@ FLAGS = {  # flag -> (config field, type, help)
     "--causal-rate": ("causal_rate", float, "share of examples that are plain next-token prediction"),
     "--context": ("context", str, "how MSG views read their context: bidirectional (paper) | causal (only spans "
                   "read the text after them) | causal_gap (causal, and the token before each span reads all the "
-                  "context, so a fill's first token sees the text after it); serving follows the manifest"),
-    "--mntp-view-rate": ("mntp_view_rate", float, "with --context causal or causal_gap: share of MNTP-only "
+                  "context, so a fill's first token sees the text after it) | causal_gap_hidden (the same, but the context "
+                  "does not read that token, so it keeps every next-token label); serving follows the manifest"),
+    "--mntp-view-rate": ("mntp_view_rate", float, "with a causal --context: share of MNTP-only "
                          "bidirectional views"),
     "--mask-rate": ("mask_rate", float, "share of context tokens MNTP labels (paper 0.2)"),
     "--lora-r": ("lora_r", int, "LoRA rank (16)"),

@@ -25,7 +25,7 @@ class TrainConfig:
     max_length: int = 512  # tokens per MNTP/MSG example (paper 512)
     mask_token: str = "_"  # used when the tokenizer has no mask token
     mask_rate: float = 0.20  # of context tokens; then 80% mask / 10% random / 10% kept
-    context: str = "bidirectional"  # how MSG views read their context: bidirectional (paper) | causal | causal_gap
+    context: str = "bidirectional"  # how MSG views read their context: magnet.masks.READING_MODES
     mntp_view_rate: float = 0.0  # with causal context: share of examples that are MNTP-only bidirectional views
     max_spans: int = 2
     span_min: int = 4  # paper: 4..128 at length 512; scaled by max_length / 512

@@ -8,9 +8,11 @@
                 then only span tokens read the text after them, MNTP's context labels are
                 clean next-token labels, and `mntp_view_rate` of the examples are MNTP-only
                 bidirectional views (the reading embeddings and tags use). With `gap_role`
-                (causal_gap) the token before each span reads all the context, so the span's
-                first token is predicted seeing the text after it; MNTP labels after the
-                first such token are dropped (a token there could read its label through it)
+                (causal_gap, causal_gap_hidden) the token before each span reads all the
+                context, so the span's first token is predicted seeing the text after it. Under
+                causal_gap (role CONTEXT) the context after it reads that token, so MNTP labels
+                after the first one are dropped (a token there could read its label through
+                it); under causal_gap_hidden (role GAP_PREDICTOR) it does not, and all stay
     MSG       = each span token is predicted by the output before it; the span's last
                 token predicts the token after the span (how decoding learns to stop)
     causal    = with probability `causal_rate` the whole sequence is one span: plain
@@ -33,7 +35,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-from magnet.masks import CONTEXT, LEFT_CONTEXT
+from magnet.masks import CONTEXT, GAP_PREDICTOR, LEFT_CONTEXT
 
 MNTP, MSG = 0, 1
 
@@ -65,7 +67,7 @@ class ViewSpec:
     sentence_rate: float = 0.0
     sentence_end_ids: frozenset = frozenset()  # tokens that end a sentence ('.', '!', '?', '."' ...)
     context_role: int = CONTEXT  # role of a hybrid view's context: CONTEXT or LEFT_CONTEXT (magnet.masks)
-    gap_role: int | None = None  # role of the token before each span, if not context_role (causal_gap: CONTEXT)
+    gap_role: int | None = None  # role of the token before each span, if not context_role (magnet.masks.GAP_PREDICTOR_ROLES)
     mntp_view_rate: float = 0.0  # LEFT_CONTEXT only: share of MNTP-only bidirectional views
 
 
@@ -85,7 +87,7 @@ def make_view(tokens: list[int], spec: ViewSpec, rng: random.Random) -> View:
     # Bidirectional context: MNTP on corrupted tokens. Left-to-right context: its labels are
     # clean next-token labels (the pretrained reading kept, and the generator with it).
     add_mntp(view, seq, spec, rng, corrupt=spec.context_role == CONTEXT)
-    if spec.gap_role is not None and spans:
+    if spec.gap_role == CONTEXT and spans:  # left-to-right context reads a CONTEXT gap predictor
         drop_labels_after(view, spans[0][0] - 1, MNTP)
     add_msg(view, seq, spans)
     return view
@@ -175,7 +177,7 @@ def jittered_positions(n: int, spans: list[tuple[int, int]], jitter: float, rng:
 def add_mntp(view: View, seq: list[int], spec: ViewSpec, rng: random.Random, corrupt: bool = True) -> None:
     """Label `mask_rate` of the context tokens, each predicted by the output before it; with
     `corrupt`, 80% of them become the mask token and 10% a random one (10% kept)."""
-    is_context = lambda j: view.roles[j] in (CONTEXT, LEFT_CONTEXT)  # noqa: E731
+    is_context = lambda j: view.roles[j] in (CONTEXT, LEFT_CONTEXT, GAP_PREDICTOR)  # noqa: E731
     candidates = [j for j in range(1, len(seq) - 1) if is_context(j) and seq[j] not in spec.special_ids]
     chosen = sorted(rng.sample(candidates, round(spec.mask_rate * len(candidates))))
     for j in chosen:
