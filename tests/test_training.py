@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import math
 import random
+from pathlib import Path
 
 import pytest
 import torch
@@ -744,6 +745,21 @@ def test_magnet_train_runs_a_recipe_file_and_says_where_its_last_adapter_is(tiny
     assert main(["train", "--config", str(recipe), "--output", str(tmp_path / "out"), "--no-progress"]) == 0
     assert f"adapter written to {tmp_path / 'out' / 'sscl' / 'adapter'} (the last of 2 phases)" in capsys.readouterr().out
     assert json.loads((tmp_path / "out" / "fill" / "config.json").read_text())["max_steps"] == 2
+
+
+def test_the_recipes_in_the_repository_are_valid_recipes(tmp_path):
+    from magnet.training.cli import read_config_file
+    from magnet.training.phases import phase_list
+
+    recipes = sorted((Path(__file__).parents[1] / "training" / "recipes").glob("*.json"))
+    assert [r.name for r in recipes] == ["g6.json"]
+    for recipe in recipes:
+        raw = read_config_file(str(recipe))
+        settings = {k: v for k, v in raw.items() if k != "phases"}
+        phases = phase_list(TrainConfig.from_dict({**settings, "output": str(tmp_path)}), raw["phases"])
+        assert [p.name for p in phases] == ["fill", "sscl", "graded"]
+        assert {p.config.context for p in phases} == {"causal_gap"}
+        assert phases[2].config.init_adapter == str(tmp_path / "sscl" / "adapter")
 
 
 def test_the_step_bar_follows_magnet_progress(tiny_model_dir, data_file, tmp_path, capsys, monkeypatch):
