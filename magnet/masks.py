@@ -84,7 +84,6 @@ def gap_predictor_role(mode: AttentionMode) -> int | None:
     return GAP_PREDICTOR_ROLES.get(AttentionMode(mode))
 
 
-
 def allowed_attention(
     query_roles: torch.Tensor,  # (B, Q)
     key_roles: torch.Tensor,  # (B, K)
