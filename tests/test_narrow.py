@@ -155,11 +155,29 @@ def test_the_embedded_model_fills_the_same_stories_with_bf16_single_rows(plain_a
     assert sum(equal) >= 3, equal
 
 
+# A greedy choice bf16 single rows may flip: one whose fp32 logit trails the fp32 argmax by less
+# than this (measured with the default adapter: the two flips in these texts trail by 0.005 and
+# 0.019; texts part after a flip, so equal texts are not what to assert)
+NEAR_TIE = 0.25
+
+
 @pytest.mark.slow
-def test_the_embedded_model_mostly_generates_the_same_texts_with_bf16_single_rows(plain_and_narrow):
-    """Measured on an AVX2 CPU: 3 of these 4 greedy 48-token texts equal; the other parts at its
-    10th token. bf16 rounding can flip a near tie, after which the texts go their own ways."""
+def test_the_embedded_model_with_bf16_single_rows_parts_from_fp32_only_at_near_ties(plain_and_narrow):
+    """Each greedy 48-token text of the narrow engine (1-3-row steps on bf16 weights), read by
+    the plain fp32 model: every token it chose is fp32's argmax or within NEAR_TIE of it."""
+    from magnet.batch import run_to_end
+
     plain, narrow = plain_and_narrow
     params = SamplingParams(max_tokens=48, ignore_eos=True)
-    equal = [plain.generate(prompt, params).text == narrow.generate(prompt, params).text for prompt in PROMPTS]
-    assert sum(equal) >= 2, equal
+    with torch.inference_mode():
+        for prompt in PROMPTS:
+            batch = narrow.start_generate([prompt], [params])
+            span = batch.decodes[0].spans[0]
+            run_to_end(batch)
+            ids = plain.prompt_ids(prompt, params)
+            reference = plain.model(torch.tensor([ids + span.ids])).logits[0, len(ids) - 1:-1]  # (48, V)
+            chosen = reference.gather(1, torch.tensor(span.ids)[:, None])[:, 0]
+            trail = reference.max(-1).values - chosen  # 0 where narrow chose fp32's argmax
+            best = reference.topk(2, dim=-1).values
+            assert len(span.ids) == 48 and (best[:, 0] - best[:, 1] >= NEAR_TIE).sum() >= 24  # mostly clear
+            assert trail.max() < NEAR_TIE, (prompt, trail.tolist())

@@ -460,14 +460,15 @@ def test_the_shipped_adapter_made_nan_or_overflowing_is_refused(tmp_path):
     from magnet.adapter_checks import AdapterCheckError
     from magnet.loading import DEFAULT_ADAPTER_DIR, ModelSpec, load_model
 
-    # "nan": one NaN factor; "huge": every factor of layer 0's MLP at fp16's largest (finite:
-    # the file is fp16), whose merged MLP overflows to inf on any input
+    # "nan": one NaN factor; "huge": every factor of layer 0's MLP at its dtype's largest value
+    # (finite), whose merged MLP overflows to inf on any input
     for name in ("nan", "huge"):
         adapter = tmp_path / name
         shutil.copytree(DEFAULT_ADAPTER_DIR, adapter)
         weights = load_file(adapter / "adapter_model.safetensors")
         for key in [k for k in sorted(weights) if ".layers.0.mlp." in k][: 1 if name == "nan" else None]:
-            weights[key] = torch.full_like(weights[key], float("nan") if name == "nan" else 60000.0)
+            weights[key] = torch.full_like(weights[key], float("nan") if name == "nan"
+                                           else torch.finfo(weights[key].dtype).max)
         save_file(weights, adapter / "adapter_model.safetensors")
         expected = "non-finite weights" if name == "nan" else "non-finite outputs"
         with pytest.raises(AdapterCheckError, match=expected) as refused:
