@@ -45,17 +45,18 @@ from bench_core import text_of  # the same filler prose as the core benchmark (b
 
 from magnet.hardware import DTYPE_HELP, cpu_has_native_bf16, dtype_name
 
-# a streaming /v1/generate client: prints the mean time between streamed chunks
+# a streaming /v1/generate client: prints the time per token from the first chunk to the last
+# (the count from the usage: a token that adds no text, as after an ignored EOS, sends no chunk)
 STREAM_CLIENT = """
 import json, sys, time, httpx
-stamps = []
+stamps, tokens = [], 0
 with httpx.stream("POST", sys.argv[1].rstrip("/") + "/v1/generate", content=sys.argv[2],
                   headers={"content-type": "application/json"}, timeout=600) as response:
     for line in response.iter_lines():
         if line.startswith("data: ") and line != "data: [DONE]":
-            json.loads(line[6:])
+            tokens = (json.loads(line[6:]).get("usage") or {}).get("completion_tokens", tokens)
             stamps.append(time.perf_counter())
-print((stamps[-1] - stamps[0]) / (len(stamps) - 1))
+print((stamps[-1] - stamps[0]) / (tokens - 1))
 """
 
 STORIES = [
@@ -286,8 +287,11 @@ async def bench_stream(http: httpx.AsyncClient, engine, worker, tokens: int) -> 
 
     def direct() -> float:
         params = SamplingParams(max_tokens=tokens, ignore_eos=True)
-        stamps = [time.perf_counter() for _ in engine.generate_stream(prompt, params)]
-        return (stamps[-1] - stamps[0]) / (len(stamps) - 1)
+        stamps, count = [], 0
+        for chunk in engine.generate_stream(prompt, params):
+            stamps.append(time.perf_counter())
+            count = chunk.completion_tokens or count  # the last chunk carries the count
+        return (stamps[-1] - stamps[0]) / (count - 1)
 
     await served()
     server_times = [await served() for _ in range(3)]
