@@ -314,9 +314,10 @@ class Engine:
         for row, row_positions in enumerate(positions):
             position_ids[row, : len(row_positions)] = torch.tensor(row_positions)
         roles = roles_for_mode(mode, padding)
-        if gap_predictor_role(mode) is not None:  # causal_gap(_hidden): each fill's first predictor reads all the context
+        gap_role = gap_predictor_role(mode)
+        if gap_role is not None:  # causal_gap(_hidden): each fill's first predictor reads all the context
             for span, slot in starts:
-                roles[span.row, slot] = gap_predictor_role(mode)
+                roles[span.row, slot] = gap_role
         cache = self.new_cache()
         hidden = hidden_states(self.model, ids, roles, position_ids, cache)  # (B, Tc, H)
         first = logits(self.model, torch.stack([hidden[span.row, slot] for span, slot in starts]))  # (N, V)

@@ -44,6 +44,7 @@ PAD = -1
 CONTEXT = 0
 LEFT_CONTEXT = -2
 GAP_PREDICTOR = -3
+CONTEXT_ROLES = (CONTEXT, LEFT_CONTEXT, GAP_PREDICTOR)  # every context role: spans read them all
 
 
 class AttentionMode(str, Enum):
@@ -96,7 +97,7 @@ def allowed_attention(
     q_pos = query_positions[:, :, None]
     k_pos = key_positions[:, None, :]
     q_real = q_role != PAD
-    k_context = (k_role == CONTEXT) | (k_role == LEFT_CONTEXT) | (k_role == GAP_PREDICTOR)
+    k_context = torch.isin(k_role, torch.tensor(CONTEXT_ROLES, device=k_role.device))
     # a LEFT_CONTEXT query reads context up to its own position, GAP_PREDICTOR keys excepted;
     # every other real query all of it
     left_reading = (k_pos <= q_pos) & (k_role != GAP_PREDICTOR)

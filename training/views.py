@@ -35,7 +35,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-from magnet.masks import CONTEXT, GAP_PREDICTOR, LEFT_CONTEXT
+from magnet.masks import CONTEXT, CONTEXT_ROLES, LEFT_CONTEXT
 
 MNTP, MSG = 0, 1
 
@@ -177,7 +177,7 @@ def jittered_positions(n: int, spans: list[tuple[int, int]], jitter: float, rng:
 def add_mntp(view: View, seq: list[int], spec: ViewSpec, rng: random.Random, corrupt: bool = True) -> None:
     """Label `mask_rate` of the context tokens, each predicted by the output before it; with
     `corrupt`, 80% of them become the mask token and 10% a random one (10% kept)."""
-    is_context = lambda j: view.roles[j] in (CONTEXT, LEFT_CONTEXT, GAP_PREDICTOR)  # noqa: E731
+    is_context = lambda j: view.roles[j] in CONTEXT_ROLES  # noqa: E731
     candidates = [j for j in range(1, len(seq) - 1) if is_context(j) and seq[j] not in spec.special_ids]
     chosen = sorted(rng.sample(candidates, round(spec.mask_rate * len(candidates))))
     for j in chosen:

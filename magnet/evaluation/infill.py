@@ -66,8 +66,9 @@ def span_nll(model, anchor_id: int, eos_id: int, before, missing, after, hybrid:
     roles = [MODE_ROLES[context]] * len(ids) if hybrid else [1] * len(ids)
     if hybrid:
         roles[start : start + len(missing)] = [1] * len(missing)
-        if gap_predictor_role(context) is not None:  # causal_gap(_hidden): the fill's first predictor reads it all
-            roles[start - 1] = gap_predictor_role(context)
+        gap_role = gap_predictor_role(context)
+        if gap_role is not None:  # causal_gap(_hidden): the fill's first predictor reads it all
+            roles[start - 1] = gap_role
     device = model.get_input_embeddings().weight.device
     as_row = lambda xs: torch.tensor([xs], device=device)  # noqa: E731
     hidden = hidden_states(model, as_row(ids), as_row(roles), as_row(list(range(len(ids)))))
