@@ -1,6 +1,6 @@
 """Core engine speed on the embedded model, measured side by side in one run.
 
-    python bench/bench_core.py [--adapter none] [--batch 16] [--context 256] [--tokens 32] [--dtype D]
+    python bench/bench_core.py [--adapter none] [--batch 16] [--context 256] [--tokens 32] [--rows 16] [--dtype D]
     python bench/bench_core.py --dtypes float32 bfloat16     # each path in each dtype, side by side
     python bench/bench_core.py --packing                     # plain nn.Linear vs oneDNN-packed weights
     python bench/bench_core.py --narrow                      # every product plain fp32 vs magnet/narrow.py tiers
@@ -12,6 +12,7 @@ Prints one table:
     embed           tokens/s of Engine.embed vs a plain transformers forward (same model, batch, tokens)
     decode          per-token time of hybrid infill (KV cache) vs causal generation (KV cache)
                     vs a naive infill that re-encodes context + span at every step
+    batched         time of one decode step of --rows infills together, over one stream's token
 With --dtypes: embed tokens/s and one stream's infill and generate ms/token per dtype (the
 engines take turns, --repeat rounds, median), which decides the dtype of each torch path.
 With --packing: the same rows for an engine with plain nn.Linear layers, one with
@@ -34,6 +35,7 @@ import time
 
 import torch
 
+from magnet.batch import run_to_end
 from magnet.engine import Engine, EngineConfig
 from magnet.forward import hidden_states, logits
 from magnet.hardware import DTYPE_HELP, dtype_name
@@ -116,6 +118,18 @@ def bench_decode(engine: Engine, context: int, tokens: int, repeat: int, naive: 
     if naive:
         results["naive"] = timed(re_encoding, 1) / tokens
     return results
+
+
+def bench_rows(engine: Engine, context: int, tokens: int, rows: int, repeat: int) -> float:
+    """Seconds per decode step of `rows` infills decoded together, one batch (as the server's
+    running batch holds concurrent requests), each row over ~`context` tokens."""
+    half = context // 2
+    requests = [[text_of(half, row), text_of(half, row + 7)] for row in range(rows)]
+
+    def run(max_tokens: int) -> None:
+        run_to_end(engine.start_infill(requests, [SamplingParams(max_tokens=max_tokens, ignore_eos=True)] * rows))
+
+    return (timed(lambda: run(tokens), repeat) - timed(lambda: run(1), repeat)) / max(tokens - 1, 1)
 
 
 def compare(engines: dict[str, Engine], args) -> None:
@@ -202,6 +216,7 @@ def main() -> None:
     parser.add_argument("--context", type=int, default=256, help="context tokens for the decode rows")
     parser.add_argument("--tokens", type=int, default=32, help="tokens decoded per run")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--rows", type=int, default=16, help="infill rows decoded together for the batched row")
     parser.add_argument("--dtype", default=None, help=DTYPE_HELP)
     parser.add_argument("--dtypes", nargs="+", default=None, help="compare these dtypes path by path instead")
     parser.add_argument("--packing", action="store_true", help="compare plain and oneDNN-packed linears instead")
@@ -229,11 +244,14 @@ def main() -> None:
 
     ours, plain = bench_embed(engine, args.batch, args.repeat)
     decode = bench_decode(engine, args.context, args.tokens, args.repeat)
+    step = bench_rows(engine, args.context, args.tokens, args.rows, args.repeat)
     rows = [
         ("embed tokens/s (batch %d)" % args.batch, f"{ours:,.0f}", f"plain forward {plain:,.0f}", f"{ours / plain:.2f}x"),
         ("infill ms/token (KV cache)", f"{decode['infill'] * 1e3:.1f}", "", "1.00x"),
         ("generate ms/token (KV cache)", f"{decode['generate'] * 1e3:.1f}", "", f"{decode['generate'] / decode['infill']:.2f}x"),
         ("naive infill ms/token (re-encode)", f"{decode['naive'] * 1e3:.1f}", "", f"{decode['naive'] / decode['infill']:.2f}x"),
+        (f"infill ms/step, {args.rows} rows together", f"{step * 1e3:.1f}", "",
+         f"{step / decode['infill']:.2f}x"),
     ]
     print(f"context ~{args.context} tokens, {args.tokens} decoded tokens per run")
     print(f"{'measure':36} {'value':>10}   {'reference':22} {'ratio':>7}")

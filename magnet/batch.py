@@ -60,7 +60,7 @@ class DecodeBatch:
                  positions: torch.Tensor | None = None, decodes: list[Decode] | None = None):
         self.model = model
         self.tokenizer = tokenizer
-        self.cache = cache  # transformers DynamicCache, or None while the batch is empty
+        self.cache = cache  # magnet.kv_cache.GrowingCache, or None while the batch is empty
         self.roles = roles  # (B, T) roles of the cached columns
         self.positions = positions  # (B, T) their text positions
         self.decodes: list[Decode] = decodes or []

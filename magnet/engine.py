@@ -26,6 +26,7 @@ from magnet.limits import prompt_token_ids, require_fits, require_max_tokens
 from magnet.loading import LoadedModel, ModelSpec, load_model
 from magnet.logprobs import sequence_logprobs
 from magnet.manifest import DEFAULT_INSTRUCTION
+from magnet.kv_cache import GrowingCache
 from magnet.masks import AttentionMode, context_mode, gap_predictor_role, positions_from_padding, roles_for_mode
 from magnet.lean import install_lean_decoder
 from magnet.narrow import Tiers, narrow_linears
@@ -434,10 +435,8 @@ class Engine:
     def prompt_ids(self, prompt: str, params: SamplingParams) -> list[int]:
         return prompt_token_ids(self.tokenizer, prompt, params, self.max_length)
 
-    def new_cache(self):
-        from transformers import DynamicCache
-
-        return DynamicCache()
+    def new_cache(self) -> GrowingCache:
+        return GrowingCache()
 
 
 LEGACY_GAP_RANGE = (1, 32)  # adapters whose manifest predates `gap_distance`, and no adapter

@@ -45,6 +45,9 @@ LEAN_ATTRIBUTE = "magnet_lean_decoder"  # where Engine.from_spec leaves it on th
 # the eager layers and SDPA's flash kernel, which never holds the (T, T) scores (at 512:
 # B x 9 x 512 x 512 fp32 per layer).
 FOLDED_ATTENTION_MAX_WIDTH = 512
+# The eager layers fold the query heads of a kv head into its rows (`folded_attention`) for
+# inputs up to this many query tokens: decode steps (1 token a span) and narrow prefills.
+FOLDED_QUERY_MAX_WIDTH = 64
 
 
 class LeanDecoder:
@@ -160,8 +163,7 @@ def decoder_layer(layer: torch.nn.Module, x: torch.Tensor, cos: torch.Tensor, si
     q, k, v = attention_inputs(attention, rms_norm(x, layer.input_layernorm), cos, sin)
     if cache is not None:
         k, v = cache.update(k, v, index)  # (B, kv heads, K, D): the cached columns, then these
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=attention.scaling, enable_gqa=True)
-    x = x + attention_output(attention, out)
+    x = x + attention_output(attention, folded_attention(q, k, v, mask, attention.scaling))
     return x + gated_mlp(layer.mlp, rms_norm(x, layer.post_attention_layernorm))
 
 
@@ -178,8 +180,7 @@ def last_layer_at(layer: torch.nn.Module, x: torch.Tensor, cos: torch.Tensor, si
     v = attention.v_proj(normed).view(x.shape[0], x.shape[1], -1, attention.head_dim).transpose(1, 2)
     cos_at, sin_at = cos[rows, :, at].unsqueeze(2), sin[rows, :, at].unsqueeze(2)  # (B, 1, 1, D)
     q, k = rotated(q, cos_at, sin_at), rotated(k, cos, sin)
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[rows, :, at].unsqueeze(2),  # (B, 1, 1, T)
-                                         scale=attention.scaling, enable_gqa=True)
+    out = folded_attention(q, k, v, mask[rows, :, at].unsqueeze(2), attention.scaling)  # mask (B, 1, 1, T)
     h = x[rows, at] + attention.o_proj(out.reshape(x.shape[0], -1))  # (B, H)
     return h + gated_mlp(layer.mlp, rms_norm(h, layer.post_attention_layernorm))
 
@@ -192,6 +193,29 @@ def encoder_layer(layer: torch.nn.Module, x: torch.Tensor, cos: torch.Tensor, si
     q, k, v = attention_inputs(attention, rms_norm(x, layer.input_layernorm), cos, sin)
     x = x + attention_output(attention, grouped_attention(q, k, v, mask, attention.scaling))
     return x + gated_mlp(layer.mlp, rms_norm(x, layer.post_attention_layernorm)), k, v
+
+
+def folded_attention(q: torch.Tensor,  # (B, heads, T, D)
+                     k: torch.Tensor,  # (B, kv heads, K, D)
+                     v: torch.Tensor,  # (B, kv heads, K, D)
+                     mask: torch.Tensor,  # (B, 1, T, K) additive
+                     scale: float) -> torch.Tensor:  # -> (B, heads, T, D)
+    """SDPA with the G query heads of each kv head folded into its rows, (B, kv heads, G*T, D):
+    the eager layers' attention (decode steps, prefills wider than the compiled layers take).
+    SDPA's own grouped path (`enable_gqa`) on CPU is slow for few query rows: a decode step of
+    16 rows over 300 cached columns took 2.5 ms a layer against 0.37 folded, one row 0.18
+    against 0.04 (bf16, 2 cores; `python bench/bench_core.py --attention`); from 16 query rows
+    up the two are even. The mask is repeated per folded head only when T > 1."""
+    batch, heads, width, dim = q.shape
+    group = heads // k.shape[1]  # query head h reads kv head h // group, as repeat_kv pairs them
+    if width > FOLDED_QUERY_MAX_WIDTH:  # many query rows: SDPA's grouped path is as fast, without a
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale,  # G-fold mask copy
+                                              enable_gqa=group > 1)
+    folded = q.reshape(batch, k.shape[1], group * width, dim)  # row g * T + t: head g of the group, query t
+    if width > 1:
+        mask = mask.repeat(1, 1, group, 1)  # (B, 1, G*T, K), the same rows for every folded head
+    out = F.scaled_dot_product_attention(folded, k, v, attn_mask=mask, scale=scale)
+    return out.reshape(batch, heads, width, dim)
 
 
 def grouped_attention(q: torch.Tensor,  # (B, heads, T, D)

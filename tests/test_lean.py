@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM, Qwen2Config, Qwen2ForCausalLM
+from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
 from magnet.engine import Engine, EngineConfig
+from magnet.kv_cache import GrowingCache
 from magnet.forward import encode_last_token, hidden_states, layer_states
 from magnet import lean as lean_module
 from magnet.lean import LEAN_ATTRIBUTE, install_lean_decoder, lean_decoder_for
@@ -31,17 +32,15 @@ def model_of(name: str):
     return ARCHITECTURES[name]().eval()
 
 
-def prefill_then_steps(model, steps: int = 3) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+def prefill_then_steps(model, steps: int = 3, cache_class=DynamicCache) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """Hidden states of a two-row prefill (one row padded; bidirectional context) and of
     `steps` decode steps of two tokens a row, and the cache's keys at the end."""
-    from transformers import DynamicCache
-
     torch.manual_seed(1)
     ids = torch.randint(3, 64, (2, 6))
     padding = torch.tensor([[1] * 6, [1] * 4 + [0] * 2])
     roles = roles_for_mode(AttentionMode.BIDIRECTIONAL, padding)
     positions = torch.arange(6).repeat(2, 1)
-    cache = DynamicCache()
+    cache = cache_class()
     outputs = []
     with torch.inference_mode():
         outputs.append(hidden_states(model, ids, roles, positions, cache))
@@ -56,11 +55,16 @@ def prefill_then_steps(model, steps: int = 3) -> tuple[list[torch.Tensor], list[
 
 @pytest.mark.parametrize("architecture", list(ARCHITECTURES))
 @pytest.mark.parametrize("encoder", ["eager", "compiled"])  # compiled: the prefill runs the compiled layers
-def test_the_lean_forward_computes_what_the_hugging_face_forward_computes(architecture, encoder):
+@pytest.mark.parametrize("attention", ["folded", "grouped"])  # grouped: SDPA's enable_gqa, for wide queries
+@pytest.mark.parametrize("cache_class", [DynamicCache, GrowingCache])
+def test_the_lean_forward_computes_what_the_hugging_face_forward_computes(architecture, encoder, attention,
+                                                                           cache_class, monkeypatch):
     model = model_of(architecture)
-    want, want_keys = prefill_then_steps(model)
+    want, want_keys = prefill_then_steps(model)  # the Hugging Face forward, transformers' own cache
     assert install_lean_decoder(model, compile_encoder=encoder == "compiled")
-    got, got_keys = prefill_then_steps(model)
+    if attention == "grouped":  # every eager layer's query is wider than this
+        monkeypatch.setattr(lean_module, "FOLDED_QUERY_MAX_WIDTH", 0)
+    got, got_keys = prefill_then_steps(model, cache_class=cache_class)
     for mine, theirs in zip(got + got_keys, want + want_keys):
         assert mine.shape == theirs.shape
         assert torch.allclose(mine, theirs, atol=1e-5), (mine - theirs).abs().max()
