@@ -18,8 +18,10 @@ import torch
 from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
 
 # spare columns a buffer gets when it is (re)allocated: a reallocation copies the cache once
-# every SPARE_COLUMNS decode steps instead of on each; at 16 rows the spare holds ~1.5 MB per
-# 64 columns for the whole model (bf16), which admission's KV estimate need not count
+# every SPARE_COLUMNS decode steps instead of on each. The spare of the embedded model is
+# 1.5 MB a row (30 layers x keys and values x 3 kv heads x 64 x 64, bf16): a running batch
+# holds at most SPARE_COLUMNS tokens a row beyond the KV tokens the server admits
+# (--max-running-tokens)
 SPARE_COLUMNS = 64
 
 
