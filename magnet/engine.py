@@ -42,9 +42,10 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class EngineConfig:
     max_length: int = 2048  # tokens per input (capped by the model's context size)
-    # padded tokens per forward when embedding: 256 texts of ~40 tokens ran 1,299 tok/s at 4096,
-    # 1,250 at 2048 and 1,173 at 8192 (bf16, 2 cores; bench/bench_core.py --budgets)
-    embed_batch_tokens: int = 4096
+    # padded tokens per forward when embedding: 256 texts of ~31 tokens ran 1,761 tok/s at 2048,
+    # 1,641 at 1536, 1,647 at 3072 and 1,570 at 4096 (bf16, 2 cores, compiled layers;
+    # `python bench/bench_core.py --budgets 2048 4096 3072 1536 --batch 256 --repeat 5`)
+    embed_batch_tokens: int = 2048
     gap_positions: int | None = None  # text positions reserved per gap; None: what the adapter was trained on
     end_threshold: float = 0.01  # a fill ends once the text after its gap gets this probability
     min_fill_tokens: int = 1  # a fill is never empty
