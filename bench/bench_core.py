@@ -12,7 +12,8 @@ Prints one table:
     embed           tokens/s of Engine.embed vs a plain transformers forward (same model, batch, tokens)
     decode          per-token time of hybrid infill (KV cache) vs causal generation (KV cache)
                     vs a naive infill that re-encodes context + span at every step
-    batched         time of one decode step of --rows infills together, over one stream's token
+    batched         time of one decode step of --rows infills together, over one stream's token;
+                    the prefill of --rows infills together, over one infill's
 With --dtypes: embed tokens/s and one stream's infill and generate ms/token per dtype (the
 engines take turns, --repeat rounds, median), which decides the dtype of each torch path.
 With --packing: the same rows for an engine with plain nn.Linear layers, one with
@@ -120,16 +121,19 @@ def bench_decode(engine: Engine, context: int, tokens: int, repeat: int, naive: 
     return results
 
 
-def bench_rows(engine: Engine, context: int, tokens: int, rows: int, repeat: int) -> float:
-    """Seconds per decode step of `rows` infills decoded together, one batch (as the server's
-    running batch holds concurrent requests), each row over ~`context` tokens."""
+def bench_rows(engine: Engine, context: int, tokens: int, rows: int, repeat: int) -> dict[str, float]:
+    """Seconds of the prefill of one infill and of `rows` infills together, and per decode step
+    of the `rows` together, one batch (as the server's running batch holds concurrent requests),
+    each row over ~`context` tokens."""
     half = context // 2
     requests = [[text_of(half, row), text_of(half, row + 7)] for row in range(rows)]
 
-    def run(max_tokens: int) -> None:
-        run_to_end(engine.start_infill(requests, [SamplingParams(max_tokens=max_tokens, ignore_eos=True)] * rows))
+    def run(n: int, max_tokens: int) -> None:
+        run_to_end(engine.start_infill(requests[:n], [SamplingParams(max_tokens=max_tokens, ignore_eos=True)] * n))
 
-    return (timed(lambda: run(tokens), repeat) - timed(lambda: run(1), repeat)) / max(tokens - 1, 1)
+    prefill = timed(lambda: run(rows, 1), repeat)
+    return {"prefill 1": timed(lambda: run(1, 1), repeat), "prefill": prefill,
+            "step": (timed(lambda: run(rows, tokens), repeat) - prefill) / max(tokens - 1, 1)}
 
 
 def compare(engines: dict[str, Engine], args) -> None:
@@ -244,14 +248,17 @@ def main() -> None:
 
     ours, plain = bench_embed(engine, args.batch, args.repeat)
     decode = bench_decode(engine, args.context, args.tokens, args.repeat)
-    step = bench_rows(engine, args.context, args.tokens, args.rows, args.repeat)
+    together = bench_rows(engine, args.context, args.tokens, args.rows, args.repeat)
     rows = [
         ("embed tokens/s (batch %d)" % args.batch, f"{ours:,.0f}", f"plain forward {plain:,.0f}", f"{ours / plain:.2f}x"),
         ("infill ms/token (KV cache)", f"{decode['infill'] * 1e3:.1f}", "", "1.00x"),
         ("generate ms/token (KV cache)", f"{decode['generate'] * 1e3:.1f}", "", f"{decode['generate'] / decode['infill']:.2f}x"),
         ("naive infill ms/token (re-encode)", f"{decode['naive'] * 1e3:.1f}", "", f"{decode['naive'] / decode['infill']:.2f}x"),
-        (f"infill ms/step, {args.rows} rows together", f"{step * 1e3:.1f}", "",
-         f"{step / decode['infill']:.2f}x"),
+        (f"infill ms/step, {args.rows} rows together", f"{together['step'] * 1e3:.1f}", "",
+         f"{together['step'] / decode['infill']:.2f}x"),
+        ("infill prefill ms, 1 row", f"{together['prefill 1'] * 1e3:.1f}", "", "1.00x"),
+        (f"infill prefill ms, {args.rows} rows together", f"{together['prefill'] * 1e3:.1f}", "",
+         f"{together['prefill'] / together['prefill 1']:.2f}x"),
     ]
     print(f"context ~{args.context} tokens, {args.tokens} decoded tokens per run")
     print(f"{'measure':36} {'value':>10}   {'reference':22} {'ratio':>7}")
