@@ -7,6 +7,7 @@
     python bench/bench_core.py --lean                        # Hugging Face forward vs magnet/lean.py
     python bench/bench_core.py --compiled --batch 256        # lean encoder layers eager vs torch.compile
     python bench/bench_core.py --budgets 2048 4096 8192 --batch 256   # embedding batch sizes
+    python bench/bench_core.py --attention                   # decode attention: SDPA grouped vs folded
 
 Prints one table:
     embed           tokens/s of Engine.embed vs a plain transformers forward (same model, batch, tokens)
@@ -136,6 +137,30 @@ def bench_rows(engine: Engine, context: int, tokens: int, rows: int, repeat: int
             "step": (timed(lambda: run(rows, tokens), repeat) - prefill) / max(tokens - 1, 1)}
 
 
+def bench_attention(config, dtype: torch.dtype, repeat: int) -> None:
+    """One layer's decode attention at the model's head shapes: SDPA's grouped path
+    (`enable_gqa`) against magnet/lean.py's folded call, for 1 and 16 rows over a short and a
+    long cache; prints microseconds a call (median of `repeat` timings of 200 calls)."""
+    import torch.nn.functional as F
+
+    from magnet.lean import folded_attention
+
+    heads, kv_heads = config.num_attention_heads, config.num_key_value_heads
+    dim = config.hidden_size // heads
+    scale = dim ** -0.5
+    print(f"{heads} query heads over {kv_heads} kv heads of {dim}, {dtype}, one query token a row")
+    print("| rows | cached columns | grouped SDPA us | folded us | folded / grouped |\n| ---: | ---: | ---: | ---: | ---: |")
+    for rows, columns in ((1, 32), (1, 300), (16, 32), (16, 300), (16, 1000)):
+        q = torch.randn(rows, heads, 1, dim, dtype=dtype)
+        k, v = (torch.randn(rows, kv_heads, columns, dim, dtype=dtype) for _ in range(2))
+        mask = torch.zeros(rows, 1, 1, columns, dtype=dtype)
+        with torch.inference_mode():
+            grouped = timed(lambda: [F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale,
+                                                                    enable_gqa=True) for _ in range(200)], repeat)
+            folded = timed(lambda: [folded_attention(q, k, v, mask, scale) for _ in range(200)], repeat)
+        print(f"| {rows} | {columns} | {grouped / 200 * 1e6:.0f} | {folded / 200 * 1e6:.0f} | {folded / grouped:.2f} |")
+
+
 def compare(engines: dict[str, Engine], args) -> None:
     """Each torch path on each engine, the engines taking turns so drifting load hits them alike."""
     labels = list(engines)
@@ -228,9 +253,14 @@ def main() -> None:
     parser.add_argument("--lean", action="store_true", help="compare the Hugging Face and the lean forward instead")
     parser.add_argument("--compiled", action="store_true",
                         help="compare embedding with eager and compiled lean layers instead (use a large --batch)")
+    parser.add_argument("--attention", action="store_true",
+                        help="time one layer's decode attention: SDPA's grouped path vs the folded call")
     parser.add_argument("--budgets", type=int, nargs="+", default=None,
                         help="compare embedding batches of these padded-token budgets instead (use a large --batch)")
     args = parser.parse_args()
+    if args.attention:
+        engine = Engine.from_spec(ModelSpec(adapter="none", dtype=args.dtype), bench_config(args))
+        return bench_attention(engine.model.config, engine.model.dtype, args.repeat)
     if args.budgets:
         return compare(budget_engines(args), args)
     if args.compiled:

@@ -203,8 +203,8 @@ def folded_attention(q: torch.Tensor,  # (B, heads, T, D)
     """SDPA with the G query heads of each kv head folded into its rows, (B, kv heads, G*T, D):
     the eager layers' attention (decode steps, prefills wider than the compiled layers take).
     SDPA's own grouped path (`enable_gqa`) on CPU is slow for few query rows: a decode step of
-    16 rows over 300 cached columns took 2.5 ms a layer against 0.37 folded, one row 0.18
-    against 0.04 (bf16, 2 cores; `python bench/bench_core.py --attention`); from 16 query rows
+    16 rows over 300 cached columns took 2.45 ms a layer against 0.40 folded, one row 0.18
+    against 0.05 (bf16, 2 cores; `python bench/bench_core.py --attention`); from 16 query rows
     up the two are even. The mask is repeated per folded head only when T > 1."""
     batch, heads, width, dim = q.shape
     group = heads // k.shape[1]  # query head h reads kv head h // group, as repeat_kv pairs them
