@@ -11,13 +11,15 @@ Precedence, first given wins:
     MAGNET_THREADS=N
     OMP_NUM_THREADS=N        (torch reads it itself; left alone)
     automatic: the cores this process may use (affinity and cgroup quota), less the
-    load already running on them when the process may use every core of the machine
+    cores other work keeps busy as it starts (`busy_cores`: a quarter second of /proc/stat)
+    when the process may use every core of the machine
 """
 from __future__ import annotations
 
 import logging
 import math
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +28,8 @@ log = logging.getLogger(__name__)
 ENV_VAR = "MAGNET_THREADS"
 CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")  # cgroup v2: "QUOTA PERIOD" or "max PERIOD"
 CGROUP_V1_CPU = Path("/sys/fs/cgroup/cpu")  # cgroup v1: cpu.cfs_quota_us (-1: none), cpu.cfs_period_us
+PROC_STAT = Path("/proc/stat")  # Linux: the machine's CPU time since boot, in jiffies
+BUSY_SAMPLE_S = 0.25  # how long `busy_cores` watches the machine before a command chooses its threads
 
 
 @dataclass(frozen=True)
@@ -56,12 +60,35 @@ def cgroup_quota(cpu_max: Path = CGROUP_CPU_MAX, v1: Path = CGROUP_V1_CPU) -> in
         return None
 
 
-def busy_cores() -> int:
-    """Cores other processes keep busy: the 1-minute load average, rounded."""
+def busy_cores(read_stat=lambda: PROC_STAT.read_text(), sample_s: float = BUSY_SAMPLE_S) -> int:
+    """Cores other processes keep busy now: the machine's non-idle CPU time over `sample_s`
+    (this process, just started, sleeps through it), in cores, rounded; the 1-minute load
+    average where /proc/stat cannot be read. The load average remembers the last minute:
+    right after the set-up (pip, the model's conversion) it still counts work that has ended,
+    and a server started then computed with half the cores of an idle 2-core machine for as
+    long as it ran."""
     try:
-        return round(os.getloadavg()[0])
-    except OSError:
-        return 0
+        before = cpu_jiffies(read_stat())
+        time.sleep(sample_s)
+        after = cpu_jiffies(read_stat())
+    except (OSError, ValueError):
+        try:
+            return round(os.getloadavg()[0])
+        except OSError:
+            return 0
+    busy, total = after[0] - before[0], after[1] - before[1]
+    return round((os.cpu_count() or 1) * busy / total) if total > 0 else 0
+
+
+def cpu_jiffies(stat: str) -> tuple[int, int]:
+    """(busy, total) CPU time of the whole machine from /proc/stat's first line: "cpu user nice
+    system idle iowait irq softirq steal ..." (guest time is already inside user)."""
+    fields = stat.splitlines()[0].split()
+    if fields[0] != "cpu":
+        raise ValueError(f"not /proc/stat's summary line: {fields[0]!r}")
+    user, nice, system, idle, iowait, irq, softirq, steal = (int(x) for x in fields[1:9])
+    busy = user + nice + system + irq + softirq + steal
+    return busy, busy + idle + iowait
 
 
 def choose_threads(flag: int | None = None, environ=os.environ, cpu_max: Path = CGROUP_CPU_MAX) -> ThreadChoice:
@@ -73,8 +100,8 @@ def choose_threads(flag: int | None = None, environ=os.environ, cpu_max: Path = 
     if environ.get("OMP_NUM_THREADS"):
         return ThreadChoice(None, "OMP_NUM_THREADS")
     cores = usable_cores(cpu_max)
-    # The load average counts the whole machine's run queue: it tells about our cores only
-    # when they are all of the machine's (not in a container given a share of a big host).
+    # busy_cores counts the whole machine's CPU time: it tells about our cores only when they
+    # are all of the machine's (not in a container given a share of a big host).
     if cores == (os.cpu_count() or cores) and cgroup_quota(cpu_max) is None:
         busy = busy_cores()
         return ThreadChoice(max(1, cores - busy), f"{cores} cores, {busy} busy")

@@ -61,10 +61,35 @@ def test_a_cgroup_v1_quota_counts_too(tmp_path):
 def test_busy_cores_are_left_to_the_work_already_running(tmp_path, monkeypatch):
     monkeypatch.setattr(threads, "usable_cores", lambda cpu_max: 4)
     monkeypatch.setattr(os, "cpu_count", lambda: 4)
-    monkeypatch.setattr(os, "getloadavg", lambda: (2.2, 1.0, 0.5))
-    assert choose_threads(None, {}, cpu_max(tmp_path, "max 100000")).threads == 2
-    monkeypatch.setattr(os, "getloadavg", lambda: (9.0, 1.0, 0.5))
+    monkeypatch.setattr(threads, "busy_cores", lambda: 2)
+    assert choose_threads(None, {}, cpu_max(tmp_path, "max 100000")) == threads.ThreadChoice(2, "4 cores, 2 busy")
+    monkeypatch.setattr(threads, "busy_cores", lambda: 9)
     assert choose_threads(None, {}, cpu_max(tmp_path, "max 100000")).threads == 1
+
+
+def stat_line(user: int, system: int, idle: int, iowait: int = 0) -> str:
+    """/proc/stat's first lines with these jiffies (nice, irq, softirq, steal, guest 0)."""
+    return f"cpu  {user} 0 {system} {idle} {iowait} 0 0 0 0 0\ncpu0 0 0 0 0 0 0 0 0 0 0\n"
+
+
+def test_busy_cores_are_what_the_machine_runs_now_not_what_it_ran_a_minute_ago(monkeypatch):
+    """A sample of /proc/stat: 4 cores, 300 jiffies pass, 200 of them busy -> 2.67 cores, 3.
+    The load average (here: a minute of heavy work that has ended) is not read."""
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    monkeypatch.setattr(os, "getloadavg", lambda: (4.0, 4.0, 4.0))
+    snapshots = iter([stat_line(100, 100, 800), stat_line(250, 150, 850, iowait=50)])
+    assert threads.busy_cores(lambda: next(snapshots), sample_s=0) == 3
+    idle = iter([stat_line(100, 100, 800), stat_line(101, 100, 1199)])  # 1 of 300 busy: none
+    assert threads.busy_cores(lambda: next(idle), sample_s=0) == 0
+
+
+def test_without_proc_stat_the_load_average_counts(monkeypatch):
+    def unreadable():
+        raise OSError("no /proc here")
+
+    monkeypatch.setattr(os, "getloadavg", lambda: (2.2, 1.0, 0.5))
+    assert threads.busy_cores(unreadable, sample_s=0) == 2
+    assert threads.busy_cores(lambda: "intr 1 2 3\n", sample_s=0) == 2  # not the summary line
 
 
 def test_the_flag_is_taken_before_or_after_the_sub_command():
