@@ -127,7 +127,9 @@ def magnet_server(settings: Settings):
     from magnet.server.transport import limited_http_protocol
 
     app = create_app(settings)
-    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="info",
+    # access_log off: the app logs one line per request itself (magnet.access: client, request
+    # id, method, path, status, milliseconds), where uvicorn's would be a second, without the id
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="info", access_log=False,
                             http=limited_http_protocol(settings.max_header_bytes, settings.header_timeout_s),
                             timeout_graceful_shutdown=settings.graceful_shutdown_s + DEADLINE_MARGIN_S)
     return MagnetServer(config, app.state.service)

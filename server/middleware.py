@@ -55,7 +55,8 @@ class RequestId:
             await self.app(scope, receive, send_with_id)
         finally:
             status = scope["state"].get("status", status)  # RequestMetrics': 499 for a stream the client left
-            log.info("%s %s %s %d %.1fms", request_id, scope["method"], scope["path"], status,
+            client = "%s:%s" % tuple(scope["client"]) if scope.get("client") else "-"
+            log.info("%s %s %s %s %d %.1fms", client, request_id, scope["method"], scope["path"], status,
                      1000 * (time.perf_counter() - started))
             REQUEST_ID.reset(token)
             REQUEST_CHARGE.reset(charge)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -102,4 +103,8 @@ def test_magnet_serve_stops_on_sigterm_after_the_stream_it_serves(tiny_model_dir
             process.kill()
             process.wait()
     log.seek(0)
-    assert "Finished server process" in log.read()
+    text = log.read()
+    assert "Finished server process" in text
+    # one access line per request, the app's own (client, id, method, path, status), not uvicorn's too
+    served = [line for line in text.splitlines() if "/v1/generate" in line]
+    assert len(served) == 1 and re.search(r"magnet\.access: 127\.0\.0\.1:\d+ \w+ POST /v1/generate 200 ", served[0])
