@@ -6,7 +6,15 @@ import math
 import pytest
 import torch
 
-from magnet.evaluation.infill import READINGS, infill_perplexity, reading_perplexity, span_nll, story_tokens
+from magnet.evaluation.infill import (
+    READINGS,
+    infill_controls,
+    infill_perplexity,
+    ratio_interval,
+    reading_perplexity,
+    span_nll,
+    story_tokens,
+)
 from magnet.evaluation.sts import spearman
 from magnet.masks import AttentionMode
 
@@ -49,6 +57,30 @@ def test_readings_score_one_story_each_way_and_the_wrong_suffix_is_the_next_stor
     assert ppl["wrong_suffix"] == pytest.approx(expect(a2, a1, hybrid=True), rel=1e-5)  # each the other's ending
     assert ppl["no_suffix"] == pytest.approx(expect([], [], hybrid=True), rel=1e-5)  # the text ends at the gap
     assert len(set(round(v, 6) for v in ppl.values())) == 4  # four different readings
+
+
+def test_ratio_interval_brackets_the_ratio_and_narrows_with_more_stories():
+    """Per-story NLLs of two readings of the same tokens: the interval holds the pooled ratio,
+    is a point where every story agrees, and shrinks as the same spread covers 4x the stories."""
+    gen = torch.Generator().manual_seed(1)
+    counts = torch.randint(5, 15, (60,), generator=gen).tolist()
+    under = [3.0 * n for n in counts]  # 3 nats a token, left to right
+    over = [u + float(torch.randn(1, generator=gen)) * 4 - 0.2 * n for u, n in zip(under, counts)]
+    ratio = math.exp((sum(over) - sum(under)) / sum(counts))
+    low, high = ratio_interval(over, under, counts)
+    assert low < ratio < high and high - low > 0.01
+    assert ratio_interval(over, under, counts) == (low, high)  # a fixed seed: the same interval every run
+    wide_low, wide_high = ratio_interval(over * 4, under * 4, counts * 4)
+    assert wide_low < ratio < wide_high and wide_high - wide_low < 0.7 * (high - low)
+    assert ratio_interval(under, under, counts) == pytest.approx((1.0, 1.0))
+
+
+def test_infill_controls_give_each_ratio_an_interval_around_it(tiny_engine):
+    result = infill_controls(tiny_engine, None, [STORY, OTHER, STORY[:2] + OTHER[2:]])
+    for (over, under), key in (("hybrid", "adapted_causal"), "hybrid_causal_interval"), \
+            (("wrong_suffix", "adapted_hybrid"), "wrong_hybrid_interval"):
+        low, high = result[key]
+        assert low <= result[f"adapted_{over}"] / result[under] <= high
 
 
 def test_under_causal_gap_the_suffix_reaches_the_first_missing_token(tiny_engine):

@@ -167,8 +167,12 @@ def data_parts(report: dict) -> list[str]:
                      f"({layers}), scored on {n['valid']} sentences of {name('--conll-valid')} "
                      f"({sizes['probe_steps']} steps)")
     if "roc" in measured:
-        parts.append(f"ROC: {measured['roc']['stories']} stories of {name('--roc')}, spread over it; wrong suffix: "
-                     "the next story's sentences 4-5")
+        roc = measured["roc"]
+        intervals = "".join(f"; {what} 95% interval over stories x{roc[key][0]:.3f}-x{roc[key][1]:.3f}"
+                            for what, key in (("hybrid / left to right", "hybrid_causal_interval"),
+                                              ("wrong suffix / hybrid", "wrong_hybrid_interval")) if key in roc)
+        parts.append(f"ROC: {roc['stories']} stories of {name('--roc')}, spread over it; wrong suffix: "
+                     f"the next story's sentences 4-5{intervals}")
     if "wikitext" in measured:
         w = measured["wikitext"]
         parts.append(f"WikiText-2: {w['tokens']} tokens in {w['windows']} windows of {w['window']} of "
