@@ -93,6 +93,24 @@ def passing_results() -> dict:
             "cloze": {"adapted_infill": 0.65, "base_left_guess": 0.2, "adapted_left_guess": 0.3}}
 
 
+def test_a_target_whose_bound_lies_in_its_figures_interval_is_unsure():
+    results = passing_results()
+    results["stsb"]["adapted_interval"] = [83.5, 86.0]  # 84.9 measured, all of it above 82
+    results["stsb"]["adapted"] = 84.9
+    results["roc"]["hybrid_causal_interval"] = [0.85, 0.95]  # hybrid / left to right 15 / 17 = 0.88
+    results["cloze"]["adapted_infill_interval"] = [0.07, 0.28]
+    results["cloze"]["adapted_infill"] = 0.152
+    status = {c["target"]: c for c in check_criteria(results)}
+    assert status["STS-B Spearman >= 82"]["status"] == "PASS"
+    roc = status["ROC hybrid fill PPL <= 0.9 x the same adapter's left-to-right PPL"]
+    assert roc["status"] == "UNSURE" and roc["pass"] is True  # 0.88 passes, 0.95 would not
+    assert roc["interval"] == pytest.approx([0.85 * 17.0, 0.95 * 17.0])
+    assert status["cloze greedy infill hit rate >= 60%"]["status"] == "FAIL"  # all of the interval misses
+    results["stsb"]["adapted_interval"] = [80.5, 86.0]
+    lines = format_criteria(check_criteria(results))
+    assert "UNSURE  STS-B Spearman >= 82 (value 84.9, bound 82, 95% interval 80.5-86)" in lines
+
+
 def test_criteria_mark_a_row_that_misses_its_target_fail_and_a_seen_row_seen():
     assert all(c["status"] == "PASS" for c in check_criteria(passing_results()))
     results = passing_results()
@@ -202,7 +220,13 @@ def test_paper_runs_end_to_end_on_the_report_split(tiny_loaded, tiny_model_dir, 
     assert set(roc) >= {"adapted_causal", "adapted_no_suffix", "adapted_hybrid", "adapted_wrong_suffix", "base_causal"}
     assert report["data"]["--roc"]["split"] == "report" and report["data"]["--stsb"]["split"] == "report"
     assert report["results"]["cloze"]["items"] == 5
-    assert len(report["criteria"]) == 13 and printed.count("PASS  ") + printed.count("FAIL  ") == 13
+    assert len(report["criteria"]) == 13
+    assert printed.count("PASS  ") + printed.count("FAIL  ") + printed.count("UNSURE  ") == 13
+    low, high = report["results"]["stsb"]["adapted_interval"]
+    assert low <= report["results"]["stsb"]["adapted"] <= high
+    # 4 stories and 5 cloze items: intervals wide enough to hold some bounds, which are then not judged
+    unsure = [c for c in report["criteria"] if c["status"] == "UNSURE"]
+    assert unsure and all(c["interval"][0] <= c["bound"] <= c["interval"][1] for c in unsure)
     # the adapter changes the model: base and adapted differ (the same numbers would mean one model twice)
     assert report["results"]["wikitext"]["base"] != pytest.approx(report["results"]["wikitext"]["adapted"])
     cached = sorted(p.name.split("-", 2)[2].rsplit("-", 1)[0] for p in (tmp_path / "cache" / "generations").iterdir())

@@ -10,12 +10,12 @@ from magnet.evaluation.infill import (
     READINGS,
     infill_controls,
     infill_perplexity,
-    ratio_interval,
     reading_perplexity,
     span_nll,
     story_tokens,
 )
-from magnet.evaluation.sts import spearman
+from magnet.evaluation.intervals import mean_interval, perplexity_ratio_interval, ratio_of_means_interval
+from magnet.evaluation.sts import average_ranks, spearman, stsb_interval
 from magnet.masks import AttentionMode
 
 STORY = ["Tom was hungry.", "He went to the store.", "He bought a sandwich.", "He ate it.", "He was full."]
@@ -59,7 +59,7 @@ def test_readings_score_one_story_each_way_and_the_wrong_suffix_is_the_next_stor
     assert len(set(round(v, 6) for v in ppl.values())) == 4  # four different readings
 
 
-def test_ratio_interval_brackets_the_ratio_and_narrows_with_more_stories():
+def test_perplexity_ratio_interval_brackets_the_ratio_and_narrows_with_more_stories():
     """Per-story NLLs of two readings of the same tokens: the interval holds the pooled ratio,
     is a point where every story agrees, and shrinks as the same spread covers 4x the stories."""
     gen = torch.Generator().manual_seed(1)
@@ -67,12 +67,37 @@ def test_ratio_interval_brackets_the_ratio_and_narrows_with_more_stories():
     under = [3.0 * n for n in counts]  # 3 nats a token, left to right
     over = [u + float(torch.randn(1, generator=gen)) * 4 - 0.2 * n for u, n in zip(under, counts)]
     ratio = math.exp((sum(over) - sum(under)) / sum(counts))
-    low, high = ratio_interval(over, under, counts)
+    low, high = perplexity_ratio_interval(over, under, counts)
     assert low < ratio < high and high - low > 0.01
-    assert ratio_interval(over, under, counts) == (low, high)  # a fixed seed: the same interval every run
-    wide_low, wide_high = ratio_interval(over * 4, under * 4, counts * 4)
+    assert perplexity_ratio_interval(over, under, counts) == (low, high)  # a fixed seed: the same interval every run
+    wide_low, wide_high = perplexity_ratio_interval(over * 4, under * 4, counts * 4)
     assert wide_low < ratio < wide_high and wide_high - wide_low < 0.7 * (high - low)
-    assert ratio_interval(under, under, counts) == pytest.approx((1.0, 1.0))
+    assert perplexity_ratio_interval(under, under, counts) == pytest.approx((1.0, 1.0))
+
+
+def test_average_ranks_share_ties_like_scipy():
+    values = torch.tensor([3.0, 1.0, 2.0, 2.0, 5.0, 1.0, 1.0])
+    assert average_ranks(values).tolist() == [5.0, 1.0, 3.5, 3.5, 6.0, 1.0, 1.0]  # scipy rankdata - 1
+
+
+def test_mean_and_ratio_intervals_hold_their_figure_and_a_hit_rate_stays_in_0_1():
+    hits = [1.0] * 7 + [0.0] * 39  # 7 of 46 cloze items
+    low, high = mean_interval(hits)
+    assert 0.0 <= low < 7 / 46 < high <= 1.0 and high - low > 0.1  # 46 items: a wide interval
+    assert mean_interval([1.0] * 46) == pytest.approx((1.0, 1.0))
+    base = [0.2, 0.1, 0.4, 0.3, 0.0, 0.25, 0.35, 0.15]
+    adapted = [b * 1.5 + 0.01 * i for i, b in enumerate(base)]
+    low, high = ratio_of_means_interval(adapted, base)
+    assert low < sum(adapted) / sum(base) < high
+
+
+def test_stsb_interval_brackets_the_spearman_of_the_pairs():
+    gen = torch.Generator().manual_seed(0)
+    gold = torch.randint(0, 6, (200,), generator=gen).float()
+    cosines = gold + torch.randn(200, generator=gen) * 2
+    rows = [("a", "b", float(g)) for g in gold]
+    low, high = stsb_interval(cosines, rows)
+    assert low < 100 * spearman(cosines, gold) < high and high - low < 25
 
 
 def test_infill_controls_give_each_ratio_an_interval_around_it(tiny_engine):

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from magnet.evaluation.generations import continuations, infills
+from magnet.evaluation.intervals import mean_interval
 from magnet.evaluation.sizes import FULL
 from magnet.splits import REPORT, SELECT
 
@@ -74,13 +75,22 @@ def is_hit(fill: str, item: ClozeItem) -> bool:
 
 
 def hit_rate(fills: list[str], items: list[ClozeItem]) -> float:
-    return sum(is_hit(f, item) for f, item in zip(fills, items)) / max(len(items), 1)
+    return sum(hits(fills, items)) / max(len(items), 1)
+
+
+def hits(fills: list[str], items: list[ClozeItem]) -> list[bool]:
+    return [is_hit(f, item) for f, item in zip(fills, items)]
+
+
+def infill_hits(engine, items: list[ClozeItem], max_tokens: int, use_cache: bool = True,
+                best_of: int = 1) -> list[bool]:
+    gaps = [(i.prefix, i.suffix) for i in items]
+    return hits(infills(engine, gaps, max_tokens, use_cache, best_of), items)
 
 
 def infill_hit_rate(engine, items: list[ClozeItem], max_tokens: int, use_cache: bool = True,
                     best_of: int = 1) -> float:
-    gaps = [(i.prefix, i.suffix) for i in items]
-    return hit_rate(infills(engine, gaps, max_tokens, use_cache, best_of), items)
+    return sum(infill_hits(engine, items, max_tokens, use_cache, best_of)) / max(len(items), 1)
 
 
 def left_guess_hit_rate(engine, items: list[ClozeItem], max_tokens: int, use_cache: bool = True) -> float:
@@ -89,9 +99,12 @@ def left_guess_hit_rate(engine, items: list[ClozeItem], max_tokens: int, use_cac
 
 
 def cloze_scores(base, adapted, items: list[ClozeItem], max_tokens: int, use_cache: bool = True) -> dict:
+    """Hit rates of the four readers, and the greedy infill's 95% interval over the items."""
+    greedy = infill_hits(adapted, items, max_tokens, use_cache)
     return {
         "items": len(items),
-        "adapted_infill": infill_hit_rate(adapted, items, max_tokens, use_cache),
+        "adapted_infill": sum(greedy) / max(len(items), 1),
+        "adapted_infill_interval": list(mean_interval([float(h) for h in greedy])) if items else None,
         "adapted_infill_best_of_4": infill_hit_rate(adapted, items, max_tokens, use_cache, best_of=4),
         "adapted_left_guess": left_guess_hit_rate(adapted, items, max_tokens, use_cache),
         "base_left_guess": left_guess_hit_rate(base, items, max_tokens, use_cache),

@@ -4,10 +4,14 @@ Each target compares one adapted figure with a bound (a fixed number, or a multi
 figure on the same data: the base's, or the same adapter read another way); a missing figure
 fails its target. A target whose row was seen in training (magnet/evaluation/overlap.py) is
 neither passed nor failed: it is marked SEEN, since a figure on training data proves nothing.
+Where a row measures its figure's 95% interval over the items it scores
+(magnet/evaluation/intervals.py) and the bound lies inside it, the target is marked UNSURE:
+the point figure passes or fails, another sample of the split could say the opposite.
 The targets are to be met on the *report* split (magnet/splits.py).
 """
 from __future__ import annotations
 
+import math
 import operator
 from dataclasses import dataclass
 from typing import Callable
@@ -20,6 +24,7 @@ SPACED_PUNCTUATION_SLACK = 1.0  # percentage points of " ." / " ," above the bas
 CLOZE_MIN = 60.0  # greedy cloze hit rate, %
 
 Getter = Callable[[dict], float]
+IntervalGetter = Callable[[dict], "tuple[float, float] | list[float]"]
 
 
 @dataclass(frozen=True)
@@ -30,6 +35,7 @@ class Target:
     value: Getter  # the adapted model's figure
     bound: Getter  # what it is compared with
     compare: str  # "<=", ">=" or ">"
+    interval: IntervalGetter | None = None  # the 95% interval of `value`, where the row measures one
 
 
 COMPARE = {"<=": operator.le, ">=": operator.ge, ">": operator.gt}
@@ -55,34 +61,44 @@ def cloze(key: str) -> Getter:
     return lambda r: 100 * r["cloze"][key]
 
 
+def scaled(interval: IntervalGetter, by: Getter) -> IntervalGetter:
+    """An interval of a ratio, in the units of the figure it multiplies (the ratio's denominator)."""
+    return lambda r: [x * by(r) for x in interval(r)]
+
+
 TARGETS = (
     Target(f"ROC hybrid fill PPL <= {ROC_HYBRID_RATIO} x the same adapter's left-to-right PPL", "roc", "roc_hybrid",
-           roc("adapted_hybrid"), lambda r: ROC_HYBRID_RATIO * roc("adapted_causal")(r), "<="),
+           roc("adapted_hybrid"), lambda r: ROC_HYBRID_RATIO * roc("adapted_causal")(r), "<=",
+           scaled(roc("hybrid_causal_interval"), roc("adapted_causal"))),
     Target("ROC PPL with another story's sentences 4-5 above the true suffix's (the suffix is read)", "roc",
-           "roc_wrong_suffix", roc("adapted_wrong_suffix"), roc("adapted_hybrid"), ">"),
+           "roc_wrong_suffix", roc("adapted_wrong_suffix"), roc("adapted_hybrid"), ">",
+           scaled(roc("wrong_hybrid_interval"), roc("adapted_hybrid"))),
     Target("POS accuracy above the base causal probe", "conll", "probe_pos", probe("pos", "adapted"),
            probe("pos", "base_causal"), ">"),
     Target("chunk F1 above the base causal probe", "conll", "probe_chunk", probe("chunk", "adapted"),
            probe("chunk", "base_causal"), ">"),
     Target("NER F1 above the base causal probe", "conll", "probe_ner", probe("ner", "adapted"),
            probe("ner", "base_causal"), ">"),
-    Target(f"STS-B Spearman >= {STSB_MIN:g}", "stsb", "stsb", lambda r: r["stsb"]["adapted"], lambda r: STSB_MIN, ">="),
+    Target(f"STS-B Spearman >= {STSB_MIN:g}", "stsb", "stsb", lambda r: r["stsb"]["adapted"], lambda r: STSB_MIN, ">=",
+           lambda r: r["stsb"]["adapted_interval"]),
     Target(f"WikiText-2 PPL <= {WIKITEXT_PPL_RATIO} x base", "wikitext", "wikitext",
            lambda r: r["wikitext"]["adapted"], lambda r: WIKITEXT_PPL_RATIO * r["wikitext"]["base"], "<="),
     *(Target(f"Rep-4 ({prefixes} prefixes) <= {REP4_RATIO} x base", "repetition", f"rep_4_{prefixes}",
-             repetition(prefixes, "adapted"), lambda r, p=prefixes: REP4_RATIO * repetition(p, "base")(r), "<=")
+             repetition(prefixes, "adapted"), lambda r, p=prefixes: REP4_RATIO * repetition(p, "base")(r), "<=",
+             scaled(lambda r, p=prefixes: r["repetition"][p]["rep_4_ratio_interval"], repetition(prefixes, "base")))
       for prefixes in ("wikitext", "roc")),
     *(Target(f"punctuation after a space ({prefixes} generations) <= base + {SPACED_PUNCTUATION_SLACK:g} points",
              "repetition", f"spaced_{prefixes}", spaced(prefixes, "adapted"),
              lambda r, p=prefixes: spaced(p, "base")(r) + SPACED_PUNCTUATION_SLACK, "<=")
       for prefixes in ("wikitext", "roc")),
     Target(f"cloze greedy infill hit rate >= {CLOZE_MIN:g}%", "cloze", "cloze", cloze("adapted_infill"),
-           lambda r: CLOZE_MIN, ">="),
+           lambda r: CLOZE_MIN, ">=", lambda r: [100 * x for x in r["cloze"]["adapted_infill_interval"]]),
     Target("cloze greedy infill above the better left-context guess (base or adapted)", "cloze", "cloze",
-           cloze("adapted_infill"), lambda r: max(cloze("base_left_guess")(r), cloze("adapted_left_guess")(r)), ">"),
+           cloze("adapted_infill"), lambda r: max(cloze("base_left_guess")(r), cloze("adapted_left_guess")(r)), ">",
+           lambda r: [100 * x for x in r["cloze"]["adapted_infill_interval"]]),
 )
 
-PASS, FAIL, SEEN = "PASS", "FAIL", "SEEN"
+PASS, FAIL, SEEN, UNSURE = "PASS", "FAIL", "SEEN", "UNSURE"
 
 
 def figure(getter: Getter, results: dict) -> float | None:
@@ -92,28 +108,49 @@ def figure(getter: Getter, results: dict) -> float | None:
         return None
 
 
+def interval_of(target: Target, results: dict) -> list[float] | None:
+    """[low, high] of the target's figure, or None where its row measured none (an older run, or
+    no finite interval)."""
+    if target.interval is None:
+        return None
+    try:
+        low, high = (float(x) for x in target.interval(results))
+    except (KeyError, TypeError, ValueError):
+        return None
+    return [low, high] if math.isfinite(low) and math.isfinite(high) else None
+
+
 def check_criteria(results: dict, seen: dict[str, str] | None = None) -> list[dict]:
-    """[{"target", "row", "line", "value", "bound", "pass", "status"}] in TARGETS order. `seen`:
-    row -> why it was seen in training; such a row's targets get status SEEN, no figures."""
+    """[{"target", "row", "line", "value", "bound", "interval", "pass", "status"}] in TARGETS order.
+    `seen`: row -> why it was seen in training; such a row's targets get status SEEN, no figures.
+    "pass" is the point figure's; the status is UNSURE where the bound lies inside the interval."""
     seen = seen or {}
     checked = []
     for target in TARGETS:
         if target.row in seen:
             checked.append({"target": target.text, "row": target.row, "line": target.line, "value": None,
-                            "bound": None, "pass": None, "status": SEEN})
+                            "bound": None, "interval": None, "pass": None, "status": SEEN})
             continue
         value, bound = figure(target.value, results), figure(target.bound, results)
         passed = value is not None and bound is not None and COMPARE[target.compare](value, bound)
+        interval = interval_of(target, results)
+        status = PASS if passed else FAIL
+        if interval is not None and bound is not None and len({COMPARE[target.compare](x, bound) for x in interval}) > 1:
+            status = UNSURE
         checked.append({"target": target.text, "row": target.row, "line": target.line, "value": value,
-                        "bound": bound, "pass": passed, "status": PASS if passed else FAIL})
+                        "bound": bound, "interval": interval, "pass": passed, "status": status})
     return checked
 
 
 def format_criteria(checked: list[dict]) -> list[str]:
-    """'PASS  target (value 82.10, bound 80.00)' lines; 'SEEN  target (seen in training: not judged)'."""
+    """'PASS  target (value 84.90, bound 82.00, 95% interval 83.10-86.50)' lines; 'SEEN  target
+    (seen in training: not judged)'."""
     def number(x):
         return "missing" if x is None else f"{x:.4g}"
 
+    def interval(c):
+        return f", 95% interval {number(c['interval'][0])}-{number(c['interval'][1])}" if c.get("interval") else ""
+
     return [f"{SEEN}  {c['target']} (seen in training: not judged)" if c["status"] == SEEN else
-            f"{c['status']}  {c['target']} (value {number(c['value'])}, bound {number(c['bound'])})"
+            f"{c['status']}  {c['target']} (value {number(c['value'])}, bound {number(c['bound'])}{interval(c)})"
             for c in checked]

@@ -20,8 +20,9 @@ report by default), spread over it.
 
 A ratio of two readings is a mean over a few hundred stories, and which stories moves it: the
 quality check of the run that trained the default adapter read its hybrid / left to right at
-0.90 on the first 150 select stories; all 381 select stories read 0.94. So each ratio comes with a 95% interval over stories (`ratio_interval`: the
-stories resampled with replacement, both readings of a story kept together).
+0.90 on the first 150 select stories; all 381 select stories read 0.94. So each ratio comes
+with a 95% interval over stories (magnet/evaluation/intervals.py: the stories resampled,
+both readings of a story kept together).
 
     magnet eval infill [--data ../shared/data/rocstories/cloze_test_val_spring2016.csv] [--split select]
 """
@@ -35,6 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from magnet.datasets import read_roc_stories
+from magnet.evaluation.intervals import LEVEL, perplexity_ratio_interval
 from magnet.evaluation.sizes import FULL, spread
 from magnet.forward import hidden_states, logits
 from magnet.masks import MODE_ROLES, AttentionMode, gap_predictor_role
@@ -119,23 +121,6 @@ def reading_nlls(engine, stories: list[list[str]], reading: str, label: str = ""
     return nlls, counts
 
 
-RESAMPLES = 2000  # bootstrap resamples of the stories
-INTERVAL = 0.95
-
-
-def ratio_interval(over: list[float], under: list[float], counts: list[int], seed: int = 0) -> tuple[float, float]:
-    """The INTERVAL bootstrap interval of PPL(over) / PPL(under) = exp((sum over - sum under) /
-    sum counts), per-story summed NLLs of two readings of the same tokens: the stories drawn
-    with replacement RESAMPLES times (a fixed seed: two runs print the same interval)."""
-    delta = torch.tensor(over, dtype=torch.float64) - torch.tensor(under, dtype=torch.float64)  # (S,)
-    n = torch.tensor(counts, dtype=torch.float64)
-    draws = torch.randint(len(counts), (RESAMPLES, len(counts)), generator=torch.Generator().manual_seed(seed))
-    ratios = torch.exp(delta[draws].sum(dim=1) / n[draws].sum(dim=1).clamp(min=1))  # (RESAMPLES,)
-    tail = (1 - INTERVAL) / 2
-    low, high = torch.quantile(ratios, torch.tensor([tail, 1 - tail], dtype=torch.float64)).tolist()
-    return low, high
-
-
 def roc_stories(path, split: str | None, n: int) -> list[list[str]]:
     """n stories spread over the split's stories of the file (all of them when n is 0)."""
     return spread(read_roc_stories(path, split), n)
@@ -155,7 +140,7 @@ def infill_controls(adapted, base, stories: list[list[str]]) -> dict:
         nlls[reading], counts = reading_nlls(adapted, stories, reading, f"ROC adapted {reading}")
         result[f"adapted_{reading}"] = math.exp(sum(nlls[reading]) / max(sum(counts), 1))
     for (over, under), key in INTERVALS.items():
-        result[key] = list(ratio_interval(nlls[over], nlls[under], counts))
+        result[key] = list(perplexity_ratio_interval(nlls[over], nlls[under], counts))
     if base is not None and base is not adapted:
         result["base_causal"] = reading_perplexity(base, stories, "causal", "ROC base causal")
     return result
@@ -174,7 +159,7 @@ def format_controls(result: dict, adapted_name: str, base_name: str | None) -> l
         if key in result:
             low, high = result[key]
             ratio = result[f"adapted_{over}"] / result[f"adapted_{under}"]
-            lines.append(f"  {over} / {under}: x{ratio:.3f}, {INTERVAL:.0%} interval over stories "
+            lines.append(f"  {over} / {under}: x{ratio:.3f}, {LEVEL:.0%} interval over stories "
                          f"x{low:.3f} - x{high:.3f}")
     return lines
 

@@ -4,19 +4,20 @@ One line per figure: two figures side by side (the metric names them, "first / s
 mostly base / adapted, or the adapter read two ways), the change, and the paper's Llama-2-7B
 figures (Khosla et al. 2025, before -> after Magnet) for reference. A row seen in training
 (magnet/evaluation/overlap.py) prints no figure. The chart draws one panel per line with its
-target and the paper's figure as lines, PASS/FAIL, and which direction is better.
+target and the paper's figure as lines, the adapted figure's 95% interval where its row
+measures one, PASS/FAIL/UNSURE, and which direction is better.
 """
 from __future__ import annotations
 
 import json
 import logging
-import os
 import textwrap
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable
 
-from magnet.evaluation.criteria import SEEN, format_criteria
+from magnet.atomic import atomic_file
+from magnet.evaluation.criteria import SEEN, UNSURE, format_criteria
 
 log = logging.getLogger(__name__)
 
@@ -227,9 +228,8 @@ def markdown(report: dict) -> str:
 
 
 def write_atomically(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_text(text)
-    tmp.replace(path)
+    with atomic_file(path) as tmp:
+        tmp.write_text(text)
 
 
 def write_tables(report: dict, directory: Path) -> list[Path]:
@@ -252,7 +252,9 @@ def write_report(report: dict, directory: Path) -> list[Path]:
 
 
 def panel_values(line: Line, targets: list[dict]) -> list[float]:
-    return [x for x in (line.first, line.second, line.paper_value, *(t["bound"] for t in targets)) if x is not None]
+    intervals = [x for t in targets for x in (t.get("interval") or ())]
+    return [x for x in (line.first, line.second, line.paper_value, *(t["bound"] for t in targets), *intervals)
+            if x is not None]
 
 
 def plot_caption(report: dict) -> str:
@@ -288,6 +290,10 @@ def plot_table(lines: list[Line], criteria: list[dict], png: Path, caption: str 
     for ax, (ln, targets) in zip(axes.flat, panels):
         bars = ax.bar(list(ln.labels), [ln.first or 0.0, ln.second or 0.0], color=["#999999", "#3b75af"])
         ax.bar_label(bars, labels=[cell(ln.first, ln.digits), cell(ln.second, ln.digits)], fontsize=7)
+        interval = next((t["interval"] for t in targets if t.get("interval")), None)
+        if interval is not None and ln.second is not None:  # the adapted figure's 95% interval
+            ax.errorbar([1], [ln.second], yerr=[[max(ln.second - interval[0], 0)], [max(interval[1] - ln.second, 0)]],
+                        color="black", capsize=3, linewidth=1)
         for t in targets:
             ax.axhline(t["bound"], color="#2a9d3a" if t["pass"] else "#d62728", linestyle="--", linewidth=1.2,
                        label=f"target {t['bound']:.4g} ({t['status']})")
@@ -302,7 +308,7 @@ def plot_table(lines: list[Line], criteria: list[dict], png: Path, caption: str 
         if ln.key == "roc_wrong_suffix":
             direction = "higher: the suffix is read"
         title = "\n".join(textwrap.wrap(f"{verdict + ': ' if verdict else ''}{ln.metric}", 52)) + f"\n({direction})"
-        color = "#d62728" if "FAIL" in verdict else "#2a9d3a" if verdict else "black"
+        color = "#d62728" if "FAIL" in verdict else "#e69500" if UNSURE in verdict else "#2a9d3a" if verdict else "black"
         ax.set_title(title, fontsize=7, color=color)
         ax.tick_params(labelsize=7)
     for ax in list(axes.flat)[len(panels):]:

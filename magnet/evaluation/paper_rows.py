@@ -12,12 +12,13 @@ from typing import Callable
 from magnet.datasets import read_stsb
 from magnet.evaluation.cloze import cloze_scores, items_file, load_items
 from magnet.evaluation.infill import infill_controls, roc_stories
+from magnet.evaluation.intervals import ratio_of_means_interval
 from magnet.evaluation.overlap import first_overlap
 from magnet.evaluation.probe import probe_scores
 from magnet.tagging.heads import DEFAULT_FEATURE_MODE
 from magnet.evaluation.repetition import generation_repetition, roc_prefixes, wikitext_prefixes
 from magnet.evaluation.sizes import EvalSizes, spread
-from magnet.evaluation.sts import stsb_spearman
+from magnet.evaluation.sts import gold_scores, spearman, stsb_cosines, stsb_interval, stsb_spearman
 from magnet.evaluation.wikitext import wikitext_perplexity
 from magnet.masks import AttentionMode
 from magnet.splits import REPORT
@@ -43,8 +44,10 @@ def stsb_row(run: PaperRun) -> dict:
     """Last-token embeddings with the adapter's instruction; the base read both ways."""
     rows = spread(read_stsb(*run.scored("--stsb")), run.sizes.stsb_pairs)
     instruction = run.adapted.instruction
+    cosines = stsb_cosines(run.adapted, rows, instruction, label="STS-B adapted")
     return {"pairs": len(rows),
-            "adapted": stsb_spearman(run.adapted, rows, instruction, label="STS-B adapted"),
+            "adapted": 100 * spearman(cosines, gold_scores(rows)),
+            "adapted_interval": list(stsb_interval(cosines, rows)),
             "base_causal": stsb_spearman(run.base, rows, instruction, AttentionMode.CAUSAL, label="STS-B base causal"),
             "base_bidirectional": stsb_spearman(run.base, rows, instruction, label="STS-B base bidirectional")}
 
@@ -81,8 +84,12 @@ def repetition_row(run: PaperRun) -> dict:
                    "roc": roc_prefixes(*run.scored("--roc"), s.roc_prefixes)}
     result: dict = {"max_tokens": s.continuation_tokens, "prefixes": {k: len(v) for k, v in prefix_sets.items()}}
     for name, prefixes in prefix_sets.items():
-        result[name] = {who: generation_repetition(engine, prefixes, s.continuation_tokens, run.use_cache)
-                        for who, engine in (("base", run.base), ("adapted", run.adapted))}
+        scores = {who: generation_repetition(engine, prefixes, s.continuation_tokens, run.use_cache)
+                  for who, engine in (("base", run.base), ("adapted", run.adapted))}
+        # Rep-4 adapted / base, both texts of a prefix drawn together
+        scores["rep_4_ratio_interval"] = list(ratio_of_means_interval(scores["adapted"]["rep_4_each"],
+                                                                      scores["base"]["rep_4_each"]))
+        result[name] = scores
     return result
 
 

@@ -51,10 +51,12 @@ def spaced_punctuation(text: str) -> float:
     return sum(1 for space in marks if space) / len(marks) if marks else 0.0
 
 
-def repetition_scores(texts: list[str]) -> dict[str, float]:
-    """Mean per-generation Rep-Sen and Rep-4, and the share of spaced punctuation over all texts."""
+def repetition_scores(texts: list[str]) -> dict:
+    """Mean per-generation Rep-Sen and Rep-4, each generation's Rep-4 (for an interval over
+    prefixes: magnet/evaluation/intervals.py), and the share of spaced punctuation over all texts."""
     n = max(len(texts), 1)
-    return {"rep_sen": sum(map(rep_sen, texts)) / n, "rep_4": sum(rep_n(t) for t in texts) / n,
+    rep_4 = [rep_n(t) for t in texts]
+    return {"rep_sen": sum(map(rep_sen, texts)) / n, "rep_4": sum(rep_4) / n, "rep_4_each": rep_4,
             "spaced_punctuation": spaced_punctuation(" ".join(texts))}
 
 

@@ -14,6 +14,7 @@ import time
 import torch
 
 from magnet.datasets import read_stsb
+from magnet.evaluation.intervals import statistic_interval
 from magnet.evaluation.sizes import spread
 from magnet.masks import AttentionMode
 from magnet.progress import progress
@@ -27,14 +28,12 @@ def spearman(x: torch.Tensor, y: torch.Tensor) -> float:
 
 
 def average_ranks(values: torch.Tensor) -> torch.Tensor:
-    values = values.double()
-    order = values.argsort()
-    ranks = torch.empty_like(values)
-    ranks[order] = torch.arange(len(values), dtype=torch.double)
-    for v in values.unique():  # ties share their mean rank
-        tied = values == v
-        if tied.sum() > 1:
-            ranks[tied] = ranks[tied].mean()
+    """0-based ranks, ties sharing their mean rank."""
+    ordered, order = values.double().sort()
+    _, group, counts = torch.unique_consecutive(ordered, return_inverse=True, return_counts=True)
+    ends = counts.cumsum(0).double()  # one past each tied group's last rank
+    ranks = torch.empty(len(values), dtype=torch.double)
+    ranks[order] = ((ends - counts + ends - 1) / 2)[group]
     return ranks
 
 
@@ -47,6 +46,22 @@ def stsb_spearman(engine, rows: list[tuple[str, str, float]], instruction: str |
                   mode: AttentionMode = AttentionMode.BIDIRECTIONAL, label: str = "") -> float:
     """x100 Spearman of cos(embed(s1), embed(s2)) against the scores; `mode` is the attention
     the embeddings are read with (causal: a base model's own way)."""
+    return 100 * spearman(stsb_cosines(engine, rows, instruction, mode, label), gold_scores(rows))
+
+
+def gold_scores(rows: list[tuple[str, str, float]]) -> torch.Tensor:
+    return torch.tensor([s for _, _, s in rows])
+
+
+def stsb_interval(cosines: torch.Tensor, rows: list[tuple[str, str, float]]) -> tuple[float, float]:
+    """The 95% interval of the x100 Spearman over the pairs (magnet/evaluation/intervals.py)."""
+    gold = gold_scores(rows)
+    return statistic_interval(lambda draw: 100 * spearman(cosines[draw], gold[draw]), len(rows))
+
+
+def stsb_cosines(engine, rows: list[tuple[str, str, float]], instruction: str | None = None,
+                 mode: AttentionMode = AttentionMode.BIDIRECTIONAL, label: str = "") -> torch.Tensor:
+    """(pairs,) cos(embed(s1), embed(s2)), read with `mode`."""
     texts = [a for a, _, _ in rows] + [b for _, b, _ in rows]
     chunks = []
     for first in progress(range(0, len(texts), EMBED_BATCH), label or f"STS-B {engine.name} ({mode.value})",
@@ -55,8 +70,7 @@ def stsb_spearman(engine, rows: list[tuple[str, str, float]], instruction: str |
                                    mode=mode).embeddings)
     embeddings = torch.cat(chunks)
     left, right = embeddings[: len(rows)], embeddings[len(rows):]
-    cosine = (left * right).sum(dim=-1)  # embeddings are normalized
-    return 100 * spearman(cosine, torch.tensor([s for _, _, s in rows]))
+    return (left * right).sum(dim=-1)  # embeddings are normalized
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
