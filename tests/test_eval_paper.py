@@ -224,6 +224,13 @@ def test_paper_runs_end_to_end_on_the_report_split(tiny_loaded, tiny_model_dir, 
     assert printed.count("PASS  ") + printed.count("FAIL  ") + printed.count("UNSURE  ") == 13
     low, high = report["results"]["stsb"]["adapted_interval"]
     assert low <= report["results"]["stsb"]["adapted"] <= high
+    wiki = report["results"]["wikitext"]
+    assert wiki["ratio_interval"][0] <= wiki["adapted"] / wiki["base"] <= wiki["ratio_interval"][1]
+    conll = report["results"]["conll"]
+    for task in ("pos", "chunk", "ner"):  # x100 adapted - base, over the scored sentences; the counts not kept
+        low, high = conll["difference_intervals"][task]
+        assert low <= 100 * (conll["adapted"][task]["score"] - conll["base_causal"][task]["score"]) <= high
+        assert "sentence_counts" not in conll["adapted"][task]
     # 4 stories and 5 cloze items: intervals wide enough to hold some bounds, which are then not judged
     unsure = [c for c in report["criteria"] if c["status"] == "UNSURE"]
     assert unsure and all(c["interval"][0] <= c["bound"] <= c["interval"][1] for c in unsure)

@@ -14,9 +14,16 @@ from magnet.evaluation.infill import (
     span_nll,
     story_tokens,
 )
-from magnet.evaluation.intervals import mean_interval, perplexity_ratio_interval, ratio_of_means_interval
+from magnet.evaluation.intervals import (
+    corpus_score,
+    mean_interval,
+    perplexity_ratio_interval,
+    ratio_of_means_interval,
+    score_difference_interval,
+)
 from magnet.evaluation.sts import average_ranks, spearman, stsb_interval
 from magnet.masks import AttentionMode
+from magnet.tagging.metrics import entity_scores, sentence_counts, token_accuracy
 
 STORY = ["Tom was hungry.", "He went to the store.", "He bought a sandwich.", "He ate it.", "He was full."]
 
@@ -89,6 +96,21 @@ def test_mean_and_ratio_intervals_hold_their_figure_and_a_hit_rate_stays_in_0_1(
     adapted = [b * 1.5 + 0.01 * i for i, b in enumerate(base)]
     low, high = ratio_of_means_interval(adapted, base)
     assert low < sum(adapted) / sum(base) < high
+
+
+def test_sentence_counts_sum_to_the_corpus_scores_and_their_difference_has_an_interval():
+    gold = [["B-PER", "I-PER", "O", "B-LOC"], ["O", "B-ORG", "O"], ["B-MISC", "O"]] * 5
+    good = [["B-PER", "I-PER", "O", "B-LOC"], ["O", "B-ORG", "O"], ["O", "O"]] * 5
+    poor = [["B-PER", "O", "O", "B-LOC"], ["O", "O", "O"], ["B-MISC", "O"]] * 5
+    for entity, reference in ((True, lambda g, p: entity_scores(g, p).f1), (False, token_accuracy)):
+        for pred in (good, poor):
+            sums = torch.tensor(sentence_counts(entity, gold, pred), dtype=torch.float64).sum(dim=0)
+            assert float(corpus_score(sums, entity)) == pytest.approx(reference(gold, pred))
+    counts = {name: sentence_counts(True, gold, pred) for name, pred in (("good", good), ("poor", poor))}
+    low, high = score_difference_interval(counts["good"], counts["poor"], entity=True)
+    difference = entity_scores(gold, good).f1 - entity_scores(gold, poor).f1
+    assert low <= difference <= high and low < high
+    assert score_difference_interval(counts["good"], counts["good"], entity=True) == pytest.approx((0.0, 0.0))
 
 
 def test_stsb_interval_brackets_the_spearman_of_the_pairs():

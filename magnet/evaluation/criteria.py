@@ -45,6 +45,11 @@ def probe(task: str, who: str) -> Getter:
     return lambda r: 100 * r["conll"][who][task]["score"]  # x100, as in the table
 
 
+def probe_interval(task: str) -> IntervalGetter:
+    """The adapted probe's interval: the base's score plus the interval of the difference."""
+    return lambda r: [probe(task, "base_causal")(r) + x for x in r["conll"]["difference_intervals"][task]]
+
+
 def repetition(prefixes: str, who: str) -> Getter:
     return lambda r: r["repetition"][prefixes][who]["rep_4"]
 
@@ -73,16 +78,14 @@ TARGETS = (
     Target("ROC PPL with another story's sentences 4-5 above the true suffix's (the suffix is read)", "roc",
            "roc_wrong_suffix", roc("adapted_wrong_suffix"), roc("adapted_hybrid"), ">",
            scaled(roc("wrong_hybrid_interval"), roc("adapted_hybrid"))),
-    Target("POS accuracy above the base causal probe", "conll", "probe_pos", probe("pos", "adapted"),
-           probe("pos", "base_causal"), ">"),
-    Target("chunk F1 above the base causal probe", "conll", "probe_chunk", probe("chunk", "adapted"),
-           probe("chunk", "base_causal"), ">"),
-    Target("NER F1 above the base causal probe", "conll", "probe_ner", probe("ner", "adapted"),
-           probe("ner", "base_causal"), ">"),
+    *(Target(f"{name} above the base causal probe", "conll", f"probe_{task}", probe(task, "adapted"),
+             probe(task, "base_causal"), ">", probe_interval(task))
+      for task, name in (("pos", "POS accuracy"), ("chunk", "chunk F1"), ("ner", "NER F1"))),
     Target(f"STS-B Spearman >= {STSB_MIN:g}", "stsb", "stsb", lambda r: r["stsb"]["adapted"], lambda r: STSB_MIN, ">=",
            lambda r: r["stsb"]["adapted_interval"]),
     Target(f"WikiText-2 PPL <= {WIKITEXT_PPL_RATIO} x base", "wikitext", "wikitext",
-           lambda r: r["wikitext"]["adapted"], lambda r: WIKITEXT_PPL_RATIO * r["wikitext"]["base"], "<="),
+           lambda r: r["wikitext"]["adapted"], lambda r: WIKITEXT_PPL_RATIO * r["wikitext"]["base"], "<=",
+           scaled(lambda r: r["wikitext"]["ratio_interval"], lambda r: r["wikitext"]["base"])),
     *(Target(f"Rep-4 ({prefixes} prefixes) <= {REP4_RATIO} x base", "repetition", f"rep_4_{prefixes}",
              repetition(prefixes, "adapted"), lambda r, p=prefixes: REP4_RATIO * repetition(p, "base")(r), "<=",
              scaled(lambda r, p=prefixes: r["repetition"][p]["rep_4_ratio_interval"], repetition(prefixes, "base")))

@@ -67,3 +67,19 @@ def statistic_interval(statistic: Callable[[torch.Tensor], float], n: int) -> tu
     """Of a figure that is not a mean (a rank correlation): `statistic(indices)` (n,) -> float,
     computed once a draw."""
     return bootstrap_interval(lambda draws: torch.tensor([statistic(row) for row in draws]), n)
+
+
+def corpus_score(sums: torch.Tensor, entity: bool) -> torch.Tensor:
+    """(..., 3) summed (right, gold, predicted) -> (...,) accuracy or entity F1
+    (magnet.tagging.metrics.sentence_counts)."""
+    right, gold, predicted = sums.unbind(-1)
+    return 2 * right / (gold + predicted) if entity else right / gold
+
+
+def score_difference_interval(over: Sequence[tuple[int, int, int]], under: Sequence[tuple[int, int, int]],
+                              entity: bool) -> tuple[float, float]:
+    """Of score(over) - score(under), two taggers' per-sentence counts on the same sentences
+    (a sentence's two counts drawn together)."""
+    a, b = torch.tensor(over, dtype=torch.float64), torch.tensor(under, dtype=torch.float64)  # (S, 3)
+    return bootstrap_interval(lambda draws: corpus_score(a[draws].sum(dim=1), entity)
+                              - corpus_score(b[draws].sum(dim=1), entity), len(a))

@@ -12,9 +12,10 @@ from typing import Callable
 from magnet.datasets import read_stsb
 from magnet.evaluation.cloze import cloze_scores, items_file, load_items
 from magnet.evaluation.infill import infill_controls, roc_stories
-from magnet.evaluation.intervals import ratio_of_means_interval
+from magnet.evaluation.intervals import perplexity_ratio_interval, ratio_of_means_interval, score_difference_interval
 from magnet.evaluation.overlap import first_overlap
 from magnet.evaluation.probe import probe_scores
+from magnet.tagging.conll import ENTITY_TASKS, TASKS
 from magnet.tagging.heads import DEFAULT_FEATURE_MODE
 from magnet.evaluation.repetition import generation_repetition, roc_prefixes, wikitext_prefixes
 from magnet.evaluation.sizes import EvalSizes, spread
@@ -59,8 +60,12 @@ def conll_row(run: PaperRun) -> dict:
     s = run.sizes
     shared = (run.files["--conll-train"], *run.scored("--conll-valid"), s.conll_train, s.conll_select,
               s.conll_valid, s.probe_steps, run.use_cache)
-    return {"base_causal": probe_scores(run.base, "causal", *shared),
-            "adapted": probe_scores(run.adapted, DEFAULT_FEATURE_MODE, *shared)}
+    base, adapted = probe_scores(run.base, "causal", *shared), probe_scores(run.adapted, DEFAULT_FEATURE_MODE, *shared)
+    # x100 adapted - base, both taggers' counts of a sentence drawn together; the counts are not kept
+    differences = {task: [100 * x for x in score_difference_interval(
+        adapted[task].pop("sentence_counts"), base[task].pop("sentence_counts"), task in ENTITY_TASKS)]
+        for task in TASKS}
+    return {"base_causal": base, "adapted": adapted, "difference_intervals": differences}
 
 
 def roc_row(run: PaperRun) -> dict:
@@ -75,7 +80,8 @@ def wikitext_row(run: PaperRun) -> dict:
     adapted = wikitext_perplexity(run.adapted, *run.scored("--wikitext"), s.wikitext_windows, s.window_tokens,
                                   "WikiText adapted")
     return {"tokens": base.tokens, "windows": base.windows, "window": base.window, "base": base.ppl,
-            "adapted": adapted.ppl}
+            "adapted": adapted.ppl,  # adapted / base PPL, both readings of a window drawn together
+            "ratio_interval": list(perplexity_ratio_interval(adapted.nlls, base.nlls, [base.window] * base.windows))}
 
 
 def repetition_row(run: PaperRun) -> dict:

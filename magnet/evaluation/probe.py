@@ -13,17 +13,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from magnet.tagging.conll import TASKS
+from magnet.tagging.conll import ENTITY_TASKS, TASKS
 from magnet.tagging.features import conll_features, fit_and_select_features
 from magnet.tagging.head_training import HeadTrainConfig, score, train_head
+from magnet.tagging.metrics import sentence_counts
 from magnet.tagging.layers import choose_layer, sweep_layers
 from magnet.progress import progress
 
 
 def probe_scores(engine, mode: str, train_path: Path, scored_path: Path, scored_split: str | None, n_train: int,
                  n_select: int, n_scored: int, steps: int, use_cache: bool = True) -> dict:
-    """{task: {"score", "metric", "selection_score", "step"}, "layer", "sweep", "sentences": {...}}
-    for one model. `scored_split` None: all of `scored_path` (a file with no split rule)."""
+    """{task: {"score", "metric", "selection_score", "step", "sentence_counts"}, "layer", "sweep",
+    "sentences": {...}} for one model (sentence_counts: per scored sentence, for an interval). `scored_split` None: all of `scored_path` (a file with no split rule)."""
     layers = sweep_layers(engine.n_layers)
     (train, train_x), (select, select_x) = fit_and_select_features(engine, mode, train_path, n_train, n_select,
                                                                    use_cache=use_cache, layers=layers)
@@ -43,6 +44,8 @@ def probe_scores(engine, mode: str, train_path: Path, scored_path: Path, scored_
     for task in progress(TASKS, f"probes ({mode}, layer {choice.layer})", unit="task"):
         trained = train_head(task, train_x, [s.tags[task] for s in train], select_x, [s.tags[task] for s in select],
                              config)
-        value, metric = score(task, [s.tags[task] for s in scored], [trained.head.predict(x) for x in scored_x])
-        result[task] = {"score": value, "metric": metric, "selection_score": trained.score, "step": trained.step}
+        gold, pred = [s.tags[task] for s in scored], [trained.head.predict(x) for x in scored_x]
+        value, metric = score(task, gold, pred)
+        result[task] = {"score": value, "metric": metric, "selection_score": trained.score, "step": trained.step,
+                        "sentence_counts": sentence_counts(task in ENTITY_TASKS, gold, pred)}
     return result

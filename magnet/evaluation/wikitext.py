@@ -31,13 +31,17 @@ def token_windows(tokenizer, paragraphs: list[str], window: int) -> list[list[in
 
 
 def causal_perplexity(engine, windows: list[list[int]], label: str = "") -> tuple[float, int]:
-    """(exp of the mean token NLL, number of tokens scored): each window after the anchor token.
-    A window is infill.span_nll's "missing" span with no context around it: left to right."""
-    total, count = 0.0, 0
-    for window in progress(windows, label or f"WikiText {engine.name}", unit="window"):
-        nll, n = span_nll(engine.model, engine.anchor_id, engine.tokenizer.eos_token_id, [], window, [], hybrid=False)
-        total, count = total + nll, count + n
-    return math.exp(total / max(count, 1)), count
+    """(exp of the mean token NLL, number of tokens scored): each window after the anchor token."""
+    nlls = window_nlls(engine, windows, label)
+    count = sum(map(len, windows))
+    return math.exp(sum(nlls) / max(count, 1)), count
+
+
+def window_nlls(engine, windows: list[list[int]], label: str = "") -> list[float]:
+    """Each window's summed token NLL, read after the anchor token: infill.span_nll's "missing"
+    span with no context around it, left to right."""
+    return [span_nll(engine.model, engine.anchor_id, engine.tokenizer.eos_token_id, [], window, [], hybrid=False)[0]
+            for window in progress(windows, label or f"WikiText {engine.name}", unit="window")]
 
 
 @dataclass(frozen=True)
@@ -46,6 +50,7 @@ class WikitextScore:
     tokens: int  # scored tokens: windows x window
     windows: int
     window: int  # tokens per window, after fitting the model's context
+    nlls: tuple[float, ...] = ()  # each window's summed NLL (for an interval over windows)
 
 
 def wikitext_perplexity(engine, path, split: str | None, n_windows: int, window: int,
@@ -56,8 +61,9 @@ def wikitext_perplexity(engine, path, split: str | None, n_windows: int, window:
     windows = spread(token_windows(engine.tokenizer, read_paragraphs(path, split), window), n_windows)
     if not windows:
         raise SystemExit(f"{path}: no {split or ''} text to score (fewer than {window} tokens)")
-    ppl, tokens = causal_perplexity(engine, windows, label)
-    return WikitextScore(ppl, tokens, len(windows), window)
+    nlls = window_nlls(engine, windows, label)
+    tokens = len(windows) * window
+    return WikitextScore(math.exp(sum(nlls) / tokens), tokens, len(windows), window, tuple(nlls))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

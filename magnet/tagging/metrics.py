@@ -50,3 +50,18 @@ def entity_scores(gold: list[list[str]], pred: list[list[str]]) -> EntityScores:
     recall = correct / len(gold_set) if gold_set else 0.0
     f1 = 2 * precision * recall / (precision + recall) if correct else 0.0
     return EntityScores(precision, recall, f1, len(gold_set), len(pred_set), correct)
+
+
+def sentence_counts(entity: bool, gold: list[list[str]], pred: list[list[str]]) -> list[tuple[int, int, int]]:
+    """Per sentence, what the corpus score sums: (right, gold, predicted) with accuracy =
+    sum right / sum gold (words: gold = predicted = its words) and entity F1 =
+    2 sum right / (sum gold + sum predicted) (entities). An interval over sentences resamples
+    these (magnet/evaluation/intervals.py)."""
+    check_aligned(gold, pred)
+    if not entity:
+        return [(sum(a == b for a, b in zip(g, p)), len(g), len(g)) for g, p in zip(gold, pred)]
+    counts = []
+    for g, p in zip(gold, pred):
+        gold_set, pred_set = entity_set([g]), entity_set([p])
+        counts.append((len(gold_set & pred_set), len(gold_set), len(pred_set)))
+    return counts
