@@ -66,6 +66,10 @@ def cloze(key: str) -> Getter:
     return lambda r: 100 * r["cloze"][key]
 
 
+def cloze_interval(r: dict) -> list[float]:
+    return [100 * x for x in r["cloze"]["adapted_infill_interval"]]
+
+
 def scaled(interval: IntervalGetter, by: Getter) -> IntervalGetter:
     """An interval of a ratio, in the units of the figure it multiplies (the ratio's denominator)."""
     return lambda r: [x * by(r) for x in interval(r)]
@@ -95,10 +99,10 @@ TARGETS = (
              lambda r, p=prefixes: spaced(p, "base")(r) + SPACED_PUNCTUATION_SLACK, "<=")
       for prefixes in ("wikitext", "roc")),
     Target(f"cloze greedy infill hit rate >= {CLOZE_MIN:g}%", "cloze", "cloze", cloze("adapted_infill"),
-           lambda r: CLOZE_MIN, ">=", lambda r: [100 * x for x in r["cloze"]["adapted_infill_interval"]]),
+           lambda r: CLOZE_MIN, ">=", cloze_interval),
     Target("cloze greedy infill above the better left-context guess (base or adapted)", "cloze", "cloze",
            cloze("adapted_infill"), lambda r: max(cloze("base_left_guess")(r), cloze("adapted_left_guess")(r)), ">",
-           lambda r: [100 * x for x in r["cloze"]["adapted_infill_interval"]]),
+           cloze_interval),
 )
 
 PASS, FAIL, SEEN, UNSURE = "PASS", "FAIL", "SEEN", "UNSURE"

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Callable
 
 from magnet.atomic import atomic_file
-from magnet.evaluation.criteria import SEEN, UNSURE, format_criteria
+from magnet.evaluation.criteria import FAIL, PASS, SEEN, UNSURE, format_criteria
 
 log = logging.getLogger(__name__)
 
@@ -251,6 +251,9 @@ def write_report(report: dict, directory: Path) -> list[Path]:
     return paths
 
 
+STATUS_COLORS = {PASS: "#2a9d3a", FAIL: "#d62728", UNSURE: "#e69500"}  # a target's line and its panel's title
+
+
 def panel_values(line: Line, targets: list[dict]) -> list[float]:
     intervals = [x for t in targets for x in (t.get("interval") or ())]
     return [x for x in (line.first, line.second, line.paper_value, *(t["bound"] for t in targets), *intervals)
@@ -265,7 +268,7 @@ def plot_caption(report: dict) -> str:
 
 def plot_table(lines: list[Line], criteria: list[dict], png: Path, caption: str = "") -> bool:
     """One panel per measured line: its two figures as bars, each target on it as a dashed line
-    (green when met, red when not; the panel titled PASS/FAIL), the paper's after figure as a
+    (green when met, red when not, orange when unsure; the panel titled by them), the paper's after figure as a
     dotted line, and which way is better. Seen rows, and lines with no target whose figures are
     both 0, get no panel. False without matplotlib."""
     try:
@@ -295,7 +298,7 @@ def plot_table(lines: list[Line], criteria: list[dict], png: Path, caption: str 
             ax.errorbar([1], [ln.second], yerr=[[max(ln.second - interval[0], 0)], [max(interval[1] - ln.second, 0)]],
                         color="black", capsize=3, linewidth=1)
         for t in targets:
-            ax.axhline(t["bound"], color="#2a9d3a" if t["pass"] else "#d62728", linestyle="--", linewidth=1.2,
+            ax.axhline(t["bound"], color=STATUS_COLORS[t["status"]], linestyle="--", linewidth=1.2,
                        label=f"target {t['bound']:.4g} ({t['status']})")
         if ln.paper_value is not None:
             ax.axhline(ln.paper_value, color="#555555", linestyle=":", linewidth=1.2, label="paper, Llama-2-7B")
@@ -308,7 +311,7 @@ def plot_table(lines: list[Line], criteria: list[dict], png: Path, caption: str 
         if ln.key == "roc_wrong_suffix":
             direction = "higher: the suffix is read"
         title = "\n".join(textwrap.wrap(f"{verdict + ': ' if verdict else ''}{ln.metric}", 52)) + f"\n({direction})"
-        color = "#d62728" if "FAIL" in verdict else "#e69500" if UNSURE in verdict else "#2a9d3a" if verdict else "black"
+        color = next((STATUS_COLORS[status] for status in (FAIL, UNSURE, PASS) if status in verdict), "black")
         ax.set_title(title, fontsize=7, color=color)
         ax.tick_params(labelsize=7)
     for ax in list(axes.flat)[len(panels):]:

@@ -96,9 +96,11 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit(f"--data {path}: {len(rows)} {args.split} pairs; Spearman needs at least 2")
     engine = load_engine(args)
     started = time.perf_counter()
-    score = stsb_spearman(engine, rows, engine.instruction)
-    print(f"{engine.name}\tSTS-B Spearman {score:.2f}\t({len(rows)} pairs of {split_note(path, split)}, "
-          f"{time.perf_counter() - started:.0f} s)")
+    cosines = stsb_cosines(engine, rows, engine.instruction)
+    score = 100 * spearman(cosines, gold_scores(rows))
+    low, high = stsb_interval(cosines, rows)
+    print(f"{engine.name}\tSTS-B Spearman {score:.2f} (95% interval over pairs {low:.2f}-{high:.2f})\t"
+          f"({len(rows)} pairs of {split_note(path, split)}, {time.perf_counter() - started:.0f} s)")
     note = seen_note(engine, [(path, split)])
     if note:
         print(note)
