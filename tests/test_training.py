@@ -769,3 +769,29 @@ def test_the_step_bar_follows_magnet_progress(tiny_model_dir, data_file, tmp_pat
     monkeypatch.setenv("MAGNET_PROGRESS", "0")  # off for logs and CI, as every other bar
     train(tiny_config(tiny_model_dir, data_file, tmp_path / "off", max_steps=2), progress=True)
     assert "magnet train" not in capsys.readouterr().err
+
+
+def test_quality_check_scores_items_spread_over_the_select_split(tmp_path, monkeypatch):
+    """Not the first N select stories (one stretch of the file), but N spread over the split,
+    as `magnet eval` subsamples."""
+    from types import SimpleNamespace
+
+    from magnet.datasets import read_roc_stories
+    from magnet.evaluation.sizes import spread
+    from magnet.splits import SELECT
+    from magnet.training import quality
+
+    path = tmp_path / "rocstories" / "cloze_test_val_spring2016.csv"  # the name its split rule reads
+    path.parent.mkdir()
+    path.write_text("InputStoryid,InputSentence1,InputSentence2,InputSentence3,InputSentence4,"
+                    "RandomFifthSentenceQuiz1,RandomFifthSentenceQuiz2,AnswerRightEnding\n"
+                    + "".join(f"story-{i},A{i}.,B{i}.,C{i}.,D{i}.,E{i}.,F{i}.,1\n" for i in range(200)))
+    scored = []
+    monkeypatch.setattr(quality, "infill_perplexity", lambda model, tok, anchor, stories, **kw: scored.append(stories)
+                        or 10.0)
+    config = SimpleNamespace(select_stsb=None, data=[str(path)], eval_stories=5, context="causal_gap")
+    engine = SimpleNamespace(model=None, tokenizer=None, anchor_id=0)
+    assert quality.scores(config, engine, hybrid=True, prefix="adapted") == {"adapted_roc_ppl_hybrid": 10.0}
+    select = read_roc_stories(path, SELECT)
+    assert len(select) > 20 and scored == [spread(select, 5)] and scored[0] != select[:5]
+    assert scored[0][-1] in select[len(select) // 2:]  # reaches the second half of the split
