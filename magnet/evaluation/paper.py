@@ -18,7 +18,8 @@ splits in magnet/splits.py):
 Results are on the *report* split unless --split says otherwise (select: the data training
 choices are made on). A row whose data the adapter's manifest says it trained on is marked
 "seen in training" and neither measured nor judged. Prints a markdown table with the paper's
-Llama-2-7B figures and the project's targets (PASS/FAIL, magnet/evaluation/criteria.py).
+Llama-2-7B figures and the project's targets (PASS/FAIL, or UNSURE where the bound lies inside
+the figure's 95% interval: magnet/evaluation/criteria.py).
 paper.json and paper.md are rewritten after every row, so an interrupted run keeps what it
 measured and --resume measures only the rest; paper.png is drawn at the end. Without
 --output they go to $MAGNET_CACHE_DIR/paper/<adapter>-<split>[-quick]/. Word features and
