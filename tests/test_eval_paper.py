@@ -190,6 +190,23 @@ def paper_argv(tmp_path, tiny_model_dir, adapter, *extra) -> list[str]:
             "--adapter", str(adapter), "--device", "cpu", "--output", str(tmp_path / "out"), *extra]
 
 
+def test_eval_repetition_scores_the_base_beside_an_adapter_with_an_interval(tiny_loaded, tiny_model_dir, tmp_path,
+                                                                            monkeypatch, capsys):
+    monkeypatch.setenv("MAGNET_CACHE_DIR", str(tmp_path / "cache"))
+    adapter = save_random_lora(tiny_loaded, tmp_path / "adapter")
+    data = dict(zip(*[iter(write_data(tmp_path))] * 2))  # flag -> file
+    argv = ["eval", "repetition", "--wikitext", data["--wikitext"], "--roc", data["--roc"], "--model",
+            str(tiny_model_dir), "--prefixes", "2", "--max-tokens", "12", "--device", "cpu"]
+    assert main([*argv, "--adapter", str(adapter)]) == 0
+    printed = capsys.readouterr().out
+    for name in ("WikiText", "ROC"):  # both models on each prefix set, and the ratio with its interval
+        assert printed.count(f"\t{name} prefixes: Rep-Sen") == 2
+    assert printed.count("Rep-4 adapted / base x") == 2 and printed.count("95% interval over prefixes") == 2
+    assert main([*argv, "--adapter", "none"]) == 0  # no adapter: one model, no ratio
+    printed = capsys.readouterr().out
+    assert printed.count("prefixes: Rep-Sen") == 2 and "adapted / base" not in printed
+
+
 def test_paper_runs_end_to_end_on_the_report_split(tiny_loaded, tiny_model_dir, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("MAGNET_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setattr("magnet.evaluation.paper.QUICK", TINY)

@@ -12,12 +12,12 @@ from typing import Callable
 from magnet.datasets import read_stsb
 from magnet.evaluation.cloze import cloze_scores, items_file, load_items
 from magnet.evaluation.infill import infill_controls, roc_stories
-from magnet.evaluation.intervals import perplexity_ratio_interval, ratio_of_means_interval, score_difference_interval
+from magnet.evaluation.intervals import perplexity_ratio_interval, score_difference_interval
 from magnet.evaluation.overlap import first_overlap
 from magnet.evaluation.probe import probe_scores
 from magnet.tagging.conll import ENTITY_TASKS, TASKS
 from magnet.tagging.heads import DEFAULT_FEATURE_MODE
-from magnet.evaluation.repetition import generation_repetition, roc_prefixes, wikitext_prefixes
+from magnet.evaluation.repetition import compared_repetition, roc_prefixes, wikitext_prefixes
 from magnet.evaluation.sizes import EvalSizes, spread
 from magnet.evaluation.sts import gold_scores, spearman, stsb_cosines, stsb_interval, stsb_spearman
 from magnet.evaluation.wikitext import wikitext_perplexity
@@ -90,12 +90,7 @@ def repetition_row(run: PaperRun) -> dict:
                    "roc": roc_prefixes(*run.scored("--roc"), s.roc_prefixes)}
     result: dict = {"max_tokens": s.continuation_tokens, "prefixes": {k: len(v) for k, v in prefix_sets.items()}}
     for name, prefixes in prefix_sets.items():
-        scores = {who: generation_repetition(engine, prefixes, s.continuation_tokens, run.use_cache)
-                  for who, engine in (("base", run.base), ("adapted", run.adapted))}
-        # Rep-4 adapted / base, both texts of a prefix drawn together
-        scores["rep_4_ratio_interval"] = list(ratio_of_means_interval(scores["adapted"]["rep_4_each"],
-                                                                      scores["base"]["rep_4_each"]))
-        result[name] = scores
+        result[name] = compared_repetition(run.base, run.adapted, prefixes, s.continuation_tokens, run.use_cache)
     return result
 
 

@@ -10,6 +10,9 @@ first 5 words of WikiText paragraphs and the first sentence of ROC stories, both
 of their files (--split, report by default; magnet/splits.py).
 
     magnet eval repetition [--wikitext FILE] [--roc FILE] [--split select] [--prefixes 32] [--max-tokens 80]
+
+With an adapter, the base is scored on the same prefixes too, and Rep-4 adapted / base is
+printed with its 95% interval over the prefixes (magnet/evaluation/intervals.py).
 """
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ import time
 from magnet.datasets import read_paragraphs
 from magnet.evaluation.generations import continuations
 from magnet.evaluation.infill import roc_stories
+from magnet.evaluation.intervals import LEVEL, ratio_of_means_interval
 from magnet.evaluation.sizes import FULL, spread
 
 PREFIX_WORDS = 5  # WikiText prefixes (paper)
@@ -76,6 +80,16 @@ def generation_repetition(engine, prefixes: list[str], max_tokens: int, use_cach
     return repetition_scores(continuations(engine, prefixes, max_tokens, use_cache))
 
 
+def compared_repetition(base, adapted, prefixes: list[str], max_tokens: int, use_cache: bool = True) -> dict:
+    """{"base", "adapted": their scores, "rep_4_ratio_interval": the 95% interval of Rep-4
+    adapted / base over the prefixes (both texts of a prefix drawn together)}."""
+    scores = {who: generation_repetition(engine, prefixes, max_tokens, use_cache)
+              for who, engine in (("base", base), ("adapted", adapted))}
+    scores["rep_4_ratio_interval"] = list(ratio_of_means_interval(scores["adapted"]["rep_4_each"],
+                                                                  scores["base"]["rep_4_each"]))
+    return scores
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from magnet.evaluation.data_files import add_data_arguments, add_split_argument
     from magnet.model_options import add_model_arguments
@@ -91,19 +105,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from magnet.evaluation.data_files import data_files, file_split, split_note
     from magnet.evaluation.overlap import seen_note
-    from magnet.model_options import load_engine
+    from magnet.model_options import load_base_engine, load_engine
 
     paths = data_files(args, "--wikitext", "--roc")
     splits = {flag: file_split(path, args.split, flag) for flag, path in paths.items()}
     prefix_sets = (("WikiText", "--wikitext", wikitext_prefixes(paths["--wikitext"], splits["--wikitext"], args.prefixes)),
                    ("ROC", "--roc", roc_prefixes(paths["--roc"], splits["--roc"], args.prefixes)))
     engine = load_engine(args)
+    base = load_base_engine(args, engine)  # the engine itself when it has no adapter
     for name, flag, prefixes in prefix_sets:
         started = time.perf_counter()
-        scores = generation_repetition(engine, prefixes, args.max_tokens, not args.no_cache)
-        print(f"{engine.name}\t{name} prefixes: Rep-Sen {scores['rep_sen']:.4f} Rep-4 {scores['rep_4']:.4f}\t"
-              f"({len(prefixes)} generations of <= {args.max_tokens} tokens from {split_note(paths[flag], splits[flag])},"
-              f" {time.perf_counter() - started:.0f} s)")
+        if base is engine:
+            scores = {"adapted": generation_repetition(engine, prefixes, args.max_tokens, not args.no_cache)}
+        else:
+            scores = compared_repetition(base, engine, prefixes, args.max_tokens, not args.no_cache)
+        where = f"{len(prefixes)} generations of <= {args.max_tokens} tokens from {split_note(paths[flag], splits[flag])}"
+        for who, model in (("base", base), ("adapted", engine)):
+            if who in scores:
+                print(f"{model.name}\t{name} prefixes: Rep-Sen {scores[who]['rep_sen']:.4f} "
+                      f"Rep-4 {scores[who]['rep_4']:.4f}\t({where})")
+        if "rep_4_ratio_interval" in scores:
+            low, high = scores["rep_4_ratio_interval"]
+            ratio = scores["adapted"]["rep_4"] / scores["base"]["rep_4"] if scores["base"]["rep_4"] else float("nan")
+            print(f"  Rep-4 adapted / base x{ratio:.3f}, {LEVEL:.0%} interval over prefixes x{low:.3f} - x{high:.3f} "
+                  f"({time.perf_counter() - started:.0f} s)")
         note = seen_note(engine, [(paths[flag], splits[flag])])
         if note:
             print(note)
