@@ -142,7 +142,8 @@ def check_criteria(results: dict, seen: dict[str, str] | None = None) -> list[di
         passed = value is not None and bound is not None and COMPARE[target.compare](value, bound)
         interval = interval_of(target, results)
         status = PASS if passed else FAIL
-        if interval is not None and bound is not None and len({COMPARE[target.compare](x, bound) for x in interval}) > 1:
+        verdicts = {COMPARE[target.compare](x, bound) for x in interval} if interval and bound is not None else set()
+        if len(verdicts) > 1:  # one end of the interval passes, the other fails
             status = UNSURE
         checked.append({"target": target.text, "row": target.row, "line": target.line, "value": value,
                         "bound": bound, "interval": interval, "pass": passed, "status": status})

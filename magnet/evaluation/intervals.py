@@ -54,7 +54,8 @@ def ratio_of_means_interval(over: Sequence[float], under: Sequence[float]) -> tu
     return bootstrap_interval(lambda draws: a[draws].mean(dim=1) / b[draws].mean(dim=1), len(a))
 
 
-def perplexity_ratio_interval(over: Sequence[float], under: Sequence[float], counts: Sequence[int]) -> tuple[float, float]:
+def perplexity_ratio_interval(over: Sequence[float], under: Sequence[float],
+                              counts: Sequence[int]) -> tuple[float, float]:
     """Of PPL(over) / PPL(under) = exp((sum over - sum under) / sum counts): per-item summed NLLs
     of two readings of the same tokens, and each item's token count."""
     delta = torch.tensor(over, dtype=torch.float64) - torch.tensor(under, dtype=torch.float64)

@@ -24,7 +24,8 @@ from magnet.progress import progress
 def probe_scores(engine, mode: str, train_path: Path, scored_path: Path, scored_split: str | None, n_train: int,
                  n_select: int, n_scored: int, steps: int, use_cache: bool = True) -> dict:
     """{task: {"score", "metric", "selection_score", "step", "sentence_counts"}, "layer", "sweep",
-    "sentences": {...}} for one model (sentence_counts: per scored sentence, for an interval). `scored_split` None: all of `scored_path` (a file with no split rule)."""
+    "sentences": {...}} for one model (sentence_counts: per scored sentence, for an interval).
+    `scored_split` None: all of `scored_path` (a file with no split rule)."""
     layers = sweep_layers(engine.n_layers)
     (train, train_x), (select, select_x) = fit_and_select_features(engine, mode, train_path, n_train, n_select,
                                                                    use_cache=use_cache, layers=layers)

@@ -119,7 +119,8 @@ def run(args: argparse.Namespace) -> int:
             scores = {"adapted": generation_repetition(engine, prefixes, args.max_tokens, not args.no_cache)}
         else:
             scores = compared_repetition(base, engine, prefixes, args.max_tokens, not args.no_cache)
-        where = f"{len(prefixes)} generations of <= {args.max_tokens} tokens from {split_note(paths[flag], splits[flag])}"
+        where = (f"{len(prefixes)} generations of <= {args.max_tokens} tokens from "
+                 f"{split_note(paths[flag], splits[flag])}")
         for who, model in (("base", base), ("adapted", engine)):
             if who in scores:
                 print(f"{model.name}\t{name} prefixes: Rep-Sen {scores[who]['rep_sen']:.4f} "
