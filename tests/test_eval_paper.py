@@ -53,9 +53,9 @@ def test_window_perplexity_is_exp_of_the_mean_token_nll_of_a_plain_forward(tiny_
     with torch.no_grad():
         logits = tiny_engine.model(inputs).logits[0, :-1]  # Hugging Face's own causal forward
     mean_nll = float(F.cross_entropy(logits, inputs[0, 1:]))
-    ppl, tokens = causal_perplexity(tiny_engine, [window])
+    ppl, tokens, _ = causal_perplexity(tiny_engine, [window])
     assert tokens == 12 and ppl == pytest.approx(math.exp(mean_nll), rel=1e-4)
-    two, tokens = causal_perplexity(tiny_engine, windows[:2])
+    two, tokens, _ = causal_perplexity(tiny_engine, windows[:2])
     assert tokens == 24 and two != pytest.approx(ppl)
 
 

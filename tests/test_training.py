@@ -201,8 +201,9 @@ def test_sscl_positives_sit_on_the_diagonal():
 
 
 def test_cosent_is_low_when_cosines_follow_the_scores_and_high_when_they_run_against_them():
-    a = torch.nn.functional.normalize(torch.randn(4, 8), dim=-1)
-    noise = torch.nn.functional.normalize(torch.randn(4, 8), dim=-1)
+    gen = torch.Generator().manual_seed(0)  # not the global RNG: what ran before must not decide it
+    a = torch.nn.functional.normalize(torch.randn(4, 8, generator=gen), dim=-1)
+    noise = torch.nn.functional.normalize(torch.randn(4, 8, generator=gen), dim=-1)
     b = torch.stack([a[i] * (3 - i) + noise[i] * i for i in range(4)])  # cosine falls with i
     scores = torch.tensor([5.0, 3.0, 2.0, 0.5])
     assert cosent(a, b, scores, 20.0) < 0.5 < cosent(a, b, scores.flip(0), 20.0)

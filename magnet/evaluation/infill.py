@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import math
 import time
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -84,21 +85,23 @@ def span_nll(model, anchor_id: int, eos_id: int, before, missing, after, hybrid:
     return float(nll), len(missing)
 
 
+def perplexity(nlls: Sequence[float], tokens: int) -> float:
+    """exp of the mean token NLL: summed NLLs (per story, per window) over the tokens they score."""
+    return math.exp(sum(nlls) / max(tokens, 1))
+
+
 def infill_perplexity(model, tokenizer, anchor_id: int, stories: list[list[str]], hybrid: bool,
                       context: AttentionMode = AttentionMode.BIDIRECTIONAL) -> float:
-    total, count = 0.0, 0
-    for story in stories:
-        nll, n = span_nll(model, anchor_id, tokenizer.eos_token_id, *story_tokens(tokenizer, story), hybrid=hybrid,
-                          context=context)
-        total, count = total + nll, count + n
-    return math.exp(total / max(count, 1))
+    scored = [span_nll(model, anchor_id, tokenizer.eos_token_id, *story_tokens(tokenizer, story), hybrid=hybrid,
+                       context=context) for story in stories]
+    return perplexity([nll for nll, _ in scored], sum(n for _, n in scored))
 
 
 def reading_perplexity(engine, stories: list[list[str]], reading: str, label: str = "") -> float:
     """Middle-sentence PPL of `stories` read as READINGS[reading] says, by `engine`'s model
     (its fill's context reading). wrong_suffix: story i gets story i+1's sentences 4-5."""
     nlls, counts = reading_nlls(engine, stories, reading, label)
-    return math.exp(sum(nlls) / max(sum(counts), 1))
+    return perplexity(nlls, sum(counts))
 
 
 def reading_nlls(engine, stories: list[list[str]], reading: str, label: str = "") -> tuple[list[float], list[int]]:
@@ -138,7 +141,7 @@ def infill_controls(adapted, base, stories: list[list[str]]) -> dict:
     nlls = {}
     for reading in READINGS:
         nlls[reading], counts = reading_nlls(adapted, stories, reading, f"ROC adapted {reading}")
-        result[f"adapted_{reading}"] = math.exp(sum(nlls[reading]) / max(sum(counts), 1))
+        result[f"adapted_{reading}"] = perplexity(nlls[reading], sum(counts))
     for (over, under), key in INTERVALS.items():
         result[key] = list(perplexity_ratio_interval(nlls[over], nlls[under], counts))
     if base is not None and base is not adapted:

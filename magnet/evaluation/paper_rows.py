@@ -19,7 +19,7 @@ from magnet.tagging.conll import ENTITY_TASKS, TASKS
 from magnet.tagging.heads import DEFAULT_FEATURE_MODE
 from magnet.evaluation.repetition import compared_repetition, roc_prefixes, wikitext_prefixes
 from magnet.evaluation.sizes import EvalSizes, spread
-from magnet.evaluation.sts import gold_scores, spearman, stsb_cosines, stsb_interval, stsb_spearman
+from magnet.evaluation.sts import stsb_spearman, stsb_spearman_interval
 from magnet.evaluation.wikitext import wikitext_perplexity
 from magnet.masks import AttentionMode
 from magnet.splits import REPORT
@@ -45,10 +45,8 @@ def stsb_row(run: PaperRun) -> dict:
     """Last-token embeddings with the adapter's instruction; the base read both ways."""
     rows = spread(read_stsb(*run.scored("--stsb")), run.sizes.stsb_pairs)
     instruction = run.adapted.instruction
-    cosines = stsb_cosines(run.adapted, rows, instruction, label="STS-B adapted")
-    return {"pairs": len(rows),
-            "adapted": 100 * spearman(cosines, gold_scores(rows)),
-            "adapted_interval": list(stsb_interval(cosines, rows)),
+    adapted, interval = stsb_spearman_interval(run.adapted, rows, instruction, label="STS-B adapted")
+    return {"pairs": len(rows), "adapted": adapted, "adapted_interval": list(interval),
             "base_causal": stsb_spearman(run.base, rows, instruction, AttentionMode.CAUSAL, label="STS-B base causal"),
             "base_bidirectional": stsb_spearman(run.base, rows, instruction, label="STS-B base bidirectional")}
 

@@ -53,6 +53,13 @@ def gold_scores(rows: list[tuple[str, str, float]]) -> torch.Tensor:
     return torch.tensor([s for _, _, s in rows])
 
 
+def stsb_spearman_interval(engine, rows: list[tuple[str, str, float]], instruction: str | None = None,
+                           label: str = "") -> tuple[float, tuple[float, float]]:
+    """`stsb_spearman` (bidirectional) and its 95% interval over the pairs, from one set of embeddings."""
+    cosines = stsb_cosines(engine, rows, instruction, label=label)
+    return 100 * spearman(cosines, gold_scores(rows)), stsb_interval(cosines, rows)
+
+
 def stsb_interval(cosines: torch.Tensor, rows: list[tuple[str, str, float]]) -> tuple[float, float]:
     """The 95% interval of the x100 Spearman over the pairs (magnet/evaluation/intervals.py)."""
     gold = gold_scores(rows)
@@ -96,9 +103,7 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit(f"--data {path}: {len(rows)} {args.split} pairs; Spearman needs at least 2")
     engine = load_engine(args)
     started = time.perf_counter()
-    cosines = stsb_cosines(engine, rows, engine.instruction)
-    score = 100 * spearman(cosines, gold_scores(rows))
-    low, high = stsb_interval(cosines, rows)
+    score, (low, high) = stsb_spearman_interval(engine, rows, engine.instruction)
     print(f"{engine.name}\tSTS-B Spearman {score:.2f} (95% interval over pairs {low:.2f}-{high:.2f})\t"
           f"({len(rows)} pairs of {split_note(path, split)}, {time.perf_counter() - started:.0f} s)")
     note = seen_note(engine, [(path, split)])

@@ -14,12 +14,11 @@ wiki.valid.raw by article), so an adapter trained on its train articles is score
 from __future__ import annotations
 
 import argparse
-import math
 import time
 from dataclasses import dataclass
 
 from magnet.datasets import read_paragraphs
-from magnet.evaluation.infill import span_nll
+from magnet.evaluation.infill import perplexity, span_nll
 from magnet.evaluation.sizes import FULL, spread
 from magnet.progress import progress
 
@@ -30,18 +29,14 @@ def token_windows(tokenizer, paragraphs: list[str], window: int) -> list[list[in
     return [ids[start:start + window] for start in range(0, len(ids) - window + 1, window)]
 
 
-def causal_perplexity(engine, windows: list[list[int]], label: str = "") -> tuple[float, int]:
-    """(exp of the mean token NLL, number of tokens scored): each window after the anchor token."""
-    nlls = window_nlls(engine, windows, label)
-    count = sum(map(len, windows))
-    return math.exp(sum(nlls) / max(count, 1)), count
-
-
-def window_nlls(engine, windows: list[list[int]], label: str = "") -> list[float]:
-    """Each window's summed token NLL, read after the anchor token: infill.span_nll's "missing"
-    span with no context around it, left to right."""
-    return [span_nll(engine.model, engine.anchor_id, engine.tokenizer.eos_token_id, [], window, [], hybrid=False)[0]
+def causal_perplexity(engine, windows: list[list[int]], label: str = "") -> tuple[float, int, list[float]]:
+    """(exp of the mean token NLL, number of tokens scored, each window's summed NLL): each
+    window read after the anchor token, as infill.span_nll's "missing" span with no context
+    around it, left to right."""
+    nlls = [span_nll(engine.model, engine.anchor_id, engine.tokenizer.eos_token_id, [], window, [], hybrid=False)[0]
             for window in progress(windows, label or f"WikiText {engine.name}", unit="window")]
+    count = sum(map(len, windows))
+    return perplexity(nlls, count), count, nlls
 
 
 @dataclass(frozen=True)
@@ -61,9 +56,8 @@ def wikitext_perplexity(engine, path, split: str | None, n_windows: int, window:
     windows = spread(token_windows(engine.tokenizer, read_paragraphs(path, split), window), n_windows)
     if not windows:
         raise SystemExit(f"{path}: no {split or ''} text to score (fewer than {window} tokens)")
-    nlls = window_nlls(engine, windows, label)
-    tokens = len(windows) * window
-    return WikitextScore(math.exp(sum(nlls) / tokens), tokens, len(windows), window, tuple(nlls))
+    ppl, tokens, nlls = causal_perplexity(engine, windows, label)
+    return WikitextScore(ppl, tokens, len(windows), window, tuple(nlls))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
