@@ -159,6 +159,7 @@ class ModelWorker:
         self._in_flight = 0  # tokens of the iteration running now (slices and prefills)
         self._in_flight_since = 0.0  # when it started
         self._arrived = asyncio.Event()
+        self._preparing = 0  # requests being tokenized: work about to be queued (`_await_preparing`)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="magnet-model")
         self._tokenizer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="magnet-tokenize")
         self._task: asyncio.Task | None = None
@@ -201,9 +202,11 @@ class ModelWorker:
         """Run `prepare()` (tokenizing: the token ids a job carries, and prices) on the tokenizer
         thread, off the event loop and off the model thread; timed as the "tokenize" stage."""
         started = time.perf_counter()
+        self._preparing += 1
         try:
             return await asyncio.get_running_loop().run_in_executor(self._tokenizer, prepare)
         finally:
+            self._preparing -= 1  # its job is queued next, in the same turn of the loop
             metrics.STAGE_LATENCY.labels("tokenize", kind).observe(time.perf_counter() - started)
 
     async def submit_work(self, work: Work) -> Any:
@@ -361,9 +364,24 @@ class ModelWorker:
                 return None
             self._arrived.clear()
             await self._arrived.wait()
+        if not self._running_jobs:
+            await self._await_preparing()
         joining = self._take_joining()
         slices = await self._next_slices(wait=not (joining or self._running_jobs))
         return slices, joining
+
+    async def _await_preparing(self) -> None:
+        """An idle worker waits (until max_wait after its oldest queued job) while requests that
+        have already arrived are being tokenized. A burst of decodes then starts as one prefill;
+        started without them, the first would be prefilled and stepped alone while the rest wait
+        behind it. A request that arrives alone finds nothing being prepared and does not wait."""
+        deadline = min(job.enqueued for job in self._queue) + self.max_wait_s
+        while self._preparing and not self._closing and (remaining := deadline - time.perf_counter()) > 0:
+            self._arrived.clear()
+            try:
+                await asyncio.wait_for(self._arrived.wait(), remaining)
+            except asyncio.TimeoutError:
+                return
 
     def _take_joining(self) -> list[Job]:
         running = self._running_jobs

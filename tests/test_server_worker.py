@@ -216,6 +216,37 @@ async def test_decodes_queued_together_are_prefilled_in_one_call(tiny_engine):
     await worker.close()
 
 
+async def test_an_idle_worker_waits_for_a_request_being_tokenized_and_prefills_both_together(tiny_engine):
+    worker, calls = make_worker(wait=30.0), []  # a wait that never runs out here: only the arrival ends it
+    tokenizing = threading.Event()
+
+    async def second_request():  # as a route does: tokenize, then queue its job
+        prompt = await worker.tokenize("generate", lambda: tokenizing.wait(30) and "Story 1 begins")
+        return await submit_decode(worker, "generate", ("generate",), (prompt, GREEDY),
+                                   generate_start(tiny_engine, calls), tokens=20)
+
+    second = asyncio.ensure_future(second_request())
+    await asyncio.sleep(0)  # the second is on the tokenizer thread now
+    first = asyncio.ensure_future(submit_decode(worker, "generate", ("generate",), ("Story 0 begins", GREEDY),
+                                                generate_start(tiny_engine, calls), tokens=20))
+    try:
+        await asyncio.sleep(0.2)
+        assert calls == [] and worker.depth == 1  # the first waits while the second is being tokenized
+    finally:
+        tokenizing.set()
+    assert [(await job).completion_tokens for job in (first, second)] == [12, 12]
+    assert calls == [2]  # one prefill for both
+    await worker.close()
+
+
+async def test_a_lone_decode_does_not_wait_for_company(tiny_engine):
+    worker = make_worker(wait=30.0)
+    final = await asyncio.wait_for(submit_decode(worker, "generate", ("generate",), ("Alone", GREEDY),
+                                                 generate_start(tiny_engine), tokens=20), 10)
+    assert final.completion_tokens == 12
+    await worker.close()
+
+
 async def test_an_embed_submitted_during_a_long_decode_finishes_before_it(tiny_engine):
     worker = make_worker()
     long = SamplingParams(max_tokens=tiny_engine.max_length - 16)
