@@ -8,7 +8,8 @@ Starts `magnet serve` in this process (uvicorn on loopback, torch generate backe
 infill and generation share the running decode batch; the machine's default dtype, see
 magnet/hardware.py) and prints one table of ratios:
 
-    infill       requests/s with 16 concurrent /v1/infill over 1 request at a time
+    infill       requests/s with 16 concurrent /v1/infill over 1 request at a time; and the
+                 same fills on the engine itself, 16 in one batch over 1 at a time (its bound)
     generate     tokens/s with 16 concurrent /v1/generate over 1 at a time
     embed p99    /v1/embed p99 latency while 4 long generations decode, over idle
     embed tok/s  /v1/embed tokens/s, 32 clients x 8 texts, over a plain transformers forward
@@ -38,12 +39,14 @@ import statistics
 import subprocess
 import sys
 import time
+from dataclasses import replace
 
 import httpx
 import torch
 from bench_core import text_of  # the same filler prose as the core benchmark (bench/ is on the path)
 
 from magnet.hardware import DTYPE_HELP, cpu_has_native_bf16, dtype_name
+from magnet.sampling import INFILL_DEFAULTS
 
 # a streaming /v1/generate client: prints the time per token from the first chunk to the last
 # (the count from the usage: a token that adds no text, as after an ignored EOS, sends no chunk)
@@ -123,6 +126,20 @@ async def bench_infill(http: httpx.AsyncClient, n: int, tokens: int, rounds: int
     await infill(0)  # warm-up
     alone_rate, together_rate = await best_in_turns(rounds, alone, together)
     return alone_rate, together_rate, alone_rate * tokens_per_fill
+
+
+def engine_infill_rates(engine, n: int, tokens: int, rounds: int) -> tuple[float, float]:
+    """(requests/s one at a time, requests/s all n in one batch) of `bench_infill`'s fills
+    called on the engine itself: the served ratio's bound, with no HTTP, no tokenizer thread
+    and every request there at once (one prefill of all n, then as many steps as the longest
+    fill). The best of `rounds` of each side, taking turns."""
+    requests = [[f"{prefix} ", f" {suffix}"] for prefix, suffix in (STORIES[i % len(STORIES)] for i in range(n))]
+    params = replace(INFILL_DEFAULTS, max_tokens=tokens)
+    alone = together = float("inf")
+    for _ in range(rounds):
+        alone = min(alone, timed_once(lambda: [engine.infill(request, params) for request in requests]))
+        together = min(together, timed_once(lambda: engine.infill_batch(requests, [params] * n)))
+    return n / alone, n / together
 
 
 MAIN_THREAD = False  # --main-thread-measures: run them on this thread instead (how this benchmark used to)
@@ -322,6 +339,10 @@ async def main(args) -> None:
             rows = []
             alone, together, infill_rate = await bench_infill(http, args.requests, args.tokens, args.rounds)
             rows.append((f"infill, {args.requests} concurrent / 1 at a time (req/s)", together, alone, ">= 6"))
+            alone, together = await on_model_thread(worker, engine_infill_rates, engine, args.requests, args.tokens,
+                                                    args.rounds)
+            rows.append((f"infill, {args.requests} in one batch / 1 at a time, the engine alone (req/s)", together,
+                         alone, "(bound)"))
             alone, together = await bench_generate(http, args.requests, args.tokens, args.rounds)
             generate_rate = alone
             rows.append((f"generate, {args.requests} concurrent / 1 at a time (tok/s)", together, alone, ">= 6"))

@@ -60,6 +60,22 @@ def build_tiny_llama(vocab_size: int, seed: int = 0):
     return LlamaForCausalLM(config).eval()
 
 
+@pytest.fixture(autouse=True)
+def seeded_global_generators():
+    """Every test starts from the same state of Python's, numpy's and torch's global random
+    generators, whatever ran before it: a test that draws from them gets the same draws alone
+    or in any order of the suite (an assertion that holds for some draws only then fails every
+    run, not one test order in many)."""
+    import random
+
+    import numpy
+    import torch
+
+    random.seed(0)
+    numpy.random.seed(0)
+    torch.manual_seed(0)
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
     """A saved tiny Llama checkpoint directory (config, safetensors, tokenizer)."""
