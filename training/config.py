@@ -73,6 +73,7 @@ class TrainConfig:
     lora_dropout: float = 0.05
     lora_targets: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
     gradient_checkpointing: bool = False
+    compile_layers: bool = False  # each decoder layer's forward through torch.compile (loop.compile_layers)
     seed: int = 0
     device: str | None = None
     dtype: str | None = None  # None: bf16 autocast where the hardware has native bf16 (magnet.hardware), else fp32

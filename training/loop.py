@@ -117,8 +117,22 @@ def prepare_model(config: TrainConfig, resume_from: Path | None):
         # runs the decoder up to three times (x^m, x, x+)
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
+    if config.compile_layers:
+        compile_layers(model)
     model.train()
     return loaded, model
+
+
+def compile_layers(model) -> None:
+    """Each decoder layer's forward (its LoRA-wrapped projections, dropout and norms included)
+    through torch.compile: inductor fuses the elementwise work around the products, forward and
+    backward. The layers run the same code, so they share the compiled graphs (dynamic shapes:
+    every view length too), and the first step pays the compiling once. The graphs break where
+    dynamo cannot trace (BitsDropout's bit draws, the attention's dispatch), which bounds the
+    gain (`python bench/bench_train.py --compile-layers`, docs/training.md). The module tree,
+    and so the adapter's weights and checkpoints, stay as they are."""
+    for layer in model.get_decoder().layers:
+        layer.forward = torch.compile(layer.forward, dynamic=True)
 
 
 LR_DECAYS = ("constant", "cosine")
