@@ -70,6 +70,12 @@ STORIES = [
 ]
 
 
+def story_gap(i: int) -> tuple[str, str]:
+    """The i-th infill of the infill rows: (prefix, suffix) around the gap, one of STORIES in turn."""
+    prefix, suffix = STORIES[i % len(STORIES)]
+    return f"{prefix} ", f" {suffix}"
+
+
 def p99(values: list[float]) -> float:
     return statistics.quantiles(values, n=100)[98] if len(values) >= 2 else values[0]
 
@@ -105,8 +111,8 @@ async def bench_infill(http: httpx.AsyncClient, n: int, tokens: int, rounds: int
 
     async def infill(i: int):
         nonlocal generated
-        prefix, suffix = STORIES[i % len(STORIES)]
-        body = {"prefix": f"{prefix} ", "suffix": f" {suffix}", "max_tokens": tokens}
+        prefix, suffix = story_gap(i)
+        body = {"prefix": prefix, "suffix": suffix, "max_tokens": tokens}
         response = await http.post("/v1/infill", json=body)
         response.raise_for_status()
         generated += response.json()["usage"]["completion_tokens"]
@@ -133,7 +139,7 @@ def engine_infill_rates(engine, n: int, tokens: int, rounds: int) -> tuple[float
     called on the engine itself: the served ratio's bound, with no HTTP, no tokenizer thread
     and every request there at once (one prefill of all n, then as many steps as the longest
     fill). The best of `rounds` of each side, taking turns."""
-    requests = [[f"{prefix} ", f" {suffix}"] for prefix, suffix in (STORIES[i % len(STORIES)] for i in range(n))]
+    requests = [list(story_gap(i)) for i in range(n)]
     params = replace(INFILL_DEFAULTS, max_tokens=tokens)
     alone = together = float("inf")
     for _ in range(rounds):

@@ -376,12 +376,21 @@ class ModelWorker:
         started without them, the first would be prefilled and stepped alone while the rest wait
         behind it. A request that arrives alone finds nothing being prepared and does not wait."""
         deadline = min(job.enqueued for job in self._queue) + self.max_wait_s
-        while self._preparing and not self._closing and (remaining := deadline - time.perf_counter()) > 0:
-            self._arrived.clear()
-            try:
-                await asyncio.wait_for(self._arrived.wait(), remaining)
-            except asyncio.TimeoutError:
+        while self._preparing:
+            if not await self._next_arrival(deadline):
                 return
+
+    async def _next_arrival(self, deadline: float) -> bool:
+        """Wait until a job is queued (True), or until `deadline` (perf_counter) or shutdown (False)."""
+        remaining = deadline - time.perf_counter()
+        if remaining <= 0 or self._closing:
+            return False
+        self._arrived.clear()
+        try:
+            await asyncio.wait_for(self._arrived.wait(), remaining)
+        except asyncio.TimeoutError:
+            return False
+        return True
 
     def _take_joining(self) -> list[Job]:
         running = self._running_jobs
@@ -400,15 +409,8 @@ class ModelWorker:
             return []
         first = slices[0].job
         deadline = first.enqueued + self.max_wait_s
-        while wait and first.key is not None and sum(s.tokens for s in slices) < self.max_batch_tokens:
-            remaining = deadline - time.perf_counter()
-            if remaining <= 0 or self._closing:
-                break
-            self._arrived.clear()
-            try:
-                await asyncio.wait_for(self._arrived.wait(), remaining)
-            except asyncio.TimeoutError:
-                break
+        while (wait and first.key is not None and sum(s.tokens for s in slices) < self.max_batch_tokens
+               and await self._next_arrival(deadline)):
             slices = plan_oneshot(self._queue, self.max_batch_tokens)
         for part in slices:
             self._pop(self._queue.index(part.job))

@@ -75,7 +75,12 @@ def is_hit(fill: str, item: ClozeItem) -> bool:
 
 
 def hit_rate(fills: list[str], items: list[ClozeItem]) -> float:
-    return sum(hits(fills, items)) / max(len(items), 1)
+    return share(hits(fills, items))
+
+
+def share(hits: list[bool]) -> float:
+    """The share of hits (0 for no items)."""
+    return sum(hits) / max(len(hits), 1)
 
 
 def hits(fills: list[str], items: list[ClozeItem]) -> list[bool]:
@@ -90,7 +95,7 @@ def infill_hits(engine, items: list[ClozeItem], max_tokens: int, use_cache: bool
 
 def infill_hit_rate(engine, items: list[ClozeItem], max_tokens: int, use_cache: bool = True,
                     best_of: int = 1) -> float:
-    return sum(infill_hits(engine, items, max_tokens, use_cache, best_of)) / max(len(items), 1)
+    return share(infill_hits(engine, items, max_tokens, use_cache, best_of))
 
 
 def left_guess_hit_rate(engine, items: list[ClozeItem], max_tokens: int, use_cache: bool = True) -> float:
@@ -103,7 +108,7 @@ def cloze_scores(base, adapted, items: list[ClozeItem], max_tokens: int, use_cac
     greedy = infill_hits(adapted, items, max_tokens, use_cache)
     return {
         "items": len(items),
-        "adapted_infill": sum(greedy) / max(len(items), 1),
+        "adapted_infill": share(greedy),
         "adapted_infill_interval": list(mean_interval([float(h) for h in greedy])) if items else None,
         "adapted_infill_best_of_4": infill_hit_rate(adapted, items, max_tokens, use_cache, best_of=4),
         "adapted_left_guess": left_guess_hit_rate(adapted, items, max_tokens, use_cache),
