@@ -186,6 +186,45 @@ def test_eval_cloze_scores_the_items_of_the_split_asked(tiny_model_dir, tmp_path
     monkeypatch.setenv("MAGNET_CACHE_DIR", str(tmp_path / "cache"))
     argv = ["eval", "cloze", "--model", str(tiny_model_dir), "--adapter", "none", "--max-tokens", "2"]
     assert main(argv + ["--split", "select"]) == 0
-    assert "on 46 items (cloze_items_select.json)" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "on 46 items (cloze_items_select.json)" in printed
+    assert "on the 23 items of a closed kind (days, months, counts, arithmetic, alphabet)" in printed
     assert main(argv) == 0  # report by default
     assert "on 46 items (cloze_items.json)" in capsys.readouterr().out
+
+
+def test_every_closed_kind_cloze_item_has_an_answer_among_its_kinds_choices():
+    from magnet.evaluation.cloze import CHOICES, ITEMS_FILES, first_word, load_items
+
+    for path in ITEMS_FILES.values():
+        items = load_items(path)
+        closed = [item for item in items if item.kind in CHOICES]
+        assert len(closed) == 23, path.name
+        for item in closed:
+            assert {first_word(word) for word in CHOICES[item.kind]} & set(item.answers), item.text
+
+
+class ScoringEngine:
+    """causal_logprobs that likes the texts holding `liked`: the `known` reader's only call."""
+
+    def __init__(self, liked: str):
+        self.liked = liked
+        self.texts: list[str] = []
+
+    def causal_logprobs(self, texts):
+        self.texts += texts
+        return [0.0 if self.liked in text else -5.0 for text in texts]
+
+
+def test_known_reader_picks_the_likeliest_word_of_the_items_kind():
+    from magnet.evaluation.cloze import ClozeItem, closed_items, known_hits, known_word
+
+    day = ClozeItem("Today is ___, so tomorrow will be Saturday.", ("friday",), "days")
+    letter = ClozeItem("The letter ___ comes right after A.", ("b",), "alphabet")
+    thing = ClozeItem("The ___ chirped in the tree.", ("bird",), "things")
+    engine = ScoringEngine("Friday")
+    assert known_word(engine, day) == "Friday"
+    assert "Today is Monday, so tomorrow will be Saturday." in engine.texts and len(engine.texts) == 7
+    assert closed_items([day, thing, letter]) == [day, letter]
+    assert known_hits(engine, [day, letter]) == [True, False]  # no letter text holds "Friday": the first, A
+    assert known_word(ScoringEngine("letter B "), letter) == "B"
