@@ -99,7 +99,7 @@ class BaseClient:
         """Validate on this side (same models as the server), so bad arguments fail before sending.
         (`fields` may hold `model`, the served model's id.)"""
         try:
-            return body_type(**fields).model_dump(mode="json", exclude_none=True)
+            return body_type(**fields).model_dump(mode="json", exclude_none=True, by_alias=True)
         except ValidationError as exc:
             raise InvalidInputError(describe_errors(exc.errors())) from None
 

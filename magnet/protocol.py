@@ -128,9 +128,15 @@ def check_texts(texts: list[str], field: str, limit: int | None = MAX_INPUTS) ->
     if limit is not None and len(texts) > limit:
         raise ValueError(f"{field} has {len(texts)} texts: send at most {limit} per request")
     for i, text in enumerate(texts):
-        if not text.strip():
-            raise ValueError(f"{field}[{i}] is empty: every text needs some non-blank content")
+        check_text(text, f"{field}[{i}]")
     return texts
+
+
+def check_text(text: str, field: str) -> str:
+    """The rule of `Text`: some non-blank content."""
+    if not text.strip():
+        raise ValueError(f"{field} is empty: every text needs some non-blank content")
+    return text
 
 
 def as_list(value: str | list[str]) -> list[str]:
@@ -373,6 +379,11 @@ class InfillResponse(BaseModel):
 class GenerateRequest(SamplingFields):
     prompt: Text
     stream: StrictBool = False
+
+    @field_validator("prompt")
+    @classmethod
+    def check_prompt(cls, value: str) -> str:
+        return check_text(value, "prompt")
 
 
 class GenerateResponse(BaseModel):

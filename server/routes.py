@@ -27,6 +27,7 @@ from magnet.server import metrics
 from magnet.server.disconnect import unless_client_leaves
 from magnet.server.logprobs import completion_logprobs
 from magnet.server.fast_json import encode_vectors, vectors_response
+from magnet.server.large_inputs import embed_many
 from magnet.server.middleware import request_id_of
 from magnet.server.registry import Resolved, resolved
 from magnet.server.service import Service
@@ -47,7 +48,8 @@ async def embed(request: Request, call: Resolved[EmbedRequest] = resolved(EmbedR
     body, served = call.body, call.model
     service = service_of(request)
     result = await unless_client_leaves(
-        request, service.embed(body.texts, body.instruction, body.normalize, body.truncate, served), "embed")
+        request, embed_many(service, body.texts, "input", instruction=body.instruction, normalize=body.normalize,
+                            truncate=body.truncate, model=served), "embed")
     answer = EmbedResponse.model_construct(id=request_id_of(request), model=served.id,
                                            usage=Usage(prompt_tokens=result.prompt_tokens))
     return vectors_response(answer, embeddings=encode_vectors(result.array, body.encoding_format))

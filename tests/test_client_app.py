@@ -80,3 +80,11 @@ def test_sync_client_on_loopback(tiny_engine):
         stream.close()  # leave early: the connection closes and the server stops decoding
         assert first.finish_reason is None
         assert magnet.generate("The quick", max_tokens=3).usage.completion_tokens >= 1
+
+
+async def test_a_json_schema_constraint_reaches_the_server_under_its_wire_name(client):
+    # the request model names the field json_ (a BaseModel attribute) and the wire json: the
+    # client must send the wire name, which the server reads
+    schema = {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}
+    generated = await client.generate("A JSON object:", max_tokens=12, structured_outputs={"json": schema})
+    assert generated.text.startswith('{"a":')

@@ -151,6 +151,7 @@ async def test_generate_stream_with_bad_input_is_a_plain_422(client, tiny_engine
 
 @pytest.mark.parametrize("body, words", [
     ({"prompt": ""}, ["prompt"]),
+    ({"prompt": " \n\t"}, ["prompt is empty", "non-blank"]),  # the schema's pattern, as /v1/completions
     ({"prompt": 3}, ["prompt"]),
     ({"prompt": "x", "max_tokens": 0}, ["max_tokens"]),
     ({"prompt": "x", "temperature": 9}, ["temperature"]),

@@ -87,6 +87,10 @@ async def test_more_inputs_than_the_client_batch_size_is_a_413_naming_it(client)
                  "6 inputs", "limit of 5", "max_client_batch_size")
     assert_error(await client.post("/rerank", json={"query": QUERY, "texts": ["x"] * 6}), 413,
                  "payload_too_large", "limit of 5")
+    for path in ("/v1/embed", "/v1/embeddings"):  # the native and OpenAI routes keep the same limit
+        assert (await client.post(path, json={"input": ["x"] * 5})).status_code == 200
+        assert_error(await client.post(path, json={"input": ["x"] * 6}), 413, "payload_too_large",
+                     "6 inputs", "limit of 5")
 
 
 async def test_rerank_is_tei_shaped_best_first_and_equal_to_v1_score(client):
