@@ -19,12 +19,16 @@ alone or in a batch, whoever joins or leaves (up to float rounding).
 """
 from __future__ import annotations
 
+import logging
+
 import torch
 
 from magnet.decoding import Span, accept, end_rules
 from magnet.forward import hidden_states, logits
 from magnet.masks import PAD
 from magnet.sampler import sample
+
+log = logging.getLogger(__name__)
 
 COMPACT_BELOW = 0.75  # drop dead columns once fewer than this share of them are live
 
@@ -38,10 +42,23 @@ class Decode:
     def __init__(self, spans: list[Span]):
         self.spans = spans
         self.owner = None  # whoever waits for the result (the server's job)
+        self.error: Exception | None = None  # what ended this decode alone (`fail`)
 
     @property
     def done(self) -> bool:
         return all(not span.open for span in self.spans)
+
+    def fail(self, error: Exception) -> None:
+        """End this decode with `error`: its spans close, and `outcome` raises it."""
+        self.error = error
+        for span in self.spans:
+            span.finish_reason = span.finish_reason or "error"
+
+    def outcome(self):
+        """The result, or the error that ended this decode."""
+        if self.error is not None:
+            raise self.error
+        return self.result()
 
     @property
     def rows(self) -> set[int]:
@@ -103,12 +120,16 @@ class DecodeBatch:
     # ---- one step ---------------------------------------------------------------------
 
     def step(self) -> list[Decode]:
-        """One token for every open span; returns the decodes that finished (they have left)."""
+        """One token for every open span; returns the decodes that finished (they have left).
+        A token choice that raises (a request's own grammar or parameters) fails its decode
+        alone; the others go on (a forward that raises is the caller's: it spoils the cache)."""
         fed: list[Span] = []
         for decode in self.decodes:
-            for span in decode.spans:
-                if span.open and self.choose(span):
-                    fed.append(span)
+            try:
+                fed += [span for span in decode.spans if span.open and self.choose(span)]
+            except Exception as exc:
+                log.exception("choosing a token failed: that decode ends")
+                decode.fail(exc)
         finished = [d for d in self.decodes if d.done]
         self.drop(finished)
         if fed:

@@ -70,6 +70,8 @@ def end_rules(span: Span, logits_row: torch.Tensor, eos_id: int | None) -> torch
         logits_row, must_end = span.grammar.mask(logits_row, ends)
         if must_end:
             return None
+        if not span.grammar.complete:  # nothing can end the span yet: the rules below do not apply
+            return logits_row
     if len(span.ids) < span.min_tokens:
         logits_row = logits_row.clone()
         logits_row[ends] = float("-inf")
@@ -82,7 +84,8 @@ def end_rules(span: Span, logits_row: torch.Tensor, eos_id: int | None) -> torch
 
 def accept(span: Span, token: int, eos_id: int | None, tokenizer) -> bool:
     """Record the sampled token; close the span when it ends. True if the token was kept."""
-    if (token == eos_id and not span.params.ignore_eos) or (span.end_token is not None and token == span.end_token):
+    may_end = span.grammar is None or span.grammar.complete  # else an end token is text the match needs
+    if may_end and ((token == eos_id and not span.params.ignore_eos) or token == span.end_token):
         span.finish_reason = "stop"
         return False
     span.ids.append(token)

@@ -271,7 +271,7 @@ class Engine:
         batch = self.start_infill(requests, params)
         decodes = list(batch.decodes)
         run_to_end(batch)
-        return [d.result() for d in decodes]
+        return [d.outcome() for d in decodes]
 
     def start_infill(self, requests: list[list[str]], params: list[SamplingParams]) -> DecodeBatch:
         """Prefill the context of every request's candidates (read as the adapter was trained:
@@ -405,7 +405,7 @@ class Engine:
         while batch:
             batch.step()
             yield from decode.poll() if not decode.done else ()
-        yield decode.result()
+        yield decode.outcome()
 
     def start_generate(self, prompts: list[str], params: list[SamplingParams]) -> DecodeBatch:
         """Prefill every prompt (causal): a batch of GenerateDecodes, one per prompt."""

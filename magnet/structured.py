@@ -6,8 +6,9 @@ vLLM uses by default; bench/bench_grammar.py measures it against llguidance).
     logits, must_end = grammar.mask(logits, ends)   # (V,): tokens that cannot continue -> -inf
     grammar.accept(token)
 
-The end tokens (EOS; an infill's end token, the text after its gap) are allowed only once the
-match is complete, and a span ends by itself when nothing but an end may follow. An infill
+The end tokens (EOS; an infill's end token, the text after its gap) end a span only once the
+match is complete (before, the grammar decides whether one may be written as text), and a span
+ends by itself when nothing but an end may follow. An infill
 moves the spaces before its gap into the fill (magnet/layout.py), so its grammar matches
 those spaces first (`leading_spaces`); the fill returned has them cut again.
 """
@@ -76,21 +77,30 @@ class SpanGrammar:
         self.matcher = xgr.GrammarMatcher(compiled)
         self.bitmask = xgr.allocate_token_bitmask(1, vocab_size)
 
+    @property
+    def complete(self) -> bool:
+        """The tokens so far are a whole match: an end token may close the span here."""
+        return self.matcher.is_completed()
+
     def mask(self, logits: torch.Tensor, ends: list[int]) -> tuple[torch.Tensor, bool]:
-        """(V,) logits with every token the grammar refuses at -inf (a new tensor), the end tokens
-        allowed only where the match may end; and whether the span must end here."""
+        """(V,) logits with every token the grammar refuses at -inf (a new tensor); and whether
+        the span must end here. Once the match is complete the end tokens are allowed, as ends.
+        Before, an end token is text like any other, kept where the grammar allows it: a fill
+        whose answer starts as the text after its gap does ("," before ", he said.") must be
+        able to write it (magnet/decoding.py `accept` keeps it as text). The span must end
+        where only an end may follow, or where nothing may (a dead end, which a grammar that
+        compiled for this vocabulary does not reach)."""
         import xgrammar as xgr
 
         self.matcher.fill_next_token_bitmask(self.bitmask)
         masked = logits.float().clone()[None]  # (1, V): xgrammar's kernel edits in place
         xgr.apply_token_bitmask_inplace(masked, self.bitmask)
         masked = masked[0]
-        complete = self.matcher.is_completed()
-        for token in ends:
-            masked[token] = logits[token] if complete else float("-inf")
-        allowed = torch.isfinite(masked)
-        allowed[ends] = False
-        return masked, complete and not bool(allowed.any())
+        text = torch.isfinite(masked)
+        if self.complete:
+            masked[ends] = logits[ends].float()
+            text[ends] = False
+        return masked, not bool(text.any())
 
     def accept(self, token: int) -> None:
         if not self.matcher.accept_token(token):  # the mask allowed it, so this is a bug

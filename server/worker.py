@@ -491,7 +491,7 @@ class ModelWorker:
         ended = []
         for decode in finished:
             try:
-                ended.append((decode.owner, True, decode.result()))
+                ended.append((decode.owner, True, decode.outcome()))
             except Exception as exc:
                 log.exception("model worker failed to finish a %s", decode.owner.kind)
                 ended.append((decode.owner, False, BackendError(f"{decode.owner.kind} failed: {exc}")))

@@ -94,3 +94,14 @@ def test_native_infill_and_generate_take_structured_outputs(served):
     refused = httpx.post(f"{base_url}/v1/infill", timeout=60, json={"prefix": "a", "suffix": "b",
                                                                      "structured_outputs": {"json_object": True}})
     assert refused.status_code == 422 and "infill" in refused.text
+
+
+def test_a_fill_may_be_the_text_its_suffix_starts_with(served):
+    # "," is also the gap's end token: while the choice is unmatched it is the fill's text
+    for path, body in (("/v1/infill", {"prefix": "Yes", "suffix": ", he said."}),
+                       ("/v1/completions", {"prompt": "Yes", "suffix": ", he said."})):
+        response = httpx.post(f"{served[1]}{path}", timeout=60,
+                              json={**body, "max_tokens": 3, "structured_outputs": {"choice": [","]}})
+        assert response.status_code == 200, response.text
+        answer = response.json()
+        assert (answer["text"] if path == "/v1/infill" else answer["choices"][0]["text"]) == ","
