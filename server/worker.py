@@ -444,10 +444,11 @@ class ModelWorker:
             rows = running.rows
             ended += self._step(running)
             processed += rows
+            running.drop([d for d in running.decodes if d.owner.cancelled])  # clients that left during the step
             if not running:  # empty: the model's next decode starts a batch of its own
                 del self._running[model]
-        gone = {id(job) for job, _, _ in ended}
-        self._running_jobs = [job for job in self._running_jobs if id(job) not in gone and not job.cancelled]
+        # what the batches hold, so a row (and its cache) is never kept without a job to step it
+        self._running_jobs = [decode.owner for running in self._running.values() for decode in running.decodes]
         return ended, processed
 
     def _join(self, group: list[Job]) -> list[tuple[Job, bool, Any]]:

@@ -383,3 +383,32 @@ async def test_decodes_of_two_models_run_in_a_batch_each_and_a_failing_one_fails
         await jobs["b"]
     assert len(batches) >= 2 and worker.running == 0 and not worker._running
     await worker.close()
+
+
+async def test_a_client_that_leaves_during_a_step_frees_its_row_with_no_other_work(tiny_engine, monkeypatch):
+    # the step is where the worker spends its time: a client leaving then must not leave its
+    # row and cache in the batch with no job to step it (nothing else arrives to clear it)
+    from magnet.batch import DecodeBatch
+
+    step = DecodeBatch.step
+    stepping = threading.Event()
+
+    def slow_step(self):
+        stepping.set()
+        threading.Event().wait(0.1)
+        return step(self)
+
+    monkeypatch.setattr(DecodeBatch, "step", slow_step)
+    worker = make_worker()
+    leaver = stream_decode(worker, "generate", ("generate",), ("Leave early", SamplingParams(max_tokens=200)),
+                           generate_start(tiny_engine))
+    await anext(leaver)
+    stepping.clear()
+    await asyncio.get_running_loop().run_in_executor(None, stepping.wait)  # inside a step now
+    await leaver.aclose()
+    for _ in range(200):
+        if not worker._running:
+            break
+        await asyncio.sleep(0.01)
+    assert worker._running == {} and worker.running == 0
+    await worker.close()
