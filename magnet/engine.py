@@ -375,6 +375,11 @@ class Engine:
         segment_ids = self.tokenizer([text for text, _ in stripped], add_special_tokens=False)["input_ids"]
         if not any(segment_ids):
             raise InvalidInputError("every segment is empty: give some text around the gap")
+        for k in range(1, len(segments) - 1):  # a gap ends where the text after it starts: it needs some
+            if not segment_ids[k]:
+                raise InvalidInputError(f"segments[{k}] is empty: the gaps on either side of it touch, and a fill "
+                                        "ends where the text after its gap starts; give it some text, or drop it "
+                                        "to make the two gaps one")
         return segment_ids, [n for _, n in stripped]
 
     def layout_of(self, segment_ids: list[list[int]], trimmed: list[int], params: SamplingParams,

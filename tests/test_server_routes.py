@@ -104,6 +104,8 @@ async def test_infill_segments_fill_every_gap(client):
     ({"segments": ["only one"]}, ["at least two"]),
     ({"max_tokens": 3}, ["prefix", "segments"]),
     ({"prefix": " ", "suffix": ""}, ["context is empty"]),
+    ({"segments": ["The ", " ", " sat on the mat."]}, ["segments[1] is empty", "touch"]),
+    ({"segments": ["The ", "", " sat.", ""]}, ["segments[1] is empty"]),
     ({"prefix": "a", "suffix": "b", "temperature": -1}, ["temperature"]),
     ({"prefix": "a", "suffix": "b", "top_p": 0}, ["top_p"]),
     ({"prefix": "a", "suffix": "b", "max_tokens": 5000}, ["max_tokens", "4096"]),
