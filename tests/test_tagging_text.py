@@ -17,6 +17,11 @@ from magnet.tagging.words import join_words, split_words
     ("The U.S. team met on 1996-08-22 in Jean-Marie's town.",
      ["The", "U.S.", "team", "met", "on", "1996-08-22", "in", "Jean-Marie", "'s", "town", "."]),
     ("  Zürich,\tO'Neill\n", ["Zürich", ",", "O'Neill"]),
+    # combining marks belong to their word (decomposed Latin, Devanagari), and ’ is an apostrophe
+    ("Jose\u0301 Mu\u0308ller visited Ko\u0308ln.", ["Jose\u0301", "Mu\u0308ller", "visited", "Ko\u0308ln", "."]),
+    ("नरेंद्र मोदी दिल्ली में रहते हैं", ["नरेंद्र", "मोदी", "दिल्ली", "में", "रहते", "हैं"]),
+    ("John’s dog didn’t bark, O’Neill said.",
+     ["John", "’s", "dog", "did", "n’t", "bark", ",", "O’Neill", "said", "."]),
 ])
 def test_split_words_is_conll_like(text, words):
     assert [w.text for w in split_words(text)] == words
