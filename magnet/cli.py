@@ -43,9 +43,13 @@ def given_flags(args: argparse.Namespace, flags: FlagTable) -> dict:
     return {field: getattr(args, field) for field, _, _ in flags.values() if getattr(args, field) is not None}
 
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="magnet", description=__doc__.splitlines()[0])
-    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
+    parser.add_argument("--log-level", default="INFO", type=str.upper, choices=LOG_LEVELS, metavar="LEVEL",
+                        help=f"{', '.join(LOG_LEVELS)} (default INFO), before the command: magnet --log-level debug serve")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     parser.add_argument(THREADS_FLAG, type=int, metavar="N", help=THREADS_HELP)
     for name, (module, help_text, _) in COMMANDS.items():

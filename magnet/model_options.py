@@ -21,9 +21,7 @@ def model_spec(args: argparse.Namespace) -> ModelSpec:
 
 
 def load_engine(args: argparse.Namespace):
-    from magnet.engine import Engine
-
-    return Engine.from_spec(model_spec(args))
+    return engine_of(model_spec(args))
 
 
 def load_base_engine(args: argparse.Namespace, adapted=None):
@@ -31,8 +29,31 @@ def load_base_engine(args: argparse.Namespace, adapted=None):
     itself when it has no adapter, so a base-only comparison loads one model."""
     from dataclasses import replace
 
-    from magnet.engine import Engine
-
     if adapted is not None and adapted.loaded.adapter_path is None:
         return adapted
-    return Engine.from_spec(replace(model_spec(args), adapter=None))
+    return engine_of(replace(model_spec(args), adapter=None))
+
+
+def engine_of(spec: ModelSpec):
+    """The engine of `spec`. A model, adapter, device or dtype that cannot be used ends the
+    command with one line naming it (the loaders' messages name the flag), not a traceback."""
+    import torch
+
+    from magnet.engine import Engine
+
+    from magnet.hardware import parse_dtype
+
+    if spec.device is not None:
+        try:
+            torch.device(spec.device)
+        except RuntimeError as exc:
+            raise SystemExit(f"magnet: --device {spec.device}: {str(exc).splitlines()[0]}") from None
+    if spec.dtype is not None:
+        try:
+            parse_dtype(spec.dtype)
+        except ValueError as exc:
+            raise SystemExit(f"magnet: --dtype {spec.dtype}: {exc}") from None
+    try:
+        return Engine.from_spec(spec)
+    except (FileNotFoundError, ValueError) as exc:
+        raise SystemExit(f"magnet: {exc}") from None

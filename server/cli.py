@@ -104,11 +104,19 @@ def adapter_settings(entries: list[str]) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pydantic_settings import SettingsError
+
     try:
         settings = settings_from(args)
     except ValidationError as exc:  # e.g. a bad NAME=DIR: refuse to start, saying which
         raise SystemExit(f"magnet serve: {exc}") from None
-    server = magnet_server(settings)
+    except SettingsError as exc:  # a MAGNET_* variable that is not its field's type
+        raise SystemExit(f"magnet serve: {exc}; a dict or list variable is JSON, e.g. "
+                         'MAGNET_ADAPTERS=\'{"legal": "/ckpt/legal"}\'') from None
+    try:
+        server = magnet_server(settings)
+    except ValueError as exc:  # a setting that fails once used, e.g. an unreadable --api-key-file
+        raise SystemExit(f"magnet serve: {exc}") from None
     server.run()
     if server.service.load_error:  # a model or adapter that does not load (or fails its checks)
         raise SystemExit(f"magnet serve: the model failed to load: {server.service.load_error}")

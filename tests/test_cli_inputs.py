@@ -19,6 +19,11 @@ def run_magnet(code: str) -> subprocess.CompletedProcess:
     (["--data", "{data}", "--pairs", "nope.tsv"], "--pairs nope.tsv: no such file"),
     (["--data", "{data}", "--init-adapter", "no/adapter"], "--init-adapter no/adapter: no such folder"),
     (["--config", "missing.json"], "--config missing.json: no such file"),
+    ([], "no training text: pass --data FILE"),
+    (["--data", "{data}", "--context", "sideways"], "unknown context 'sideways': choose one of bidirectional"),
+    (["--data", "{data}", "--lr-decay", "linear"], "unknown lr_decay 'linear': choose one of constant, cosine"),
+    (["--data", "{data}", "--augmenter", "shuffle"], "unknown augmenter 'shuffle'"),
+    (["--data", "{data}", "--dtype", "float64"], "unknown dtype 'float64'"),
 ])
 def test_train_names_a_missing_input_before_loading_anything(flags, named, tmp_path, monkeypatch):
     data = tmp_path / "text.raw"
@@ -50,6 +55,7 @@ def test_a_bad_config_file_is_named_in_one_line(text, named, tmp_path, monkeypat
      "--graded-pairs nope.csv: no such file"),
     ([{"name": "fill", "init_adapter": "no/adapter"}], "--init-adapter no/adapter: no such folder"),
     ([{"name": "fill"}, {"name": "fill"}], "recipe.json: phases[1]: the name 'fill' is taken"),
+    ([{"name": "fill", "context": "sideways"}], "unknown context 'sideways'"),
 ])
 def test_a_recipe_names_a_bad_phase_before_loading_anything(phases, named, tmp_path, monkeypatch):
     import json
@@ -106,3 +112,44 @@ def test_every_command_names_a_missing_input_file_in_one_line(argv, tmp_path, mo
         main(argv)
     message = str(raised.value)
     assert "nope." in message and "no such file" in message and "\n" not in message
+
+
+@pytest.mark.parametrize("spec, named", [
+    ({"adapter": "/nonexistent"}, "--adapter /nonexistent: no adapter_config.json"),
+    ({"model": "/nonexistent"}, "--model /nonexistent: expected a local Hugging Face checkpoint"),
+    ({"dtype": "float64"}, "--dtype float64: unknown dtype 'float64'"),
+    ({"device": "toaster"}, "--device toaster: Expected one of cpu, cuda"),
+])
+def test_a_model_option_that_cannot_load_ends_the_command_in_one_line(spec, named):
+    from magnet.loading import ModelSpec
+    from magnet.model_options import engine_of
+
+    with pytest.raises(SystemExit) as raised:
+        engine_of(ModelSpec(**spec))
+    assert named in str(raised.value) and "\n" not in str(raised.value)
+
+
+def test_eval_tagging_names_missing_heads_before_loading_the_model(monkeypatch, tmp_path):
+    from magnet import model_options
+
+    loads = []
+    monkeypatch.setattr(model_options, "load_engine", lambda args: loads.append(args))
+    with pytest.raises(SystemExit) as raised:
+        main(["eval", "tagging", "--heads", str(tmp_path / "none")])
+    assert "no tagging heads in" in str(raised.value) and loads == []
+
+
+def test_serve_names_a_bad_key_file_or_adapters_variable_in_one_line(monkeypatch, tmp_path):
+    from magnet.server.shutdown import MagnetServer
+
+    def serve(self):
+        raise AssertionError("the server would have started")
+
+    monkeypatch.setattr(MagnetServer, "run", serve)
+    with pytest.raises(SystemExit) as raised:
+        main(["serve", "--api-key-file", str(tmp_path / "no-key")])
+    assert "api_key_file" in str(raised.value) and "No such file" in str(raised.value)
+    monkeypatch.setenv("MAGNET_ADAPTERS", "legal=/ckpt/legal")
+    with pytest.raises(SystemExit) as raised:
+        main(["serve"])
+    assert "MAGNET_ADAPTERS='{\"legal\": \"/ckpt/legal\"}'" in str(raised.value)

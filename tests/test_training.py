@@ -544,10 +544,9 @@ def test_no_label_of_a_gap_reading_can_be_read_by_its_predictor(reading):
     assert (after_gap > 50) == (reading == "causal_gap_hidden")
 
 
-def test_an_unknown_context_reading_is_refused_by_name(tiny_model_dir, data_file, tmp_path, tiny_loaded):
-    config = tiny_config(tiny_model_dir, data_file, tmp_path, context="sideways")
-    with pytest.raises(ValueError, match="unknown context reading 'sideways'"):
-        view_spec(config, tiny_loaded.tokenizer, 300)
+def test_an_unknown_context_reading_is_refused_by_name(tiny_model_dir, data_file, tmp_path):
+    with pytest.raises(ValueError, match="unknown context 'sideways': choose one of bidirectional, causal"):
+        tiny_config(tiny_model_dir, data_file, tmp_path, context="sideways")
 
 
 def test_the_manifest_records_how_the_context_was_read(tiny_model_dir, data_file, tmp_path, tiny_loaded):

@@ -102,7 +102,7 @@ def config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, list | None
     try:
         return TrainConfig.from_dict({**raw, **overrides}), phases
     except (ValueError, TypeError) as exc:
-        raise SystemExit(f"magnet train --config {args.config}: {exc}") from None
+        raise SystemExit(f"magnet train{f' --config {args.config}' if args.config else ''}: {exc}") from None
 
 
 def read_config_file(path: str) -> dict:
@@ -121,6 +121,9 @@ def check_input_files(config: TrainConfig, init_adapter: bool = True) -> None:
     """Every file and folder the run reads, checked before the model loads: a missing one
     ends the command with one line naming its flag (not a traceback after the load).
     `init_adapter` False: a recipe's later phase, whose start the phase before writes."""
+    if not config.data:
+        raise SystemExit("magnet train: no training text: pass --data FILE... (e.g. "
+                         "../shared/data/wikitext2/wiki.valid.raw), or a --config file that names it")
     files = [*(("--data", p) for p in config.data), *(("--pairs", p) for p in config.pairs),
              *(("--graded-pairs", p) for p in config.graded_pairs),
              *(("--exclude", p) for p in config.exclude), ("--select-stsb", config.select_stsb)]

@@ -111,6 +111,14 @@ class TrainConfig:
     def graded_batch(self) -> int:
         return self.graded_batch_size or self.sscl_batch
 
+    def __post_init__(self):
+        """The settings with a fixed set of values, checked as the config is made (from flags, a
+        file or a recipe's phase): a wrong one stops the run before any model loads."""
+        for name, allowed in setting_choices().items():
+            value = getattr(self, name)
+            if value is not None and value not in allowed:
+                raise ValueError(f"unknown {name} {value!r}: choose one of {', '.join(allowed)}")
+
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
 
@@ -129,3 +137,17 @@ class TrainConfig:
 
     def with_(self, **changes) -> "TrainConfig":
         return replace(self, **changes)
+
+
+LR_DECAYS = ("constant", "cosine")
+
+
+def setting_choices() -> dict[str, tuple[str, ...]]:
+    """{setting: the values it takes} for the settings with a fixed set (imported here, where
+    each set is defined: the readings by magnet/masks.py, the augmenters by augment.py)."""
+    from magnet.hardware import DTYPES
+    from magnet.masks import READING_MODES
+    from magnet.training.augment import AUGMENTERS
+
+    return {"context": tuple(READING_MODES), "lr_decay": LR_DECAYS, "augmenter": tuple(AUGMENTERS),
+            "dtype": tuple(DTYPES)}

@@ -34,7 +34,7 @@ import torch
 from magnet.loading import ModelSpec, attach_adapter, load_model
 from magnet.masks import MODE_ROLES, context_mode, gap_predictor_role
 from magnet.training.checkpoints import latest_checkpoint, manifest_for, save_checkpoint, write_adapter
-from magnet.training.config import TrainConfig
+from magnet.training.config import LR_DECAYS, TrainConfig
 from magnet.training.dropout import use_bits_dropout
 from magnet.training.corpus import Corpus
 from magnet.training.objectives import ViewBatch, base_kl, collate_views, cosent, info_nce, label_logits, label_nll
@@ -135,7 +135,6 @@ def compile_layers(model) -> None:
         layer.forward = torch.compile(layer.forward, dynamic=True)
 
 
-LR_DECAYS = ("constant", "cosine")
 FINAL_LR_RATIO = 0.1  # cosine decay ends at this fraction of lr
 
 

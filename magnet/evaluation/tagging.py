@@ -17,7 +17,7 @@ from pathlib import Path
 
 from magnet.tagging.conll import ENTITY_TASKS
 from magnet.tagging.features import conll_features
-from magnet.tagging.heads import DEFAULT_HEADS_DIR, HeadsMismatchError
+from magnet.tagging.heads import DEFAULT_HEADS_DIR, HeadsMismatchError, load_heads
 from magnet.tagging.metrics import entity_scores, token_accuracy
 from magnet.evaluation.data_files import add_data_arguments, add_split_argument
 from magnet import model_options
@@ -87,11 +87,16 @@ def run(args: argparse.Namespace) -> int:
     started = time.monotonic()
     path = find_data_file(flag_value(args, "--conll-valid"), "--data")
     split = file_split(path, args.split, "--conll-valid", "--data")
+    hint = "train heads for this model with `magnet train-tagger`, or pass --heads DIR"
+    try:
+        load_heads(args.heads)  # a folder without heads is named before the model loads
+    except FileNotFoundError as exc:
+        raise SystemExit(f"{exc}\n{hint}") from None
     engine = model_options.load_engine(args)  # looked up at call time, as tests replace it
     try:
         tagger = Tagger.load(engine, args.heads)
     except (FileNotFoundError, HeadsMismatchError) as exc:  # say what to change, no traceback
-        raise SystemExit(f"{exc}\ntrain heads for this model with `magnet train-tagger`, or pass --heads DIR")
+        raise SystemExit(f"{exc}\n{hint}") from None
     mode = tagger.manifest.feature_mode
     check_mode(args, mode)
     layer = tagger.manifest.feature_layer or engine.n_layers
