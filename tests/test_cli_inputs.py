@@ -153,3 +153,19 @@ def test_serve_names_a_bad_key_file_or_adapters_variable_in_one_line(monkeypatch
     with pytest.raises(SystemExit) as raised:
         main(["serve"])
     assert "MAGNET_ADAPTERS='{\"legal\": \"/ckpt/legal\"}'" in str(raised.value)
+
+
+def test_a_flag_wins_over_every_phase_of_a_recipe_but_its_folders(tmp_path, monkeypatch):
+    import json
+
+    data = tmp_path / "text.raw"
+    data.write_text("Some text.\n")
+    phases = [{"name": "fill", "max_steps": 1200, "lr": 1e-4}, {"name": "sscl", "max_steps": 120}]
+    (tmp_path / "recipe.json").write_text(json.dumps({"data": [str(data)], "lora_r": 32, "phases": phases}))
+    trained = []
+    monkeypatch.setattr("magnet.training.phases.run_phases", lambda phases, **k: trained.extend(phases))
+    main(["train", "--config", str(tmp_path / "recipe.json"), "--output", str(tmp_path / "run"),
+          "--max-steps", "5", "--lora-r", "4"])
+    assert [(p.config.max_steps, p.config.lora_r, p.config.lr) for p in trained] == [(5, 4, 1e-4), (5, 4, 3e-5)]
+    assert [p.config.output for p in trained] == [str(tmp_path / "run" / "fill"), str(tmp_path / "run" / "sscl")]
+    assert trained[1].config.init_adapter == str(tmp_path / "run" / "fill" / "adapter")

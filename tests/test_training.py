@@ -713,7 +713,9 @@ def test_a_recipe_runs_its_phases_in_order_each_from_the_one_before(tiny_model_d
     from magnet.training.phases import phase_list, run_phases
 
     base = tiny_config(tiny_model_dir, data_file, tmp_path, max_steps=6)
-    phases = phase_list(base, recipe_phases())
+    raw = recipe_phases()
+    raw[1]["lora_r"] = 4  # does not apply: the phase trains the fill phase's adapter, of rank 16
+    phases = phase_list(base, raw)
     adapter = run_phases(phases, progress=False)
     run = tmp_path / "run"
     assert adapter == run / "sscl" / "adapter" and (run / "fill" / "adapter" / "adapter_model.safetensors").is_file()
@@ -725,6 +727,7 @@ def test_a_recipe_runs_its_phases_in_order_each_from_the_one_before(tiny_model_d
             for name in ("fill", "sscl")]
     assert [len(log) for log in logs] == [2, 2] and logs[0][0]["sscl"] == 0 and logs[1][0]["sscl"] > 0
     assert AdapterManifest.load(adapter).extra["init_adapter"]["steps"] == 2  # the fill phase's 2 steps
+    assert sscl["lora_r"] == base.lora_r == AdapterManifest.load(adapter).extra["lora"]["r"]  # what was trained
 
 
 def test_a_stopped_recipe_goes_on_where_it_stopped_when_run_again(tiny_model_dir, data_file, tmp_path):

@@ -87,16 +87,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (logs still go to log.jsonl)")
 
 
-def config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, list | None]:
-    """The run's settings (defaults < --config file < flags), and the file's `phases` list when
-    it is a recipe of several phases (training/phases.py)."""
+def flag_settings(args: argparse.Namespace) -> dict:
+    """{setting: value} of the flags given on the command line."""
     overrides = given_flags(args, FLAGS)
     overrides.update(data=args.data and tuple(args.data), pairs=args.pairs and tuple(args.pairs),
                      graded_pairs=args.graded_pairs and tuple(args.graded_pairs),
                      exclude=args.exclude and tuple(args.exclude),
                      gradient_checkpointing=args.gradient_checkpointing, compile_layers=args.compile_layers,
                      quality_check=args.quality_check)
-    overrides = {k: v for k, v in overrides.items() if v is not None}
+    return {k: v for k, v in overrides.items() if v is not None}
+
+
+def config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, list | None]:
+    """The run's settings (defaults < --config file < flags), and the file's `phases` list when
+    it is a recipe of several phases (training/phases.py)."""
+    overrides = flag_settings(args)
     raw = read_config_file(args.config) if args.config else {}
     phases = raw.pop("phases", None)
     try:
@@ -156,7 +161,7 @@ def run_recipe(args: argparse.Namespace, config: TrainConfig, raw_phases) -> int
     from magnet.training.phases import phase_list, run_phases
 
     try:
-        phases = phase_list(config, raw_phases)
+        phases = phase_list(config, raw_phases, flag_settings(args))
     except ValueError as exc:
         raise SystemExit(f"magnet train --config {args.config}: {exc}") from None
     for i, phase in enumerate(phases):

@@ -82,6 +82,22 @@ def add_lora(model, config: TrainConfig):
     return get_peft_model(model, lora)
 
 
+def with_trained_lora_shape(config: TrainConfig, model) -> TrainConfig:
+    """`config` with the LoRA shape `model` trains. An adapter the run starts from (--init-adapter,
+    a checkpoint) keeps its own rank, alpha, dropout and targets whatever the settings say, so
+    the run's config.json and manifest record those (a setting that did not apply is logged)."""
+    lora = model.peft_config["default"]
+    trained = {"lora_r": lora.r, "lora_alpha": lora.lora_alpha, "lora_dropout": lora.lora_dropout,
+               "lora_targets": tuple(sorted(lora.target_modules))}
+    changes = {}
+    for name, value in trained.items():
+        setting = getattr(config, name)
+        if (set(setting) != set(value)) if name == "lora_targets" else setting != value:
+            log.info("%s %s does not apply: the adapter this run starts from has %s", name, setting, value)
+            changes[name] = value
+    return config.with_(**changes)
+
+
 def compute_dtype(config: TrainConfig, device: torch.device) -> torch.dtype:
     """What the forwards compute in: `--dtype`, else bf16 where the hardware multiplies it
     natively (magnet.hardware), else fp32."""
@@ -261,6 +277,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True,
     if config.device is None or accelerator.num_processes > 1:  # each process on its own device
         config = config.with_(device=str(accelerator.device))
     loaded, model = prepare_model(config, checkpoint)
+    config = with_trained_lora_shape(config, model)
     tokenizer, device = loaded.tokenizer, loaded.device
     log.info("training in %s on %s", str(loaded.dtype).removeprefix("torch."), device)
     corpus = Corpus.build(config, tokenizer, view_spec(config, tokenizer, model.config.vocab_size))

@@ -7,7 +7,8 @@ A config file with a `phases` list is a recipe:
      "phases": [{"name": "fill", "max_steps": 1200, "weights_before": [1, 0, 3], ...},
                 {"name": "sscl", "max_steps": 120, "weights_before": [1, 6, 3], ...}]}
 
-Each phase is the file's settings (and the command's flags) with its own on top. It writes
+Each phase is the file's settings with its own on top, and the command's flags over both (a
+flag is meant for the whole run: `--max-steps 5` makes every phase 5 steps). It writes
 to OUTPUT/NAME, and its `init_adapter` is the previous phase's adapter (the first phase's is
 the file's or --init-adapter, usually none). Running the recipe again finishes it: a phase
 whose adapter is written is done and skipped, one with checkpoints resumes from the latest.
@@ -43,8 +44,11 @@ class Phase:
         return (self.adapter / "adapter_model.safetensors").is_file()
 
 
-def phase_list(base: TrainConfig, raw_phases) -> list[Phase]:
-    """The phases of a recipe, each a complete config; a bad phase is refused by position."""
+def phase_list(base: TrainConfig, raw_phases, flags: dict | None = None) -> list[Phase]:
+    """The phases of a recipe, each a complete config; a bad phase is refused by position.
+    `flags`: the settings given on the command line, which win over a phase's own (but for
+    the output and the adapter each phase starts from, which the recipe sets per phase)."""
+    flags = {k: v for k, v in (flags or {}).items() if k not in (*SET_BY_THE_RECIPE, "init_adapter")}
     if not isinstance(raw_phases, list) or not raw_phases:
         raise ValueError("phases must be a non-empty list of objects, one per phase")
     phases, previous = [], base.init_adapter
@@ -62,8 +66,10 @@ def phase_list(base: TrainConfig, raw_phases) -> list[Phase]:
         if fixed:
             raise ValueError(f"{where} ({name}): {', '.join(fixed)} is set by the recipe (--output/{name})")
         settings = {k: v for k, v in raw.items() if k != "name"}
+        for key in sorted(set(settings) & set(flags)):
+            log.info("phase %s: %s %r from the command line, not the recipe's %r", name, key, flags[key], settings[key])
         try:
-            config = TrainConfig.from_dict({**asdict(base), "init_adapter": previous, **settings,
+            config = TrainConfig.from_dict({**asdict(base), "init_adapter": previous, **settings, **flags,
                                             "output": str(Path(base.output) / name)})
         except (ValueError, TypeError) as exc:
             raise ValueError(f"{where} ({name}): {exc}") from None
