@@ -56,7 +56,7 @@ FLAGS = {  # flag -> (settings field, type, help)
                                       "GPUs the layers are divided among (default 1)"),
     "--vllm-gpu-memory-utilization": ("vllm_gpu_memory_utilization", float, "share of each GPU's memory for "
                                       "vLLM, KV cache sized to fill it (replaces --vllm-kv-cache-gb)"),
-    "--vllm-quantization": ("vllm_quantization", str, "vLLM quantization: awq, gptq, fp8, ... (default: none)"),
+    "--vllm-quantization": ("vllm_quantization", str, "vLLM quantization: awq, gptq, fp8, ... (default: the checkpoint's own)"),
     "--max-running-rows": ("max_running_rows", int, "decode rows stepping together (default 64)"),
     "--max-running-tokens": ("max_running_tokens", int, "KV-cache tokens of the running decodes (default 65536)"),
     "--retry-after-s": ("retry_after_s", float, "Retry-After sent with 429 (default 1)"),
