@@ -21,7 +21,7 @@ from magnet.decodes import GenerateDecode, InfillDecode
 from magnet.decoding import Span, make_generator
 from magnet.errors import InvalidInputError
 from magnet.forward import encode_last_token, hidden_states, layer_states, logits, pad_batch
-from magnet.layout import InfillLayout, embedding_ids, infill_layout, split_trailing_spaces
+from magnet.layout import InfillLayout, anchor_token_id, embedding_ids, infill_layout, split_trailing_spaces
 from magnet.limits import prompt_token_ids, require_fits, require_max_tokens
 from magnet.loading import LoadedModel, ModelSpec, load_model
 from magnet.logprobs import sequence_logprobs
@@ -107,7 +107,7 @@ class Engine:
         self.max_length = min(config.max_length, context)
         self.instruction = loaded.manifest.instruction if loaded.manifest else DEFAULT_INSTRUCTION
         tok = self.tokenizer
-        self.anchor_id = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
+        self.anchor_id = anchor_token_id(tok)
         self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
         self.gap_range = trained_gap_range(loaded.manifest)
         self.infill_context = infill_context_mode(loaded.manifest)

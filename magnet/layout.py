@@ -22,6 +22,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
+def anchor_token_id(tokenizer) -> int:
+    """The anchor every input starts with, in training and serving alike: BOS, else EOS (for a
+    tokenizer without one)."""
+    return tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+
+
 @dataclass
 class InfillLayout:
     ids: list[int]  # context tokens, anchor first

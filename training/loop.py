@@ -32,6 +32,7 @@ from pathlib import Path
 import torch
 
 from magnet.loading import ModelSpec, attach_adapter, load_model
+from magnet.layout import anchor_token_id
 from magnet.masks import MODE_ROLES, context_mode, gap_predictor_role
 from magnet.training.checkpoints import latest_checkpoint, manifest_for, save_checkpoint, write_adapter
 from magnet.training.config import LR_DECAYS, TrainConfig
@@ -55,7 +56,7 @@ def view_spec(config: TrainConfig, tokenizer, vocab_size: int) -> ViewSpec:
     if config.kl_weight < 0 or (config.kl_weight > 0 and config.causal_rate <= 0):
         raise ValueError(f"kl_weight {config.kl_weight} is read at causal views' labels: give a weight >= 0, "
                          "and with a weight > 0 a --causal-rate > 0")
-    anchor = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    anchor = anchor_token_id(tokenizer)
     mode = context_mode(config.context)  # refuses an unknown reading by name
     return ViewSpec(
         anchor_id=anchor, eos_id=tokenizer.eos_token_id, mask_id=mask_id, vocab_size=vocab_size,
