@@ -51,7 +51,8 @@ class GenerateDecode(Decode):
 
     def result(self) -> StreamChunk:
         span = self.spans[0]
-        return StreamChunk(span.text[self.sent:], span.finish_reason, len(span.prompt_ids), len(span.ids),
+        return StreamChunk(span.text[self.sent:], span.finish_reason, len(span.prompt_ids),
+                           len(span.ids) + span.eos_generated,
                            logprobs=self.new_logprobs(), prompt_logprobs=self.unsent_prompt_logprobs())
 
     def unsent_prompt_logprobs(self):

@@ -37,6 +37,9 @@ class Span:
     prompt_ids: list[int] = field(default_factory=list)  # what repetition_penalty counts besides the output
     ids: list[int] = field(default_factory=list)
     finish_reason: str | None = None
+    # A generation that ended on EOS generated it: a token of the output's usage and logprobs,
+    # not of its text (vLLM counts it so, and lm-eval's scoring reads its logprob as the last)
+    eos_generated: bool = False
     text: str = ""  # decoded ids, cut at a stop string
     logits: torch.Tensor | None = None  # (V,) pending: they predict the next token
     logprobs: list[TokenLogprob] | None = None  # one per kept token, when params.logprobs is set
@@ -87,6 +90,10 @@ def accept(span: Span, token: int, eos_id: int | None, tokenizer) -> bool:
     may_end = span.grammar is None or span.grammar.complete  # else an end token is text the match needs
     if may_end and ((token == eos_id and not span.params.ignore_eos) or token == span.end_token):
         span.finish_reason = "stop"
+        if token == eos_id and span.end_token is None:  # a generation's EOS (a fill's end is not output)
+            span.eos_generated = True
+            if span.logprobs is not None:
+                span.logprobs.append(token_logprob(span.logits, token, span.params.logprobs))
         return False
     span.ids.append(token)
     if span.grammar is not None:

@@ -284,10 +284,7 @@ class VllmGenerateBackend:
                 if output.prompt_logprobs and params.prompt_logprobs is not None:  # the first output only
                     prompt_logprobs = token_logprobs(ids, output.prompt_logprobs, params.prompt_logprobs)
                 if piece.finish_reason is not None:  # the last output: vLLM's generator ends after it
-                    stop_token = ended_on_stop_token(piece)
-                    generated -= stop_token
-                    if stop_token and logprobs:  # EOS: not part of the text, the usage or the logprobs
-                        logprobs = logprobs[:-1]
+                    # (a final EOS is in its token ids and logprobs, and so in the usage, not the text)
                     if params.max_tokens == 0:  # echo only: the one token vLLM had to make is dropped
                         yield StreamChunk("", "length", len(ids), 0, logprobs=None if logprobs is None else [],
                                           prompt_logprobs=prompt_logprobs)
@@ -347,11 +344,6 @@ class VllmLoraView:
 
     def stream(self, prompt: str, params: SamplingParams, ids: list[int] | None = None) -> AsyncIterator[StreamChunk]:
         return self.engine_backend.stream(prompt, params, ids, self.model_id)
-
-
-def ended_on_stop_token(piece) -> int:
-    """1 if the last token is EOS (or a stop token id): like the torch path, usage leaves it out."""
-    return int(piece.finish_reason == "stop" and not isinstance(piece.stop_reason, str))
 
 
 def vllm_params(params: SamplingParams, kind):

@@ -181,3 +181,20 @@ def test_native_infill_returns_each_fills_logprobs(served):
         assert all(top[t] == v <= 0 for t, v, top in zip(lp["tokens"], lp["token_logprobs"], lp["top_logprobs"]))
     plain = httpx.post(f"{served[1]}/v1/infill", json=body, timeout=60).json()
     assert plain["fills"] == answer["fills"] and plain["logprobs"] is None
+
+
+def test_a_generated_eos_is_scored_and_counted_as_lm_eval_reads_it(served, tiny_chat_engine):
+    # lm-eval's loglikelihood: echo + max_tokens 1, then token_logprobs[ctxlen:-1], the last
+    # entry taken as the one generated token; a generation that ends on EOS generated it
+    prompt = [5, 6, 7, 8]
+    eos = tiny_chat_engine.tokenizer.eos_token_id
+    body = {"model": "magnet", "prompt": [prompt], "max_tokens": 1, "echo": True, "logprobs": 1, "temperature": 1.0}
+    answers = [httpx.post(f"{served[1]}/v1/completions", json={**body, "seed": seed}, timeout=60).json()
+               for seed in range(120)]
+    stopped = [a for a in answers if a["choices"][0]["finish_reason"] == "stop"]
+    assert stopped, "no draw ended on EOS: pick other seeds"
+    answer = stopped[0]
+    lp = answer["choices"][0]["logprobs"]
+    assert answer["usage"]["completion_tokens"] == 1 and len(lp["token_logprobs"]) == len(prompt) + 1
+    assert lp["token_logprobs"][-1] == pytest.approx(raw_logprobs(tiny_chat_engine, prompt + [eos])[-1], abs=1e-4)
+    assert answer["choices"][0]["text"] == tiny_chat_engine.tokenizer.decode(prompt)  # the EOS is no text
