@@ -33,7 +33,7 @@ from magnet.server.openai_models import (
 )
 from magnet.server.routes import ERRORS, SSE_RESPONSES, event_stream, service_of
 from magnet.server.structured_models import compiled_ahead
-from magnet.server.token_inputs import resolve_texts
+from magnet.server.token_inputs import as_id_lists, has_ids, resolve_texts
 
 openai_api = APIRouter(prefix="/v1", responses=ERRORS, tags=["openai"])
 STARTED = int(time.time())
@@ -57,7 +57,9 @@ async def embeddings(request: Request,
 async def completions(request: Request, call: Resolved[CompletionsRequest] = resolved(CompletionsRequest)):
     body, served = call.body, call.model
     service, model, tokenizer = service_of(request), served.id, served.tokenizer
-    # token-id prompts become the text they spell
+    # token-id prompts are generated from as sent (re-tokenizing the text they spell need not give
+    # them back: lm-eval scores the ids it sent) and echoed as that text
+    sent_ids = as_id_lists(body.prompt) if has_ids(body.prompt) else [None] * len(body.prompts)
     body = body.model_copy(update={"prompt": await resolve_texts(service, served, body.prompt, "prompt")})
     defaults = INFILL_DEFAULTS if body.suffix is not None else SamplingParams()
     params = replace(body.sampling(defaults, body.max_tokens, body.stops), **body.logprob_params(),
@@ -67,18 +69,20 @@ async def completions(request: Request, call: Resolved[CompletionsRequest] = res
     answer_id = f"cmpl-{request_id_of(request)}"
     if body.stream and body.suffix is None and len(body.prompts) == 1:
         # bad input: a 4xx here, before any byte
-        streams = await started_streams([service.generate_stream(body.prompts[0], p, served) for p in choice_params])
+        streams = await started_streams([service.generate_stream(body.prompts[0], p, served, sent_ids[0])
+                                         for p in choice_params])
         return event_stream(sse_completion(model, answer_id, interleaved(streams), tokenizer,
                                            body.prompts[0] if body.echo else "", body.logprobs is not None))
 
-    def answer_to(prompt: str, choice: SamplingParams):
+    def answer_to(prompt: str, ids: list[int] | None, choice: SamplingParams):
         if body.suffix is not None:
             return unless_client_leaves(request, service.infill([prompt, body.suffix], choice, served), "infill")
-        return unless_client_leaves(request, service.generate(prompt, choice, served), "generate")
+        return unless_client_leaves(request, service.generate(prompt, choice, served, ids), "generate")
 
     # Every prompt's n choices decode side by side (rows of one running batch); choice k of
     # prompt i is index i * n + k, as OpenAI numbers them. One failing cancels the rest.
-    results = await gather_all([answer_to(prompt, choice) for prompt in body.prompts for choice in choice_params])
+    results = await gather_all([answer_to(prompt, ids, choice) for prompt, ids in zip(body.prompts, sent_ids)
+                                for choice in choice_params])
     prompts = [prompt for prompt in body.prompts for _ in choice_params]  # choice i's prompt
     choices = [completion_choice(i, r, prompts[i] if body.echo else "", tokenizer, body.logprobs is not None)
                for i, r in enumerate(results)]

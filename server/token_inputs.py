@@ -5,7 +5,8 @@
 
 Ids must be this model's own: they are checked against its vocabulary (a 422 naming the first
 id outside it) and decoded with its tokenizer into the text they spell, which is then embedded
-(with the adapter's instruction, like any text) or continued. Ids of another tokenizer spell
+(with the adapter's instruction, like any text). A completion's prompt of ids is continued from
+the ids themselves (the text they spell need not tokenize back to them) and echoed as that text. Ids of another tokenizer spell
 other words: LangChain's `OpenAIEmbeddings` tokenizes with tiktoken (an OpenAI vocabulary)
 unless `check_embedding_ctx_length=False`, so its ids are refused when they fall outside this
 vocabulary and would embed the wrong text when they do not; docs/service.md says to set it.

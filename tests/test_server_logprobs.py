@@ -198,3 +198,18 @@ def test_a_generated_eos_is_scored_and_counted_as_lm_eval_reads_it(served, tiny_
     assert answer["usage"]["completion_tokens"] == 1 and len(lp["token_logprobs"]) == len(prompt) + 1
     assert lp["token_logprobs"][-1] == pytest.approx(raw_logprobs(tiny_chat_engine, prompt + [eos])[-1], abs=1e-4)
     assert answer["choices"][0]["text"] == tiny_chat_engine.tokenizer.decode(prompt)  # the EOS is no text
+
+
+def test_token_id_prompts_are_read_as_sent_not_retokenized(served, tiny_chat_engine):
+    # "the" spelled letter by letter: its text re-tokenizes to fewer tokens; lm-eval scores the
+    # ids it sent, so those are what the model reads and what echo scores
+    tokenizer = tiny_chat_engine.tokenizer
+    letters = [tokenizer(c, add_special_tokens=False)["input_ids"][0] for c in "the"]
+    assert len(tokenizer("the", add_special_tokens=False)["input_ids"]) < len(letters)
+    ids = letters + tokenizer(" cat sat", add_special_tokens=False)["input_ids"]
+    answer = httpx.post(f"{served[1]}/v1/completions", timeout=60, json={
+        "model": "magnet", "prompt": ids, "max_tokens": 1, "echo": True, "logprobs": 0, "temperature": 0}).json()
+    lp = answer["choices"][0]["logprobs"]
+    assert answer["usage"]["prompt_tokens"] == len(ids)
+    assert len(lp["token_logprobs"]) == len(ids) + answer["usage"]["completion_tokens"]
+    assert close(lp["token_logprobs"][1:len(ids)], raw_logprobs(tiny_chat_engine, ids))
