@@ -22,6 +22,17 @@ class OpenAIRequest(TextChecked):
 
     model: str | None = None  # None, or an id of server/model_ids.py (else a 404)
 
+    @model_validator(mode="before")
+    @classmethod
+    def null_means_the_default(cls, data):
+        """OpenAI's API and SDK take null for most fields (`"temperature": null`, sent by code that
+        passes its own None through): null on a field with a default is that default."""
+        if not isinstance(data, dict):
+            return data
+        defaulted = {field.alias or name for name, field in cls.model_fields.items()
+                     if not field.is_required() and field.default is not None}
+        return {key: value for key, value in data.items() if value is not None or key not in defaulted}
+
 
 class EmbeddingsRequest(OpenAIRequest):
     input: TextsOrIds = Field(description="a text, a list of texts, or this model's token ids (a list, or a list "

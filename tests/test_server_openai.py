@@ -132,3 +132,13 @@ def test_n_choices_per_prompt_are_numbered_prompt_by_prompt(sync_openai, tiny_en
     for chunk in streamed:
         pieces[chunk.choices[0].index] += chunk.choices[0].text
     assert [pieces[0], pieces[1]] == [w.text for w in want[:2]]
+
+
+def test_null_fields_mean_their_defaults_as_openai_takes_them(sync_openai, tiny_engine):
+    # code that passes its own None through the SDK sends null (chat shares these fields' model)
+    nulls = {"temperature": None, "top_p": None, "n": None, "stream": None}
+    plain = sync_openai.completions.create(model="magnet", prompt="The quick", max_tokens=4, temperature=0)
+    given = sync_openai.completions.create(model="magnet", prompt="The quick", extra_body={
+        **nulls, "max_tokens": None, "echo": None, "temperature": 0})
+    assert given.usage.completion_tokens <= 16 and len(given.choices) == 1  # OpenAI's defaults: 16 tokens, n 1
+    assert given.choices[0].text.startswith(plain.choices[0].text)
