@@ -56,10 +56,16 @@ class RequestId:
         finally:
             status = scope["state"].get("status", status)  # RequestMetrics': 499 for a stream the client left
             client = "%s:%s" % tuple(scope["client"]) if scope.get("client") else "-"
-            log.info("%s %s %s %s %d %.1fms", client, request_id, scope["method"], scope["path"], status,
+            log.info("%s %s %s %s %d %.1fms", client, request_id, scope["method"], printable(scope["path"]), status,
                      1000 * (time.perf_counter() - started))
             REQUEST_ID.reset(token)
             REQUEST_CHARGE.reset(charge)
+
+
+def printable(text: str) -> str:
+    """`text` with control characters escaped (\\n, \\x1b): a path is percent-decoded before it
+    reaches the app, and must not write a line, or a terminal escape, of its own into the log."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
 class BodyLimit:

@@ -370,6 +370,15 @@ def test_a_stream_the_client_leaves_is_logged_499_and_counted(tiny_engine, caplo
         assert any("/v1/generate 499" in record.getMessage() for record in caplog.records)
 
 
+async def test_a_path_cannot_write_a_log_line_or_a_terminal_escape_of_its_own(tiny_engine, caplog):
+    forged = "/v1/embed%0A2026-01-01 00:00:00,000 INFO magnet.access: 203.0.113.9:1 admin POST /x 200%1b[2J"
+    with caplog.at_level("INFO", logger="magnet.access"):
+        async with running_app(app_with(tiny_engine, api_key="k")) as http:
+            assert (await http.get(forged)).status_code == 401
+    [line] = [r.getMessage() for r in caplog.records if "/v1/embed" in r.getMessage()]
+    assert "\n" not in line and "\x1b" not in line and "/v1/embed\\n2026" in line and "\\x1b[2J" in line
+
+
 async def test_misleading_messages_now_say_what_to_change(tiny_engine):
     async with running_app(app_with(tiny_engine)) as http:
         deep = "[" * 100_000 + "]" * 100_000
