@@ -65,6 +65,8 @@ class ChatRequest(GenerationOptions):
     logprobs: StrictBool | None = Field(None, description="each generated token's log-probability")
     top_logprobs: int | None = Field(None, ge=0, le=MAX_LOGPROBS, description="with logprobs: this many alternatives")
     tools: list[Any] | None = None
+    functions: list[Any] | None = None  # OpenAI's older name for tools
+    function_call: Any = None  # and for tool_choice: only "none" asks for nothing unsupported
 
     @field_validator("best_of")
     @classmethod
@@ -84,10 +86,10 @@ class ChatRequest(GenerationOptions):
         """SamplingParams.logprobs: None (not asked), else the alternatives per token."""
         return (self.top_logprobs or 0) if self.logprobs else None
 
-    @field_validator("tools")
+    @field_validator("tools", "functions", "function_call")
     @classmethod
     def refuse_unsupported(cls, value, info):
-        if value:
+        if value and value != "none":
             raise ValueError(f"{info.field_name} is not supported: omit it")
         return value
 

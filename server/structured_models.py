@@ -7,7 +7,8 @@ dialects clients send; both become one magnet.sampling.StructuredOutput:
                          (magnet/protocol.py: the native /v1/generate and /v1/infill take it too)
 
 An infill's fill takes choice or regex (JSON constrains generation only). vLLM's `grammar`
-and `structural_tag` are refused with a 422.
+and `structural_tag` are refused with a 422. vLLM's older `guided_choice`, `guided_regex` and
+`guided_json` are read as structured_outputs (`GUIDED_FIELDS`).
 """
 from __future__ import annotations
 
@@ -42,11 +43,27 @@ class ResponseFormat(BaseModel):
         return self
 
 
+# vLLM's fields before structured_outputs replaced them, which older clients (outlines, scripts
+# written for vLLM < 0.12) still send: the same constraints, read as structured_outputs.
+GUIDED_FIELDS = {"guided_choice": "choice", "guided_regex": "regex", "guided_json": "json",
+                 "guided_grammar": "grammar"}
+
+
 class StructuredFields(BaseModel):
     """The two fields of a generating OpenAI route; `structured()` is what they ask for."""
 
     response_format: ResponseFormat | None = None
     structured_outputs: StructuredOutputs | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def guided_fields_are_structured_outputs(cls, data):
+        if not isinstance(data, dict) or not any(data.get(key) is not None for key in GUIDED_FIELDS):
+            return data
+        if data.get("structured_outputs") is not None:
+            raise ValueError("send structured_outputs or vLLM's older guided_* fields, not both")
+        guided = {GUIDED_FIELDS[key]: value for key, value in data.items() if key in GUIDED_FIELDS and value is not None}
+        return {**{k: v for k, v in data.items() if k not in GUIDED_FIELDS}, "structured_outputs": guided}
 
     @model_validator(mode="after")
     def one_constraint(self):

@@ -105,6 +105,8 @@ def test_unknown_model_is_404_naming_the_served_ids(sdk, tiny_chat_engine):
     ({"messages": MESSAGES, "n": 17}, ["n", "16"]),
     ({"messages": MESSAGES, "logprobs": True, "top_logprobs": 21}, ["top_logprobs", "20"]),
     ({"messages": MESSAGES, "tools": [{"type": "function", "function": {"name": "f"}}]}, ["tools"]),
+    ({"messages": MESSAGES, "functions": [{"name": "f"}]}, ["functions is not supported"]),
+    ({"messages": MESSAGES, "function_call": "auto"}, ["function_call is not supported"]),
     ({"messages": MESSAGES, "response_format": {"type": "json_schema"}}, ["response_format", "json_schema"]),
     ({"messages": MESSAGES, "max_tokens": 0}, ["max_tokens"]),
     ({"messages": [{"role": "user", "content": "word " * 300}]}, ["tokens", "256"]),

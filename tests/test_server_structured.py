@@ -105,3 +105,21 @@ def test_a_fill_may_be_the_text_its_suffix_starts_with(served):
         assert response.status_code == 200, response.text
         answer = response.json()
         assert (answer["text"] if path == "/v1/infill" else answer["choices"][0]["text"]) == ","
+
+
+def test_vllms_older_guided_fields_constrain_as_structured_outputs(client):
+    picked = client.completions.create(model="magnet", prompt="The quick", max_tokens=16, temperature=1.0, seed=1,
+                                       n=3, extra_body={"guided_choice": CHOICES})
+    assert all(c.text in CHOICES for c in picked.choices)
+    matched = client.completions.create(model="magnet", prompt="Call", max_tokens=12, temperature=1.0, seed=2,
+                                        extra_body={"guided_regex": "[0-9]{3}"})
+    assert re.fullmatch("[0-9]{3}", matched.choices[0].text)
+
+
+@pytest.mark.parametrize("extra, named", [
+    ({"guided_choice": ["a"], "structured_outputs": {"choice": ["b"]}}, "not both"),
+    ({"guided_grammar": "root ::= \"a\""}, "grammar"),
+])
+def test_guided_fields_that_cannot_apply_are_422(served, extra, named):
+    response = httpx.post(f"{served[1]}/v1/completions", json={"prompt": "x", **extra}, timeout=60)
+    assert response.status_code == 422 and named in response.text, response.text
