@@ -429,10 +429,11 @@ class Engine:
         """A new matcher of params.structured for one span (None without a constraint)."""
         return span_grammar(self.tokenizer, self.vocab_size, params.structured, leading_spaces)
 
-    def compile_structured(self, spec: StructuredOutput) -> None:
-        """Compile a constraint ahead (off the model thread): a bad one raises here, and the
-        tokenizer's grammar index (~1 s, once) is built before any decode waits for it."""
-        compile_spec(self.tokenizer, self.vocab_size, spec)
+    def compile_structured(self, spec: StructuredOutput, leading_spaces: int = 0) -> None:
+        """Compile a constraint ahead (off the model thread; `grammar` then finds it compiled): a
+        bad one raises here, and the tokenizer's grammar index (~1 s, once) is built before any
+        decode waits for it."""
+        compile_spec(self.tokenizer, self.vocab_size, spec, leading_spaces)
 
     @property
     def vocab_size(self) -> int:

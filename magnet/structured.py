@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+import weakref
 
 import torch
 
@@ -24,23 +25,27 @@ from magnet.errors import InvalidInputError
 from magnet.sampling import StructuredOutput
 
 ANY_OBJECT = '{"type": "object"}'  # json_object: any JSON object
-_compilers: dict[int, tuple[object, int, object]] = {}  # id(tokenizer) -> (tokenizer, vocab size, GrammarCompiler)
+# Compiled grammars a compiler keeps (xgrammar's default keeps every one: requests choose the
+# grammars, so memory would grow with every new regex or schema; a 600-character regex is ~3 MiB)
+GRAMMAR_CACHE_BYTES = 256 * 2**20
+# tokenizer -> (vocab size, GrammarCompiler); weak: a model unloaded (an adapter, a LoRA) lets go of its compiler
+_compilers: "weakref.WeakKeyDictionary[object, tuple[int, object]]" = weakref.WeakKeyDictionary()
 _lock = threading.Lock()
 
 
 def compiler_for(tokenizer, vocab_size: int):
     """One xgrammar compiler per tokenizer (building its vocabulary index takes ~1 s; compiled
-    grammars are cached inside it)."""
+    grammars are cached inside it, up to GRAMMAR_CACHE_BYTES)."""
     import xgrammar as xgr
 
     with _lock:
-        held = _compilers.get(id(tokenizer))
-        if held is None or held[0] is not tokenizer or held[1] != vocab_size:
+        held = _compilers.get(tokenizer)
+        if held is None or held[0] != vocab_size:
             info = xgr.TokenizerInfo.from_huggingface(tokenizer, vocab_size=vocab_size,
                                                       stop_token_ids=[tokenizer.eos_token_id])
-            held = (tokenizer, vocab_size, xgr.GrammarCompiler(info))
-            _compilers[id(tokenizer)] = held
-        return held[2]
+            held = (vocab_size, xgr.GrammarCompiler(info, cache_limit_bytes=GRAMMAR_CACHE_BYTES))
+            _compilers[tokenizer] = held
+        return held[1]
 
 
 def compile_spec(tokenizer, vocab_size: int, spec: StructuredOutput, leading_spaces: int = 0):

@@ -64,7 +64,7 @@ async def completions(request: Request, call: Resolved[CompletionsRequest] = res
     defaults = INFILL_DEFAULTS if body.suffix is not None else SamplingParams()
     params = replace(body.sampling(defaults, body.max_tokens, body.stops), **body.logprob_params(),
                      structured=body.structured())
-    await compiled_ahead(served.engine, params.structured)
+    await compiled_ahead(served.engine, params.structured, body.prompts if body.suffix is not None else ())
     choice_params = params_of_choices(params, body.n)
     answer_id = f"cmpl-{request_id_of(request)}"
     if body.stream and body.suffix is None and len(body.prompts) == 1:

@@ -69,9 +69,10 @@ async def infill(request: Request, call: Resolved[InfillRequest] = resolved(Infi
     service = service_of(request)
     params = replace(body.sampling(INFILL_DEFAULTS, body.max_tokens, body.stop), structured=body.constraint(),
                      logprobs=body.logprobs)
-    await compiled_ahead(served.engine, params.structured)
+    segments = body.as_segments()
+    await compiled_ahead(served.engine, params.structured, segments[:-1])
     tokenizer = served.tokenizer
-    result = await unless_client_leaves(request, service.infill(body.as_segments(), params, served), "infill")
+    result = await unless_client_leaves(request, service.infill(segments, params, served), "infill")
     usage = Usage(prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens)
     logprobs = None if result.logprobs is None else [completion_logprobs(tokenizer, fill) for fill in result.logprobs]
     return InfillResponse(id=request_id_of(request), model=served.id, text=result.text,

@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from magnet.layout import split_trailing_spaces
 from magnet.protocol import StructuredOutputs
 from magnet.sampling import StructuredOutput
 
@@ -81,11 +82,16 @@ class StructuredFields(BaseModel):
         return given[0] if given else None
 
 
-async def compiled_ahead(engine, spec: StructuredOutput | None) -> None:
+async def compiled_ahead(engine, spec: StructuredOutput | None, before_gaps: list[str] = ()) -> None:
     """Compile the request's constraint on a thread before it is queued: a regex or schema that
-    does not compile is a 422 now, and the model thread never builds the grammar index."""
-    if spec is not None:
-        await asyncio.to_thread(engine.compile_structured, spec)
+    does not compile is a 422 now, and the model thread never compiles a grammar (a big one takes
+    seconds, which every request would wait). `before_gaps`: an infill's segments before its gaps;
+    each fill's grammar first matches the spaces cut from the end of the segment before it
+    (magnet/layout.py), so each count of them is its own grammar, compiled here too."""
+    if spec is None:
+        return
+    spaces = sorted({split_trailing_spaces(segment)[1] for segment in before_gaps} or {0})
+    await asyncio.to_thread(lambda: [engine.compile_structured(spec, n) for n in spaces])
 
 
 def from_response_format(fmt: ResponseFormat) -> StructuredOutput:

@@ -123,3 +123,54 @@ def test_vllms_older_guided_fields_constrain_as_structured_outputs(client):
 def test_guided_fields_that_cannot_apply_are_422(served, extra, named):
     response = httpx.post(f"{served[1]}/v1/completions", json={"prompt": "x", **extra}, timeout=60)
     assert response.status_code == 422 and named in response.text, response.text
+
+
+class RecordingCompiler:
+    """xgrammar's compiler, noting the thread that first compiles each grammar."""
+
+    def __init__(self, compiler):
+        self.compiler, self.first = compiler, {}
+
+    def __getattr__(self, name):
+        method = getattr(self.compiler, name)
+
+        def compile(*args, **kwargs):
+            import threading
+
+            self.first.setdefault((name, repr(args)), threading.current_thread().name)
+            return method(*args, **kwargs)
+        return compile
+
+
+def test_no_fills_grammar_is_compiled_on_the_model_thread(served, monkeypatch):
+    # each count of spaces before a gap is a grammar of its own (the fill matches them first)
+    from magnet import structured
+
+    recording = []
+    real = structured.compiler_for
+    monkeypatch.setattr(structured, "compiler_for",
+                        lambda *a: recording[0] if recording else recording.append(RecordingCompiler(real(*a))) or recording[0])
+    for body in ({"segments": ["A ", " and a  ", " or   ", "."], "max_tokens": 4},
+                 {"prefix": "She bought  ", "suffix": " of milk.", "max_tokens": 4}):
+        response = httpx.post(f"{served[1]}/v1/infill", timeout=60,
+                              json={**body, "structured_outputs": {"regex": "[a-c]{2}q?"}})
+        assert response.status_code == 200, response.text
+    threads = recording[0].first
+    assert len(threads) == 3  # 1, 2 and 3 spaces (the second request's 2 compiled already)
+    assert not any(name.startswith("magnet-model") for name in threads.values()), threads
+
+
+def test_a_tokenizer_let_go_of_takes_its_grammar_compiler_with_it(tiny_chat_engine):
+    # an unloaded adapter's engine must not stay alive through its compiler (~19 MiB each)
+    import copy
+    import gc
+
+    from magnet import structured
+
+    tokenizer = copy.deepcopy(tiny_chat_engine.tokenizer)
+    structured.compiler_for(tokenizer, tiny_chat_engine.vocab_size)
+    assert tokenizer in structured._compilers
+    held = len(structured._compilers)
+    del tokenizer
+    gc.collect()
+    assert len(structured._compilers) == held - 1
