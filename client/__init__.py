@@ -5,7 +5,7 @@
 
 Errors are the classes of `magnet.errors`, raised with the server's message:
 InvalidInputError (and InputTooLongError, UnknownTaskError) 422,
-UnauthorizedError 401, PayloadTooLargeError 413, OverloadedError 429,
+UnauthorizedError 401, ForbiddenError 403, PayloadTooLargeError 413, OverloadedError 429,
 BackendError 500, NotReadyError 503; any other status is a MagnetError whose
 `.status` is the HTTP status. No answer at all (refused, dropped, timed out, after
 the retries) raises ConnectionFailedError; a base URL ending in /v1, WrongBaseUrlError.
@@ -18,6 +18,7 @@ from magnet.client.mteb import MagnetEncoder
 from magnet.client.sync import MagnetClient
 from magnet.errors import (
     BackendError,
+    ForbiddenError,
     InputTooLongError,
     InvalidInputError,
     MagnetError,
@@ -30,7 +31,7 @@ from magnet.errors import (
 
 __all__ = [
     "MagnetClient", "AsyncMagnetClient", "Retry", "MagnetEncoder",
-    "MagnetError", "InvalidInputError", "InputTooLongError", "UnknownTaskError", "UnauthorizedError",
+    "MagnetError", "InvalidInputError", "InputTooLongError", "UnknownTaskError", "UnauthorizedError", "ForbiddenError",
     "PayloadTooLargeError", "OverloadedError", "BackendError", "NotReadyError",
     "ConnectionFailedError", "WrongBaseUrlError",
 ]

@@ -17,6 +17,7 @@ from magnet.client.errors import check_base_url
 from magnet.errors import (
     ERRORS_BY_CODE,
     BackendError,
+    ForbiddenError,
     InvalidInputError,
     MagnetError,
     NotReadyError,
@@ -34,7 +35,7 @@ from magnet.protocol import (
 )
 
 DEFAULT_URL = "http://localhost:8000"
-ERRORS_BY_STATUS = {401: UnauthorizedError, 413: PayloadTooLargeError, 422: InvalidInputError,
+ERRORS_BY_STATUS = {401: UnauthorizedError, 403: ForbiddenError, 413: PayloadTooLargeError, 422: InvalidInputError,
                     429: OverloadedError, 500: BackendError, 503: NotReadyError}
 
 

@@ -43,6 +43,13 @@ class UnauthorizedError(MagnetError):
     code = "unauthorized"
 
 
+class ForbiddenError(MagnetError):
+    """The server is not set up to do this (the message names the setting that allows it)."""
+
+    status = 403
+    code = "forbidden"
+
+
 class PayloadTooLargeError(MagnetError):
     status = 413
     code = "payload_too_large"
@@ -74,5 +81,5 @@ class NotReadyError(MagnetError):
 ERRORS_BY_CODE: dict[str, type[MagnetError]] = {
     cls.code: cls
     for cls in (MagnetError, InvalidInputError, InputTooLongError, UnknownTaskError, UnknownModelError,
-                UnauthorizedError, PayloadTooLargeError, OverloadedError, BackendError, NotReadyError)
+                UnauthorizedError, ForbiddenError, PayloadTooLargeError, OverloadedError, BackendError, NotReadyError)
 }

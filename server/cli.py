@@ -60,6 +60,8 @@ FLAGS = {  # flag -> (settings field, type, help)
     "--max-running-rows": ("max_running_rows", int, "decode rows stepping together (default 64)"),
     "--max-running-tokens": ("max_running_tokens", int, "KV-cache tokens of the running decodes (default 65536)"),
     "--retry-after-s": ("retry_after_s", float, "Retry-After sent with 429 (default 1)"),
+    "--max-runtime-adapters": ("max_runtime_adapters", int, "adapters POST /v1/load_lora_adapter may have "
+                               "loaded at once (default 0: the route is off)"),
 }
 
 

@@ -3,7 +3,8 @@
     POST /v1/load_lora_adapter    {"lora_name": "legal", "lora_path": "/ckpt/legal"}  -> 200, text
     POST /v1/unload_lora_adapter  {"lora_name": "legal"}                              -> 200, text
 
-Behind the API key like every route. Before any weight is read, the adapter's manifest is
+Off unless `--max-runtime-adapters N` allows up to N such adapters at once (each is a copy of
+the model's weights): a 403 names the setting. Behind the API key like every route. Before any weight is read, the adapter's manifest is
 checked against the served base (magnet/loading.py's rule), then its files
 (magnet/adapter_checks.py); only then does a new engine load on the model worker, the
 default's base weights with the adapter merged, as `--adapter NAME=DIR` does at start. The
@@ -51,6 +52,7 @@ class UnloadLoraRequest(BaseModel):
 async def load_lora_adapter(body: LoadLoraRequest, request: Request) -> PlainTextResponse:
     service = service_of(request)
     service.require_ready()
+    service.require_runtime_adapter_room()  # before any path on the server is looked at
     problem = adapter_name_problem(body.lora_name)
     if problem:
         raise InvalidInputError(f"lora_name {body.lora_name!r}: {problem}")

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from magnet.errors import InvalidInputError, MagnetError, NotReadyError, UnknownTaskError
+from magnet.errors import ForbiddenError, InvalidInputError, MagnetError, NotReadyError, UnknownTaskError
 from magnet.hardware import dtype_name
 from magnet.limits import checked_prompt_ids, prompt_token_ids
 from magnet.protocol import Backends, HealthResponse
@@ -61,6 +61,7 @@ class Service:
         self.settings = settings
         self.engine = engine  # the default model; None: loaded from settings at start
         self.models = Registry()  # served id -> ServedModel (engine, generate backend), the default first
+        self.runtime_adapters: set[str] = set()  # the ids POST /v1/load_lora_adapter added
         self.tagger = tagger  # the default model's heads; None: loaded from settings.heads at start
         self.backend: GenerateBackend | None = None  # the default model's (vLLM or torch)
         self.worker = ModelWorker(settings.max_queue, settings.max_batch_tokens,
@@ -122,6 +123,7 @@ class Service:
         files and manifest already checked): an engine of the default's base weights with it
         merged, loaded on the worker; it generates on torch (vLLM's LoRA slots are fixed at start)."""
         self.require_ready()
+        self.require_runtime_adapter_room()
         if any(job.model == model_id for job in [*self.worker._running_jobs, *self.worker._queue]):
             # its decodes would join the running batch of the previous weights under that name
             raise InvalidInputError(f"requests on the unloaded {model_id!r} are still running: load it again once "
@@ -129,12 +131,26 @@ class Service:
         engine = await self.worker.call("load", load_variant, self.engine, str(adapter_dir))
         if model_id in self.models:  # another load of the same name finished first
             raise InvalidInputError(f"model {model_id!r} is already served: unload it first, or choose another name")
+        self.require_runtime_adapter_room()  # another load may have taken the room meanwhile
         self.models.add(model_id, engine, TorchGenerateBackend(engine, self.worker, model_id))
+        self.runtime_adapters.add(model_id)
+
+    def require_runtime_adapter_room(self) -> None:
+        """403 while loading adapters at run time is off (--max-runtime-adapters 0, the default),
+        422 while that many are loaded."""
+        limit = self.settings.max_runtime_adapters
+        if limit == 0:
+            raise ForbiddenError("loading adapters at run time is off on this server: start it with "
+                                 "--max-runtime-adapters N (MAGNET_MAX_RUNTIME_ADAPTERS), and an API key, to allow it")
+        if len(self.runtime_adapters) >= limit:
+            raise InvalidInputError(f"{limit} adapters loaded at run time already, this server's limit "
+                                    "(--max-runtime-adapters): unload one first")
 
     def remove_model(self, model_id: str) -> None:
         """Stop serving `model_id` (POST /v1/unload_lora_adapter): new requests naming it get a 404;
         requests already running finish on the engine they hold."""
         self.models.remove(model_id)
+        self.runtime_adapters.discard(model_id)
 
     async def watch_backend(self, interval_s: float = WATCH_INTERVAL_S) -> None:
         """Notice a dead generation engine: not ready (503 with the reason) until a restart,

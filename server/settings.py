@@ -23,6 +23,9 @@ class Settings(BaseSettings):
                                  "(magnet/narrow.py): auto (measured at load), none (all plain fp32) or "
                                  "tiers such as bf16<=3,packed<=32")
     heads: str | None = Field("default", description="tagging heads dir, 'default' or 'none'")
+    max_runtime_adapters: int = Field(0, ge=0, description="adapters POST /v1/load_lora_adapter may have loaded "
+                                      "at once; 0 (the default) turns the route off (each load is a copy of the "
+                                      "model's weights, from a folder on the server)")
 
     # HTTP.
     host: str = "127.0.0.1"
@@ -93,6 +96,9 @@ class Settings(BaseSettings):
         return value
 
 
+MAX_MODEL_ID_CHARS = 128  # a served model's id: every 404 lists them all
+
+
 def adapter_name_problem(name: str) -> str | None:
     """Why `name` cannot be a served model id, or None. (Clashes with the loaded models' own
     names are found once they are loaded: server/model_ids.py.)"""
@@ -102,6 +108,8 @@ def adapter_name_problem(name: str) -> str | None:
         return "a name must be non-empty, without leading or trailing spaces"
     if "=" in name:
         return "a name cannot hold '='"
+    if len(name) > MAX_MODEL_ID_CHARS or not name.isprintable():
+        return f"a name is at most {MAX_MODEL_ID_CHARS} printable characters"
     if name == MODEL_ALIAS:
         return f"{MODEL_ALIAS!r} is the alias of the default model"
     return None

@@ -32,7 +32,7 @@ def legal_engine(tiny_model_dir, adapter_dir, tiny_engine):
 
 @pytest.fixture
 async def http(tiny_engine):
-    async with running_app(app_with(tiny_engine, api_key="k"), headers=KEY) as client:
+    async with running_app(app_with(tiny_engine, api_key="k", max_runtime_adapters=2), headers=KEY) as client:
         yield client
 
 
@@ -110,7 +110,7 @@ async def test_two_adapters_load_side_by_side(http, adapter_dir, tiny_loaded, tm
 
 async def test_a_name_is_loaded_again_only_once_its_previous_requests_are_done(tiny_engine, adapter_dir):
     """A queued request keeps the unloaded weights; loading the name again waits for it (422)."""
-    app = app_with(tiny_engine)
+    app = app_with(tiny_engine, max_runtime_adapters=2)
     body = {"lora_name": NAME, "lora_path": str(adapter_dir)}
     async with running_app(app) as http:
         assert (await http.post("/v1/load_lora_adapter", json=body)).status_code == 200
@@ -127,3 +127,23 @@ async def test_a_name_is_loaded_again_only_once_its_previous_requests_are_done(t
         finished = await queued
         assert finished.status_code == 200 and finished.json()["model"] == NAME
         assert (await http.post("/v1/load_lora_adapter", json=body)).status_code == 200
+
+
+async def test_loading_at_run_time_is_off_unless_allowed_and_capped(tiny_engine, adapter_dir, tmp_path):
+    body = {"lora_name": NAME, "lora_path": str(adapter_dir)}
+    async with running_app(app_with(tiny_engine)) as http:  # the default: off, whatever the path
+        for path in (str(adapter_dir), "/etc"):
+            assert_error(await http.post("/v1/load_lora_adapter", json={**body, "lora_path": path}), 403,
+                         "forbidden", "--max-runtime-adapters")
+    second = tmp_path / "med"
+    shutil.copytree(adapter_dir, second)
+    async with running_app(app_with(tiny_engine, max_runtime_adapters=1)) as http:
+        for name in ("x" * 129, "bad\nname"):
+            assert_error(await http.post("/v1/load_lora_adapter", json={**body, "lora_name": name}), 422,
+                         "invalid_input", "at most 128 printable characters")
+        assert (await http.post("/v1/load_lora_adapter", json=body)).status_code == 200
+        assert_error(await http.post("/v1/load_lora_adapter", json={"lora_name": "med", "lora_path": str(second)}),
+                     422, "invalid_input", "1 adapters loaded", "unload one first")
+        assert (await http.post("/v1/unload_lora_adapter", json={"lora_name": NAME})).status_code == 200
+        assert (await http.post("/v1/load_lora_adapter", json={"lora_name": "med", "lora_path": str(second)})
+                ).status_code == 200
