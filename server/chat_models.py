@@ -49,18 +49,11 @@ class ChatMessage(TextChecked):
         return {"role": "system" if self.role == "developer" else self.role, "content": self.content}
 
 
-class StreamOptions(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    include_usage: StrictBool = False  # one last chunk with no choices and the usage
-
-
 class ChatRequest(GenerationOptions):
     messages: list[ChatMessage] = Field(min_length=1)
     max_tokens: int | None = Field(None, ge=1, le=MAX_NEW_TOKENS,
                                    description="null: whatever room the context leaves (vLLM's default)")
     max_completion_tokens: int | None = Field(None, ge=1, le=MAX_NEW_TOKENS, description="OpenAI's newer name")
-    stream_options: StreamOptions | None = None
     best_of: int | None = None
     logprobs: StrictBool | None = Field(None, description="each generated token's log-probability")
     top_logprobs: int | None = Field(None, ge=0, le=MAX_LOGPROBS, description="with logprobs: this many alternatives")
@@ -98,9 +91,6 @@ class ChatRequest(GenerationOptions):
         """max_completion_tokens, else max_tokens, else None (the route fills the context)."""
         return self.max_completion_tokens or self.max_tokens
 
-    @property
-    def include_usage(self) -> bool:
-        return self.stream_options is not None and self.stream_options.include_usage
 
 
 class AssistantMessage(BaseModel):

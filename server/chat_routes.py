@@ -25,6 +25,7 @@ from magnet.server.choices import gather_all, interleaved, params_of_choices, st
 from magnet.server.disconnect import unless_client_leaves
 from magnet.server.logprobs import chat_logprobs
 from magnet.server.middleware import request_id_of
+from magnet.server.openai_models import StreamUsage
 from magnet.server.registry import Resolved, resolved
 from magnet.server.routes import ERRORS, SSE_RESPONSES, event_stream, service_of
 from magnet.server.structured_models import compiled_ahead
@@ -68,14 +69,13 @@ async def sse_chat(answer_id: str, model: str, n: int, chunks: AsyncIterator[tup
 
     for index in range(n):
         yield event([ChunkChoice(index=index, delta={"role": "assistant", "content": ""})])
-    prompt_tokens, completion_tokens = 0, 0
+    counted = StreamUsage()
     async for index, chunk in chunks:
         if chunk.text or chunk.finish_reason is not None or chunk.logprobs:
             delta = {"content": chunk.text} if chunk.text else {}
             logprobs = chat_logprobs(tokenizer, chunk.logprobs) if chunk.logprobs is not None else None
             yield event([ChunkChoice(index=index, delta=delta, logprobs=logprobs, finish_reason=chunk.finish_reason)])
-        if chunk.finish_reason is not None:
-            prompt_tokens, completion_tokens = chunk.prompt_tokens, completion_tokens + chunk.completion_tokens
+        counted.add(chunk)
     if include_usage:
-        yield event([], Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens))
+        yield event([], counted.usage)
     yield "data: [DONE]\n\n"

@@ -70,6 +70,30 @@ class EmbeddingsResponse(BaseModel):
     usage: Usage
 
 
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    include_usage: StrictBool = False  # one last event with no choices and the usage
+
+
+class StreamUsage:
+    """The usage a streamed answer ends with (stream_options.include_usage): the prompt counted
+    once, every choice's tokens."""
+
+    def __init__(self):
+        self.prompt_tokens = self.completion_tokens = 0
+
+    def add(self, chunk) -> None:
+        """Count a StreamChunk (a choice's last one carries its usage)."""
+        if chunk.finish_reason is not None:
+            self.prompt_tokens = chunk.prompt_tokens
+            self.completion_tokens += chunk.completion_tokens
+
+    @property
+    def usage(self) -> Usage:
+        return Usage(prompt_tokens=self.prompt_tokens, completion_tokens=self.completion_tokens)
+
+
 class GenerationOptions(OpenAIRequest, SamplingControls, StructuredFields):
     """What /v1/completions and /v1/chat/completions share: OpenAI's sampling fields (OpenAI's
     defaults: temperature 1) plus vLLM's (SamplingControls), and structured output
@@ -84,6 +108,11 @@ class GenerationOptions(OpenAIRequest, SamplingControls, StructuredFields):
     n: int = Field(1, ge=1, le=MAX_CHOICES, description="choices per prompt: independent samples, decoded "
                                                         "side by side (with a seed, choice k uses seed + k)")
     user: str | None = None
+    stream_options: StreamOptions | None = None
+
+    @property
+    def include_usage(self) -> bool:
+        return self.stream_options is not None and self.stream_options.include_usage
 
     @field_validator("logit_bias")
     @classmethod

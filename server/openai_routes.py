@@ -30,6 +30,7 @@ from magnet.server.openai_models import (
     EmbeddingsResponse,
     ModelCard,
     ModelList,
+    StreamUsage,
 )
 from magnet.server.routes import ERRORS, SSE_RESPONSES, event_stream, service_of
 from magnet.server.structured_models import compiled_ahead
@@ -72,7 +73,8 @@ async def completions(request: Request, call: Resolved[CompletionsRequest] = res
         streams = await started_streams([service.generate_stream(body.prompts[0], p, served, sent_ids[0])
                                          for p in choice_params])
         return event_stream(sse_completion(model, answer_id, interleaved(streams), tokenizer,
-                                           body.prompts[0] if body.echo else "", body.logprobs is not None))
+                                           body.prompts[0] if body.echo else "", body.logprobs is not None,
+                                           body.include_usage))
 
     def answer_to(prompt: str, ids: list[int] | None, choice: SamplingParams):
         if body.suffix is not None:
@@ -108,12 +110,16 @@ def completion_choice(index: int, result, echoed: str, tokenizer, show_logprobs:
 
 
 async def sse_completion(model: str, answer_id: str, chunks: AsyncIterator[tuple[int, StreamChunk]],
-                         tokenizer, echoed: str = "", show_logprobs: bool = False) -> AsyncIterator[str]:
+                         tokenizer, echoed: str = "", show_logprobs: bool = False,
+                         include_usage: bool = False) -> AsyncIterator[str]:
     """Each choice's chunks as events; with echo, its first event starts with the prompt
-    (`echoed`) and, with logprobs, the prompt's tokens (the backends send them first)."""
+    (`echoed`) and, with logprobs, the prompt's tokens (the backends send them first); the
+    usage last if asked (stream_options.include_usage), with no choices, as OpenAI sends it."""
     created = int(time.time())
     offsets: dict[int, int] = {}  # choice -> characters its tokens covered so far
+    counted = StreamUsage()
     async for index, chunk in chunks:
+        counted.add(chunk)
         text = chunk.text if index in offsets else echoed + chunk.text
         entries = (chunk.prompt_logprobs or []) + (chunk.logprobs or [])
         logprobs = None
@@ -122,6 +128,9 @@ async def sse_completion(model: str, answer_id: str, chunks: AsyncIterator[tuple
         offsets[index] = offsets.get(index, 0) + (sum(len(t) for t in logprobs.tokens) if logprobs else 0)
         choice = CompletionChoice(text=text, index=index, logprobs=logprobs, finish_reason=chunk.finish_reason)
         event = CompletionsResponse(id=answer_id, created=created, model=model, choices=[choice])
+        yield f"data: {event.model_dump_json()}\n\n"
+    if include_usage:
+        event = CompletionsResponse(id=answer_id, created=created, model=model, choices=[], usage=counted.usage)
         yield f"data: {event.model_dump_json()}\n\n"
     yield "data: [DONE]\n\n"
 

@@ -64,6 +64,12 @@ def test_streamed_completion_adds_up(sync_openai):
                                                  temperature=0, stream=True))
     assert "".join(p.choices[0].text for p in pieces) == whole.choices[0].text
     assert pieces[-1].choices[0].finish_reason == whole.choices[0].finish_reason
+    assert all(p.usage is None for p in pieces)  # not asked for
+    counted = list(sync_openai.completions.create(model="magnet", prompt="The quick brown", max_tokens=6, n=2,
+                                                  temperature=0, stream=True, stream_options={"include_usage": True}))
+    assert counted[-1].choices == [] and counted[-1].usage.prompt_tokens == whole.usage.prompt_tokens
+    assert counted[-1].usage.completion_tokens == 2 * whole.usage.completion_tokens  # both choices' tokens
+    assert all(p.usage is None for p in counted[:-1])
 
 
 def test_models_lists_the_served_model_and_backends(sync_openai, tiny_engine):
