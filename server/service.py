@@ -246,12 +246,21 @@ class Service:
         if self.draining.began:
             return {name: "shutting down" for name in self.backend_names()}
         if not self.ready:
-            return {"torch": f"failed: {self.load_error}" if self.load_error else "loading"}
+            return {"torch": f"failed: {self.load_failure}" if self.load_error else "loading"}
         states = {"torch": "ready"}
         if self.backend is not None and self.backend.name != "torch":
             problem = self.generate_problem()
             states[self.backend.name] = f"restarting: {problem}" if problem else "ready"
         return states
+
+    @property
+    def load_failure(self) -> str | None:
+        """Why the model failed to load, as the answers say it: whole on a server without an API
+        key; with one, only the error's kind, since /health and /ready are open and the message
+        names paths on the server (the log has it whole)."""
+        if self.load_error is None or not (self.settings.api_key or self.settings.api_key_file):
+            return self.load_error
+        return self.load_error.split(":", 1)[0]
 
     def backend_names(self) -> list[str]:
         return ["torch"] + ([self.backend.name] if self.backend is not None and self.backend.name != "torch" else [])
@@ -270,7 +279,7 @@ class Service:
             return "the server is shutting down: retry on another replica"
         if not self.ready:
             if self.load_error:
-                return f"the model failed to load ({self.load_error}); see the server log"
+                return f"the model failed to load ({self.load_failure}); see the server log"
             return "the model is still loading: retry in a few seconds"
         generate = self.generate_problem()
         if generate is not None:

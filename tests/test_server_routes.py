@@ -202,3 +202,19 @@ async def test_not_ready_until_loaded_then_503_with_the_reason(tmp_path):
             assert health.status_code == 200 and health.json()["ready"] is False
             assert_error(await http.get("/ready"), 503, "not_ready", "config.json")
             assert_error(await http.post("/v1/embed", json={"input": "x"}), 503, "not_ready", "failed to load")
+
+
+async def test_with_an_api_key_the_open_probes_name_a_load_failure_without_its_paths(tmp_path):
+    import httpx
+
+    missing = tmp_path / "secret-project" / "ckpt"
+    app = create_app(Settings(model=str(missing), generate_backend="torch", heads="none", api_key="k"))
+    service = app.state.service
+    async with app.router.lifespan_context(app):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://m") as http:
+            while service.load_error is None:
+                await asyncio.sleep(0.01)
+            health, ready = (await http.get("/health")).text, (await http.get("/ready")).text
+    kind = service.load_error.split(":")[0]  # the error's class, which the probes still name
+    assert f"failed to load ({kind})" in ready and f"failed: {kind}" in health
+    assert "secret-project" not in ready + health and "secret-project" in service.load_error
