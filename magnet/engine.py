@@ -22,7 +22,7 @@ from magnet.decoding import Span, make_generator
 from magnet.errors import InvalidInputError
 from magnet.forward import encode_last_token, hidden_states, layer_states, logits, pad_batch
 from magnet.layout import InfillLayout, anchor_token_id, embedding_ids, infill_layout, split_trailing_spaces
-from magnet.limits import prompt_token_ids, require_fits, require_max_tokens
+from magnet.limits import cut_to_chars, prompt_token_ids, require_fits, require_fitting_chars, require_max_tokens
 from magnet.loading import LoadedModel, ModelSpec, load_model
 from magnet.logprobs import sequence_logprobs
 from magnet.manifest import DEFAULT_INSTRUCTION
@@ -163,6 +163,11 @@ class Engine:
         require_texts(texts)
         instruction = self.instruction if instruction is None else instruction
         head = self.instruction_ids(instruction)
+        if truncate:
+            texts = [cut_to_chars(self.tokenizer, text, self.max_length, keep_end=cut_left) for text in texts]
+        else:
+            for text in texts:
+                require_fitting_chars(self.tokenizer, text, self.max_length, "an input")
         bodies = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
         return [self.embedding_row(head, body, truncate, cut_left) for body in bodies]
 

@@ -283,3 +283,41 @@ def test_causal_logprobs_are_the_models_own_left_to_right_scores(tiny_engine):
     want = float(out.gather(1, torch.tensor(ids[1:])[:, None]).sum())
     got = tiny_engine.causal_logprobs([text, "A longer second text to pad the batch with."])[0]
     assert got == pytest.approx(want, abs=1e-3)
+
+
+class CallCountingTokenizer:
+    """The tokenizer, counting the characters it was given to tokenize."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer, self.chars = tokenizer, 0
+
+    def __call__(self, texts, **kwargs):
+        self.chars += sum(map(len, [texts] if isinstance(texts, str) else texts))
+        return self.tokenizer(texts, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self.tokenizer, name)
+
+
+def test_a_text_longer_than_the_limit_can_span_is_refused_or_cut_before_it_is_tokenized(tiny_engine, monkeypatch):
+    from magnet.errors import InputTooLongError
+    from magnet.layout import embedding_ids
+    from magnet.limits import most_chars
+
+    text = "hello world " * (most_chars(tiny_engine.tokenizer, tiny_engine.max_length) * 8 // 12)  # 8x what fits
+    head = tiny_engine.instruction_ids(tiny_engine.instruction)
+    whole = tiny_engine.tokenizer(text, add_special_tokens=False)["input_ids"]
+    counting = CallCountingTokenizer(tiny_engine.tokenizer)
+    monkeypatch.setattr(tiny_engine, "tokenizer", counting)
+    with pytest.raises(InputTooLongError, match="characters, more than"):
+        tiny_engine.embedding_inputs([text])
+    assert counting.chars == 0
+    for cut_left in (False, True):  # the same rows as tokenizing all of it, then cutting
+        [row] = tiny_engine.embedding_inputs([text], truncate=True, cut_left=cut_left)
+        assert row == embedding_ids(tiny_engine.anchor_id, counting.eos_token_id, head, whole, tiny_engine.max_length,
+                                    cut_left)
+    assert counting.chars <= 2 * most_chars(counting.tokenizer, tiny_engine.max_length) < len(text) / 2
+    chars = counting.chars
+    with pytest.raises(InputTooLongError, match="the prompt has .* characters"):
+        tiny_engine.generate(text)
+    assert counting.chars == chars
