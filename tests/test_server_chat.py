@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import pytest
-from openai import NotFoundError, OpenAI, UnprocessableEntityError
+from openai import BadRequestError, NotFoundError, OpenAI
 
 from magnet.sampling import Completion, SamplingParams
 from magnet.server.testing import app_with, running_app, serve_on_loopback
@@ -111,16 +111,16 @@ def test_unknown_model_is_404_naming_the_served_ids(sdk, tiny_chat_engine):
     ({"messages": MESSAGES, "max_tokens": 0}, ["max_tokens"]),
     ({"messages": [{"role": "user", "content": "word " * 300}]}, ["tokens", "256"]),
 ])
-def test_bad_chat_requests_are_422_naming_what_to_change(sdk, kwargs, words):
-    with pytest.raises(UnprocessableEntityError) as raised:
+def test_bad_chat_requests_are_400_naming_what_to_change(sdk, kwargs, words):
+    with pytest.raises(BadRequestError) as raised:
         sdk.chat.completions.create(model="magnet", **kwargs)
     for word in words:
         assert word in raised.value.body["message"]
 
 
-def test_a_tokenizer_without_chat_template_is_a_clear_422(sdk, tiny_chat_engine, monkeypatch):
+def test_a_tokenizer_without_chat_template_is_a_clear_400(sdk, tiny_chat_engine, monkeypatch):
     monkeypatch.setattr(tiny_chat_engine.tokenizer, "chat_template", None)
-    with pytest.raises(UnprocessableEntityError, match="no chat template"):
+    with pytest.raises(BadRequestError, match="no chat template"):
         sdk.chat.completions.create(model="magnet", messages=MESSAGES, max_tokens=2)
 
 

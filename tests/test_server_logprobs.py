@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 import torch
-from openai import OpenAI, UnprocessableEntityError
+from openai import BadRequestError, OpenAI
 
 from magnet.sampling import SamplingParams
 from magnet.server.testing import app_with, serve_on_loopback
@@ -161,13 +161,13 @@ def test_chat_logprobs_and_top_logprobs(client):
     ("chat/completions", {"messages": [{"role": "user", "content": "hi"}], "logprobs": True, "top_logprobs": 21},
      "top_logprobs"),
 ])
-def test_bad_logprob_requests_are_422_naming_the_field(served, route, body, named):
+def test_bad_logprob_requests_are_400_naming_the_field(served, route, body, named):
     response = httpx.post(f"{served[1]}/v1/{route}", json=body, timeout=30)
-    assert response.status_code == 422 and named in response.text
+    assert response.status_code == 400 and named in response.text
 
 
 def test_sdk_raises_unprocessable_for_max_tokens_0_without_echo(client):
-    with pytest.raises(UnprocessableEntityError):
+    with pytest.raises(BadRequestError):
         client.completions.create(model="magnet", prompt=PROMPT, max_tokens=0)
 
 

@@ -6,7 +6,7 @@ import struct
 
 import httpx
 import pytest
-from openai import AsyncOpenAI, OpenAI, UnprocessableEntityError
+from openai import AsyncOpenAI, BadRequestError, OpenAI
 
 from magnet.server.testing import app_with, running_app, serve_on_loopback
 
@@ -38,8 +38,8 @@ def test_embeddings_float_and_base64_match_the_engine(sync_openai, tiny_engine):
     assert close(default.data[0].embedding, want[0])
 
 
-def test_embeddings_with_dimensions_are_a_422_naming_the_field(sync_openai):
-    with pytest.raises(UnprocessableEntityError) as caught:
+def test_embeddings_with_dimensions_are_a_400_naming_the_field(sync_openai):
+    with pytest.raises(BadRequestError) as caught:
         sync_openai.embeddings.create(model="magnet", input=TEXTS, dimensions=8)
     assert "dimensions" in str(caught.value) and "omit it" in str(caught.value)
 
@@ -78,10 +78,10 @@ def test_models_lists_the_served_model_and_backends(sync_openai, tiny_engine):
     assert card.model_extra["backends"]["generate"] == "torch"
 
 
-def test_sdk_sees_a_422_for_bad_parameters(sync_openai):
-    with pytest.raises(UnprocessableEntityError, match="n"):
+def test_sdk_sees_a_400_for_bad_parameters(sync_openai):
+    with pytest.raises(BadRequestError, match="n"):
         sync_openai.completions.create(model="magnet", prompt="x", n=17)
-    with pytest.raises(UnprocessableEntityError, match="outside this model's vocabulary"):
+    with pytest.raises(BadRequestError, match="outside this model's vocabulary"):
         sync_openai.embeddings.create(model="magnet", input=[[1, 2, 10**6]])
 
 
@@ -118,7 +118,7 @@ async def test_several_prompts_in_one_request_decode_side_by_side(tiny_engine):
         alone = [tiny_engine.generate(p, SamplingParams(max_tokens=5)).text for p in prompts]
         assert [c["text"] for c in choices] == alone and [c["index"] for c in choices] == [0, 1, 2]
         too_long = await http.post("/v1/completions", json={"prompt": ["fine", "word " * 5000], "max_tokens": 2})
-        assert too_long.status_code == 422 and too_long.json()["error"]["code"] == "input_too_long"
+        assert too_long.status_code == 400 and too_long.json()["error"]["code"] == "context_length_exceeded"
 
 
 def test_n_choices_per_prompt_are_numbered_prompt_by_prompt(sync_openai, tiny_engine):
@@ -148,3 +148,16 @@ def test_null_fields_mean_their_defaults_as_openai_takes_them(sync_openai, tiny_
         **nulls, "max_tokens": None, "echo": None, "temperature": 0})
     assert given.usage.completion_tokens <= 16 and len(given.choices) == 1  # OpenAI's defaults: 16 tokens, n 1
     assert given.choices[0].text.startswith(plain.choices[0].text)
+
+
+def test_openai_routes_refuse_in_openais_shape_and_native_routes_keep_theirs(sync_openai):
+    # the SDK raises BadRequestError; LangChain reads context_length_exceeded as a context overflow
+    with pytest.raises(BadRequestError) as raised:
+        sync_openai.completions.create(model="magnet", prompt="word " * 5000, max_tokens=2)
+    error = raised.value.body if "error" not in raised.value.body else raised.value.body["error"]
+    assert error["code"] == "context_length_exceeded" and error["type"] == "invalid_request_error"
+    assert "param" in error and "the prompt" in error["message"]
+    native = httpx.post(str(sync_openai.base_url).replace("/v1/", "/v1/generate"), timeout=60,
+                        json={"prompt": "word " * 5000, "max_tokens": 2})
+    assert native.status_code == 422 and native.json() == {"error": {
+        "code": "input_too_long", "message": native.json()["error"]["message"]}}

@@ -166,4 +166,4 @@ async def test_ids_tokenized_earlier_are_still_checked_against_the_limit(tiny_ch
     """A chat's ids skip the second tokenization, not the rule: prompt plus max_tokens must fit."""
     body = {"messages": [{"role": "user", "content": "Hello there"}], "max_tokens": 4000}
     async with running_app(app_with(tiny_chat_engine)) as http:
-        assert_error(await http.post("/v1/chat/completions", json=body), 422, "input_too_long", "lower max_tokens")
+        assert_error(await http.post("/v1/chat/completions", json=body), 400, "context_length_exceeded", "lower max_tokens")

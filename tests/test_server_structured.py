@@ -71,9 +71,9 @@ def test_infill_fill_is_one_of_the_choices_or_matches_the_regex(client, tiny_cha
     ({"prompt": "x", "response_format": {"type": "json_object"}, "structured_outputs": {"choice": ["a"]}}, "not both"),
     ({"prompt": "x", "suffix": "y", "response_format": {"type": "json_object"}}, "infill"),
 ])
-def test_bad_constraints_are_422_naming_what_to_change(served, body, named):
+def test_bad_constraints_are_400_naming_what_to_change(served, body, named):
     response = httpx.post(f"{served[1]}/v1/completions", json=body, timeout=60)
-    assert response.status_code == 422 and named in response.text, response.text
+    assert response.status_code == 400 and named in response.text, response.text
 
 
 def test_native_infill_and_generate_take_structured_outputs(served):
@@ -120,9 +120,9 @@ def test_vllms_older_guided_fields_constrain_as_structured_outputs(client):
     ({"guided_choice": ["a"], "structured_outputs": {"choice": ["b"]}}, "not both"),
     ({"guided_grammar": "root ::= \"a\""}, "grammar"),
 ])
-def test_guided_fields_that_cannot_apply_are_422(served, extra, named):
+def test_guided_fields_that_cannot_apply_are_400(served, extra, named):
     response = httpx.post(f"{served[1]}/v1/completions", json={"prompt": "x", **extra}, timeout=60)
-    assert response.status_code == 422 and named in response.text, response.text
+    assert response.status_code == 400 and named in response.text, response.text
 
 
 class RecordingCompiler:

@@ -26,14 +26,14 @@ async def test_embeddings_of_ids_equal_those_of_their_text(client, tiny_engine):
     assert from_ids == from_text and one == from_text[1:]
 
 
-async def test_an_id_outside_the_vocabulary_is_a_422_naming_it(client, tiny_engine):
+async def test_an_id_outside_the_vocabulary_is_a_400_naming_it(client, tiny_engine):
     vocabulary = len(tiny_engine.tokenizer)
     for body, where in (({"input": [5, vocabulary]}, "input[1]"), ({"input": [[5], [6, 7, 100_000]]}, "input[1][2]")):
-        assert_error(await client.post("/v1/embeddings", json=body), 422, "invalid_input",
+        assert_error(await client.post("/v1/embeddings", json=body), 400, "invalid_input",
                      f"{where} is token id", "vocabulary", "check_embedding_ctx_length=False")
     assert_error(await client.post("/v1/completions", json={"prompt": [vocabulary + 1], "max_tokens": 2}),
-                 422, "invalid_input", "prompt[0] is token id")
-    assert_error(await client.post("/v1/embeddings", json={"input": [-3]}), 422, "invalid_input", ">= 0")
+                 400, "invalid_input", "prompt[0] is token id")
+    assert_error(await client.post("/v1/embeddings", json={"input": [-3]}), 400, "invalid_input", ">= 0")
 
 
 async def test_a_completion_of_ids_equals_that_of_their_text(client, tiny_engine):
