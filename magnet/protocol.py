@@ -96,8 +96,10 @@ class Usage(BaseModel):
 
 
 class ErrorDetail(BaseModel):
-    code: str  # a key of magnet.errors.ERRORS_BY_CODE
+    code: str  # a key of magnet.errors.ERRORS_BY_CODE (the OpenAI routes: OpenAI's codes, server/errors.py)
     message: str
+    type: str | None = None  # the OpenAI routes only: OpenAI's error type
+    param: str | None = None  # the OpenAI routes only
 
 
 class ErrorBody(BaseModel):

@@ -27,10 +27,10 @@ from magnet.server.logprobs import chat_logprobs
 from magnet.server.middleware import request_id_of
 from magnet.server.openai_models import StreamUsage
 from magnet.server.registry import Resolved, resolved
-from magnet.server.routes import ERRORS, SSE_RESPONSES, event_stream, service_of
+from magnet.server.routes import OPENAI_ERRORS, SSE_RESPONSES, event_stream, service_of
 from magnet.server.structured_models import compiled_ahead
 
-chat_api = APIRouter(prefix="/v1", responses=ERRORS, tags=["openai"])
+chat_api = APIRouter(prefix="/v1", responses=OPENAI_ERRORS, tags=["openai"])
 @chat_api.post("/chat/completions", response_model=ChatCompletion, responses=SSE_RESPONSES)
 async def chat_completions(request: Request, call: Resolved[ChatRequest] = resolved(ChatRequest)):
     body, served = call.body, call.model

@@ -30,7 +30,7 @@ from magnet.server.model_ids import MODEL_ALIAS
 from magnet.server.routes import ERRORS, service_of
 from magnet.server.settings import adapter_name_problem
 
-lora_api = APIRouter(prefix="/v1", responses=ERRORS, tags=["adapters"])
+lora_api = APIRouter(prefix="/v1", responses={**ERRORS, 403: ERRORS[401]}, tags=["adapters"])  # 403: off
 # vLLM answers these with a line of text (errors stay JSON, as on every route)
 TEXT_ANSWER = {200: {"content": {"text/plain": {"schema": {"type": "string"}}}, "description": "what was done"}}
 

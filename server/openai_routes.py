@@ -32,11 +32,11 @@ from magnet.server.openai_models import (
     ModelList,
     StreamUsage,
 )
-from magnet.server.routes import ERRORS, SSE_RESPONSES, event_stream, service_of
+from magnet.server.routes import OPENAI_ERRORS, SSE_RESPONSES, event_stream, service_of
 from magnet.server.structured_models import compiled_ahead
 from magnet.server.token_inputs import as_id_lists, has_ids, resolve_texts
 
-openai_api = APIRouter(prefix="/v1", responses=ERRORS, tags=["openai"])
+openai_api = APIRouter(prefix="/v1", responses=OPENAI_ERRORS, tags=["openai"])
 STARTED = int(time.time())
 
 

@@ -34,6 +34,7 @@ from magnet.server.service import Service
 from magnet.server.structured_models import compiled_ahead
 
 ERRORS = {status: {"model": ErrorBody} for status in (401, 404, 408, 413, 422, 429, 500, 503)}
+OPENAI_ERRORS = {**ERRORS, 400: {"model": ErrorBody}}  # they refuse bad input with a 400 (server/errors.py)
 
 api = APIRouter(prefix="/v1", responses=ERRORS)
 probes = APIRouter()
