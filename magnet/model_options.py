@@ -40,7 +40,6 @@ def engine_of(spec: ModelSpec):
     import torch
 
     from magnet.engine import Engine
-
     from magnet.hardware import parse_dtype
 
     if spec.device is not None:
