@@ -49,7 +49,7 @@ def evaluation_sentences(path: str | Path, split: str | None = None) -> set[str]
     """Every sentence of an evaluation file (STS-B, ROC CSV, MRPC, CoNLL or plain text), normalized;
     of one split of it, or of the whole file (None)."""
     path = Path(path)
-    if path.suffix == ".txt" and first_line(path).startswith("-DOCSTART-"):
+    if is_conll_file(path):
         from magnet.tagging.conll import read_conll
 
         texts = [" ".join(s.words) for s in read_conll(path, split=split)]
@@ -67,6 +67,10 @@ def read_paragraphs(path: str | Path, split: str | None = None) -> list[str]:
     documents (magnet.splits), or all of it (None)."""
     path = Path(path)
     head = first_line(path)
+    if is_conll_file(path):  # one sentence of words per item, of its documents' split
+        from magnet.tagging.conll import read_conll
+
+        return [" ".join(s.words) for s in read_conll(path, split=split)]
     if is_roc_file(path):
         return [" ".join(s) for s in read_roc_stories(path, split)]
     if head.startswith("Quality"):
@@ -179,6 +183,16 @@ def read_stsb(path: str | Path, split: str | None = None) -> list[tuple[str, str
 def is_stsb_line(line: str) -> bool:
     """An STS-B row: genre, file, year, id, score, sentence 1, sentence 2 (tab-separated)."""
     return line.count("\t") >= 6
+
+
+def is_conll_file(path: str | Path) -> bool:
+    """CoNLL-2003: `-DOCSTART-` lines start its documents (word POS chunk NER per line)."""
+    return Path(path).suffix == ".txt" and first_line(Path(path)).startswith("-DOCSTART-")
+
+
+def sentences_of(paragraph: str) -> list[str]:
+    """A paragraph's sentences, cut after . ! ? and a space (enough to match held-out ones)."""
+    return re.split(r"(?<=[.!?])\s+", paragraph.strip())
 
 
 def is_roc_file(path: str | Path) -> bool:

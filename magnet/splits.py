@@ -101,13 +101,14 @@ def data_record(path: str | Path, split: str | None) -> dict:
 def seen_in_training(records: list[dict], path: str | Path, split: str | None) -> bool:
     """Did training read any document of `path`'s `split` (None: the whole file)?
 
-    Files are matched by content hash, whatever their name. A training record with split None
-    (or a file with no rule) read the whole file; otherwise the splits must differ to be clean."""
+    Files are matched by content hash, whatever their name. A training record with split None,
+    or of a file with no rule (`rule` None: a copy of a data file under another name or folder is
+    the user's own text, read whole), read the whole file; otherwise the splits must differ."""
     digest = file_sha256(path)
     for record in records:
         if record.get("sha256") != digest:
             continue
         trained = record.get("split")
-        if trained is None or split is None or trained == split:
+        if record.get("rule") is None or trained is None or split is None or trained == split:
             return True
     return False

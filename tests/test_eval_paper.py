@@ -354,6 +354,11 @@ def test_data_an_earlier_phase_read_counts_as_seen_by_the_phases_after_it(tmp_pa
     records = training_records(engine)
     assert "cloze_test_val_spring2016.csv" in first_overlap(records, [(roc, "report")])  # two phases back
     assert first_overlap(records, [(wiki, "report")]) is None  # every phase read wiki's train split only
+    # a mix (training/interpolate.py) keeps its start adapter's records under interpolated.start
+    mixed = SimpleNamespace(data=[data_record(wiki, "train")],
+                            extra={"interpolated": {"toward": 0.8, "start": {"name": "s", "init_adapter": first}}})
+    mixed_records = training_records(SimpleNamespace(loaded=SimpleNamespace(adapter_path=tmp_path, manifest=mixed)))
+    assert "cloze_test_val_spring2016.csv" in first_overlap(mixed_records, [(roc, "report")])
 
 
 def test_a_missing_data_file_fails_naming_its_flag_before_loading_a_model(tmp_path, capsys):

@@ -74,3 +74,48 @@ def test_the_overlap_check_fires_on_the_same_content_under_any_name(tmp_path):
     assert not seen_in_training(trained, copy, REPORT)  # another split of the same file is clean
     assert seen_in_training([{**data_record(ROC, TRAIN), "split": None}], ROC, REPORT)  # whole file read
     assert not seen_in_training(trained, STS_DEV, REPORT)
+
+
+def test_a_data_file_trained_under_another_name_counts_as_read_whole(tmp_path):
+    # a copy under another folder or name has no rule: training read all of it, report included
+    copy = tmp_path / "mine" / "stories.csv"
+    copy.parent.mkdir()
+    copy.write_bytes(ROC.read_bytes())
+    assert len(read_roc_stories(copy, TRAIN)) == len(read_roc_stories(ROC))  # read whole
+    trained = [data_record(copy, TRAIN)]
+    assert seen_in_training(trained, ROC, REPORT) and seen_in_training(trained, ROC, SELECT)
+
+
+def test_conll_text_given_to_training_keeps_its_document_split():
+    conll = ROC.parents[1] / "conll2003" / "train.txt"
+    train, select = read_paragraphs(conll, TRAIN), read_paragraphs(conll, SELECT)
+    assert train == [" ".join(s.words) for s in read_conll(conll, split=TRAIN)]  # sentences, not raw columns
+    assert select == [" ".join(s.words) for s in read_conll(conll, split=SELECT)] and select[0] not in set(train)
+
+
+def test_exclude_drops_a_story_or_paragraph_holding_any_held_out_sentence(tmp_path):
+    from types import SimpleNamespace
+
+    from magnet.training.corpus import Corpus
+
+    held = ROC.parents[1] / "stsb" / "sts-dev.csv"
+    sentence = read_stsb(held)[0][0]
+    text = tmp_path / "notes.txt"
+    text.write_text(f"Something else happened. {sentence} And then more.\n\nA clean paragraph here.\n")
+    built = {}
+
+    def chunk(paragraphs, tokenizer, size):
+        built["paragraphs"] = paragraphs
+        raise StopIteration  # the filtering is all this test reads
+
+    import magnet.training.corpus as corpus
+
+    config = SimpleNamespace(data=(str(text),), exclude=(str(held),), select_stsb=None, max_length=96)
+    original = corpus.chunk_tokens
+    corpus.chunk_tokens = chunk
+    try:
+        with pytest.raises(StopIteration):
+            Corpus.build(config, None, None)
+    finally:
+        corpus.chunk_tokens = original
+    assert built["paragraphs"] == ["A clean paragraph here."]

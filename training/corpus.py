@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from magnet.datasets import evaluation_sentences, normalized, read_pairs, read_paragraphs, read_stsb
+from magnet.datasets import evaluation_sentences, normalized, read_pairs, read_paragraphs, read_stsb, sentences_of
 from magnet.splits import TRAIN
 from magnet.layout import embedding_ids
 from magnet.training.augment import get_augmenter
@@ -48,7 +48,8 @@ class Corpus:
         held_out = excluded_sentences(config)
         # only the train split of each file (magnet.splits): select chooses, report reports
         paragraphs = [p for path in config.data for p in read_paragraphs(path, TRAIN)]
-        paragraphs = [p for p in paragraphs if normalized(p) not in held_out]
+        # a paragraph (a story, a wiki paragraph) holding any held-out sentence is dropped whole
+        paragraphs = [p for p in paragraphs if not held_out & {normalized(t) for t in [p, *sentences_of(p)]}]
         chunks = chunk_tokens(paragraphs, tokenizer, config.max_length - 2)
         pairs: list[tuple[str, str | None]] = [pair for path in config.pairs for pair in read_pairs(path, TRAIN)
                                                if not held_out & {normalized(pair[0]), normalized(pair[1])}]

@@ -18,14 +18,21 @@ from magnet.splits import seen_in_training
 
 def training_records(engine) -> list:
     """The adapter's `data` entries (dicts, or plain file names for older adapters), and those
-    of every earlier phase it started from (`extra.init_adapter`, nested); [] without one."""
+    of every adapter it grew from (`earlier_records`); [] without an adapter."""
     manifest = engine.loaded.manifest if engine.loaded.adapter_path is not None else None
     if not manifest:
         return []
-    records, phase = list(manifest.data), manifest.extra.get("init_adapter")
-    while isinstance(phase, dict):
-        records += phase.get("data") or []
-        phase = phase.get("init_adapter")
+    return list(manifest.data) + earlier_records(manifest.extra)
+
+
+def earlier_records(extra: dict) -> list:
+    """The `data` of every adapter a manifest's `extra` (or an earlier phase's record) says it
+    grew from: the phase before it (`init_adapter`) and a mix's start (`interpolated.start`,
+    training/interpolate.py), each with the ones they grew from."""
+    records = []
+    for earlier in (extra.get("init_adapter"), (extra.get("interpolated") or {}).get("start")):
+        if isinstance(earlier, dict):
+            records += (earlier.get("data") or []) + earlier_records(earlier)
     return records
 
 
