@@ -277,6 +277,8 @@ class Service:
         """Why this replica cannot serve every route now, or None (what /ready answers)."""
         if self.draining.began:
             return "the server is shutting down: retry on another replica"
+        if self.worker.stopped is not None:
+            return self.worker.stopped
         if not self.ready:
             if self.load_error:
                 return f"the model failed to load ({self.load_failure}); see the server log"

@@ -164,6 +164,7 @@ class ModelWorker:
         self._tokenizer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="magnet-tokenize")
         self._task: asyncio.Task | None = None
         self._closing = False
+        self.stopped: str | None = None  # why the loop ended on an error, if it did (`_on_loop_end`)
         self._running: dict = {}  # model -> DecodeBatch of its decodes in flight (worker thread only)
         self._running_jobs: list[Job] = []  # their jobs (read on the loop between iterations)
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -248,6 +249,8 @@ class ModelWorker:
         return asyncio.get_running_loop().create_future()
 
     async def enqueue(self, job: Job, priced: bool = True) -> Any:
+        if self.stopped is not None:
+            raise BackendError(self.stopped)
         if self._closing:
             raise NotReadyError("the server is shutting down: retry on another replica")
         if priced:
@@ -260,6 +263,7 @@ class ModelWorker:
         except asyncio.CancelledError:  # the caller left: a queued job gives its slot back at once
             if job in self._queue:
                 self._pop(self._queue.index(job))
+                self._arrived.set()  # a wait for company planned with it wakes and plans again
             job.cancelled = True  # a running decode leaves the batch at the next step, a sliced job stops
             raise
 
@@ -301,13 +305,27 @@ class ModelWorker:
     def start(self) -> None:
         self.loop = asyncio.get_running_loop()  # the loop that owns the queue (for other threads)
         self._task = asyncio.create_task(self._loop(), name="magnet-model-worker")
+        self._task.add_done_callback(self._on_loop_end)
+
+    def _on_loop_end(self, task: asyncio.Task) -> None:
+        """A loop that ended on an error (a bug) answers every job waiting on it with a 500, and
+        every later one (`stopped`: /ready says it), instead of leaving them unanswered."""
+        if task.cancelled() or task.exception() is None:
+            return
+        error = task.exception()
+        log.error("the model worker stopped", exc_info=error)
+        self.stopped = f"the model worker stopped ({type(error).__name__}: {error}): restart the server"
+        for job in [*self._queue, *self._running_jobs, *self._slicing]:
+            if not job.future.done():
+                job.future.set_exception(BackendError(self.stopped))
+        self._queue.clear()
 
     async def close(self) -> None:
         """Refuse new work, finish everything queued and decoding, then stop the thread."""
         self._closing = True
         self._arrived.set()
         if self._task is not None:
-            await self._task
+            await asyncio.wait([self._task])  # an error it ended on is answered and logged (_on_loop_end)
         self._executor.shutdown(wait=True)
         self._tokenizer.shutdown(wait=True)
 
@@ -412,6 +430,7 @@ class ModelWorker:
         while (wait and first.key is not None and sum(s.tokens for s in slices) < self.max_batch_tokens
                and await self._next_arrival(deadline)):
             slices = plan_oneshot(self._queue, self.max_batch_tokens)
+        slices = plan_oneshot(self._queue, self.max_batch_tokens)  # a caller may have left while it waited
         for part in slices:
             self._pop(self._queue.index(part.job))
         self._slicing = [part.job for part in slices if not part.last]

@@ -412,3 +412,34 @@ async def test_a_client_that_leaves_during_a_step_frees_its_row_with_no_other_wo
         await asyncio.sleep(0.01)
     assert worker._running == {} and worker.running == 0
     await worker.close()
+
+
+async def test_a_caller_that_leaves_while_its_batch_waits_for_company_leaves_the_worker_serving():
+    # the worker planned a batch with the job, then waited (max_wait) for company; the job left
+    worker = make_worker(wait=0.3)
+    upper = lambda payloads: [p.upper() for p in payloads]  # noqa: E731  (one result per payload)
+    leaving = asyncio.ensure_future(submit(worker, "embed", ("embed",), "gone", upper, tokens=1))
+    await asyncio.sleep(0.05)  # planned, waiting
+    leaving.cancel()
+    assert await asyncio.wait_for(submit(worker, "embed", ("embed",), "next", upper, tokens=1), 5) == "NEXT"
+    assert not worker._task.done() and worker.stopped is None
+    await worker.close()
+
+
+async def test_a_worker_loop_that_dies_answers_every_waiting_job_and_says_so(monkeypatch):
+    worker = make_worker()
+    release, held = await occupy_worker(worker)
+    waiting = asyncio.ensure_future(submit(worker, "embed", ("embed",), "a", lambda p: p, tokens=1))
+    await until_depth(worker, 1)
+
+    async def broken(self):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(ModelWorker, "_next_work", broken)
+    release.set()
+    await held
+    with pytest.raises(BackendError, match="the model worker stopped"):
+        await asyncio.wait_for(waiting, 5)
+    with pytest.raises(BackendError, match="restart the server"):
+        await submit(worker, "embed", ("embed",), "b", lambda p: p, tokens=1)
+    await worker.close()  # does not raise the loop's error again
