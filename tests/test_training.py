@@ -242,6 +242,9 @@ def test_graded_pairs_come_from_the_train_split_with_their_scores(tiny_model_dir
 
 
 def test_the_manifest_records_the_graded_pairs_as_training_data(tiny_model_dir, data_file, tmp_path, tiny_loaded):
+    from dataclasses import replace
+
+    from magnet.splits import file_sha256
     from magnet.training.checkpoints import manifest_for
 
     sts = stsb_file(tmp_path)
@@ -249,6 +252,8 @@ def test_the_manifest_records_the_graded_pairs_as_training_data(tiny_model_dir, 
     manifest = manifest_for(config, tiny_loaded, steps=1)
     assert manifest.objectives["graded"] == {"weight": 0.5, "scale": 20.0, "loss": "cosent", "pairs": ["sts-train.csv"]}
     assert [(r["file"], r["split"]) for r in manifest.data if r["file"] == "sts-train.csv"] == [("sts-train.csv", "train")]
+    held = manifest_for(replace(config, exclude=(str(data_file),)), tiny_loaded, steps=1).extra["excluded"]
+    assert held == [{"file": data_file.name, "sha256": file_sha256(data_file)}]  # what --exclude kept out, by content
 
 
 def test_graded_pairs_need_a_weight_and_a_weight_needs_pairs(tiny_model_dir, data_file, tmp_path, tiny_loaded):
@@ -728,6 +733,7 @@ def test_a_recipe_runs_its_phases_in_order_each_from_the_one_before(tiny_model_d
     assert [len(log) for log in logs] == [2, 2] and logs[0][0]["sscl"] == 0 and logs[1][0]["sscl"] > 0
     assert AdapterManifest.load(adapter).extra["init_adapter"]["steps"] == 2  # the fill phase's 2 steps
     assert sscl["lora_r"] == base.lora_r == AdapterManifest.load(adapter).extra["lora"]["r"]  # what was trained
+    assert AdapterManifest.load(adapter).extra["excluded"] == []  # no --exclude: the manifest says so
 
 
 def test_a_stopped_recipe_goes_on_where_it_stopped_when_run_again(tiny_model_dir, data_file, tmp_path):

@@ -16,6 +16,7 @@ import torch
 from magnet.atomic import atomic_dir
 from magnet.manifest import AdapterManifest
 from magnet.permissions import make_readable
+from magnet.splits import file_sha256
 
 KEEP_CHECKPOINTS = 2
 
@@ -93,6 +94,9 @@ def manifest_for(config, loaded, steps: int) -> AdapterManifest:
         data=training_data_records(config),
         extra={"lora": {"r": config.lora_r, "alpha": config.lora_alpha, "targets": list(config.lora_targets)},
                "max_length": config.max_length, "batch_size": config.batch_size, "lr": config.lr,
+               # the files whose sentences training left out (--exclude), by content: whether a
+               # report file was kept out is read here, not guessed from the command
+               "excluded": [{"file": Path(p).name, "sha256": file_sha256(p)} for p in config.exclude],
                **({"init_adapter": earlier_phase(config.init_adapter)} if config.init_adapter else {})},
     )
 
