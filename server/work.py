@@ -164,6 +164,12 @@ class InfillWork:
         """What the fills of every row may add."""
         return self.rows * (len(self.segments) - 1) * self.max_tokens
 
+    @property
+    def after_tokens(self) -> int:
+        """The work once the fills are made: with several candidates (best_of), each whole text
+        is read once more, left to right, to keep the likeliest (magnet/decodes.py)."""
+        return self.tokens + self.new_tokens if self.rows > 1 else 0
+
     def run(self, payloads: list[tuple]):
         # Requests that meet in the queue are prefilled together, then join the running batch.
         return self.engine.start_infill_rows([p[0] for p in payloads], [p[1] for p in payloads])

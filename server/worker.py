@@ -125,10 +125,11 @@ class Job:
 
     @property
     def cost(self) -> int:
-        """The model work still to do, in tokens: the price admission uses."""
+        """The model work still to do, in tokens: the price admission uses (an infill's best_of
+        candidates read once more at its end included: `after_tokens`)."""
         if self.sizes is not None:
             return sum(self.sizes[self.done:])
-        return self.tokens + self.new_tokens
+        return self.tokens + self.new_tokens + getattr(self.work, "after_tokens", 0)
 
     def ahead(self, budget: int) -> int:
         """What it delays a job queued behind it: a sliced job, one slice (`budget`: the job

@@ -148,6 +148,8 @@ async def test_queued_jobs_carry_their_typed_work_items(tiny_engine):
     assert infill.rows == infill.work.rows == len(infill.work.rows_plan) == 2
     assert infill.tokens == sum(len(layout.ids) for _, layout in infill.work.rows_plan)
     assert infill.new_tokens == 2 * 1 * 3  # rows x gaps x max_tokens
+    # priced with the end's read of both candidates' whole texts (to keep the likelier)
+    assert costs[InfillWork] == 2 * (infill.tokens + infill.new_tokens)
 
 
 async def test_a_chat_is_tokenized_once_for_all_its_choices(tiny_chat_engine, tokenizer_calls):
