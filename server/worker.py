@@ -204,6 +204,11 @@ class ModelWorker:
         """Run `prepare()` (tokenizing: the token ids a job carries, and prices) on the tokenizer
         thread, off the event loop and off the model thread; timed as the "tokenize" stage."""
         started = time.perf_counter()
+        if len(self._queue) + self._preparing >= self.max_queue:  # it would find the queue full: say so now,
+            metrics.REJECTED.labels(kind).inc()                    # not after waiting for the tokenizer
+            raise OverloadedError(f"the model queue is full ({len(self._queue)} requests waiting, "
+                                  f"{self._preparing} being tokenized): retry after {self.retry_after_s:g} s",
+                                  retry_after=self.retry_after_s)
         self._preparing += 1
         try:
             return await asyncio.get_running_loop().run_in_executor(self._tokenizer, prepare)

@@ -443,3 +443,27 @@ async def test_a_worker_loop_that_dies_answers_every_waiting_job_and_says_so(mon
     with pytest.raises(BackendError, match="restart the server"):
         await submit(worker, "embed", ("embed",), "b", lambda p: p, tokens=1)
     await worker.close()  # does not raise the loop's error again
+
+
+async def test_a_full_queue_refuses_before_tokenizing():
+    # the tokenizer thread is one: a request that would find the queue full must not wait for it
+    import threading
+
+    worker = ModelWorker(max_queue=2, max_batch_tokens=10, max_wait_s=0.0, retry_after_s=3.0)
+    worker.start()
+    release, _ = await occupy_worker(worker)
+    queued = asyncio.ensure_future(worker.call("infill", lambda: 0))
+    await until_depth(worker, 1)
+    tokenizing = threading.Event()
+    slow = asyncio.ensure_future(worker.tokenize("embed", tokenizing.wait))  # holds the tokenizer thread
+    await asyncio.sleep(0.05)
+    ran = []
+    try:
+        with pytest.raises(OverloadedError, match="1 being tokenized") as refused:
+            await asyncio.wait_for(worker.tokenize("embed", lambda: ran.append(1)), 5)
+    finally:
+        tokenizing.set()  # the thread is freed whatever happened
+    assert refused.value.retry_after == 3.0 and ran == []
+    release.set()
+    assert await slow is True and await queued == 0
+    await worker.close()
