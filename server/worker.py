@@ -205,10 +205,8 @@ class ModelWorker:
         thread, off the event loop and off the model thread; timed as the "tokenize" stage."""
         started = time.perf_counter()
         if len(self._queue) + self._preparing >= self.max_queue:  # it would find the queue full: say so now,
-            metrics.REJECTED.labels(kind).inc()                    # not after waiting for the tokenizer
-            raise OverloadedError(f"the model queue is full ({len(self._queue)} requests waiting, "
-                                  f"{self._preparing} being tokenized): retry after {self.retry_after_s:g} s",
-                                  retry_after=self.retry_after_s)
+            self.refuse(kind, self.queue_full(f"{len(self._queue)} requests waiting, "  # not after the tokenizer
+                                              f"{self._preparing} being tokenized"))
         self._preparing += 1
         try:
             return await asyncio.get_running_loop().run_in_executor(self._tokenizer, prepare)
@@ -281,29 +279,32 @@ class ModelWorker:
         tokens = job.cost + (charge.tokens if charge else 0)
         rows = (job.rows if job.decode else 0) + (charge.rows if charge else 0)
         if self.max_request_tokens is not None and tokens > self.max_request_tokens:
-            self.refuse(job, PayloadTooLargeError(too_costly(job.kind, tokens, self.max_request_tokens)))
+            self.refuse(job.kind, PayloadTooLargeError(too_costly(job.kind, tokens, self.max_request_tokens)))
         if rows > self.max_running_rows:
-            self.refuse(job, PayloadTooLargeError(too_many_rows(rows, self.max_running_rows)))
+            self.refuse(job.kind, PayloadTooLargeError(too_many_rows(rows, self.max_running_rows)))
         queued = self.queued_tokens
         if len(self._queue) >= self.max_queue or (
                 self.max_queued_tokens is not None and self._queue and queued + job.cost > self.max_queued_tokens):
-            self.refuse(job, OverloadedError(
-                f"the model queue is full ({len(self._queue)} requests, {queued} tokens waiting): "
-                f"retry after {self.retry_after_s:g} s", retry_after=self.retry_after_s))
+            self.refuse(job.kind, self.queue_full(f"{len(self._queue)} requests, {queued} tokens waiting"))
         own = charge.ahead if charge else 0
         rate, ahead, wait = self.drain.per_second, self.work_ahead - own, self.estimated_wait_s(own)
         if self.max_queue_wait_s is not None and rate and wait > self.max_queue_wait_s:
             after = retry_after_s(wait * rate, rate, self.max_queue_wait_s)
-            self.refuse(job, OverloadedError(
+            self.refuse(job.kind, OverloadedError(
                 f"the model is busy: this request would wait ~{wait:.0f} s behind {ahead} tokens of work "
                 f"(the limit is {self.max_queue_wait_s:g} s): retry after {after:g} s", retry_after=after))
         if charge is not None:
             charge.tokens, charge.rows = tokens, rows
             charge.ahead += job.ahead(self.max_batch_tokens)
 
+    def queue_full(self, what: str) -> OverloadedError:
+        """The 429 of a full queue (`what`: what fills it)."""
+        return OverloadedError(f"the model queue is full ({what}): retry after {self.retry_after_s:g} s",
+                               retry_after=self.retry_after_s)
+
     @staticmethod
-    def refuse(job: Job, error: MagnetError) -> None:
-        metrics.REJECTED.labels(job.kind).inc()
+    def refuse(kind: str, error: MagnetError) -> None:
+        metrics.REJECTED.labels(kind).inc()
         raise error
 
     # --- the loop ----------------------------------------------------------------------
